@@ -1,0 +1,60 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Murmuration: a serverless peer-to-peer node for gossip federated learning,
+/// and the network simulator that runs the same protocol code.
+///
+/// Dependencies point one way: `Crypto` needs only libsodium, `Learner` needs no
+/// networking, `Gossip` needs `Crypto`, and `Simulation` drives `Gossip` in virtual time.
+let package = Package(
+    name: "Murmuration",
+    products: [
+        .executable(name: "peer", targets: ["peer"]),
+        .executable(name: "netsim", targets: ["netsim"]),
+        .library(name: "Crypto", targets: ["Crypto"]),
+        .library(name: "Gossip", targets: ["Gossip"]),
+        .library(name: "Learner", targets: ["Learner"]),
+        .library(name: "Simulation", targets: ["Simulation"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // System libraries from Debian packages (see `make deps`).
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+
+        .target(name: "Crypto", dependencies: ["CSodium"]),
+        .target(name: "Gossip", dependencies: ["Crypto", "CLibUV", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Learner", dependencies: ["CBLAS", "CZlib"]),
+        .target(name: "Simulation", dependencies: ["Gossip", "Crypto"], path: "netsim/Simulation"),
+
+        .executableTarget(
+            name: "peer",
+            dependencies: [
+                "Crypto", "Gossip", "Learner",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "netsim",
+            dependencies: ["Simulation", "Gossip", "Learner", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "netsim/CLI"
+        ),
+        .executableTarget(
+            name: "murmur-bench",
+            dependencies: ["Crypto", "Gossip", "Learner", "Simulation", "CSodium"],
+            path: "Benchmarks"
+        ),
+
+        .testTarget(name: "CryptoTests", dependencies: ["Crypto", "CSodium"]),
+        .testTarget(name: "GossipTests", dependencies: ["Gossip", "Crypto"]),
+        .testTarget(name: "LearnerTests", dependencies: ["Learner"]),
+        .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Gossip", "Crypto"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,132 @@
+/// The vocabulary shared by every sans-IO protocol component and the drivers that run them.
+///
+/// A node never reads a clock, opens a socket or draws from a global random source.
+/// A driver (the libuv runtime, or the simulator in virtual time) calls the node's
+/// `on…` handlers with the current ``Instant`` and carries out the ``NodeAction``s
+/// they return.
+
+/// A point on a node's monotonic clock: virtual time in the simulator, `uv_now` in the runtime.
+public struct Instant: Comparable, Hashable, Sendable, CustomStringConvertible {
+    /// Nanoseconds since the driver's epoch.
+    public var nanoseconds: Int64
+
+    public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
+
+    public static let zero = Instant(nanoseconds: 0)
+
+    public static func < (a: Instant, b: Instant) -> Bool { a.nanoseconds < b.nanoseconds }
+
+    public static func + (a: Instant, d: Duration) -> Instant {
+        Instant(nanoseconds: a.nanoseconds &+ d.nanosecondsClamped)
+    }
+
+    public static func - (a: Instant, b: Instant) -> Duration {
+        .nanoseconds(a.nanoseconds &- b.nanoseconds)
+    }
+
+    public var description: String {
+        let ms = Double(nanoseconds) / 1e6
+        return "\(ms)ms"
+    }
+}
+
+extension Duration {
+    /// This duration in whole nanoseconds, clamped to the range of `Int64`.
+    public var nanosecondsClamped: Int64 {
+        let (seconds, attoseconds) = components
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return seconds < 0 ? .min : .max }
+        let (sum, overflow2) = scaled.addingReportingOverflow(attoseconds / 1_000_000_000)
+        if overflow2 { return seconds < 0 ? .min : .max }
+        return sum
+    }
+
+    /// This duration in seconds as a `Double`.
+    public var seconds: Double {
+        let (s, atto) = components
+        return Double(s) + Double(atto) * 1e-18
+    }
+}
+
+/// Where a peer can be reached: a host (IPv4/IPv6 literal, or a simulator name) and a port.
+public struct Endpoint: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var host: String
+    public var port: UInt16
+
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    public static func < (a: Endpoint, b: Endpoint) -> Bool {
+        (a.host, a.port) < (b.host, b.port)
+    }
+
+    public var description: String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+/// How a message should travel: small control messages as datagrams (UDP),
+/// model transfers over a stream (TCP). The simulator models both as links.
+public enum Transport: Sendable, Hashable {
+    case datagram
+    case stream
+}
+
+/// What a protocol component asks its driver to do.
+public enum NodeAction<Message: Sendable, Timer: Hashable & Sendable, Event: Sendable>: Sendable {
+    /// Send a message to an endpoint.
+    case send(Message, to: Endpoint, via: Transport)
+    /// Call the node's `onTimer` with this timer at (or after) the given instant.
+    /// Scheduling a timer that is already pending replaces it.
+    case schedule(Timer, at: Instant)
+    /// Forget a pending timer.
+    case cancel(Timer)
+    /// Something an observer (log, metrics, test, the learner glue) should know.
+    case report(Event)
+}
+
+/// A message whose encoded size is known, so drivers can count bytes and model bandwidth.
+public protocol WireSized {
+    /// Bytes this message occupies on the wire (before link-layer overhead).
+    var wireSize: Int { get }
+}
+
+/// A sans-IO protocol node that a driver can run.
+///
+/// Each handler takes the current instant and returns the actions to carry out, in order.
+/// Implementations are value types: copying a node copies its whole state.
+public protocol ProtocolNode {
+    associatedtype Message: Sendable & WireSized
+    associatedtype Timer: Hashable & Sendable
+    associatedtype Event: Sendable
+
+    typealias Action = NodeAction<Message, Timer, Event>
+
+    /// The node starts (or restarts after a crash).
+    mutating func onStart(at now: Instant) -> [Action]
+    /// A message arrived from `sender`.
+    mutating func onMessage(_ message: Message, from sender: Endpoint, at now: Instant) -> [Action]
+    /// A timer scheduled earlier fired.
+    mutating func onTimer(_ timer: Timer, at now: Instant) -> [Action]
+}
+
+/// A small, fast, seedable pseudo-random generator (SplitMix64), so every
+/// protocol decision is reproducible from a seed.
+public struct SplitMix64: RandomNumberGenerator, Sendable, Hashable {
+    public private(set) var state: UInt64
+
+    public init(seed: UInt64) { self.state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A generator for a sub-component, independent of this one's future output.
+    public mutating func split() -> SplitMix64 { SplitMix64(seed: next() ^ 0xD1B5_4A32_D192_ED03) }
+}

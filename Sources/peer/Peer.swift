@@ -1,0 +1,12 @@
+import ArgumentParser
+
+/// `peer`: run and manage a Murmuration node.
+@main
+struct Peer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "peer",
+        abstract: "A serverless peer-to-peer node for gossip federated learning.",
+        subcommands: [
+        ]
+    )
+}

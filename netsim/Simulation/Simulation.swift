@@ -1,0 +1,2 @@
+/// Deterministic discrete-event simulator that runs real protocol nodes in virtual time.
+public enum Simulation {}
