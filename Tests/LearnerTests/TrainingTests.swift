@@ -1,0 +1,102 @@
+import Testing
+@testable import Learner
+
+/// A small synthetic problem: three Gaussian blobs in 6 dimensions.
+func blobs(count: Int, seed: UInt64) throws -> Dataset {
+    var rng = LearnerRandom(seed: seed)
+    var x: [Float] = []
+    var y: [Int32] = []
+    for i in 0..<count {
+        let c = i % 3
+        y.append(Int32(c))
+        for j in 0..<6 { x.append(Float(rng.normal() * 0.7 + (j % 3 == c ? 2 : 0))) }
+    }
+    return try Dataset(features: x, labels: y, featureCount: 6, classCount: 3)
+}
+
+struct TrainingTests {
+    static func train(seed: UInt64, steps: Int = 60) throws -> Model {
+        let data = try blobs(count: 300, seed: 3)
+        let arch = try Architecture(inputCount: 6, hiddenSizes: [16, 8], classCount: 3)
+        var model = Model(architecture: arch, seed: seed)
+        var trainer = try Trainer(architecture: arch, config: TrainerConfig(batchSize: 32, seed: seed))
+        try trainer.train(&model, on: data, steps: steps)
+        return model
+    }
+
+    @Test func trainer_sameSeed_sameParametersBitForBit() throws {
+        let a = try Self.train(seed: 11), b = try Self.train(seed: 11)
+        #expect(a.parameters.map(\.bitPattern) == b.parameters.map(\.bitPattern))
+        #expect(BLAS.threadCount == 1)
+    }
+
+    @Test func trainer_differentSeed_differentParameters() throws {
+        #expect(try Self.train(seed: 11).parameters != Self.train(seed: 12).parameters)
+    }
+
+    @Test func trainer_blobs_learnsToHighAccuracy() throws {
+        let model = try Self.train(seed: 5, steps: 200)
+        let test = try blobs(count: 300, seed: 99)
+        let evaluation = try model.evaluate(on: test)
+        #expect(evaluation.accuracy > 0.95)
+        #expect(evaluation.confusion.flatMap { $0 }.reduce(0, +) == 300)
+        #expect(evaluation.perClassAccuracy.allSatisfy { ($0 ?? 0) > 0.9 })
+    }
+
+    @Test func trainer_interleavedParameterReplacement_keepsOptimizerState() throws {
+        let data = try blobs(count: 120, seed: 4)
+        let arch = try Architecture(inputCount: 6, hiddenSizes: [8], classCount: 3)
+        var model = Model(architecture: arch, seed: 1)
+        var trainer = try Trainer(architecture: arch, config: TrainerConfig(batchSize: 16, seed: 1))
+        try trainer.train(&model, on: data, steps: 5)
+        let other = Model(architecture: arch, seed: 2)
+        // What a gossip node does: average with a peer, then keep training.
+        let averaged = zip(model.flatten(), other.flatten()).map { ($0 + $1) / 2 }
+        try model.load(flat: averaged)
+        #expect(trainer.optimizer.state.step == 5)
+        #expect(trainer.optimizer.state.velocity.contains { $0 != 0 })
+        try trainer.train(&model, on: data, steps: 3)
+        #expect(trainer.optimizer.state.step == 8)
+    }
+
+    @Test func trainEpoch_visitsEverySampleOnce() throws {
+        let data = try blobs(count: 100, seed: 4)
+        let arch = try Architecture(inputCount: 6, classCount: 3)
+        var model = Model(architecture: arch, seed: 1)
+        var trainer = try Trainer(architecture: arch, config: TrainerConfig(batchSize: 32, seed: 1))
+        let stats = try trainer.trainEpoch(&model, on: data)
+        #expect(stats.steps == 4)
+        #expect(stats.samples == 100)
+    }
+
+    @Test func model_loadFlat_wrongLengthOrNaN_isRefused() throws {
+        let arch = try Architecture(inputCount: 3, hiddenSizes: [2], classCount: 2)
+        var model = Model(architecture: arch, seed: 1)
+        #expect(arch.parameterCount == 3 * 2 + 2 + 2 * 2 + 2)
+        #expect(throws: LearnerError.self) { try model.load(flat: [Float](repeating: 0, count: 5)) }
+        var bad = model.flatten()
+        bad[0] = .nan
+        #expect(throws: LearnerError.self) { try model.load(flat: bad) }
+        let before = model.flatten()
+        try model.load(flat: before.map { $0 * 2 })
+        #expect(model.flatten() == before.map { $0 * 2 })
+    }
+
+    @Test func architecture_parse_acceptsSoftmaxAndMLPAndRejectsNonsense() throws {
+        #expect(try Architecture.parse("softmax", inputCount: 784, classCount: 10).parameterCount == 7850)
+        #expect(try Architecture.parse("mlp:128", inputCount: 784, classCount: 10).parameterCount == 101_770)
+        #expect(try Architecture.parse("mlp:32,16", inputCount: 4, classCount: 3).hiddenSizes == [32, 16])
+        for spec in ["mlp:", "mlp:0", "mlp:a", "cnn", "mlp:10,,2"] {
+            #expect(throws: LearnerError.self) { try Architecture.parse(spec, inputCount: 4, classCount: 3) }
+        }
+    }
+
+    @Test func schedules_cosineAndStep_decayAsDocumented() {
+        #expect(LearningRateSchedule.constant.rate(base: 0.1, step: 1000) == 0.1)
+        #expect(LearningRateSchedule.step(every: 10, factor: 0.5).rate(base: 0.1, step: 25) == 0.025)
+        let cosine = LearningRateSchedule.cosine(totalSteps: 100, floor: 0.01)
+        #expect(abs(cosine.rate(base: 1, step: 0) - 1) < 1e-6)
+        #expect(abs(cosine.rate(base: 1, step: 50) - 0.505) < 1e-4)
+        #expect(abs(cosine.rate(base: 1, step: 500) - 0.01) < 1e-6)
+    }
+}
