@@ -26,7 +26,8 @@ struct Predict: ParsableCommand {
         do {
             try predict()
         } catch let error as LearnerError {
-            throw ValidationError(error.description)
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode.failure
         }
     }
 

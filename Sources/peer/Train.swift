@@ -51,12 +51,17 @@ struct Train: ParsableCommand {
         do {
             try train()
         } catch let error as LearnerError {
-            throw ValidationError(error.description)
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode.failure
         }
     }
 
     func train() throws {
         guard epochs >= 1 else { throw LearnerError.invalidArgument("--epochs must be at least 1") }
+        let outDirectory = (out as NSString).deletingLastPathComponent
+        guard access(outDirectory.isEmpty ? "." : outDirectory, W_OK) == 0 else {
+            throw LearnerError.io(path: out, reason: "its directory does not exist or is not writable")
+        }
         let normalizerKind = try Normalizer.Kind(name: normalize)
         let source = try DataSource.resolve(data)
         var (trainSet, testSet) = try source.load(labelColumn: labelColumn)
@@ -83,11 +88,12 @@ struct Train: ParsableCommand {
 
         var net = Model(architecture: architecture, seed: seed)
         print("training \(architecture) on \(trainSet.count) samples, testing on \(testSet.count); batch \(batch), lr \(lr), momentum \(momentum), seed \(seed)")
-        let bar = ProgressBar(enabled: progress || isatty(STDERR_FILENO) == 1)
+        var bar = ProgressBar(enabled: progress || isatty(STDERR_FILENO) == 1)
         let started = Date()
         var evaluation = try net.evaluate(on: testSet)
         for e in 1...epochs {
             let epochStart = Date()
+            bar.start()
             let stats = try trainer.trainEpoch(&net, on: trainSet) { done, total in
                 bar.update(label: "epoch \(e)/\(epochs)", done: done, total: total)
             }
@@ -120,11 +126,16 @@ struct Train: ParsableCommand {
     }
 }
 
-/// A one-line progress bar on stderr, redrawn in place.
+/// A one-line progress bar on stderr, redrawn in place, with the time left in the epoch.
 struct ProgressBar {
     let enabled: Bool
+    private var started = Date()
     /// Cells in the bar: fits an 80-column terminal with the label and figures beside it.
     static let width = 30
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    mutating func start() { started = Date() }
 
     func update(label: String, done: Int, total: Int) {
         guard enabled, total > 0 else { return }
@@ -133,6 +144,7 @@ struct ProgressBar {
         let filled = Self.width * done / total
         let line = "\r\(label) [" + String(repeating: "#", count: filled) + String(repeating: "-", count: Self.width - filled)
             + "] \(100 * done / total)%"
+            + String(format: "  %.1f s left", Date().timeIntervalSince(started) * Double(total - done) / Double(done))
         FileHandle.standardError.write(Data(line.utf8))
     }
 
