@@ -327,20 +327,10 @@ public struct ErrorFeedback: Sendable {
             throw LearnerError.shapeMismatch("error feedback holds \(residual.count) values, delta has \(delta.count)")
         }
         var compensated = delta
-        compensated.withUnsafeMutableBufferPointer { c in
-            residual.withUnsafeBufferPointer { e in
-                for i in 0..<c.count { c[i] += e[i] }
-            }
-        }
+        try VectorMath.axpy(1, residual, &compensated)
         let bytes = codec.encode(compensated)
         let decoded = try codec.decode(bytes, expectedCount: delta.count)
-        residual.withUnsafeMutableBufferPointer { e in
-            compensated.withUnsafeBufferPointer { c in
-                decoded.withUnsafeBufferPointer { d in
-                    for i in 0..<e.count { e[i] = c[i] - d[i] }
-                }
-            }
-        }
+        residual = try VectorMath.difference(compensated, decoded)
         return (bytes, decoded, CodecReport(count: delta.count, encodedBytes: bytes.count))
     }
 }

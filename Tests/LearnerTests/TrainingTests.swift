@@ -100,3 +100,34 @@ struct TrainingTests {
         #expect(abs(cosine.rate(base: 1, step: 500) - 0.01) < 1e-6)
     }
 }
+
+struct TensorTests {
+    @Test func matrix_product_matchesNaiveLoops() throws {
+        var rng = LearnerRandom(seed: 1)
+        let a = try Matrix(rows: 3, columns: 4, values: (0..<12).map { _ in Float(rng.normal()) })
+        let b = try Matrix(rows: 5, columns: 4, values: (0..<20).map { _ in Float(rng.normal()) })
+        let c = try a.multiplied(by: b, transposeOther: true)
+        #expect(c.rows == 3 && c.columns == 5)
+        for i in 0..<3 {
+            for j in 0..<5 {
+                let naive = (0..<4).reduce(Float(0)) { $0 + a[i, $1] * b[j, $1] }
+                #expect(abs(c[i, j] - naive) < 1e-5)
+            }
+        }
+        let g = try a.multiplied(by: a, transposeSelf: true) // 4×4 Gram matrix
+        #expect(g.rows == 4 && abs(g[1, 2] - g[2, 1]) < 1e-6)
+        #expect(throws: LearnerError.self) { try a.multiplied(by: b) }
+    }
+
+    @Test func vectorMath_axpyScaleNorm() throws {
+        var y: [Float] = [1, 2, 3]
+        try VectorMath.axpy(2, [1, 1, 1], &y)
+        #expect(y == [3, 4, 5])
+        VectorMath.scale(0.5, &y)
+        #expect(y == [1.5, 2, 2.5])
+        #expect(abs(VectorMath.norm([3, 4]) - 5) < 1e-12)
+        #expect(try VectorMath.difference([3, 4], [1, 1]) == [2, 3])
+        #expect(!VectorMath.allFinite([1, .nan]))
+        #expect(throws: LearnerError.self) { try VectorMath.axpy(1, [1], &y) }
+    }
+}
