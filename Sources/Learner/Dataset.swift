@@ -25,7 +25,10 @@ public struct Dataset: Sendable, Equatable {
     }
 
     /// The samples at `indices`, in that order (used by partitioners and splits).
-    public func subset(_ indices: [Int]) -> Dataset {
+    public func subset(_ indices: [Int]) throws -> Dataset {
+        if let bad = indices.first(where: { $0 < 0 || $0 >= count }) {
+            throw LearnerError.shapeMismatch("sample index \(bad) is outside 0..<\(count)")
+        }
         var f = [Float](repeating: 0, count: indices.count * featureCount)
         var y = [Int32](repeating: 0, count: indices.count)
         features.withUnsafeBufferPointer { src in
@@ -59,7 +62,7 @@ public struct Dataset: Sendable, Equatable {
         guard testCount >= 1, testCount < count else {
             throw LearnerError.invalidArgument("a test fraction of \(fraction) of \(count) samples leaves one side empty")
         }
-        return (subset(Array(order[testCount...])), subset(Array(order[..<testCount])))
+        return (try subset(Array(order[testCount...])), try subset(Array(order[..<testCount])))
     }
 
     /// How many samples of each class.

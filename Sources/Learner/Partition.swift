@@ -122,7 +122,10 @@ public struct Partition: Sendable, Equatable {
     }
 
     /// Peer p's share of `data`.
-    public func dataset(forPeer p: Int, of data: Dataset) -> Dataset { data.subset(indices[p]) }
+    public func dataset(forPeer p: Int, of data: Dataset) throws -> Dataset {
+        guard indices.indices.contains(p) else { throw LearnerError.invalidArgument("no peer \(p) among \(indices.count)") }
+        return try data.subset(indices[p])
+    }
 
     /// A table of who holds what: per peer, its sample count and per-class counts, then the
     /// mean number of classes a peer holds.

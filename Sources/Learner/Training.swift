@@ -65,9 +65,10 @@ public struct SGD: Sendable {
     public var currentLearningRate: Float { config.schedule.rate(base: config.learningRate, step: state.step) }
 
     /// Applies one update to `model` from `gradient` (same length as its parameters).
-    public mutating func apply(_ gradient: UnsafeBufferPointer<Float>, to model: inout Model) {
-        precondition(gradient.count == model.parameters.count && state.velocity.count == gradient.count,
-                     "optimizer state, gradient and model disagree in length")
+    public mutating func apply(_ gradient: UnsafeBufferPointer<Float>, to model: inout Model) throws {
+        guard gradient.count == model.parameters.count && state.velocity.count == gradient.count else {
+            throw LearnerError.shapeMismatch("optimizer state (\(state.velocity.count)), gradient (\(gradient.count)) and model (\(model.parameters.count)) disagree in length")
+        }
         let lr = currentLearningRate, mu = config.momentum, wd = config.weightDecay
         let weightRanges = model.architecture.weightRanges
         model.parameters.withUnsafeMutableBufferPointer { w in
@@ -184,7 +185,7 @@ public struct Trainer: Sendable {
             }
         }
         cursor += rows
-        return applyBatch(&model, rows: rows)
+        return try applyBatch(&model, rows: rows)
     }
 
     /// One SGD step on an explicit batch (rows × inputCount features and their labels).
@@ -200,10 +201,10 @@ public struct Trainer: Sendable {
         }
         batchFeatures.replaceSubrange(0..<features.count, with: features)
         batchLabels.replaceSubrange(0..<rows, with: labels)
-        return applyBatch(&model, rows: rows)
+        return try applyBatch(&model, rows: rows)
     }
 
-    private mutating func applyBatch(_ model: inout Model, rows: Int) -> Double {
+    private mutating func applyBatch(_ model: inout Model, rows: Int) throws -> Double {
         var loss = 0.0
         batchFeatures.withUnsafeBufferPointer { x in
             batchLabels.withUnsafeBufferPointer { y in
@@ -213,7 +214,7 @@ public struct Trainer: Sendable {
                 }
             }
         }
-        gradient.withUnsafeBufferPointer { optimizer.apply($0, to: &model) }
+        try gradient.withUnsafeBufferPointer { try optimizer.apply($0, to: &model) }
         return loss
     }
 

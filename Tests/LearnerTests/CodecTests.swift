@@ -119,3 +119,18 @@ struct CodecTests {
         #expect(throws: LearnerError.self) { try Codecs.parse("topk:2") }
     }
 }
+
+struct TopKSelectionTests {
+    @Test(arguments: [1, 7, 50, 199, 200])
+    func largestIndices_withTies_keepsExactlyKOfTheLargest(k: Int) {
+        var rng = LearnerRandom(seed: UInt64(k))
+        // Few distinct magnitudes, both signs: many ties at the threshold.
+        let x = (0..<200).map { _ in Float(rng.below(9) - 4) }
+        let chosen = TopKCodec.largestIndices(x, k)
+        #expect(chosen.count == k)
+        #expect(chosen == chosen.sorted() && Set(chosen).count == k)
+        let smallestKept = chosen.map { abs(x[$0]) }.min() ?? .infinity
+        let rest = Set(x.indices).subtracting(chosen)
+        #expect(rest.allSatisfy { abs(x[$0]) <= smallestKept })
+    }
+}
