@@ -6,6 +6,8 @@ import Foundation
 public protocol DeltaCodec: Sendable {
     /// `fp32`, `fp16`, `int8` or `topk:FRACTION`: the spelling `Codecs.parse` accepts.
     var name: String { get }
+    /// The tag byte its encodings start with (for a wire header's "encoding" field).
+    var tag: CodecTag { get }
     /// The encoding of `values`.
     func encode(_ values: [Float]) -> [UInt8]
     /// The values in `bytes`, which must hold exactly `expectedCount` of them; throws (never
@@ -94,6 +96,7 @@ public enum Codecs {
 public struct Fp32Codec: DeltaCodec {
     public init() {}
     public var name: String { "fp32" }
+    public var tag: CodecTag { .fp32 }
 
     public func encode(_ values: [Float]) -> [UInt8] {
         var w = Codecs.header(.fp32, count: values.count, capacity: Codecs.headerBytes + 4 * values.count)
@@ -115,6 +118,7 @@ public struct Fp32Codec: DeltaCodec {
 public struct Fp16Codec: DeltaCodec {
     public init() {}
     public var name: String { "fp16" }
+    public var tag: CodecTag { .fp16 }
 
     public func encode(_ values: [Float]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: Codecs.headerBytes + 2 * values.count)
@@ -161,6 +165,7 @@ public struct Int8Codec: DeltaCodec {
 
     public init(chunk: Int = Int8Codec.defaultChunk) { self.chunk = min(max(1, chunk), Self.maxChunk) }
     public var name: String { "int8" }
+    public var tag: CodecTag { .int8 }
 
     static func size(count: Int, chunk: Int) -> Int {
         Codecs.headerBytes + 4 + 4 * ((count + chunk - 1) / chunk) + count
@@ -230,6 +235,7 @@ public struct TopKCodec: DeltaCodec {
 
     public init(fraction: Double) { self.fraction = min(1, max(fraction, .leastNonzeroMagnitude)) }
     public var name: String { "topk:\(fraction)" }
+    public var tag: CodecTag { .topK }
 
     /// How many values are kept out of `count`.
     public func keep(_ count: Int) -> Int { count == 0 ? 0 : min(count, max(1, Int((fraction * Double(count)).rounded(.up)))) }

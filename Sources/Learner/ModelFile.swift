@@ -136,9 +136,13 @@ public enum ModelFile {
     static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
         func fail(_ what: String) -> LearnerError { .io(path: path, reason: "\(what): \(String(cString: strerror(errno)))") }
         let directory = (path as NSString).deletingLastPathComponent
-        let temporary = path + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw fail("cannot create \(temporary)") }
+        // mkstemp picks a fresh name and creates the file exclusively, so concurrent writers
+        // of the same path never share a temporary file.
+        var template = Array((path + ".tmp-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { buf in buf.baseAddress.map { mkstemp($0) } ?? -1 }
+        let temporary = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard fd >= 0 else { throw fail("cannot create a temporary file beside it") }
+        fchmod(fd, 0o644)
         var ok = false
         defer {
             if !ok { unlink(temporary) }

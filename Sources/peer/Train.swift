@@ -40,7 +40,7 @@ struct Train: ParsableCommand {
     var testFraction: Double = 0.2
     @Option(name: .customLong("label-column"), help: "CSV label column, counted from 0 (default: a 'label' header, else 0).")
     var labelColumn: Int?
-    @Option(help: "OpenBLAS threads; more than 1 is faster but not bit-for-bit reproducible.")
+    @Option(help: "OpenBLAS threads; more than 1 can be faster on an idle machine but is not bit-for-bit reproducible.")
     var threads: Int = 1
     @Flag(help: "Show a progress bar on stderr even when it is not a terminal.")
     var progress = false
