@@ -120,9 +120,8 @@ public enum ModelFile {
 
     /// Reads and checks a model file.
     public static func read(_ path: String, expecting: Architecture? = nil) throws -> Contents {
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw LearnerError.io(path: path, reason: "cannot read: \(error.localizedDescription)")
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw LearnerError.io(path: path, reason: access(path, F_OK) == 0 ? "cannot read it (permissions?)" : "no such file")
         }
         return try decode([UInt8](data), path: path, expecting: expecting)
     }

@@ -50,6 +50,9 @@ public struct Partition: Sendable, Equatable {
     /// Splits `labels` (in 0..<classCount) over `peers` peers; the same seed gives the same split.
     public init(labels: [Int32], classCount: Int, peers: Int, scheme: PartitionScheme, seed: UInt64) throws {
         guard peers >= 1 else { throw LearnerError.invalidArgument("need at least one peer, got \(peers)") }
+        if let bad = labels.first(where: { $0 < 0 || Int($0) >= classCount }) {
+            throw LearnerError.invalidArgument("label \(bad) is outside 0..<\(classCount)")
+        }
         guard labels.count >= peers else { throw LearnerError.invalidArgument("\(labels.count) samples cannot be spread over \(peers) peers") }
         var rng = LearnerRandom(seed: seed)
         var out = [[Int]](repeating: [], count: peers)
@@ -81,9 +84,12 @@ public struct Partition: Sendable, Equatable {
             guard labels.count >= shardCount else {
                 throw LearnerError.invalidArgument("\(labels.count) samples cannot make \(shardCount) shards (\(peers) peers × \(k))")
             }
-            var order = Array(labels.indices)
-            rng.shuffle(&order) // random order within a class
-            order.sort { (labels[$0], $0) < (labels[$1], $1) }
+            var shuffled = Array(labels.indices)
+            rng.shuffle(&shuffled)
+            // Sorted by label, in random order within each class.
+            var byClass = [[Int]](repeating: [], count: classCount)
+            for i in shuffled { byClass[Int(labels[i])].append(i) }
+            let order = byClass.flatMap { $0 }
             var shardIDs = Array(0..<shardCount)
             rng.shuffle(&shardIDs)
             for (slot, shard) in shardIDs.enumerated() {
