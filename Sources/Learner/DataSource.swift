@@ -45,17 +45,20 @@ public enum DataSource: Equatable, Sendable {
     /// Finds the images and labels files for an IDX prefix or an images file.
     public static func idxPair(_ spec: String) throws -> IDXPair {
         let fm = FileManager.default
-        if fm.fileExists(atPath: spec), spec.contains("images-idx") {
-            let labels = spec.replacingOccurrences(of: "images-idx3", with: "labels-idx1")
+        if fm.fileExists(atPath: spec), spec.contains("images-idx3") || spec.contains("images.idx3") {
+            let labels = spec.replacingOccurrences(of: "images-idx3", with: "labels-idx1").replacingOccurrences(of: "images.idx3", with: "labels.idx1")
             guard labels != spec, fm.fileExists(atPath: labels) else {
                 throw LearnerError.io(path: spec, reason: "found no labels file beside it (expected \(labels))")
             }
             return IDXPair(images: spec, labels: labels)
         }
-        for suffix in [".gz", ""] {
-            let images = spec + "-images-idx3-ubyte" + suffix
-            let labels = spec + "-labels-idx1-ubyte" + suffix
-            if fm.fileExists(atPath: images) && fm.fileExists(atPath: labels) { return IDXPair(images: images, labels: labels) }
+        // MNIST's own names, then the "train-images.idx3-ubyte" spelling some mirrors use.
+        for separator in ["-", "."] {
+            for suffix in [".gz", ""] {
+                let images = spec + "-images" + separator + "idx3-ubyte" + suffix
+                let labels = spec + "-labels" + separator + "idx1-ubyte" + suffix
+                if fm.fileExists(atPath: images) && fm.fileExists(atPath: labels) { return IDXPair(images: images, labels: labels) }
+            }
         }
         throw LearnerError.io(path: spec, reason: "not a data set: expected fashion-mnist, mnist:DIR, a .csv file or an IDX prefix with \(spec)-images-idx3-ubyte[.gz] and \(spec)-labels-idx1-ubyte[.gz]")
     }

@@ -42,6 +42,16 @@ struct DataFileTests {
         #expect(train.count == 5 && test?.count == 5)
     }
 
+    @Test func idx_dottedMirrorNames_areFound() throws {
+        let dir = try temporaryDirectory()
+        for prefix in ["train", "t10k"] {
+            try DataFiles.writeIDX("\(dir)/\(prefix)-images.idx3-ubyte", dimensions: [2, 2, 2], data: [UInt8](repeating: 3, count: 8))
+            try DataFiles.writeIDX("\(dir)/\(prefix)-labels.idx1-ubyte", dimensions: [2], data: [0, 1])
+        }
+        let (train, test) = try DataSource.resolve("mnist:" + dir).load()
+        #expect(train.count == 2 && test?.count == 2 && train.featureCount == 4)
+    }
+
     @Test(arguments: [true, false])
     func idx_truncated_errorNamesFileAndSize(gz: Bool) throws {
         let dir = try temporaryDirectory()
