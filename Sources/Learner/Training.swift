@@ -214,6 +214,10 @@ public struct Trainer: Sendable {
                 }
             }
         }
+        // A non-finite loss means training has diverged: refuse this update rather than spread NaN.
+        guard loss.isFinite else {
+            throw LearnerError.invalidArgument("training diverged (loss \(loss)) at step \(optimizer.state.step); lower the learning rate")
+        }
         try gradient.withUnsafeBufferPointer { try optimizer.apply($0, to: &model) }
         return loss
     }

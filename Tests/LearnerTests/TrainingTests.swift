@@ -59,6 +59,15 @@ struct TrainingTests {
         #expect(trainer.optimizer.state.step == 8)
     }
 
+    @Test func trainer_hugeLearningRate_stopsBeforeParametersTurnNonFinite() throws {
+        let data = try blobs(count: 90, seed: 4)
+        let arch = try Architecture(inputCount: 6, hiddenSizes: [8], classCount: 3)
+        var model = Model(architecture: arch, seed: 1)
+        var trainer = try Trainer(architecture: arch, config: TrainerConfig(batchSize: 30, sgd: SGDConfig(learningRate: 1e30), seed: 1))
+        #expect(throws: LearnerError.self) { try trainer.train(&model, on: data, steps: 20) }
+        #expect(VectorMath.allFinite(model.parameters))
+    }
+
     @Test func trainEpoch_visitsEverySampleOnce() throws {
         let data = try blobs(count: 100, seed: 4)
         let arch = try Architecture(inputCount: 6, classCount: 3)
