@@ -39,7 +39,7 @@ func runLearnerBench() throws {
                            baseline: baseline?.accuracy, ratio: baseline.map { mlp.accuracy / $0.accuracy },
                            note: baseline == nil ? "scikit-learn baseline unavailable" : "baseline: \(baseline?.library ?? "")"))
     let softmax = try train("softmax", normalize: .minMax, lr: 0.05)
-    report.add(BenchFigure(name: "softmax regression train time", value: softmax.seconds, unit: "s", note: "10 epochs; scikit-learn LogisticRegression: 17.8 s (docs/learner.md, not rerun)"))
+    report.add(BenchFigure(name: "softmax regression train time", value: softmax.seconds, unit: "s", note: "10 epochs; scikit-learn LogisticRegression: 17.8 s (shared REFERENCES.md, not rerun)"))
     report.add(BenchFigure(name: "softmax regression test accuracy", value: softmax.accuracy, unit: "fraction", note: "scikit-learn: 0.844"))
 
     // Codecs on a delta the size of the MLP (101,770 parameters).
