@@ -140,3 +140,37 @@ struct TensorTests {
         #expect(throws: LearnerError.self) { try VectorMath.axpy(1, [1], &y) }
     }
 }
+
+struct LocalStepsWithAveragingTests {
+    /// What a gossip node does, in miniature: four peers on Dirichlet-skewed shares train
+    /// locally, send int8 deltas with error feedback, and replace their parameters with the
+    /// average, keeping their own optimizer state.
+    @Test func peers_localStepsAndAveragedInt8Deltas_learnTheWholeTask() throws {
+        let data = try blobs(count: 600, seed: 21)
+        let test = try blobs(count: 300, seed: 22)
+        let arch = try Architecture(inputCount: 6, hiddenSizes: [16], classCount: 3)
+        let partition = try Partition(labels: data.labels, classCount: 3, peers: 4, scheme: .dirichlet(alpha: 0.3), seed: 3)
+        let shares = try (0..<4).map { try partition.dataset(forPeer: $0, of: data) }.filter { $0.count > 0 }
+        var global = Model(architecture: arch, seed: 1)
+        var trainers = try shares.indices.map { try Trainer(architecture: arch, config: TrainerConfig(batchSize: 16, seed: UInt64($0))) }
+        var feedback = shares.map { _ in ErrorFeedback(codec: Int8Codec(), count: arch.parameterCount) }
+        for _ in 0..<15 {
+            var sum = [Float](repeating: 0, count: arch.parameterCount)
+            var weight = 0
+            for p in shares.indices {
+                var local = global
+                try trainers[p].train(&local, on: shares[p], steps: 5)
+                let delta = try VectorMath.difference(local.flatten(), global.flatten())
+                let (bytes, _, report) = try feedback[p].encode(delta)
+                #expect(report.ratio > 3.5)
+                let received = try Codecs.decode(bytes, expectedCount: arch.parameterCount)
+                try VectorMath.axpy(Float(shares[p].count), received, &sum)
+                weight += shares[p].count
+            }
+            VectorMath.scale(1 / Float(weight), &sum)
+            try VectorMath.axpy(1, global.flatten(), &sum)
+            try global.load(flat: sum)
+        }
+        #expect(try global.evaluate(on: test).accuracy > 0.95)
+    }
+}
