@@ -1,0 +1,30 @@
+import CBLAS
+
+/// Thin wrappers over OpenBLAS for row-major `Float` matrices held in contiguous buffers.
+public enum BLAS {
+    /// Sets how many threads OpenBLAS may use, for the whole process.
+    ///
+    /// OpenBLAS splits a product across threads in a way that changes the order of summation,
+    /// so bit-for-bit reproducible training needs one thread. `Trainer` calls this with 1 when
+    /// its configuration asks for determinism (the default); callers that prefer speed over
+    /// reproducibility may raise it afterwards.
+    public static func setThreadCount(_ count: Int) {
+        openblas_set_num_threads(Int32(max(1, count)))
+    }
+
+    /// The number of threads OpenBLAS currently uses.
+    public static var threadCount: Int { Int(openblas_get_num_threads()) }
+
+    /// C = alpha · op(A) · op(B) + beta · C for row-major matrices, op(A) m×k, op(B) k×n, C m×n.
+    @inline(__always)
+    static func gemm(
+        transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        cblas_sgemm(
+            CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+}

@@ -1,0 +1,103 @@
+import Foundation
+
+/// How a model does on a labelled data set.
+public struct Evaluation: Sendable, Equatable {
+    public let sampleCount: Int
+    /// Fraction of samples whose predicted class is the label.
+    public let accuracy: Double
+    /// Mean softmax cross-entropy.
+    public let loss: Double
+    /// confusion[label][predicted] = number of samples.
+    public let confusion: [[Int]]
+
+    /// Accuracy within each true class (nil for a class with no samples).
+    public var perClassAccuracy: [Double?] {
+        confusion.enumerated().map { c, row in
+            let total = row.reduce(0, +)
+            return total > 0 ? Double(row[c]) / Double(total) : nil
+        }
+    }
+
+    /// The confusion matrix as an aligned table (rows: true class, columns: predicted), with
+    /// per-class accuracy at the end of each row.
+    public func confusionTable() -> String {
+        let n = confusion.count
+        let width = max(5, String(confusion.flatMap { $0 }.max() ?? 0).count + 1)
+        func pad(_ s: String, _ w: Int = width) -> String { String(repeating: " ", count: max(0, w - s.count)) + s }
+        let first = "true\\pred".count
+        var out = pad("true\\pred", first) + (0..<n).map { pad(String($0)) }.joined() + "  accuracy\n"
+        for (c, row) in confusion.enumerated() {
+            let acc = perClassAccuracy[c].map { String(format: "%.3f", $0) } ?? "-"
+            out += pad(String(c), first) + row.map { pad(String($0)) }.joined() + "  " + pad(acc, 8) + "\n"
+        }
+        return out
+    }
+}
+
+extension Model {
+    /// Rows evaluated per forward pass: big enough for efficient matrix products, small enough
+    /// that the scratch space stays a few megabytes.
+    static let inferenceBatch = 1024
+
+    /// Class scores (softmax probabilities are not needed: argmax of logits) for every row of
+    /// `features` (rows × inputCount), calling `body(row, logits)` in order.
+    func forEachLogits(_ features: [Float], _ body: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        let d = architecture.inputCount, k = architecture.classCount
+        guard features.count % d == 0 else {
+            throw LearnerError.shapeMismatch("\(features.count) values are not whole rows of \(d) features")
+        }
+        let rows = features.count / d
+        var ws = Workspace(architecture: architecture, capacity: min(Self.inferenceBatch, max(rows, 1)))
+        let lastOffset = ws.offsets[architecture.layerCount - 1]
+        try features.withUnsafeBufferPointer { x in
+            guard let base = x.baseAddress else { return }
+            var start = 0
+            while start < rows {
+                let n = min(ws.capacity, rows - start)
+                forward(base + start * d, rows: n, workspace: &ws)
+                try ws.activations.withUnsafeBufferPointer { act in
+                    guard let a = act.baseAddress else { throw LearnerError.shapeMismatch("empty workspace") }
+                    for r in 0..<n { body(start + r, UnsafeBufferPointer(start: a + lastOffset + r * k, count: k)) }
+                }
+                start += n
+            }
+        }
+    }
+
+    /// The predicted class of every row of `features` (rows × inputCount).
+    public func predict(_ features: [Float]) throws -> [Int] {
+        var out = [Int](repeating: 0, count: features.count / max(architecture.inputCount, 1))
+        try forEachLogits(features) { r, z in out[r] = Self.argmax(z) }
+        return out
+    }
+
+    static func argmax(_ z: UnsafeBufferPointer<Float>) -> Int {
+        var best = 0
+        for j in 1..<z.count where z[j] > z[best] { best = j }
+        return best
+    }
+
+    /// Accuracy, loss and confusion matrix on `data`.
+    public func evaluate(on data: Dataset) throws -> Evaluation {
+        guard data.featureCount == architecture.inputCount, data.classCount <= architecture.classCount else {
+            throw LearnerError.shapeMismatch("data has \(data.featureCount) features and \(data.classCount) classes; model \(architecture)")
+        }
+        let k = architecture.classCount
+        var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
+        var correct = 0
+        var loss = 0.0
+        try forEachLogits(data.features) { r, z in
+            let y = Int(data.labels[r])
+            let p = Self.argmax(z)
+            confusion[y][p] += 1
+            if p == y { correct += 1 }
+            var m = z[0]
+            for j in 1..<k where z[j] > m { m = z[j] }
+            var sum: Float = 0
+            for j in 0..<k { sum += expf(z[j] - m) }
+            loss += Double(logf(sum) - (z[y] - m))
+        }
+        let n = max(data.count, 1)
+        return Evaluation(sampleCount: data.count, accuracy: Double(correct) / Double(n), loss: loss / Double(n), confusion: confusion)
+    }
+}

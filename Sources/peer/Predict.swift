@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+import Learner
+
+/// `peer predict`: batch inference with a saved model.
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Predict classes for a CSV or IDX file with a saved model.",
+        discussion: """
+        Prints one line per sample (index and predicted class). When the input has labels (an \
+        IDX images file with its labels file beside it, or a CSV with one column more than the \
+        model's inputs), also prints accuracy and the confusion matrix.
+        """
+    )
+
+    @Option(help: "Model file written by `peer train`.")
+    var model: String
+    @Option(help: "Input: a CSV file, an IDX images file or an IDX prefix, fashion-mnist or mnist:DIR (their test sets).")
+    var input: String
+    @Option(name: .customLong("label-column"), help: "CSV label column, counted from 0 (default: a 'label' header, else 0).")
+    var labelColumn: Int?
+    @Flag(name: .customLong("summary-only"), help: "Do not print one line per sample.")
+    var summaryOnly = false
+
+    func run() throws {
+        do {
+            try predict()
+        } catch let error as LearnerError {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    func predict() throws {
+        let contents = try ModelFile.read(model)
+        let net = contents.model
+        let inputs = net.architecture.inputCount
+        var (features, labelled) = try loadInput(inputs: inputs, classCount: net.architecture.classCount)
+        try contents.normalizer.apply(to: &features, featureCount: inputs)
+        let predictions = try net.predict(features)
+        if !summaryOnly {
+            var text = ""
+            for (i, p) in predictions.enumerated() { text += "\(i)\t\(p)\n" }
+            FileHandle.standardOutput.write(Data(text.utf8))
+        }
+        print("\(predictions.count) samples, model \(net.architecture)")
+        if var labelled {
+            try labelled.normalize(with: contents.normalizer)
+            let evaluation = try net.evaluate(on: labelled)
+            print(String(format: "accuracy %.4f  loss %.4f", evaluation.accuracy, evaluation.loss))
+            print(evaluation.confusionTable(), terminator: "")
+        }
+    }
+
+    /// Raw features and, if the input has labels, the labelled data set.
+    func loadInput(inputs: Int, classCount: Int) throws -> ([Float], Dataset?) {
+        let source = try? DataSource.resolve(input)
+        switch source {
+        case .csv(let path)?:
+            let table = try DataFiles.readCSV(path)
+            if table.columns == inputs + 1 {
+                let data = try DataFiles.dataset(from: table, labelColumn: try DataFiles.labelColumn(of: table, requested: labelColumn), classCount: classCount)
+                return (data.features, data)
+            }
+            guard table.columns == inputs else {
+                throw LearnerError.malformed(path: path, location: "line \(table.lineNumbers[0])",
+                                             reason: "\(table.columns) columns; the model takes \(inputs) features (plus an optional label)")
+            }
+            return (table.values, nil)
+        case .idx(let train, let test)?:
+            let pair = test ?? train
+            let data = try DataFiles.loadIDX(images: pair.images, labels: pair.labels, classCount: classCount)
+            guard data.featureCount == inputs else { throw LearnerError.shapeMismatch("\(pair.images) has \(data.featureCount) features per sample, the model takes \(inputs)") }
+            return (data.features, data)
+        case nil:
+            // An IDX images file without labels beside it.
+            let (values, width) = try DataFiles.loadIDXFeatures(images: input)
+            guard width == inputs else { throw LearnerError.shapeMismatch("\(input) has \(width) features per sample, the model takes \(inputs)") }
+            return (values, nil)
+        }
+    }
+}

@@ -1,0 +1,176 @@
+import Testing
+@testable import Learner
+
+/// A small synthetic problem: three Gaussian blobs in 6 dimensions.
+func blobs(count: Int, seed: UInt64) throws -> Dataset {
+    var rng = LearnerRandom(seed: seed)
+    var x: [Float] = []
+    var y: [Int32] = []
+    for i in 0..<count {
+        let c = i % 3
+        y.append(Int32(c))
+        for j in 0..<6 { x.append(Float(rng.normal() * 0.7 + (j % 3 == c ? 2 : 0))) }
+    }
+    return try Dataset(features: x, labels: y, featureCount: 6, classCount: 3)
+}
+
+struct TrainingTests {
+    static func train(seed: UInt64, steps: Int = 60) throws -> Model {
+        let data = try blobs(count: 300, seed: 3)
+        let arch = try Architecture(inputCount: 6, hiddenSizes: [16, 8], classCount: 3)
+        var model = Model(architecture: arch, seed: seed)
+        var trainer = try Trainer(architecture: arch, config: TrainerConfig(batchSize: 32, seed: seed))
+        try trainer.train(&model, on: data, steps: steps)
+        return model
+    }
+
+    @Test func trainer_sameSeed_sameParametersBitForBit() throws {
+        let a = try Self.train(seed: 11), b = try Self.train(seed: 11)
+        #expect(a.parameters.map(\.bitPattern) == b.parameters.map(\.bitPattern))
+        #expect(BLAS.threadCount == 1)
+    }
+
+    @Test func trainer_differentSeed_differentParameters() throws {
+        #expect(try Self.train(seed: 11).parameters != Self.train(seed: 12).parameters)
+    }
+
+    @Test func trainer_blobs_learnsToHighAccuracy() throws {
+        let model = try Self.train(seed: 5, steps: 200)
+        let test = try blobs(count: 300, seed: 99)
+        let evaluation = try model.evaluate(on: test)
+        #expect(evaluation.accuracy > 0.95)
+        #expect(evaluation.confusion.flatMap { $0 }.reduce(0, +) == 300)
+        #expect(evaluation.perClassAccuracy.allSatisfy { ($0 ?? 0) > 0.9 })
+    }
+
+    @Test func trainer_interleavedParameterReplacement_keepsOptimizerState() throws {
+        let data = try blobs(count: 120, seed: 4)
+        let arch = try Architecture(inputCount: 6, hiddenSizes: [8], classCount: 3)
+        var model = Model(architecture: arch, seed: 1)
+        var trainer = try Trainer(architecture: arch, config: TrainerConfig(batchSize: 16, seed: 1))
+        try trainer.train(&model, on: data, steps: 5)
+        let other = Model(architecture: arch, seed: 2)
+        // What a gossip node does: average with a peer, then keep training.
+        let averaged = zip(model.flatten(), other.flatten()).map { ($0 + $1) / 2 }
+        try model.load(flat: averaged)
+        #expect(trainer.optimizer.state.step == 5)
+        #expect(trainer.optimizer.state.velocity.contains { $0 != 0 })
+        try trainer.train(&model, on: data, steps: 3)
+        #expect(trainer.optimizer.state.step == 8)
+    }
+
+    @Test func trainer_hugeLearningRate_stopsBeforeParametersTurnNonFinite() throws {
+        let data = try blobs(count: 90, seed: 4)
+        let arch = try Architecture(inputCount: 6, hiddenSizes: [8], classCount: 3)
+        var model = Model(architecture: arch, seed: 1)
+        var trainer = try Trainer(architecture: arch, config: TrainerConfig(batchSize: 30, sgd: SGDConfig(learningRate: 1e30), seed: 1))
+        #expect(throws: LearnerError.self) { try trainer.train(&model, on: data, steps: 20) }
+        #expect(VectorMath.allFinite(model.parameters))
+    }
+
+    @Test func trainEpoch_visitsEverySampleOnce() throws {
+        let data = try blobs(count: 100, seed: 4)
+        let arch = try Architecture(inputCount: 6, classCount: 3)
+        var model = Model(architecture: arch, seed: 1)
+        var trainer = try Trainer(architecture: arch, config: TrainerConfig(batchSize: 32, seed: 1))
+        let stats = try trainer.trainEpoch(&model, on: data)
+        #expect(stats.steps == 4)
+        #expect(stats.samples == 100)
+    }
+
+    @Test func model_loadFlat_wrongLengthOrNaN_isRefused() throws {
+        let arch = try Architecture(inputCount: 3, hiddenSizes: [2], classCount: 2)
+        var model = Model(architecture: arch, seed: 1)
+        #expect(arch.parameterCount == 3 * 2 + 2 + 2 * 2 + 2)
+        #expect(throws: LearnerError.self) { try model.load(flat: [Float](repeating: 0, count: 5)) }
+        var bad = model.flatten()
+        bad[0] = .nan
+        #expect(throws: LearnerError.self) { try model.load(flat: bad) }
+        let before = model.flatten()
+        try model.load(flat: before.map { $0 * 2 })
+        #expect(model.flatten() == before.map { $0 * 2 })
+    }
+
+    @Test func architecture_parse_acceptsSoftmaxAndMLPAndRejectsNonsense() throws {
+        #expect(try Architecture.parse("softmax", inputCount: 784, classCount: 10).parameterCount == 7850)
+        #expect(try Architecture.parse("mlp:128", inputCount: 784, classCount: 10).parameterCount == 101_770)
+        #expect(try Architecture.parse("mlp:32,16", inputCount: 4, classCount: 3).hiddenSizes == [32, 16])
+        for spec in ["mlp:", "mlp:0", "mlp:a", "cnn", "mlp:10,,2"] {
+            #expect(throws: LearnerError.self) { try Architecture.parse(spec, inputCount: 4, classCount: 3) }
+        }
+    }
+
+    @Test func schedules_cosineAndStep_decayAsDocumented() {
+        #expect(LearningRateSchedule.constant.rate(base: 0.1, step: 1000) == 0.1)
+        #expect(LearningRateSchedule.step(every: 10, factor: 0.5).rate(base: 0.1, step: 25) == 0.025)
+        let cosine = LearningRateSchedule.cosine(totalSteps: 100, floor: 0.01)
+        #expect(abs(cosine.rate(base: 1, step: 0) - 1) < 1e-6)
+        #expect(abs(cosine.rate(base: 1, step: 50) - 0.505) < 1e-4)
+        #expect(abs(cosine.rate(base: 1, step: 500) - 0.01) < 1e-6)
+    }
+}
+
+struct TensorTests {
+    @Test func matrix_product_matchesNaiveLoops() throws {
+        var rng = LearnerRandom(seed: 1)
+        let a = try Matrix(rows: 3, columns: 4, values: (0..<12).map { _ in Float(rng.normal()) })
+        let b = try Matrix(rows: 5, columns: 4, values: (0..<20).map { _ in Float(rng.normal()) })
+        let c = try a.multiplied(by: b, transposeOther: true)
+        #expect(c.rows == 3 && c.columns == 5)
+        for i in 0..<3 {
+            for j in 0..<5 {
+                let naive = (0..<4).reduce(Float(0)) { $0 + a[i, $1] * b[j, $1] }
+                #expect(abs(c[i, j] - naive) < 1e-5)
+            }
+        }
+        let g = try a.multiplied(by: a, transposeSelf: true) // 4×4 Gram matrix
+        #expect(g.rows == 4 && abs(g[1, 2] - g[2, 1]) < 1e-6)
+        #expect(throws: LearnerError.self) { try a.multiplied(by: b) }
+    }
+
+    @Test func vectorMath_axpyScaleNorm() throws {
+        var y: [Float] = [1, 2, 3]
+        try VectorMath.axpy(2, [1, 1, 1], &y)
+        #expect(y == [3, 4, 5])
+        VectorMath.scale(0.5, &y)
+        #expect(y == [1.5, 2, 2.5])
+        #expect(abs(VectorMath.norm([3, 4]) - 5) < 1e-12)
+        #expect(try VectorMath.difference([3, 4], [1, 1]) == [2, 3])
+        #expect(!VectorMath.allFinite([1, .nan]))
+        #expect(throws: LearnerError.self) { try VectorMath.axpy(1, [1], &y) }
+    }
+}
+
+struct LocalStepsWithAveragingTests {
+    /// What a gossip node does, in miniature: four peers on Dirichlet-skewed shares train
+    /// locally, send int8 deltas with error feedback, and replace their parameters with the
+    /// average, keeping their own optimizer state.
+    @Test func peers_localStepsAndAveragedInt8Deltas_learnTheWholeTask() throws {
+        let data = try blobs(count: 600, seed: 21)
+        let test = try blobs(count: 300, seed: 22)
+        let arch = try Architecture(inputCount: 6, hiddenSizes: [16], classCount: 3)
+        let partition = try Partition(labels: data.labels, classCount: 3, peers: 4, scheme: .dirichlet(alpha: 0.3), seed: 3)
+        let shares = try (0..<4).map { try partition.dataset(forPeer: $0, of: data) }.filter { $0.count > 0 }
+        var global = Model(architecture: arch, seed: 1)
+        var trainers = try shares.indices.map { try Trainer(architecture: arch, config: TrainerConfig(batchSize: 16, seed: UInt64($0))) }
+        var feedback = shares.map { _ in ErrorFeedback(codec: Int8Codec(), count: arch.parameterCount) }
+        for _ in 0..<15 {
+            var sum = [Float](repeating: 0, count: arch.parameterCount)
+            var weight = 0
+            for p in shares.indices {
+                var local = global
+                try trainers[p].train(&local, on: shares[p], steps: 5)
+                let delta = try VectorMath.difference(local.flatten(), global.flatten())
+                let (bytes, _, report) = try feedback[p].encode(delta)
+                #expect(report.ratio > 3.5)
+                let received = try Codecs.decode(bytes, expectedCount: arch.parameterCount)
+                try VectorMath.axpy(Float(shares[p].count), received, &sum)
+                weight += shares[p].count
+            }
+            VectorMath.scale(1 / Float(weight), &sum)
+            try VectorMath.axpy(1, global.flatten(), &sum)
+            try global.load(flat: sum)
+        }
+        #expect(try global.evaluate(on: test).accuracy > 0.95)
+    }
+}
