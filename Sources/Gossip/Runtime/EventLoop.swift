@@ -42,10 +42,12 @@ public final class EventLoop {
         loop.deallocate()
     }
 
-    /// Calls `body` once after `milliseconds`.
-    public func after(milliseconds: UInt64, _ body: @escaping () -> Void) throws {
+    /// Calls `body` once after `milliseconds`. A timer that does not keep the loop alive
+    /// (for example a deadline) fires only if other work is still pending by then.
+    public func after(milliseconds: UInt64, keepsLoopAlive: Bool = true, _ body: @escaping () -> Void) throws {
         let timer = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
         uv_timer_init(loop, timer)
+        if !keepsLoopAlive { uv_unref(UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self)) }
         timer.pointee.data = Unmanaged.passRetained(TimerBox(body)).toOpaque()
         let rc = uv_timer_start(timer, { t in
             guard let t, let data = t.pointee.data else { return }
