@@ -73,3 +73,10 @@ extension SecureBytes {
     /// Copy of the bytes, for comparing keys in tests.
     var testCopy: [UInt8] { withUnsafeBytes { Array($0) } }
 }
+
+import Testing
+
+/// `#expect` for conditions that call mutating methods (the macro cannot capture them).
+func check(_ condition: Bool, _ comment: Comment? = nil, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(condition, comment, sourceLocation: sourceLocation)
+}
