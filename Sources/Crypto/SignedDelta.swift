@@ -362,10 +362,12 @@ public struct DeltaChunk: Equatable, Sendable {
 }
 
 /// Receives a payload chunk by chunk after a verified head, hashing as it goes.
-public struct DeltaAssembler: ~Copyable {
+/// One owner; ``finish()`` once.
+public final class DeltaAssembler {
     public let header: DeltaHeader
     private var payload: [UInt8]
     private var hasher = Blake2b.Hasher()
+    private var finished = false
 
     /// Starts from a verified head; reserves the (already bounded) payload length.
     public init(head: SignedDelta.VerifiedHead) {
@@ -380,7 +382,8 @@ public struct DeltaAssembler: ~Copyable {
     public var isComplete: Bool { UInt64(payload.count) == header.payloadLength }
 
     /// Adds the next chunk; chunks must arrive in order and not exceed the declared length.
-    public mutating func add(_ chunk: DeltaChunk) throws(DeltaError) {
+    public func add(_ chunk: DeltaChunk) throws(DeltaError) {
+        guard !finished else { throw .malformed(.trailingBytes(count: chunk.bytes.count)) }
         guard chunk.offset == UInt64(payload.count) else {
             throw .chunkOutOfOrder(expectedOffset: UInt64(payload.count), actual: chunk.offset)
         }
@@ -392,10 +395,11 @@ public struct DeltaAssembler: ~Copyable {
     }
 
     /// The payload, once complete and matching the signed hash.
-    public consuming func finish() throws(DeltaError) -> (header: DeltaHeader, payload: [UInt8]) {
-        guard isComplete else {
+    public func finish() throws(DeltaError) -> (header: DeltaHeader, payload: [UInt8]) {
+        guard !finished, isComplete else {
             throw .malformed(.truncated(field: "payload", needed: Int(header.payloadLength), available: payload.count))
         }
+        finished = true
         let digest = hasher.finalize()
         guard digest == header.payloadHash else { throw .payloadMismatch }
         return (header, payload)

@@ -203,8 +203,10 @@ final class ExchangeSession {
                 assembler = DeltaAssembler(head: head)
                 return
             }
-            try assembler?.add(DeltaChunk.decode(message))
-            if assembler?.isComplete == true, let a = assembler.take() {
+            guard let a = assembler else { return }
+            try a.add(DeltaChunk.decode(message))
+            if a.isComplete {
+                assembler = nil
                 let (header, payload) = try a.finish()
                 let floats = payload.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
                 let norm = sqrt(floats.reduce(0) { $0 + $1 * $1 })
