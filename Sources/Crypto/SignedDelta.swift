@@ -260,7 +260,7 @@ public enum SignedDelta {
         let header = makeHeader(kind: kind, networkID: networkID, round: round, sequence: sequence, encoding: encoding,
                                 shape: shape, metadata: metadata, payload: payload, identity: identity)
         var out = sealHead(header, identity: identity)
-        out.append(contentsOf: payload)
+        out.append(contentsOf: payload.assumingMemoryBound(to: UInt8.self))
         return out
     }
 
@@ -341,6 +341,37 @@ public struct DeltaChunk: Equatable, Sendable {
         return w.bytes
     }
 
+    /// Bytes before a chunk's data: type, offset, length.
+    public static let headerLength = 1 + 8 + 4
+
+    /// Writes a chunk of `bytes` at `offset` into `out` (exactly `headerLength + bytes.count` bytes),
+    /// for use with ``SecureChannelSender/seal(length:fill:)``.
+    public static func encode(offset: UInt64, bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) {
+        var w = ByteWriter(capacity: headerLength)
+        w.write(type)
+        w.writeUInt64(offset)
+        w.writeUInt32(UInt32(truncatingIfNeeded: bytes.count))
+        w.bytes.withUnsafeBytes { out.copyMemory(from: $0) }
+        if let base = bytes.baseAddress, let dst = out.baseAddress { (dst + headerLength).copyMemory(from: base, byteCount: bytes.count) }
+    }
+
+    /// Decodes a chunk without copying its data: `body` gets the offset and a view of the bytes.
+    public static func withDecoded<R>(_ data: UnsafeRawBufferPointer, _ body: (UInt64, UnsafeRawBufferPointer) throws -> R) throws -> R {
+        guard data.count >= headerLength else { throw WireError.truncated(field: "chunk header", needed: headerLength, available: data.count) }
+        guard data[0] == type else { throw WireError.unexpectedType(expected: type, actual: data[0]) }
+        var offset: UInt64 = 0
+        for i in 1...8 { offset = offset << 8 | UInt64(data[i]) }
+        var n = 0
+        for i in 9...12 { n = n << 8 | Int(data[i]) }
+        guard n > 0 else { throw WireError.zeroLength(field: "chunk") }
+        guard n <= maxLength else { throw WireError.lengthTooLarge(field: "chunk", declared: UInt64(n), maximum: maxLength) }
+        guard data.count == headerLength + n else {
+            throw data.count < headerLength + n ? WireError.truncated(field: "chunk", needed: n, available: data.count - headerLength)
+                                                : WireError.trailingBytes(count: data.count - headerLength - n)
+        }
+        return try body(offset, UnsafeRawBufferPointer(rebasing: data[headerLength...]))
+    }
+
     /// Total decoder; the length is checked against ``maxLength`` before allocating.
     public static func decode(_ data: [UInt8]) throws(WireError) -> DeltaChunk {
         var r = ByteReader(data)
@@ -356,7 +387,7 @@ public struct DeltaChunk: Equatable, Sendable {
     public static func split(_ payload: UnsafeRawBufferPointer, chunkLength: Int = maxLength) -> [DeltaChunk] {
         let step = max(1, min(chunkLength, maxLength))
         return stride(from: 0, to: payload.count, by: step).map { start in
-            DeltaChunk(offset: UInt64(start), bytes: Array(payload[start..<min(payload.count, start + step)]))
+            DeltaChunk(offset: UInt64(start), bytes: Array(UnsafeRawBufferPointer(rebasing: payload[start..<min(payload.count, start + step)])))
         }
     }
 }
@@ -383,15 +414,24 @@ public final class DeltaAssembler {
 
     /// Adds the next chunk; chunks must arrive in order and not exceed the declared length.
     public func add(_ chunk: DeltaChunk) throws(DeltaError) {
-        guard !finished else { throw .malformed(.trailingBytes(count: chunk.bytes.count)) }
-        guard chunk.offset == UInt64(payload.count) else {
-            throw .chunkOutOfOrder(expectedOffset: UInt64(payload.count), actual: chunk.offset)
+        let result: Result<Void, DeltaError> = chunk.bytes.withUnsafeBytes { b in
+            Result { () throws(DeltaError) in try add(offset: chunk.offset, bytes: b) }
         }
-        guard UInt64(payload.count) + UInt64(chunk.bytes.count) <= header.payloadLength else {
-            throw .malformed(.trailingBytes(count: payload.count + chunk.bytes.count - Int(header.payloadLength)))
+        try result.get()
+    }
+
+    /// Adds the next chunk's bytes (for example a view from ``DeltaChunk/withDecoded(_:_:)``).
+    public func add(offset: UInt64, bytes: UnsafeRawBufferPointer) throws(DeltaError) {
+        guard !finished else { throw .malformed(.trailingBytes(count: bytes.count)) }
+        guard offset == UInt64(payload.count) else {
+            throw .chunkOutOfOrder(expectedOffset: UInt64(payload.count), actual: offset)
         }
-        hasher.update(chunk.bytes)
-        payload.append(contentsOf: chunk.bytes)
+        guard UInt64(payload.count) + UInt64(bytes.count) <= header.payloadLength else {
+            throw .malformed(.trailingBytes(count: payload.count + bytes.count - Int(header.payloadLength)))
+        }
+        hasher.update(bytes)
+        // Append as typed bytes: one memcpy (a raw buffer would be appended byte by byte).
+        payload.append(contentsOf: bytes.assumingMemoryBound(to: UInt8.self))
     }
 
     /// The payload, once complete and matching the signed hash.
