@@ -182,7 +182,16 @@ final class ExchangeSession {
                                                     encoding: .float32, shape: shape, metadata: meta.bytes,
                                                     payload: raw, identity: identity)
                 handle([try secure.send(SignedDelta.sealHead(header, identity: identity))])
-                for chunk in DeltaChunk.split(raw) { handle([try secure.send(chunk.encode())]) }
+                // Chunks are encrypted straight from the payload buffer (no intermediate copies).
+                var offset = 0
+                while offset < raw.count {
+                    let piece = UnsafeRawBufferPointer(rebasing: raw[offset..<min(raw.count, offset + DeltaChunk.maxLength)])
+                    let start = UInt64(offset)
+                    handle([try secure.send(length: DeltaChunk.headerLength + piece.count) {
+                        DeltaChunk.encode(offset: start, bytes: piece, into: $0)
+                    }])
+                    offset += piece.count
+                }
                 say("\(role): sent signed delta round 1 seq 1 shape \(shape) f32, \(raw.count) payload bytes, hash \(Hex.encode(header.payloadHash.prefix(8)))…")
             }
             handle([try secure.finish()])
@@ -204,7 +213,9 @@ final class ExchangeSession {
                 return
             }
             guard let a = assembler else { return }
-            try a.add(DeltaChunk.decode(message))
+            try message.withUnsafeBytes { raw in
+                try DeltaChunk.withDecoded(raw) { offset, bytes in try a.add(offset: offset, bytes: bytes) }
+            }
             if a.isComplete {
                 assembler = nil
                 let (header, payload) = try a.finish()
@@ -228,7 +239,8 @@ final class ExchangeSession {
     func fail(_ message: String) {
         guard failure == nil else { return }
         failure = message
-        FileHandle.standardError.write(Data("\(role): error: \(message)\n".utf8))
+        let received = secure.map { " (received \($0.bytesReceived) bytes from the peer)" } ?? ""
+        FileHandle.standardError.write(Data("\(role): error: \(message)\(received)\n".utf8))
         tcp?.close()
     }
 }
