@@ -8,10 +8,9 @@ struct Exchange: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Exchange one signed, encrypted model delta with another peer over TCP.",
         discussion: """
-        One side listens, the other connects. They run the secret handshake (admission by network
-        key, mutual authentication), then each sends a signed delta over its encrypted stream and
-        verifies the one it receives. The connecting side must name the listener's peer ID
-        (see `peer id`): the handshake fails unless it reaches exactly that peer.
+        One side listens, the other connects. They run the secret handshake (admission by network key, \
+        mutual authentication), then each sends a signed delta over its encrypted stream and verifies the one it receives. \
+        The connecting side must name the listener's peer ID (see `peer id`): the handshake fails unless it reaches exactly that peer.
 
         Example:
           peer exchange --listen 127.0.0.1:0 --dir A --network-key net.key
@@ -28,7 +27,7 @@ struct Exchange: ParsableCommand {
     @Option(name: .long, help: "Peer ID (hex) the connecting side requires the listener to be.")
     var peer: String?
 
-    @Option(name: .long, help: "Key directory holding identity.key (default: ~/.murmuration).")
+    @Option(name: .long, help: "Key directory holding identity.key.")
     var dir: String = KeyDirectory.defaultPath
 
     @Option(name: .customLong("network-key"), help: "Network key file.")
