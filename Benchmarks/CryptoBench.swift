@@ -64,7 +64,7 @@ func runCryptoBench() throws {
     var rawSeal = 0.0, rawOpen = 0.0
     var pk = [UInt8](repeating: 0, count: 32), sk = [UInt8](repeating: 0, count: 64)
     crypto_sign_keypair(&pk, &sk)
-    let headerStandIn = [UInt8](repeating: 7, count: DeltaHeader.fixedLength + 8 + SignedDelta.signatureDomain.count + 4)
+    let headerStandIn = [UInt8](repeating: 7, count: DeltaHeader.fixedLength + 8 + SignatureDomain.delta.label.utf8.count + 1 + 4)
     let chunkCount = (payloadBytes + chunkLength - 1) / chunkLength
     let overhead = Int(crypto_secretstream_xchacha20poly1305_ABYTES)
     var cipher = [UInt8](repeating: 0, count: payloadBytes + chunkCount * overhead)

@@ -214,24 +214,11 @@ public enum DeltaError: Error, Equatable, Sendable, CustomStringConvertible {
 /// Signed envelopes for model deltas.
 ///
 /// Wire form: `'D'(0x44) ‖ headerLength(u32) ‖ header ‖ signature(64) ‖ payload(payloadLength)`.
-/// The signature is Ed25519 over `domain ‖ headerLength(u32) ‖ header`. Over a stream the
+/// The signature is Ed25519 over `"murmuration/delta/v1" ‖ 0x00 ‖ headerLength(u32) ‖ header` (``SignatureDomain/delta``). Over a stream the
 /// payload may instead follow as ``DeltaChunk`` frames.
 public enum SignedDelta {
     /// Message type byte of an envelope head.
     public static let headType: UInt8 = 0x44
-    /// Domain separation for envelope signatures; the zero byte ends it, so no other signed
-    /// message of the project (which all start differently) can be mistaken for an envelope.
-    public static let signatureDomain: [UInt8] = Array("murmuration/delta/v1".utf8) + [0]
-
-    /// The bytes the author signs for `encodedHeader`.
-    public static func signedMessage(_ encodedHeader: [UInt8]) -> [UInt8] {
-        var w = ByteWriter(capacity: signatureDomain.count + 4 + encodedHeader.count)
-        w.write(bytes: signatureDomain)
-        w.writeUInt32(UInt32(truncatingIfNeeded: encodedHeader.count))
-        w.write(bytes: encodedHeader)
-        return w.bytes
-    }
-
     /// The header for `payload`, authored by `identity` (hash and length computed here).
     public static func makeHeader(kind: DeltaKind, networkID: [UInt8], round: UInt64, sequence: UInt64,
                                   encoding: DeltaEncoding, shape: [UInt32], metadata: [UInt8] = [],
@@ -244,7 +231,7 @@ public enum SignedDelta {
     /// Head of an envelope (type, header, signature), without the payload.
     public static func sealHead(_ header: DeltaHeader, identity: Identity) -> [UInt8] {
         let encoded = header.encode()
-        let signature = identity.sign(signedMessage(encoded))
+        let signature = identity.sign(encoded, domain: .delta)
         var w = ByteWriter(capacity: 1 + 4 + encoded.count + Identity.signatureLength)
         w.write(headType)
         w.writeUInt32(UInt32(encoded.count))
@@ -296,7 +283,7 @@ public enum SignedDelta {
         if let expectedKind, header.kind != expectedKind { throw .unexpectedKind(header.kind) }
         if let keyring, !keyring.accepts(networkID: header.networkID) { throw .wrongNetwork }
         guard header.author.isValidPublicKey else { throw .invalidAuthorKey }
-        guard header.author.verify(signature: signature, message: signedMessage(encoded)) else { throw .badSignature }
+        guard header.author.verify(signature: signature, message: encoded, domain: .delta) else { throw .badSignature }
         return VerifiedHead(header: header, headLength: r.offset)
     }
 
