@@ -297,7 +297,7 @@ public struct HandshakeInitiator: Sendable {
         self.ephemeral = try ephemeral ?? EphemeralKey.generate()
     }
 
-    /// Length of the next frame the driver should read, or nil if none is expected.
+    /// The frame the driver should read next, or nil if none is expected.
     public var expectedFrame: HandshakeFrame.Kind? {
         switch state {
         case .awaitingServerHello: return .serverHello
