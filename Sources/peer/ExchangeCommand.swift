@@ -141,7 +141,7 @@ final class ExchangeSession {
         }
         connection.onClose = { [unowned self] in tcp = nil }
         do { try connection.startReading() } catch { fail("\(error)") }
-        handle(secure.start())
+        do { handle(try secure.start()) } catch { fail("\(error)") }
     }
 
     private func handle(_ events: [SecureConnection.Event]) {
