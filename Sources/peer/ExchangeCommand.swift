@@ -187,7 +187,7 @@ final class ExchangeSession {
                     let piece = UnsafeRawBufferPointer(rebasing: raw[offset..<min(raw.count, offset + DeltaChunk.maxLength)])
                     let start = UInt64(offset)
                     handle([try secure.send(length: DeltaChunk.headerLength + piece.count) {
-                        DeltaChunk.encode(offset: start, bytes: piece, into: $0)
+                        try DeltaChunk.encode(offset: start, bytes: piece, into: $0)
                     }])
                     offset += piece.count
                 }
