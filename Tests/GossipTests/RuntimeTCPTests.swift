@@ -114,4 +114,34 @@ import Testing
         #expect(client.received == [Array("hello from bob".utf8)])
         #expect(server.peerFinished && client.peerFinished)
     }
+
+    @Test func tcpConnection_closedWhileDataArrives_deliversNoMoreReads() throws {
+        let loop = try EventLoop()
+        var reads = 0
+        var listener: TCPListener?
+        var client: TCPConnection?
+        listener = try TCPListener(loop: loop, host: "127.0.0.1", port: 0) { connection in
+            listener?.close()
+            listener = nil
+            connection.onRead = { _ in
+                reads += 1
+                connection.close()  // after this, nothing more may be delivered
+                client?.close()
+            }
+            do { try connection.startReading() } catch { connection.close() }
+        }
+        let port = try #require(listener?.port)
+        try TCPConnection.connect(loop: loop, host: "127.0.0.1", port: port) { result in
+            guard case let .success(connection) = result else { return }
+            client = connection
+            // Many writes queued at once, so more data is pending when the receiver closes.
+            for _ in 0..<64 { connection.write([UInt8](repeating: 1, count: 64 << 10)) }
+        }
+        try loop.after(milliseconds: 30_000, keepsLoopAlive: false) {
+            listener?.close()
+            client?.close()
+        }
+        loop.run()
+        #expect(reads == 1)
+    }
 }
