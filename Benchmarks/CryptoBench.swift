@@ -15,7 +15,7 @@ func runCryptoBench() throws {
 
     var rng = SystemRandomNumberGenerator()
     let floats = (0..<(payloadBytes / 4)).map { _ in Float.random(in: -1...1, using: &rng) }
-    let identity = Identity.generate()
+    let identity = try Identity.generate()
     let networkKey = try NetworkKey.generate()
     let ring = NetworkKeyring(current: networkKey)
     let shape: [UInt32] = [1024, UInt32(payloadBytes / 4 / 1024)]
@@ -38,7 +38,7 @@ func runCryptoBench() throws {
                 let end = min(raw.count, offset + chunkLength)
                 let piece = UnsafeRawBufferPointer(rebasing: raw[offset..<end])
                 frames.append(try sender.seal(length: DeltaChunk.headerLength + piece.count) {
-                    DeltaChunk.encode(offset: UInt64(offset), bytes: piece, into: $0)
+                    try DeltaChunk.encode(offset: UInt64(offset), bytes: piece, into: $0)
                 })
                 offset = end
             }

@@ -10,44 +10,65 @@ public enum Blake2b {
         withContiguous(bytes) { hash256(raw: $0) }
     }
 
-    /// BLAKE2b-256 of raw memory, unkeyed.
+    /// BLAKE2b-256 of raw memory, unkeyed. libsodium fails only on an out-of-range digest or key
+    /// length, and both are fixed here (32 bytes, no key), so there is no error to report.
     public static func hash256(raw bytes: UnsafeRawBufferPointer) -> [UInt8] {
         Sodium.ensureInitialized()
         var out = [UInt8](repeating: 0, count: digest256Length)
-        out.withUnsafeMutableBytes { o in
-            _ = crypto_generichash(o.u8, o.count,
-                                   bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
-                                   UInt64(bytes.count), nil, 0)
+        let rc = out.withUnsafeMutableBytes { o in
+            crypto_generichash(o.u8, o.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                               UInt64(bytes.count), nil, 0)
         }
+        assert(rc == 0, "crypto_generichash with fixed parameters failed")
         return out
     }
 
     /// Keyed BLAKE2b-256 (`key` 16...64 bytes) over the concatenation of `parts`.
     /// Used for domain-separated derivations: the parts are hashed in order without separators,
-    /// so callers length-prefix anything variable.
-    public static func keyedHash256(key: UnsafeRawBufferPointer, parts: [[UInt8]]) -> [UInt8] {
-        var hasher = Hasher(key: key)
+    /// so callers length-prefix anything variable. Throws ``CryptoError/invalidLength(what:expected:actual:)``
+    /// for a key outside 16...64 bytes.
+    public static func keyedHash256(key: UnsafeRawBufferPointer, parts: [[UInt8]]) throws(CryptoError) -> [UInt8] {
+        var hasher = try Hasher(key: key)
         for part in parts { hasher.update(part) }
-        return hasher.finalize()
+        return try hasher.finalize()
     }
+
+    /// Accepted key lengths of keyed BLAKE2b (`crypto_generichash_KEYBYTES_MIN...MAX`).
+    public static let keyLengths = Int(crypto_generichash_KEYBYTES_MIN)...Int(crypto_generichash_KEYBYTES_MAX)
 
     /// Incremental BLAKE2b-256, for hashing a payload that arrives in chunks.
     /// The state lives in its own aligned allocation, wiped when the hasher ends.
     public struct Hasher: ~Copyable {
         private let state: UnsafeMutableRawPointer
         private let stateSize: Int
+        private var finalized = false
 
-        /// An unkeyed hasher.
-        public init() { self.init(key: UnsafeRawBufferPointer(start: nil, count: 0)) }
-
-        /// A keyed hasher (`key` empty or 16...64 bytes).
-        public init(key: UnsafeRawBufferPointer) {
+        /// An unkeyed hasher (cannot fail: no key, fixed digest length).
+        public init() {
             Sodium.ensureInitialized()
             stateSize = crypto_generichash_statebytes()
-            // libsodium declares the state 64-byte aligned.
             state = UnsafeMutableRawPointer.allocate(byteCount: stateSize, alignment: 64)
-            _ = crypto_generichash_init(OpaquePointer(state), key.baseAddress?.assumingMemoryBound(to: UInt8.self),
-                                        key.count, Blake2b.digest256Length)
+            let rc = crypto_generichash_init(OpaquePointer(state), nil, 0, Blake2b.digest256Length)
+            assert(rc == 0, "crypto_generichash_init with fixed parameters failed")
+        }
+
+        /// A keyed hasher; `key` must be 16...64 bytes (``Blake2b/keyLengths``), else the state
+        /// would be left uninitialised: throws ``CryptoError/invalidLength(what:expected:actual:)``.
+        public init(key: UnsafeRawBufferPointer) throws(CryptoError) {
+            guard Blake2b.keyLengths.contains(key.count) else {
+                throw .invalidLength(what: "BLAKE2b key", expected: Blake2b.keyLengths.upperBound, actual: key.count)
+            }
+            Sodium.ensureInitialized()
+            let size = crypto_generichash_statebytes()
+            // libsodium declares the state 64-byte aligned.
+            let p = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+            guard crypto_generichash_init(OpaquePointer(p), key.u8, key.count, Blake2b.digest256Length) == 0 else {
+                sodium_memzero(p, size)
+                p.deallocate()
+                throw .primitiveFailed("crypto_generichash_init")
+            }
+            stateSize = size
+            state = p
         }
 
         deinit {
@@ -55,8 +76,9 @@ public enum Blake2b {
             state.deallocate()
         }
 
-        /// Absorbs more bytes.
+        /// Absorbs more bytes. After ``finalize()`` this has no effect (and a second finalize throws).
         public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+            guard !finalized else { return }
             _ = crypto_generichash_update(OpaquePointer(state), bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(bytes.count))
         }
 
@@ -65,10 +87,13 @@ public enum Blake2b {
             withContiguous(bytes) { update($0) }
         }
 
-        /// The digest. Absorbing more afterwards is not allowed.
-        public mutating func finalize() -> [UInt8] {
+        /// The digest. Only once: a second call (or absorbing afterwards) is refused.
+        public mutating func finalize() throws(CryptoError) -> [UInt8] {
+            guard !finalized else { throw .primitiveFailed("crypto_generichash_final (already finalized)") }
+            finalized = true
             var out = [UInt8](repeating: 0, count: Blake2b.digest256Length)
-            out.withUnsafeMutableBytes { _ = crypto_generichash_final(OpaquePointer(state), $0.u8, $0.count) }
+            let rc = out.withUnsafeMutableBytes { crypto_generichash_final(OpaquePointer(state), $0.u8, $0.count) }
+            guard rc == 0 else { throw .primitiveFailed("crypto_generichash_final") }
             return out
         }
     }

@@ -103,8 +103,19 @@ public enum SealedDatagram {
 /// Derives the datagram key for a network key.
 func datagramKey(_ key: NetworkKey) throws -> SecureBytes { try key.deriveSubkey(.datagram) }
 
+/// The 24-byte XChaCha20 nonce of a datagram: `sender ‖ counter(u64 BE)`.
+func datagramNonce(sender: [UInt8], counter: UInt64) -> [UInt8] {
+    var w = ByteWriter(capacity: SealedDatagram.senderLength + 8)
+    w.write(bytes: sender)
+    w.writeUInt64(counter)
+    return w.bytes
+}
+
 /// Seals outgoing datagrams under the current network key with counter nonces.
-public struct DatagramSealer: Sendable {
+///
+/// A class, not a value: a copy of a sealer would reuse its counters, and so its nonces,
+/// under the key every member shares. Keep one sealer per sender tag and one owner.
+public final class DatagramSealer {
     private let key: SecureBytes
     /// This sender's random tag (see ``SealedDatagram/senderLength``).
     public let sender: [UInt8]
@@ -112,14 +123,15 @@ public struct DatagramSealer: Sendable {
     public private(set) var nextCounter: UInt64
 
     /// A sealer with a fresh random sender tag.
-    public init(networkKey: NetworkKey) throws {
+    public convenience init(networkKey: NetworkKey) throws {
         var tag = [UInt8](repeating: 0, count: SealedDatagram.senderLength)
         randombytes_buf(&tag, tag.count)
         try self.init(networkKey: networkKey, sender: tag, firstCounter: 0)
     }
 
-    /// A sealer with a given sender tag and counter (simulations and test vectors).
-    public init(networkKey: NetworkKey, sender: [UInt8], firstCounter: UInt64) throws {
+    /// A sealer with a given sender tag and counter (test vectors only: two sealers given the
+    /// same tag would reuse nonces).
+    init(networkKey: NetworkKey, sender: [UInt8], firstCounter: UInt64) throws {
         guard sender.count == SealedDatagram.senderLength else {
             throw CryptoError.invalidLength(what: "datagram sender tag", expected: SealedDatagram.senderLength, actual: sender.count)
         }
@@ -129,7 +141,7 @@ public struct DatagramSealer: Sendable {
     }
 
     /// Seals `plaintext` (at most ``SealedDatagram/maxPlaintextLength`` bytes).
-    public mutating func seal(_ plaintext: some Collection<UInt8>) throws(DatagramError) -> [UInt8] {
+    public func seal(_ plaintext: some Collection<UInt8>) throws(DatagramError) -> [UInt8] {
         guard plaintext.count <= SealedDatagram.maxPlaintextLength else {
             throw .tooLarge(plaintext.count, maximum: SealedDatagram.maxPlaintextLength)
         }
@@ -143,7 +155,7 @@ public struct DatagramSealer: Sendable {
         var out = w.bytes
         let headerLength = out.count
         out.append(contentsOf: repeatElement(0, count: plaintext.count + SealedDatagram.tagLength))
-        let nonce = sender + Self.counterBytes(counter)
+        let nonce = datagramNonce(sender: sender, counter: counter)
         withContiguous(plaintext) { m in
             key.withUnsafeBytes { k in
                 out.withUnsafeMutableBytes { o in
@@ -154,20 +166,36 @@ public struct DatagramSealer: Sendable {
         }
         return out
     }
-
-    static func counterBytes(_ c: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: c >> (8 * (7 - $0))) } }
 }
 
 /// Opens datagrams from many senders: tries each accepted network key and keeps a replay
 /// window per sender tag, updated only after authentication succeeded.
 public struct DatagramOpener: Sendable {
     /// Sender tags tracked at once. A node hears from its partial view plus transient peers;
-    /// 4,096 windows × 1 KiB bound memory to 4 MiB. When full, the stalest window is dropped
-    /// (its sender's very old datagrams could then replay once; see docs/security.md).
+    /// 4,096 windows × 1 KiB bound memory to 4 MiB. When full, the least recently used window
+    /// is dropped. The cost: a dropped sender starts over with an empty window, so every
+    /// datagram it sent before (under a still-accepted key) can then be replayed once. Only
+    /// authenticated datagrams create windows, so forcing an eviction takes a member, or an
+    /// outsider holding recorded datagrams of more than this many distinct sender tags
+    /// (see docs/security.md).
     public static let defaultMaxSenders = 4_096
 
+    private struct Tracked: Sendable {
+        var window = ReplayWindow()
+        var lastUse: UInt64 = 0
+
+        mutating func record(_ counter: UInt64, at use: UInt64) {
+            window.accept(counter)
+            lastUse = use
+        }
+    }
+
     private var keys: [SecureBytes]
-    private var windows: [[UInt8]: (window: ReplayWindow, lastUse: UInt64)] = [:]
+    private var windows: [[UInt8]: Tracked] = [:]
+    /// (sender, use stamp) in order of use; an entry is current only if its stamp equals the
+    /// sender's `lastUse`. Stale entries are skipped on eviction and pruned by `compactUseOrder`.
+    private var useOrder: [(sender: [UInt8], use: UInt64)] = []
+    private var useOrderStart = 0
     private var useClock: UInt64 = 0
     public let maxSenders: Int
 
@@ -181,6 +209,9 @@ public struct DatagramOpener: Sendable {
         keys = try keyring.accepted.map(datagramKey)
     }
 
+    /// Number of sender tags whose replay window is kept.
+    public var trackedSenders: Int { windows.count }
+
     /// Opens one datagram. On any error nothing changes.
     public mutating func open(_ bytes: [UInt8]) throws(DatagramError) -> (header: SealedDatagram.Header, plaintext: [UInt8]) {
         let header: SealedDatagram.Header
@@ -188,7 +219,7 @@ public struct DatagramOpener: Sendable {
         if let known = windows[header.sender], !known.window.wouldAccept(header.counter) {
             throw .replayed(counter: header.counter)
         }
-        let nonce = header.sender + DatagramSealer.counterBytes(header.counter)
+        let nonce = datagramNonce(sender: header.sender, counter: header.counter)
         let cipherLength = bytes.count - SealedDatagram.headerLength
         var plain = [UInt8](repeating: 0, count: cipherLength - SealedDatagram.tagLength)
         let opened = keys.contains { key in
@@ -202,15 +233,32 @@ public struct DatagramOpener: Sendable {
             }
         }
         guard opened else { throw .authenticationFailed }
+        if windows[header.sender] == nil && windows.count >= maxSenders { evictLeastRecentlyUsed() }
         useClock += 1
-        var entry = windows[header.sender] ?? (ReplayWindow(), 0)
-        entry.window.accept(header.counter)
-        entry.lastUse = useClock
-        if windows[header.sender] == nil && windows.count >= maxSenders,
-           let stalest = windows.min(by: { $0.value.lastUse < $1.value.lastUse })?.key {
-            windows[stalest] = nil
-        }
-        windows[header.sender] = entry
+        let stamp = useClock
+        // Mutated in place: no copy of the 1 KiB window per datagram.
+        windows[header.sender, default: Tracked()].record(header.counter, at: stamp)
+        useOrder.append((header.sender, stamp))
+        compactUseOrder()
         return (header, plain)
+    }
+
+    private mutating func evictLeastRecentlyUsed() {
+        while useOrderStart < useOrder.count {
+            let entry = useOrder[useOrderStart]
+            useOrderStart += 1
+            if windows[entry.sender]?.lastUse == entry.use {
+                windows[entry.sender] = nil
+                return
+            }
+        }
+    }
+
+    /// Keeps `useOrder` within twice the tracked senders (plus slack), rebuilding it from the
+    /// windows when stale entries dominate: amortised O(log n) per datagram.
+    private mutating func compactUseOrder() {
+        guard useOrder.count > 2 * windows.count + 64 else { return }
+        useOrder = windows.map { (sender: $0.key, use: $0.value.lastUse) }.sorted { $0.use < $1.use }
+        useOrderStart = 0
     }
 }

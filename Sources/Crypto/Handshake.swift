@@ -165,8 +165,8 @@ public struct EphemeralKey: Sendable {
         try EphemeralKey(secret: SecureBytes.random(count: Int(crypto_scalarmult_BYTES)))
     }
 
-    /// A key pair from a fixed secret (test vectors only).
-    public init(secret: SecureBytes) throws {
+    /// A key pair from a fixed secret (test vectors only; tests reach it with `@testable import`).
+    init(secret: SecureBytes) throws {
         Sodium.ensureInitialized()
         guard secret.count == Int(crypto_scalarmult_SCALARBYTES) else {
             throw CryptoError.invalidLength(what: "ephemeral secret", expected: SecretHandshake.curveKeyLength, actual: secret.count)
@@ -183,6 +183,16 @@ public struct EphemeralKey: Sendable {
 enum SHS {
     static let zeroNonce = [UInt8](repeating: 0, count: Int(crypto_secretbox_NONCEBYTES))
 
+    /// Prefix of every hello MAC input: names the protocol so the MAC never verifies as another use of K.
+    static let helloLabel = Array("murmuration/shs/hello/v1".utf8)
+
+    /// The bytes a hello's HMAC covers: `label ‖ version ‖ type ‖ ephemeral ‖ peerEphemeral`.
+    /// Binding version and type stops a client hello being reflected as a server hello;
+    /// binding a_e into message 2 stops a server hello being replayed into another handshake.
+    static func helloMACInput(_ kind: HandshakeFrame.Kind, ephemeral: [UInt8], peerEphemeral: [UInt8] = []) -> [UInt8] {
+        helloLabel + [SecretHandshake.version, kind.rawValue] + ephemeral + peerEphemeral
+    }
+
     static func hmac(_ key: SecureBytes, _ message: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: Int(crypto_auth_BYTES))
         key.withUnsafeBytes { k in _ = crypto_auth(&out, message, UInt64(message.count), k.u8) }
@@ -192,6 +202,30 @@ enum SHS {
     static func verifyHMAC(_ key: SecureBytes, mac: [UInt8], message: [UInt8]) -> Bool {
         guard mac.count == Int(crypto_auth_BYTES) else { return false }
         return key.withUnsafeBytes { k in crypto_auth_verify(mac, message, UInt64(message.count), k.u8) == 0 }
+    }
+
+    /// The message the initiator signs, `K ‖ B ‖ sha256(ab)`, built in one secure buffer.
+    static func clientProof(K: SecureBytes, B: PeerID, ab: SecureBytes) throws(HandshakeError) -> SecureBytes {
+        try proof(K: K, middle: B.bytes, ab: ab)
+    }
+
+    /// The message the responder signs, `K ‖ H ‖ A ‖ sha256(ab)` (H = the initiator's signature),
+    /// built in one secure buffer.
+    static func serverProof(K: SecureBytes, H: [UInt8], A: PeerID, ab: SecureBytes) throws(HandshakeError) -> SecureBytes {
+        try proof(K: K, middle: H + A.bytes, ab: ab)
+    }
+
+    private static func proof(K: SecureBytes, middle: [UInt8], ab: SecureBytes) throws(HandshakeError) -> SecureBytes {
+        let hashLength = Int(crypto_hash_sha256_BYTES)
+        do {
+            return try SecureBytes(count: K.count + middle.count + hashLength) { out in
+                K.withUnsafeBytes { out.copyMemory(from: $0) }
+                middle.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[K.count...]).copyMemory(from: $0) }
+                ab.withUnsafeBytes { a in _ = crypto_hash_sha256(out.u8 + K.count + middle.count, a.u8, UInt64(a.count)) }
+            }
+        } catch {
+            throw .crypto(.outOfMemory)
+        }
     }
 
     /// X25519; fails on an all-zero result (small-order input).
@@ -226,12 +260,6 @@ enum SHS {
         }
     }
 
-    static func publicSHA256(_ source: some ByteSource) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: Int(crypto_hash_sha256_BYTES))
-        source.withBytes { _ = crypto_hash_sha256(&out, $0.u8, UInt64($0.count)) }
-        return out
-    }
-
     static func seal(_ plaintext: [UInt8], key: SecureBytes) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: plaintext.count + Int(crypto_secretbox_MACBYTES))
         key.withUnsafeBytes { k in _ = crypto_secretbox_easy(&out, plaintext, UInt64(plaintext.count), zeroNonce, k.u8) }
@@ -258,8 +286,14 @@ enum SHS {
     static func edToCurveSecret(_ identity: Identity) throws(HandshakeError) -> SecureBytes {
         do {
             return try identity.secretKey.withUnsafeBytes { sk in
-                try SecureBytes(count: SecretHandshake.curveKeyLength) { out in _ = crypto_sign_ed25519_sk_to_curve25519(out.u8, sk.u8) }
+                try SecureBytes(count: SecretHandshake.curveKeyLength) { out in
+                    guard crypto_sign_ed25519_sk_to_curve25519(out.u8, sk.u8) == 0 else {
+                        throw CryptoError.primitiveFailed("crypto_sign_ed25519_sk_to_curve25519")
+                    }
+                }
             }
+        } catch let e as CryptoError {
+            throw .crypto(e)
         } catch {
             throw .crypto(.outOfMemory)
         }
@@ -275,6 +309,8 @@ enum SHS {
 }
 
 /// The initiator (client) side of the secret handshake. Sans-IO: feed it frames, send what it returns.
+/// Ephemeral and intermediate secrets are dropped (and so wiped) as soon as the handshake
+/// completes or fails.
 public struct HandshakeInitiator: Sendable {
     private enum State: Sendable { case ready, awaitingServerHello, awaitingServerAccept, done, failed }
 
@@ -282,7 +318,8 @@ public struct HandshakeInitiator: Sendable {
     private let networkKey: NetworkKey
     /// The responder this initiator insists on: the handshake fails unless it is this peer.
     public let expectedResponder: PeerID
-    private let ephemeral: EphemeralKey
+    private var ephemeral: EphemeralKey?
+    private let ephemeralPublic: [UInt8]
     private var state: State = .ready
     private var serverEphemeral: [UInt8] = []
     private var ab: SecureBytes?
@@ -290,11 +327,17 @@ public struct HandshakeInitiator: Sendable {
     private var signatureA: [UInt8] = []
 
     /// An initiator that will only complete with `expectedResponder`.
-    public init(identity: Identity, networkKey: NetworkKey, expectedResponder: PeerID, ephemeral: EphemeralKey? = nil) throws {
+    public init(identity: Identity, networkKey: NetworkKey, expectedResponder: PeerID) throws {
+        try self.init(identity: identity, networkKey: networkKey, expectedResponder: expectedResponder, ephemeral: EphemeralKey.generate())
+    }
+
+    /// An initiator with a fixed ephemeral key (test vectors only).
+    init(identity: Identity, networkKey: NetworkKey, expectedResponder: PeerID, ephemeral: EphemeralKey) throws {
         self.identity = identity
         self.networkKey = networkKey
         self.expectedResponder = expectedResponder
-        self.ephemeral = try ephemeral ?? EphemeralKey.generate()
+        self.ephemeral = ephemeral
+        self.ephemeralPublic = ephemeral.publicKey
     }
 
     /// The frame the driver should read next, or nil if none is expected.
@@ -306,30 +349,32 @@ public struct HandshakeInitiator: Sendable {
         }
     }
 
-    /// Message 1: `hmac_K(a_e) ‖ a_e`.
-    public mutating func start() -> [UInt8] {
+    /// Message 1: `hmac_K(label ‖ version ‖ type ‖ a_e) ‖ a_e`. Only once: a second call throws
+    /// ``HandshakeError/unexpectedFrame`` instead of re-sending the same ephemeral.
+    public mutating func start() throws(HandshakeError) -> [UInt8] {
+        guard state == .ready else { throw .unexpectedFrame }
         state = .awaitingServerHello
-        return HandshakeFrame.clientHello(mac: SHS.hmac(networkKey.secret, ephemeral.publicKey), ephemeral: ephemeral.publicKey).encode()
+        let mac = SHS.hmac(networkKey.secret, SHS.helloMACInput(.clientHello, ephemeral: ephemeralPublic))
+        return HandshakeFrame.clientHello(mac: mac, ephemeral: ephemeralPublic).encode()
     }
 
     /// Consumes message 2 (returns message 3) or message 4 (returns the session).
     public mutating func receive(_ bytes: [UInt8]) throws(HandshakeError) -> HandshakeOutput {
         let previous = state
         state = .failed
+        defer { if state == .failed || state == .done { dropSecrets() } }
         switch previous {
         case .awaitingServerHello:
+            guard let ephemeral else { throw .unexpectedFrame }
             let frame: HandshakeFrame
             do { frame = try HandshakeFrame.decode(bytes, expecting: .serverHello) } catch { throw .malformed(error) }
             guard case let .serverHello(mac, be) = frame else { throw .unexpectedFrame }
-            guard SHS.verifyHMAC(networkKey.secret, mac: mac, message: be) else { throw .notInNetwork }
+            let macInput = SHS.helloMACInput(.serverHello, ephemeral: be, peerEphemeral: ephemeralPublic)
+            guard SHS.verifyHMAC(networkKey.secret, mac: mac, message: macInput) else { throw .notInNetwork }
             let ab = try SHS.dh(ephemeral.secret, be)
             let aB = try SHS.dh(ephemeral.secret, try SHS.edToCurvePublic(expectedResponder))
             // H = sign_A(K ‖ B ‖ sha256(ab))
-            var signed = networkKey.secret.withUnsafeBytes { Array($0) }
-            defer { wipe(&signed) }
-            signed += expectedResponder.bytes
-            signed += SHS.publicSHA256(ab)
-            let sigA = identity.sign(signed)
+            let sigA = try SHS.clientProof(K: networkKey.secret, B: expectedResponder, ab: ab).withUnsafeBytes { identity.sign(raw: $0) }
             let boxKey = try SHS.sha256([networkKey.secret, ab, aB])
             let box = SHS.seal(sigA + identity.peerID.bytes, key: boxKey)
             self.serverEphemeral = be
@@ -347,14 +392,10 @@ public struct HandshakeInitiator: Sendable {
             let boxKey = try SHS.sha256([networkKey.secret, ab, aB, Ab])
             let sigB = try SHS.open(box, key: boxKey)
             // sign_B(K ‖ H ‖ A ‖ sha256(ab))
-            var signed = networkKey.secret.withUnsafeBytes { Array($0) }
-            defer { wipe(&signed) }
-            signed += signatureA + identity.peerID.bytes + SHS.publicSHA256(ab)
-            guard expectedResponder.verify(signature: sigB, message: signed) else { throw .authenticationFailed }
+            let proof = try SHS.serverProof(K: networkKey.secret, H: signatureA, A: identity.peerID, ab: ab)
+            guard proof.withUnsafeBytes({ expectedResponder.verify(signature: sigB, message: $0) }) else { throw .authenticationFailed }
             let keys = try SHS.sessionKeys(K: networkKey.secret, ab: ab, aB: aB, Ab: Ab,
                                            towardsRemote: expectedResponder, towardsLocal: identity.peerID)
-            self.ab = nil
-            self.aB = nil
             state = .done
             return HandshakeOutput(reply: nil, result: HandshakeResult(remote: expectedResponder, sendKey: keys.send,
                                                                        receiveKey: keys.receive, networkID: networkKey.id))
@@ -362,11 +403,18 @@ public struct HandshakeInitiator: Sendable {
             throw .unexpectedFrame
         }
     }
+
+    private mutating func dropSecrets() {
+        ephemeral = nil
+        ab = nil
+        aB = nil
+    }
 }
 
 /// Remembers recent client hellos so a replayed message 1 is refused before any key exchange.
 /// Entries are added only after the HMAC verified, so outsiders cannot fill it.
-public struct HandshakeReplayGuard: Sendable {
+/// One guard is shared by every responder of a node (one owner thread).
+public final class HandshakeReplayGuard {
     /// How many recent hellos are remembered. Ephemeral keys are random, so a legitimate
     /// repeat never happens; 16,384 × 32 bytes = 512 KiB covers hours of handshakes on a busy node.
     public static let defaultCapacity = 16_384
@@ -379,7 +427,7 @@ public struct HandshakeReplayGuard: Sendable {
     public init(capacity: Int = HandshakeReplayGuard.defaultCapacity) { self.capacity = max(1, capacity) }
 
     /// Records `ephemeral`; false if it was already recorded.
-    public mutating func insert(_ ephemeral: [UInt8]) -> Bool {
+    public func insert(_ ephemeral: [UInt8]) -> Bool {
         guard !seen.contains(ephemeral) else { return false }
         if order.count < capacity {
             order.append(ephemeral)
@@ -393,25 +441,30 @@ public struct HandshakeReplayGuard: Sendable {
     }
 }
 
-/// The responder (server) side of the secret handshake.
+/// The responder (server) side of the secret handshake. Like the initiator, it drops its
+/// ephemeral and intermediate secrets as soon as the handshake completes or fails.
 public struct HandshakeResponder: Sendable {
     private enum State: Sendable { case awaitingClientHello, awaitingClientAuth, done, failed }
 
     private let identity: Identity
     private let keyring: NetworkKeyring
-    private let ephemeralSource: EphemeralKey?
+    private var ephemeralSource: EphemeralKey?
     private var ephemeral: EphemeralKey?
     private var networkKey: NetworkKey?
-    private var clientEphemeral: [UInt8] = []
     private var ab: SecureBytes?
     private var aB: SecureBytes?
     private var state: State = .awaitingClientHello
 
-    /// A responder accepting any key of `keyring`. `ephemeral` is for test vectors; by default
-    /// a fresh key is drawn only once a hello has proved network membership.
-    public init(identity: Identity, keyring: NetworkKeyring, ephemeral: EphemeralKey? = nil) {
+    /// A responder accepting any key of `keyring`. A fresh ephemeral key is drawn only once a
+    /// hello has proved network membership.
+    public init(identity: Identity, keyring: NetworkKeyring) {
         self.identity = identity
         self.keyring = keyring
+    }
+
+    /// A responder with a fixed ephemeral key (test vectors only).
+    init(identity: Identity, keyring: NetworkKeyring, ephemeral: EphemeralKey) {
+        self.init(identity: identity, keyring: keyring)
         self.ephemeralSource = ephemeral
     }
 
@@ -425,16 +478,18 @@ public struct HandshakeResponder: Sendable {
     }
 
     /// Consumes message 1 (returns message 2) or message 3 (returns message 4 and the session).
-    public mutating func receive(_ bytes: [UInt8], replayGuard: inout HandshakeReplayGuard) throws(HandshakeError) -> HandshakeOutput {
+    public mutating func receive(_ bytes: [UInt8], replayGuard: HandshakeReplayGuard) throws(HandshakeError) -> HandshakeOutput {
         let previous = state
         state = .failed
+        defer { if state == .failed || state == .done { dropSecrets() } }
         switch previous {
         case .awaitingClientHello:
             let frame: HandshakeFrame
             do { frame = try HandshakeFrame.decode(bytes, expecting: .clientHello) } catch { throw .malformed(error) }
             guard case let .clientHello(mac, ae) = frame else { throw .unexpectedFrame }
             // Only an HMAC check per accepted key before anything costly.
-            guard let key = keyring.accepted.first(where: { SHS.verifyHMAC($0.secret, mac: mac, message: ae) }) else {
+            let macInput = SHS.helloMACInput(.clientHello, ephemeral: ae)
+            guard let key = keyring.accepted.first(where: { SHS.verifyHMAC($0.secret, mac: mac, message: macInput) }) else {
                 throw .notInNetwork
             }
             guard replayGuard.insert(ae) else { throw .replayed }
@@ -442,15 +497,16 @@ public struct HandshakeResponder: Sendable {
             if let fixed = ephemeralSource { eph = fixed } else {
                 do { eph = try EphemeralKey.generate() } catch { throw .crypto(.outOfMemory) }
             }
+            ephemeralSource = nil
             let ab = try SHS.dh(eph.secret, ae)
             let aB = try SHS.dh(try SHS.edToCurveSecret(identity), ae)
             self.ephemeral = eph
             self.networkKey = key
-            self.clientEphemeral = ae
             self.ab = ab
             self.aB = aB
             state = .awaitingClientAuth
-            return HandshakeOutput(reply: HandshakeFrame.serverHello(mac: SHS.hmac(key.secret, eph.publicKey), ephemeral: eph.publicKey).encode(), result: nil)
+            let replyMAC = SHS.hmac(key.secret, SHS.helloMACInput(.serverHello, ephemeral: eph.publicKey, peerEphemeral: ae))
+            return HandshakeOutput(reply: HandshakeFrame.serverHello(mac: replyMAC, ephemeral: eph.publicKey).encode(), result: nil)
         case .awaitingClientAuth:
             guard let ab, let aB, let key = networkKey, let eph = ephemeral else { throw .unexpectedFrame }
             let frame: HandshakeFrame
@@ -460,26 +516,27 @@ public struct HandshakeResponder: Sendable {
             guard plain.count == Identity.signatureLength + PeerID.length,
                   let clientID = PeerID(bytes: plain.suffix(PeerID.length)) else { throw .authenticationFailed }
             let sigA = Array(plain.prefix(Identity.signatureLength))
-            var signedA = key.secret.withUnsafeBytes { Array($0) }
-            defer { wipe(&signedA) }
-            signedA += identity.peerID.bytes + SHS.publicSHA256(ab)
             guard clientID.isValidPublicKey else { throw .invalidPeerKey }
-            guard clientID.verify(signature: sigA, message: signedA) else { throw .authenticationFailed }
+            let clientProof = try SHS.clientProof(K: key.secret, B: identity.peerID, ab: ab)
+            guard clientProof.withUnsafeBytes({ clientID.verify(signature: sigA, message: $0) }) else { throw .authenticationFailed }
             let Ab = try SHS.dh(eph.secret, try SHS.edToCurvePublic(clientID))
-            var signedB = key.secret.withUnsafeBytes { Array($0) }
-            defer { wipe(&signedB) }
-            signedB += sigA + clientID.bytes + SHS.publicSHA256(ab)
-            let sigB = identity.sign(signedB)
+            let sigB = try SHS.serverProof(K: key.secret, H: sigA, A: clientID, ab: ab).withUnsafeBytes { identity.sign(raw: $0) }
             let box4 = SHS.seal(sigB, key: try SHS.sha256([key.secret, ab, aB, Ab]))
             let keys = try SHS.sessionKeys(K: key.secret, ab: ab, aB: aB, Ab: Ab,
                                            towardsRemote: clientID, towardsLocal: identity.peerID)
-            self.ab = nil
-            self.aB = nil
             state = .done
             return HandshakeOutput(reply: HandshakeFrame.serverAccept(box: box4).encode(),
                                    result: HandshakeResult(remote: clientID, sendKey: keys.send, receiveKey: keys.receive, networkID: key.id))
         default:
             throw .unexpectedFrame
         }
+    }
+
+    private mutating func dropSecrets() {
+        ephemeralSource = nil
+        ephemeral = nil
+        networkKey = nil
+        ab = nil
+        aB = nil
     }
 }

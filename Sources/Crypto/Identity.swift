@@ -12,15 +12,11 @@ public struct Identity: Sendable {
     /// libsodium's 64-byte Ed25519 secret key (seed ‖ public key).
     let secretKey: SecureBytes
 
-    /// A fresh random identity.
-    public static func generate() -> Identity {
-        // Random seed in secure memory; a failure to allocate 32 bytes of locked memory
-        // leaves nothing sensible to do but retry with ordinary memory.
-        var seed = [UInt8](repeating: 0, count: seedLength)
-        randombytes_buf(&seed, seedLength)
-        defer { wipe(&seed) }
-        if let identity = try? Identity(seed: seed) { return identity }
-        preconditionFailure("libsodium cannot allocate secure memory for a 64-byte key")
+    /// A fresh random identity. The seed is drawn straight into secure memory.
+    /// Throws ``CryptoError/outOfMemory`` if libsodium cannot allocate it.
+    public static func generate() throws -> Identity {
+        let seed = try SecureBytes.random(count: seedLength)
+        return try seed.withUnsafeBytes { try Identity(seed: $0) }
     }
 
     /// The identity derived deterministically from a 32-byte seed (RFC 8032 private key).

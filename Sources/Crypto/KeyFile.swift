@@ -15,6 +15,10 @@ public enum KeyFileError: Error, Equatable, Sendable, CustomStringConvertible {
     case directoryTooOpen(path: String, mode: UInt32)
     /// The file is not a key file of the expected kind.
     case malformed(path: String, reason: String)
+    /// The file or directory belongs to another user, who could replace or read the key.
+    case wrongOwner(path: String, owner: UInt32)
+    /// The key directory is a symbolic link; keys must live in a real directory the user owns.
+    case symbolicLink(path: String)
     /// A system call failed.
     case system(path: String, call: String, errno: Int32)
 
@@ -30,6 +34,10 @@ public enum KeyFileError: Error, Equatable, Sendable, CustomStringConvertible {
             return "key directory \(path) is accessible by group or others (mode \(String(mode & 0o777, radix: 8))); fix it with: chmod 700 \(path)"
         case let .malformed(path, reason):
             return "\(path) is not a valid key file: \(reason)"
+        case let .wrongOwner(path, owner):
+            return "\(path) belongs to uid \(owner), not to this user (uid \(geteuid())); use keys owned by the user running the peer"
+        case let .symbolicLink(path):
+            return "key directory \(path) is a symbolic link; give the real directory's path instead"
         case let .system(path, call, code):
             return "\(call) \(path): \(String(cString: strerror(code)))"
         }
@@ -56,17 +64,37 @@ public enum KeyFile {
     /// Default file name of the network key inside a key directory.
     public static let networkKeyFileName = "network.key"
 
-    /// Creates `path` (0700) if missing; refuses an existing directory group or others can access.
+    /// Creates `path` (0700) if missing; refuses an existing directory that group or others can
+    /// access, that another user owns, or that is a symbolic link. Checks are made on the opened
+    /// directory (`O_DIRECTORY | O_NOFOLLOW`, then `fstat`/`fchmod`), so the path cannot be
+    /// swapped between check and use.
     public static func prepareDirectory(_ path: String) throws {
-        var st = stat()
-        if stat(path, &st) == 0 {
-            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw KeyFileError.malformed(path: path, reason: "not a directory") }
-            guard st.st_mode & 0o077 == 0 else { throw KeyFileError.directoryTooOpen(path: path, mode: st.st_mode) }
-            return
+        var created = false
+        if mkdir(path, 0o700) == 0 {
+            created = true
+        } else if errno != EEXIST {
+            throw KeyFileError.system(path: path, call: "mkdir", errno: errno)
         }
-        guard mkdir(path, 0o700) == 0 else { throw KeyFileError.system(path: path, call: "mkdir", errno: errno) }
-        // mkdir honours the umask, which can only remove bits; make the mode exact.
-        guard chmod(path, 0o700) == 0 else { throw KeyFileError.system(path: path, call: "chmod", errno: errno) }
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else {
+            let code = errno
+            var st = stat()
+            if lstat(path, &st) == 0 {
+                if (st.st_mode & S_IFMT) == S_IFLNK { throw KeyFileError.symbolicLink(path: path) }
+                if (st.st_mode & S_IFMT) != S_IFDIR { throw KeyFileError.malformed(path: path, reason: "not a directory") }
+            }
+            throw KeyFileError.system(path: path, call: "open", errno: code)
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw KeyFileError.system(path: path, call: "fstat", errno: errno) }
+        guard st.st_uid == geteuid() else { throw KeyFileError.wrongOwner(path: path, owner: st.st_uid) }
+        if created {
+            // mkdir honours the umask, which can only remove bits; make the mode exact.
+            guard fchmod(fd, 0o700) == 0 else { throw KeyFileError.system(path: path, call: "fchmod", errno: errno) }
+        } else {
+            guard st.st_mode & 0o077 == 0 else { throw KeyFileError.directoryTooOpen(path: path, mode: st.st_mode) }
+        }
     }
 
     /// Writes a new key file exclusively with mode 0600. Never replaces an existing file.
@@ -90,9 +118,11 @@ public enum KeyFile {
         ok = true
     }
 
-    /// Reads a key file of the given kind; refuses it if group or others can read it.
+    /// Reads a key file of the given kind; refuses anything but a regular file owned by this
+    /// user that group and others cannot access. `O_NONBLOCK` keeps a FIFO at the path from
+    /// blocking the open; it is then refused as not a regular file.
     public static func load(path: String, magic: [UInt8]) throws -> SecureBytes {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else {
             let code = errno
             throw code == ENOENT ? KeyFileError.notFound(path: path) : .system(path: path, call: "open", errno: code)
@@ -101,6 +131,7 @@ public enum KeyFile {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw KeyFileError.system(path: path, call: "fstat", errno: errno) }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw KeyFileError.malformed(path: path, reason: "not a regular file") }
+        guard st.st_uid == geteuid() else { throw KeyFileError.wrongOwner(path: path, owner: st.st_uid) }
         guard st.st_mode & 0o077 == 0 else { throw KeyFileError.tooOpen(path: path, mode: st.st_mode) }
         guard st.st_size == fileLength else {
             throw KeyFileError.malformed(path: path, reason: "expected \(fileLength) bytes, found \(st.st_size)")

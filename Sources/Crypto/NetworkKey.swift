@@ -26,7 +26,7 @@ public struct NetworkKey: Sendable {
             throw CryptoError.invalidLength(what: "network key", expected: Self.length, actual: secret.count)
         }
         self.secret = secret
-        self.id = secret.withUnsafeBytes { Blake2b.keyedHash256(key: $0, parts: [Self.idLabel]) }
+        self.id = try secret.withUnsafeBytes { (k) throws(CryptoError) in try Blake2b.keyedHash256(key: k, parts: [Self.idLabel]) }
     }
 
     /// A key from raw bytes (tests and simulations; real keys come from files).

@@ -111,13 +111,7 @@ public final class SecureChannelSender {
     /// One frame carrying `message`. Every `rekeyAfterMessages` frames carry the REKEY tag.
     public func seal(_ message: some Collection<UInt8>) throws(SecureChannelError) -> [UInt8] {
         guard !finished else { throw .afterEnd }
-        messagesSinceRekey += 1
-        var tag = UInt8(crypto_secretstream_xchacha20poly1305_TAG_MESSAGE)
-        if messagesSinceRekey >= settings.rekeyAfterMessages {
-            tag = UInt8(crypto_secretstream_xchacha20poly1305_TAG_REKEY)
-            messagesSinceRekey = 0
-        }
-        return try frame(message, tag: tag)
+        return try frame(message, tag: nextTag())
     }
 
     /// The last frame, carrying the authenticated end marker (FINAL tag). Nothing may follow.
@@ -136,13 +130,16 @@ public final class SecureChannelSender {
         }
         if scratch.count < length { scratch = [UInt8](repeating: 0, count: length) }
         try scratch.withUnsafeMutableBytes { try fill(UnsafeMutableRawBufferPointer(rebasing: $0.prefix(length))) }
-        messagesSinceRekey += 1
-        var tag = UInt8(crypto_secretstream_xchacha20poly1305_TAG_MESSAGE)
-        if messagesSinceRekey >= settings.rekeyAfterMessages {
-            tag = UInt8(crypto_secretstream_xchacha20poly1305_TAG_REKEY)
-            messagesSinceRekey = 0
-        }
+        let tag = nextTag()
         return scratch.withUnsafeBytes { frame(UnsafeRawBufferPointer(rebasing: $0.prefix(length)), tag: tag) }
+    }
+
+    /// The tag of the next ordinary frame: REKEY every `rekeyAfterMessages` frames, else MESSAGE.
+    private func nextTag() -> UInt8 {
+        messagesSinceRekey += 1
+        guard messagesSinceRekey >= settings.rekeyAfterMessages else { return UInt8(crypto_secretstream_xchacha20poly1305_TAG_MESSAGE) }
+        messagesSinceRekey = 0
+        return UInt8(crypto_secretstream_xchacha20poly1305_TAG_REKEY)
     }
 
     private func frame(_ message: some Collection<UInt8>, tag: UInt8) throws(SecureChannelError) -> [UInt8] {

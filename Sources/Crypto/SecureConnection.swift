@@ -24,6 +24,10 @@ public final class SecureConnection {
         case notEstablished
         /// The peer closed the stream before the handshake completed.
         case closedDuringHandshake
+        /// The connection already failed; the driver should have closed it.
+        case alreadyFailed
+        /// More bytes are waiting than any expected message can hold (see ``SecureConnection/maxBuffered``).
+        case bufferOverflow(Int, maximum: Int)
 
         public var description: String {
             switch self {
@@ -31,20 +35,24 @@ public final class SecureConnection {
             case let .channel(e): return e.description
             case .notEstablished: return "secure connection: not established yet"
             case .closedDuringHandshake: return "secure connection: peer closed during the handshake (wrong network key or wrong peer ID?)"
+            case .alreadyFailed: return "secure connection: already failed; close the connection"
+            case let .bufferOverflow(n, max): return "secure connection: \(n) bytes buffered exceed \(max)"
             }
         }
     }
 
+    /// Once the handshake ends (either way) its state, and with it every ephemeral secret, is dropped.
     private enum Role {
         case initiator(HandshakeInitiator)
-        case responder(HandshakeResponder, ReplayGuardBox)
+        case responder(HandshakeResponder, HandshakeReplayGuard)
+        case established
+        case failed
     }
 
-    /// A replay guard shared by every responder connection of one node.
-    public final class ReplayGuardBox {
-        public var value: HandshakeReplayGuard
-        public init(_ value: HandshakeReplayGuard = .init()) { self.value = value }
-    }
+    /// Milliseconds a driver should allow for the handshake before closing the connection.
+    /// Two round trips of small messages; 10 s covers slow links while bounding how long a
+    /// silent or stalled peer holds a connection slot.
+    public static let handshakeDeadlineMilliseconds: UInt64 = 10_000
 
     private var role: Role
     private var assembler: FrameAssembler
@@ -66,24 +74,55 @@ public final class SecureConnection {
     }
 
     /// The accepting side.
-    public init(responder: HandshakeResponder, replayGuard: ReplayGuardBox, settings: SecureChannelSettings = .init()) {
+    public init(responder: HandshakeResponder, replayGuard: HandshakeReplayGuard, settings: SecureChannelSettings = .init()) {
         role = .responder(responder, replayGuard)
         self.settings = settings
         assembler = FrameAssembler(settings: settings)
     }
 
-    /// Events to act on when the stream opens (the initiator's first message).
-    public func start() -> [Event] {
+    /// Most bytes that may wait unprocessed: one largest channel frame plus the stream header.
+    /// Every expected message is smaller, so more means the peer sends what nobody asked for.
+    public var maxBuffered: Int { SecureChannel.lengthPrefix + settings.maxCiphertextLength + SecureChannel.headerLength }
+
+    /// True once the handshake completed.
+    public var isEstablished: Bool { remote != nil }
+
+    /// Events to act on when the stream opens (the initiator's first message). Call once.
+    public func start() throws(Failure) -> [Event] {
         guard case var .initiator(i) = role else { return [] }
-        let hello = i.start()
+        let hello: [UInt8]
+        do { hello = try i.start() } catch {
+            role = .failed
+            throw .handshake(error)
+        }
         role = .initiator(i)
         return [sendEvent(hello)]
     }
 
-    /// Consumes bytes that arrived.
+    /// Consumes bytes that arrived. After any error every later call throws ``Failure/alreadyFailed``.
     public func receive(_ bytes: some Collection<UInt8>) throws(Failure) -> [Event] {
-        bytesReceived += bytes.count
-        assembler.append(bytes)
+        if case .failed = role { throw .alreadyFailed }
+        do throws(Failure) {
+            bytesReceived += bytes.count
+            assembler.append(bytes)
+            let events = try process()
+            guard assembler.buffered <= maxBuffered else { throw .bufferOverflow(assembler.buffered, maximum: maxBuffered) }
+            return events
+        } catch {
+            fail()
+            throw error
+        }
+    }
+
+    private func fail() {
+        role = .failed
+        pendingReceiveKey = nil
+        sender = nil
+        receiver = nil
+        assembler = FrameAssembler(settings: settings)
+    }
+
+    private func process() throws(Failure) -> [Event] {
         var events: [Event] = []
         while true {
             if let receiver {
@@ -110,9 +149,11 @@ public final class SecureConnection {
                 case var .initiator(i):
                     output = try i.receive(frame)
                     role = .initiator(i)
-                case .responder(var r, let box):
-                    output = try r.receive(frame, replayGuard: &box.value)
-                    role = .responder(r, box)
+                case .responder(var r, let replayGuard):
+                    output = try r.receive(frame, replayGuard: replayGuard)
+                    role = .responder(r, replayGuard)
+                case .established, .failed:
+                    return events
                 }
             } catch { throw .handshake(error) }
             if let reply = output.reply { events.append(sendEvent(reply)) }
@@ -124,6 +165,7 @@ public final class SecureConnection {
                 } catch { throw .channel(error) }
                 pendingReceiveKey = result.receiveKey
                 remote = result.remote
+                role = .established
                 events.append(.established(result.remote))
             }
         }
@@ -133,6 +175,7 @@ public final class SecureConnection {
         switch role {
         case let .initiator(i): return i.expectedFrame
         case let .responder(r, _): return r.expectedFrame
+        case .established, .failed: return nil
         }
     }
 

@@ -259,8 +259,8 @@ public enum SignedDelta {
     }
 
     /// Verifies the head at the start of `bytes` without touching the payload: limits, shape,
-    /// network, author key and signature. `bytes` may hold only the head.
-    public static func openHead(_ bytes: [UInt8], keyring: NetworkKeyring?, expectedKind: DeltaKind? = nil,
+    /// network (always: the keyring is required), author key and signature. `bytes` may hold only the head.
+    public static func openHead(_ bytes: [UInt8], keyring: NetworkKeyring, expectedKind: DeltaKind? = nil,
                                 limits: DeltaLimits = .init()) throws(DeltaError) -> VerifiedHead {
         var r = ByteReader(bytes)
         let header: DeltaHeader
@@ -281,14 +281,14 @@ public enum SignedDelta {
             throw .malformed(error)
         }
         if let expectedKind, header.kind != expectedKind { throw .unexpectedKind(header.kind) }
-        if let keyring, !keyring.accepts(networkID: header.networkID) { throw .wrongNetwork }
+        guard keyring.accepts(networkID: header.networkID) else { throw .wrongNetwork }
         guard header.author.isValidPublicKey else { throw .invalidAuthorKey }
         guard header.author.verify(signature: signature, message: encoded, domain: .delta) else { throw .badSignature }
         return VerifiedHead(header: header, headLength: r.offset)
     }
 
     /// Verifies a complete envelope and returns the header and payload.
-    public static func open(_ bytes: [UInt8], keyring: NetworkKeyring?, expectedKind: DeltaKind? = nil,
+    public static func open(_ bytes: [UInt8], keyring: NetworkKeyring, expectedKind: DeltaKind? = nil,
                             limits: DeltaLimits = .init()) throws(DeltaError) -> (header: DeltaHeader, payload: [UInt8]) {
         let head = try openHead(bytes, keyring: keyring, expectedKind: expectedKind, limits: limits)
         let available = bytes.count - head.headLength
@@ -331,43 +331,56 @@ public struct DeltaChunk: Equatable, Sendable {
     /// Bytes before a chunk's data: type, offset, length.
     public static let headerLength = 1 + 8 + 4
 
-    /// Writes a chunk of `bytes` at `offset` into `out` (exactly `headerLength + bytes.count` bytes),
-    /// for use with ``SecureChannelSender/seal(length:fill:)``.
-    public static func encode(offset: UInt64, bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) {
+    /// Writes a chunk of `bytes` at `offset` into `out`, which must be exactly
+    /// `headerLength + bytes.count` bytes (use with ``SecureChannelSender/seal(length:fill:)``).
+    public static func encode(offset: UInt64, bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws(WireError) {
+        guard bytes.count > 0, bytes.count <= maxLength else {
+            throw .invalidValue(field: "chunk", reason: "\(bytes.count) bytes, expected 1...\(maxLength)")
+        }
+        guard out.count == headerLength + bytes.count else {
+            throw .invalidValue(field: "chunk buffer", reason: "\(out.count) bytes for a chunk of \(headerLength + bytes.count)")
+        }
         var w = ByteWriter(capacity: headerLength)
         w.write(type)
         w.writeUInt64(offset)
-        w.writeUInt32(UInt32(truncatingIfNeeded: bytes.count))
+        w.writeUInt32(UInt32(bytes.count))
         w.bytes.withUnsafeBytes { out.copyMemory(from: $0) }
         if let base = bytes.baseAddress, let dst = out.baseAddress { (dst + headerLength).copyMemory(from: base, byteCount: bytes.count) }
     }
 
-    /// Decodes a chunk without copying its data: `body` gets the offset and a view of the bytes.
-    public static func withDecoded<R>(_ data: UnsafeRawBufferPointer, _ body: (UInt64, UnsafeRawBufferPointer) throws -> R) throws -> R {
-        guard data.count >= headerLength else { throw WireError.truncated(field: "chunk header", needed: headerLength, available: data.count) }
-        guard data[0] == type else { throw WireError.unexpectedType(expected: type, actual: data[0]) }
-        var offset: UInt64 = 0
-        for i in 1...8 { offset = offset << 8 | UInt64(data[i]) }
-        var n = 0
-        for i in 9...12 { n = n << 8 | Int(data[i]) }
-        guard n > 0 else { throw WireError.zeroLength(field: "chunk") }
-        guard n <= maxLength else { throw WireError.lengthTooLarge(field: "chunk", declared: UInt64(n), maximum: maxLength) }
-        guard data.count == headerLength + n else {
-            throw data.count < headerLength + n ? WireError.truncated(field: "chunk", needed: n, available: data.count - headerLength)
-                                                : WireError.trailingBytes(count: data.count - headerLength - n)
-        }
-        return try body(offset, UnsafeRawBufferPointer(rebasing: data[headerLength...]))
-    }
-
-    /// Total decoder; the length is checked against ``maxLength`` before allocating.
-    public static func decode(_ data: [UInt8]) throws(WireError) -> DeltaChunk {
-        var r = ByteReader(data)
+    /// The one chunk parser: checks type and declared length (against ``maxLength``, before
+    /// anything is allocated) and that `data` holds exactly that many bytes.
+    private static func parse(_ data: UnsafeRawBufferPointer) throws(WireError) -> (offset: UInt64, bytes: UnsafeRawBufferPointer) {
+        guard data.count >= headerLength else { throw .truncated(field: "chunk header", needed: headerLength, available: data.count) }
+        var r = ByteReader(UnsafeRawBufferPointer(rebasing: data.prefix(headerLength)))
         let t = try r.readUInt8("chunk type")
         guard t == type else { throw .unexpectedType(expected: type, actual: t) }
         let offset = try r.readUInt64("chunk offset")
-        let bytes = try r.readLengthPrefixed(maximum: maxLength, allowEmpty: false, "chunk")
-        try r.expectEnd()
-        return DeltaChunk(offset: offset, bytes: bytes)
+        let n = Int(try r.readUInt32("chunk length"))
+        guard n > 0 else { throw .zeroLength(field: "chunk") }
+        guard n <= maxLength else { throw .lengthTooLarge(field: "chunk", declared: UInt64(n), maximum: maxLength) }
+        guard data.count == headerLength + n else {
+            throw data.count < headerLength + n ? .truncated(field: "chunk", needed: n, available: data.count - headerLength)
+                                                : .trailingBytes(count: data.count - headerLength - n)
+        }
+        return (offset, UnsafeRawBufferPointer(rebasing: data[headerLength...]))
+    }
+
+    /// Decodes a chunk without copying its data: `body` gets the offset and a view of the bytes.
+    public static func withDecoded<R>(_ data: UnsafeRawBufferPointer, _ body: (UInt64, UnsafeRawBufferPointer) throws -> R) throws -> R {
+        let chunk = try parse(data)
+        return try body(chunk.offset, chunk.bytes)
+    }
+
+    /// Total decoder into an owned chunk (same checks as ``withDecoded(_:_:)``).
+    public static func decode(_ data: [UInt8]) throws(WireError) -> DeltaChunk {
+        let parsed = data.withUnsafeBytes { raw in
+            Result { () throws(WireError) in
+                let chunk = try parse(raw)
+                return DeltaChunk(offset: chunk.offset, bytes: Array(chunk.bytes))
+            }
+        }
+        return try parsed.get()
     }
 
     /// Splits a payload into chunks.
@@ -427,8 +440,8 @@ public final class DeltaAssembler {
             throw .malformed(.truncated(field: "payload", needed: Int(header.payloadLength), available: payload.count))
         }
         finished = true
-        let digest = hasher.finalize()
-        guard digest == header.payloadHash else { throw .payloadMismatch }
+        // finalize() fails only if called twice, which `finished` rules out; either way nothing unverified passes.
+        guard let digest = try? hasher.finalize(), digest == header.payloadHash else { throw .payloadMismatch }
         return (header, payload)
     }
 }

@@ -36,12 +36,19 @@ struct Exchange: ParsableCommand {
     @Option(name: .long, help: "Number of float32 elements in the delta this side sends.")
     var elements: Int = 262_144
 
-    @Option(name: .long, help: "Give up after this many seconds.")
+    @Option(name: .long, help: "Give up after this many seconds (1...\(Exchange.maxTimeoutSeconds)).")
     var timeout: UInt64 = 20
+
+    /// Longest accepted --timeout: a day is far beyond any exchange, and keeps the
+    /// millisecond conversion for the loop timer far from overflow.
+    static let maxTimeoutSeconds: UInt64 = 86_400
 
     func validate() throws {
         guard (listen == nil) != (connect == nil) else { throw ValidationError("give exactly one of --listen or --connect") }
         if connect != nil && peer == nil { throw ValidationError("--connect needs --peer ID (the listener's `peer id`)") }
+        guard (1...Self.maxTimeoutSeconds).contains(timeout) else {
+            throw ValidationError("--timeout must be between 1 and \(Self.maxTimeoutSeconds) seconds")
+        }
         guard elements > 0, elements <= DeltaLimits().maxPayloadLength / 4 else {
             throw ValidationError("--elements must be between 1 and \(DeltaLimits().maxPayloadLength / 4)")
         }
@@ -51,7 +58,7 @@ struct Exchange: ParsableCommand {
         let identity = try userFacing { try Identity.load(from: KeyDirectory.identityPath(dir)) }
         let key = try userFacing { try NetworkKey.load(from: networkKey) }
         let loop = try userFacing { try EventLoop() }
-        let session = ExchangeSession(identity: identity, networkKey: key, elements: elements,
+        let session = ExchangeSession(loop: loop, identity: identity, networkKey: key, elements: elements,
                                       role: listen != nil ? "listener" : "connector")
         say("\(session.role): peer id \(identity.peerID) (\(identity.peerID.fingerprint))")
 
@@ -63,7 +70,7 @@ struct Exchange: ParsableCommand {
                     listener?.close()
                     listener = nil
                     let responder = HandshakeResponder(identity: identity, keyring: NetworkKeyring(current: key))
-                    session.attach(connection, SecureConnection(responder: responder, replayGuard: .init()))
+                    session.attach(connection, SecureConnection(responder: responder, replayGuard: HandshakeReplayGuard()))
                 }
             }
             say("\(session.role): listening on \(host):\(listener?.port ?? 0)")
@@ -109,6 +116,7 @@ struct Exchange: ParsableCommand {
 
 /// Drives one ``SecureConnection`` over one ``TCPConnection`` for the exchange.
 final class ExchangeSession {
+    let loop: EventLoop
     let identity: Identity
     let networkKey: NetworkKey
     let elements: Int
@@ -122,7 +130,8 @@ final class ExchangeSession {
     private(set) var failure: String?
     var isDone: Bool { (sentFinal && peerFinished && received) || failure != nil }
 
-    init(identity: Identity, networkKey: NetworkKey, elements: Int, role: String) {
+    init(loop: EventLoop, identity: Identity, networkKey: NetworkKey, elements: Int, role: String) {
+        self.loop = loop
         self.identity = identity
         self.networkKey = networkKey
         self.elements = elements
@@ -141,7 +150,15 @@ final class ExchangeSession {
         }
         connection.onClose = { [unowned self] in tcp = nil }
         do { try connection.startReading() } catch { fail("\(error)") }
-        handle(secure.start())
+        // A peer that stalls the handshake loses the connection; it does not wait for --timeout.
+        let deadline = SecureConnection.handshakeDeadlineMilliseconds
+        do {
+            try loop.after(milliseconds: deadline, keepsLoopAlive: false) { [weak self, weak secure] in
+                guard let self, let secure, !secure.isEstablished else { return }
+                self.fail("handshake did not complete within \(deadline / 1000) s")
+            }
+        } catch { fail("\(error)") }
+        do { handle(try secure.start()) } catch { fail("\(error)") }
     }
 
     private func handle(_ events: [SecureConnection.Event]) {
@@ -187,7 +204,7 @@ final class ExchangeSession {
                     let piece = UnsafeRawBufferPointer(rebasing: raw[offset..<min(raw.count, offset + DeltaChunk.maxLength)])
                     let start = UInt64(offset)
                     handle([try secure.send(length: DeltaChunk.headerLength + piece.count) {
-                        DeltaChunk.encode(offset: start, bytes: piece, into: $0)
+                        try DeltaChunk.encode(offset: start, bytes: piece, into: $0)
                     }])
                     offset += piece.count
                 }
@@ -218,7 +235,11 @@ final class ExchangeSession {
             if a.isComplete {
                 assembler = nil
                 let (header, payload) = try a.finish()
-                let floats = payload.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+                // Copy the bytes into Float storage (no rebinding of the byte array's memory).
+                let floats = [Float](unsafeUninitializedCapacity: payload.count / 4) { buffer, count in
+                    payload.withUnsafeBytes { UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(buffer.count * 4))) }
+                    count = buffer.count
+                }
                 let norm = sqrt(floats.reduce(0) { $0 + $1 * $1 })
                 say("\(role): delta verified: signature ok, BLAKE2b-256 ok, \(payload.count) bytes, \(floats.count) floats, L2 norm \(String(format: "%.4f", norm)) from \(header.author.fingerprint)")
                 received = true

@@ -41,7 +41,7 @@ struct Keygen: ParsableCommand {
     func run() throws {
         try userFacing {
             try KeyFile.prepareDirectory(dir)
-            let identity = Identity.generate()
+            let identity = try Identity.generate()
             let path = KeyDirectory.identityPath(dir)
             try identity.save(to: path)
             print("created \(path)")

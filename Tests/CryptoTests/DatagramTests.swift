@@ -78,7 +78,7 @@ struct SplitMix64Local {
     }
 
     @Test func datagram_roundTrip_carriesSenderCounterAndPlaintext() throws {
-        var s = try sealer()
+        let s = try sealer()
         var o = try DatagramOpener(keyring: NetworkKeyring(current: Fixture.networkKey))
         let d = try s.seal(Array("probe".utf8))
         let (h, p) = try o.open(d)
@@ -89,7 +89,7 @@ struct SplitMix64Local {
     }
 
     @Test func datagram_replayed_isRejected() throws {
-        var s = try sealer()
+        let s = try sealer()
         var o = try DatagramOpener(keyring: NetworkKeyring(current: Fixture.networkKey))
         let d = try s.seal([1])
         _ = try o.open(d)
@@ -98,7 +98,7 @@ struct SplitMix64Local {
 
     @Test(arguments: ["version", "sender", "counter", "ciphertext", "tag"])
     func datagram_tampered_isRejectedAndLeavesWindowUnchanged(part: String) throws {
-        var s = try sealer()
+        let s = try sealer()
         var o = try DatagramOpener(keyring: NetworkKeyring(current: Fixture.networkKey))
         let d = try s.seal(Array("membership update".utf8))
         var bad = d
@@ -112,12 +112,12 @@ struct SplitMix64Local {
         #expect(throws: DatagramError.self) { try o.open(bad) }
         // Authentication failure must not have advanced or marked the window.
         try check(o.open(d).plaintext == Array("membership update".utf8))
-        var next = try sealer(counter: 1)
+        let next = try sealer(counter: 1)
         try check(o.open(next.seal([2])).header.counter == 1)
     }
 
     @Test func datagram_wrongNetworkKey_isRejected_previousKeyAccepted() throws {
-        var old = try sealer(key: Fixture.otherNetworkKey)
+        let old = try sealer(key: Fixture.otherNetworkKey)
         var o = try DatagramOpener(keyring: NetworkKeyring(current: Fixture.networkKey))
         let d = try old.seal([1])
         #expect(throws: DatagramError.authenticationFailed) { try o.open(d) }
@@ -133,19 +133,67 @@ struct SplitMix64Local {
                       [UInt8](repeating: 1, count: SealedDatagram.maxLength + 1)] {
             #expect(throws: DatagramError.self) { try o.open(input) }
         }
-        var s = try sealer()
+        let s = try sealer()
         #expect(throws: DatagramError.self) { try s.seal([UInt8](repeating: 0, count: SealedDatagram.maxPlaintextLength + 1)) }
     }
 
     @Test func datagramOpener_manySenders_boundsWindows() throws {
         var o = try DatagramOpener(keyring: NetworkKeyring(current: Fixture.networkKey), maxSenders: 2)
         for i in 0..<5 {
-            var s = try DatagramSealer(networkKey: Fixture.networkKey, sender: [UInt8](repeating: UInt8(i), count: 16), firstCounter: 0)
+            let s = try DatagramSealer(networkKey: Fixture.networkKey, sender: [UInt8](repeating: UInt8(i), count: 16), firstCounter: 0)
             _ = try o.open(s.seal([UInt8(i)]))
         }
         // The most recent sender is still tracked: its replay is caught.
-        var last = try DatagramSealer(networkKey: Fixture.networkKey, sender: [UInt8](repeating: 4, count: 16), firstCounter: 0)
+        let last = try DatagramSealer(networkKey: Fixture.networkKey, sender: [UInt8](repeating: 4, count: 16), firstCounter: 0)
         #expect(throws: DatagramError.replayed(counter: 0)) { try o.open(last.seal([4])) }
+    }
+
+    @Test func datagramSealer_sharedBetweenTwoOwners_neverRepeatsACounter() throws {
+        // A sealer is a reference: handing it on cannot fork its counter (nonce reuse under the shared key).
+        let a = try DatagramSealer(networkKey: Fixture.networkKey)
+        let b = a
+        let first = try SealedDatagram.decodeHeader(a.seal([1]))
+        let second = try SealedDatagram.decodeHeader(b.seal([2]))
+        #expect(first.sender == second.sender)
+        #expect(first.counter != second.counter)
+    }
+
+    @Test func datagramOpener_full_evictsLeastRecentlyUsedSender() throws {
+        var o = try DatagramOpener(keyring: NetworkKeyring(current: Fixture.networkKey), maxSenders: 2)
+        let senders = try (0..<3).map { i in
+            try DatagramSealer(networkKey: Fixture.networkKey, sender: [UInt8](repeating: UInt8(i), count: 16), firstCounter: 0)
+        }
+        let zeroFirst = try senders[0].seal([0])
+        _ = try o.open(zeroFirst)
+        let oneFirst = try senders[1].seal([1])
+        _ = try o.open(oneFirst)
+        _ = try o.open(senders[0].seal([0]))  // sender 0 is now the most recently used
+        _ = try o.open(senders[2].seal([2]))  // evicts sender 1
+        #expect(o.trackedSenders == 2)
+        #expect(throws: DatagramError.replayed(counter: 0)) { try o.open(zeroFirst) }
+        // The documented cost of eviction: sender 1's earlier datagram replays once, then is caught.
+        _ = try o.open(oneFirst)
+        #expect(throws: DatagramError.replayed(counter: 0)) { try o.open(oneFirst) }
+    }
+
+    @Test func datagramOpener_manyDatagramsThenNewSender_evictsTheLeastRecentlyUsed() throws {
+        // Thousands of uses leave stale entries in the use order; eviction must still pick the true LRU.
+        var o = try DatagramOpener(keyring: NetworkKeyring(current: Fixture.networkKey), maxSenders: 3)
+        let senders = try (0..<4).map { i in
+            try DatagramSealer(networkKey: Fixture.networkKey, sender: [UInt8](repeating: UInt8(i), count: 16), firstCounter: 0)
+        }
+        var firsts: [[UInt8]] = []
+        for round in 0..<2_000 {
+            let d = try senders[round % 3].seal([UInt8(truncatingIfNeeded: round)])
+            if round < 3 { firsts.append(d) }
+            _ = try o.open(d)
+        }
+        // Last uses: sender 2 (round 1997), 0 (1998), 1 (1999); sender 3 evicts sender 2.
+        _ = try o.open(senders[3].seal([3]))
+        #expect(o.trackedSenders == 3)
+        #expect(throws: DatagramError.replayed(counter: 0)) { try o.open(firsts[0]) }
+        #expect(throws: DatagramError.replayed(counter: 0)) { try o.open(firsts[1]) }
+        _ = try o.open(firsts[2])
     }
 
     @Test func xchacha20poly1305_draftIrtfCfrgXchachaVectorA31_matches() throws {

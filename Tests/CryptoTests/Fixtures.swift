@@ -46,11 +46,11 @@ enum Fixture {
         var i = try HandshakeInitiator(identity: alice, networkKey: networkKey, expectedResponder: bob.peerID,
                                        ephemeral: ephemeral(clientEphemeralSecret))
         var r = HandshakeResponder(identity: bob, keyring: NetworkKeyring(current: networkKey), ephemeral: ephemeral(serverEphemeralSecret))
-        var replay = HandshakeReplayGuard()
-        let m1 = i.start()
-        guard let m2 = try r.receive(m1, replayGuard: &replay).reply,
+        let replay = HandshakeReplayGuard()
+        let m1 = try i.start()
+        guard let m2 = try r.receive(m1, replayGuard: replay).reply,
               let m3 = try i.receive(m2).reply else { throw HandshakeError.unexpectedFrame }
-        let out4 = try r.receive(m3, replayGuard: &replay)
+        let out4 = try r.receive(m3, replayGuard: replay)
         guard let m4 = out4.reply, let rr = out4.result, let ir = try i.receive(m4).result else { throw HandshakeError.unexpectedFrame }
         return Transcript(frames: [m1, m2, m3, m4], initiatorResult: ir, responderResult: rr)
     }

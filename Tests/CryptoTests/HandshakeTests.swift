@@ -16,10 +16,10 @@ import Testing
         func run() throws -> [UInt8] {
             var i = try HandshakeInitiator(identity: Fixture.alice, networkKey: Fixture.networkKey, expectedResponder: Fixture.bob.peerID)
             var r = HandshakeResponder(identity: Fixture.bob, keyring: NetworkKeyring(current: Fixture.networkKey))
-            var g = HandshakeReplayGuard()
-            let m2 = try #require(try r.receive(i.start(), replayGuard: &g).reply)
+            let g = HandshakeReplayGuard()
+            let m2 = try #require(try r.receive(try i.start(), replayGuard: g).reply)
             let m3 = try #require(try i.receive(m2).reply)
-            let m4 = try #require(try r.receive(m3, replayGuard: &g).reply)
+            let m4 = try #require(try r.receive(m3, replayGuard: g).reply)
             return try #require(try i.receive(m4).result).sendKey.testCopy
         }
         #expect(try run() != run())
@@ -30,23 +30,23 @@ import Testing
     private func runWithFlip(message index: Int, bit: Int) throws -> (initiator: HandshakeError?, responder: HandshakeError?, completed: Bool) {
         var i = try HandshakeInitiator(identity: Fixture.alice, networkKey: Fixture.networkKey, expectedResponder: Fixture.bob.peerID)
         var r = HandshakeResponder(identity: Fixture.bob, keyring: NetworkKeyring(current: Fixture.networkKey))
-        var g = HandshakeReplayGuard()
+        let g = HandshakeReplayGuard()
         func flip(_ m: [UInt8], _ k: Int) -> [UInt8] {
             guard k == index else { return m }
             var m = m
             m[bit / 8 % m.count] ^= UInt8(1 << (bit % 8))
             return m
         }
-        var m = flip(i.start(), 0)
+        var m = flip(try i.start(), 0)
         do {
-            m = flip(try #require(try r.receive(m, replayGuard: &g).reply), 1)
+            m = flip(try #require(try r.receive(m, replayGuard: g).reply), 1)
         } catch let e as HandshakeError { return (nil, e, false) }
         do {
             m = flip(try #require(try i.receive(m).reply), 2)
         } catch let e as HandshakeError { return (e, nil, false) }
         let out: HandshakeOutput
         do {
-            out = try r.receive(m, replayGuard: &g)
+            out = try r.receive(m, replayGuard: g)
         } catch let e as HandshakeError { return (nil, e, false) }
         m = flip(try #require(out.reply), 3)
         do {
@@ -72,10 +72,10 @@ import Testing
         // Alice wants Carol but reaches Bob: Bob cannot open message 3 (it is keyed to Carol).
         var i = try HandshakeInitiator(identity: Fixture.alice, networkKey: Fixture.networkKey, expectedResponder: Fixture.carol.peerID)
         var r = HandshakeResponder(identity: Fixture.bob, keyring: NetworkKeyring(current: Fixture.networkKey))
-        var g = HandshakeReplayGuard()
-        let m2 = try #require(try r.receive(i.start(), replayGuard: &g).reply)
+        let g = HandshakeReplayGuard()
+        let m2 = try #require(try r.receive(try i.start(), replayGuard: g).reply)
         let m3 = try #require(try i.receive(m2).reply)
-        #expect(throws: HandshakeError.authenticationFailed) { try r.receive(m3, replayGuard: &g) }
+        #expect(throws: HandshakeError.authenticationFailed) { try r.receive(m3, replayGuard: g) }
         // Even if a malicious Bob answered with a message 4 of his own, Alice would refuse it.
         #expect(throws: HandshakeError.self) { try i.receive(m3) }
     }
@@ -83,12 +83,12 @@ import Testing
     @Test func handshake_wrongNetworkKey_getsNoReplyAndNoKeyExchange() throws {
         var i = try HandshakeInitiator(identity: Fixture.alice, networkKey: Fixture.otherNetworkKey, expectedResponder: Fixture.bob.peerID)
         var r = HandshakeResponder(identity: Fixture.bob, keyring: NetworkKeyring(current: Fixture.networkKey))
-        var g = HandshakeReplayGuard()
-        #expect(throws: HandshakeError.notInNetwork) { try r.receive(i.start(), replayGuard: &g) }
+        let g = HandshakeReplayGuard()
+        #expect(throws: HandshakeError.notInNetwork) { try r.receive(try i.start(), replayGuard: g) }
         // Nothing was remembered either: a genuine member's hello still works afterwards.
         var member = try HandshakeInitiator(identity: Fixture.alice, networkKey: Fixture.networkKey, expectedResponder: Fixture.bob.peerID)
         var r2 = HandshakeResponder(identity: Fixture.bob, keyring: NetworkKeyring(current: Fixture.networkKey))
-        let reply = try r2.receive(member.start(), replayGuard: &g).reply
+        let reply = try r2.receive(try member.start(), replayGuard: g).reply
         #expect(reply != nil)
     }
 
@@ -97,10 +97,10 @@ import Testing
         var ring = NetworkKeyring(current: Fixture.otherNetworkKey)
         ring.rotate(to: Fixture.networkKey)
         var r = HandshakeResponder(identity: Fixture.bob, keyring: ring)
-        var g = HandshakeReplayGuard()
-        let m2 = try #require(try r.receive(i.start(), replayGuard: &g).reply)
+        let g = HandshakeReplayGuard()
+        let m2 = try #require(try r.receive(try i.start(), replayGuard: g).reply)
         let m3 = try #require(try i.receive(m2).reply)
-        let out = try r.receive(m3, replayGuard: &g)
+        let out = try r.receive(m3, replayGuard: g)
         #expect(out.result?.networkID == Fixture.otherNetworkKey.id)
         let done = try i.receive(try #require(out.reply))
         #expect(done.result?.remote == Fixture.bob.peerID)
@@ -108,12 +108,12 @@ import Testing
 
     @Test func handshake_replayedClientHello_isRejectedBeforeKeyExchange() throws {
         var i = try HandshakeInitiator(identity: Fixture.alice, networkKey: Fixture.networkKey, expectedResponder: Fixture.bob.peerID)
-        let hello = i.start()
-        var g = HandshakeReplayGuard()
+        let hello = try i.start()
+        let g = HandshakeReplayGuard()
         var first = HandshakeResponder(identity: Fixture.bob, keyring: NetworkKeyring(current: Fixture.networkKey))
-        _ = try first.receive(hello, replayGuard: &g)
+        _ = try first.receive(hello, replayGuard: g)
         var second = HandshakeResponder(identity: Fixture.bob, keyring: NetworkKeyring(current: Fixture.networkKey))
-        #expect(throws: HandshakeError.replayed) { try second.receive(hello, replayGuard: &g) }
+        #expect(throws: HandshakeError.replayed) { try second.receive(hello, replayGuard: g) }
     }
 
     @Test func handshake_replayedTranscriptToFreshResponder_failsAtClientAuth() throws {
@@ -121,13 +121,76 @@ import Testing
         // the responder's new ephemeral key makes message 3 unopenable.
         let t = try Fixture.transcript()
         var r = HandshakeResponder(identity: Fixture.bob, keyring: NetworkKeyring(current: Fixture.networkKey))
-        var fresh = HandshakeReplayGuard()
-        _ = try r.receive(t.frames[0], replayGuard: &fresh)
-        #expect(throws: HandshakeError.authenticationFailed) { try r.receive(t.frames[2], replayGuard: &fresh) }
+        let fresh = HandshakeReplayGuard()
+        _ = try r.receive(t.frames[0], replayGuard: fresh)
+        #expect(throws: HandshakeError.authenticationFailed) { try r.receive(t.frames[2], replayGuard: fresh) }
+    }
+
+    @Test func handshake_clientHelloReflectedAsServerHello_rejectedBeforeKeyExchange() throws {
+        // An outsider bounces the initiator's own hello back with the type byte changed. The MAC
+        // binds version and type, so the initiator refuses it at the HMAC, before any X25519.
+        var i = try HandshakeInitiator(identity: Fixture.alice, networkKey: Fixture.networkKey, expectedResponder: Fixture.bob.peerID)
+        var reflected = try i.start()
+        reflected[1] = HandshakeFrame.Kind.serverHello.rawValue
+        #expect(throws: HandshakeError.notInNetwork) { try i.receive(reflected) }
+    }
+
+    @Test func handshake_serverHelloReplayedToAnotherInitiator_isRejected() throws {
+        // Message 2 of a recorded session names that session's a_e, so it does not verify for a new initiator.
+        let t = try Fixture.transcript()
+        var i = try HandshakeInitiator(identity: Fixture.alice, networkKey: Fixture.networkKey, expectedResponder: Fixture.bob.peerID)
+        _ = try i.start()
+        #expect(throws: HandshakeError.notInNetwork) { try i.receive(t.frames[1]) }
+    }
+
+    @Test func handshakeInitiator_startedTwice_throwsInsteadOfResending() throws {
+        var i = try HandshakeInitiator(identity: Fixture.alice, networkKey: Fixture.networkKey, expectedResponder: Fixture.bob.peerID)
+        _ = try i.start()
+        #expect(throws: HandshakeError.unexpectedFrame) { try i.start() }
+    }
+
+    @Test func handshake_completedOrFailed_releasesEphemeralSecrets() throws {
+        weak var completedSecret: SecureBytes?
+        weak var failedSecret: SecureBytes?
+        var i: HandshakeInitiator
+        var failing: HandshakeInitiator
+        do {
+            let e = Fixture.ephemeral(Fixture.clientEphemeralSecret)
+            completedSecret = e.secret
+            i = try HandshakeInitiator(identity: Fixture.alice, networkKey: Fixture.networkKey, expectedResponder: Fixture.bob.peerID, ephemeral: e)
+            let f = Fixture.ephemeral(Fixture.serverEphemeralSecret)
+            failedSecret = f.secret
+            failing = try HandshakeInitiator(identity: Fixture.alice, networkKey: Fixture.networkKey, expectedResponder: Fixture.bob.peerID, ephemeral: f)
+        }
+        var r = HandshakeResponder(identity: Fixture.bob, keyring: NetworkKeyring(current: Fixture.networkKey))
+        let g = HandshakeReplayGuard()
+        let m2 = try #require(try r.receive(try i.start(), replayGuard: g).reply)
+        let m3 = try #require(try i.receive(m2).reply)
+        #expect(completedSecret != nil)  // still needed for message 4
+        _ = try i.receive(try #require(try r.receive(m3, replayGuard: g).reply))
+        #expect(completedSecret == nil)
+        _ = try failing.start()
+        #expect(throws: HandshakeError.self) { try failing.receive([UInt8](repeating: 0, count: HandshakeFrame.Kind.serverHello.frameLength)) }
+        #expect(failedSecret == nil)
+    }
+
+    @Test func secureConnection_unsolicitedBytes_failsOnceAndStaysFailed() throws {
+        var settings = SecureChannelSettings()
+        settings.maxPlaintextLength = 64
+        // Not started: the initiator expects nothing, so bytes pile up until the cap.
+        let client = SecureConnection(initiator: try HandshakeInitiator(identity: Fixture.alice, networkKey: Fixture.networkKey,
+                                                                        expectedResponder: Fixture.bob.peerID), settings: settings)
+        let flood = [UInt8](repeating: 0, count: client.maxBuffered + 1)
+        #expect(throws: SecureConnection.Failure.self) { try client.receive(flood) }
+        let later = Result { () throws(SecureConnection.Failure) in try client.receive([1]) }
+        guard case .failure(.alreadyFailed) = later else {
+            Issue.record("expected alreadyFailed, got \(later)")
+            return
+        }
     }
 
     @Test func handshakeReplayGuard_full_forgetsOldestOnly() {
-        var g = HandshakeReplayGuard(capacity: 2)
+        let g = HandshakeReplayGuard(capacity: 2)
         let results = [g.insert([1]), g.insert([2]), g.insert([2]), g.insert([3]), g.insert([1]), g.insert([3])]
         // The third insert is a repeat; the fourth evicts [1], so [1] is new again; [3] is still known.
         #expect(results == [true, true, false, true, true, false])
@@ -156,7 +219,7 @@ import Testing
     }
 
     @Test func secureConnection_overAByteStreamInOddPieces_deliversMessagesAndEnd() throws {
-        let guardBox = SecureConnection.ReplayGuardBox()
+        let guardBox = HandshakeReplayGuard()
         let client = SecureConnection(initiator: try HandshakeInitiator(identity: Fixture.alice, networkKey: Fixture.networkKey, expectedResponder: Fixture.bob.peerID))
         let server = SecureConnection(responder: HandshakeResponder(identity: Fixture.bob, keyring: NetworkKeyring(current: Fixture.networkKey)), replayGuard: guardBox)
         var toServer: [UInt8] = []
@@ -175,7 +238,7 @@ import Testing
             }
         }
         var unused = false
-        apply(client.start(), out: &toServer, got: &clientGot, finished: &unused)
+        apply(try client.start(), out: &toServer, got: &clientGot, finished: &unused)
         var established = false
         for _ in 0..<20 {
             // Deliver in 7-byte pieces to exercise reassembly.

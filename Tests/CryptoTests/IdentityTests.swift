@@ -27,7 +27,7 @@ private let rfc8032Test1Signature =
 
 @Test func peerID_wrongLength_isNilAndHexRoundTrips() throws {
     #expect(PeerID(bytes: [UInt8](repeating: 0, count: 31)) == nil)
-    let id = Identity.generate().peerID
+    let id = try Identity.generate().peerID
     #expect(PeerID(hex: id.description) == id)
     #expect(id.fingerprint.count == 8)
     #expect(id.isValidPublicKey)
@@ -45,4 +45,22 @@ private let rfc8032Test1Signature =
     #expect(SignatureDomain("a\u{0}b") == nil)
     // Layout: label, zero byte, u32 length, body.
     #expect(a.message(body) == Array("murmuration/membership/v1".utf8) + [0, 0, 0, 0, 3, 1, 2, 3])
+}
+
+@Test func blake2bKeyedHasher_keyOutside16To64Bytes_throwsInsteadOfUsingUninitialisedState() throws {
+    for length in [1, 15, 65, 200] {
+        let key = [UInt8](repeating: 7, count: length)
+        #expect(throws: CryptoError.self) { try key.withUnsafeBytes { try Blake2b.keyedHash256(key: $0, parts: [[1]]) } }
+    }
+    // RFC 7693-style sanity: a valid key gives a 32-byte digest that depends on the key.
+    let a = try [UInt8](repeating: 1, count: 32).withUnsafeBytes { try Blake2b.keyedHash256(key: $0, parts: [[1]]) }
+    let b = try [UInt8](repeating: 2, count: 64).withUnsafeBytes { try Blake2b.keyedHash256(key: $0, parts: [[1]]) }
+    #expect(a.count == 32 && a != b)
+}
+
+@Test func blake2bHasher_finalizedTwice_throws() throws {
+    var h = Blake2b.Hasher()
+    h.update([1, 2, 3])
+    #expect(try h.finalize() == Blake2b.hash256([1, 2, 3]))
+    #expect(throws: CryptoError.self) { try h.finalize() }
 }

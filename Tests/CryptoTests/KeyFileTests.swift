@@ -37,6 +37,43 @@ import Testing
         #expect(try NetworkKey.load(from: netPath).sameKey(as: Fixture.networkKey))
     }
 
+    @Test func keyFile_fifoAtPath_isRefusedWithoutBlocking() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/identity.key"
+        #expect(mkfifo(path, 0o600) == 0)
+        // Without O_NONBLOCK the open would wait forever for a writer.
+        #expect(throws: KeyFileError.malformed(path: path, reason: "not a regular file")) { try Identity.load(from: path) }
+    }
+
+    @Test func keyDirectory_symbolicLink_isRefused() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let real = dir + "/real"
+        try KeyFile.prepareDirectory(real)
+        let link = dir + "/link"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: real)
+        #expect(throws: KeyFileError.symbolicLink(path: link)) { try KeyFile.prepareDirectory(link) }
+        let file = dir + "/file"
+        #expect(FileManager.default.createFile(atPath: file, contents: Data()))
+        #expect(throws: KeyFileError.self) { try KeyFile.prepareDirectory(file) }
+    }
+
+    @Test(.enabled(if: geteuid() == 0, "changing a file's owner needs root"))
+    func keyFileAndDirectory_ownedByAnotherUser_areRefused() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/identity.key"
+        try Fixture.alice.save(to: path)
+        let other: UInt32 = 4_242
+        #expect(chown(path, other, other) == 0)
+        #expect(throws: KeyFileError.wrongOwner(path: path, owner: other)) { try Identity.load(from: path) }
+        let sub = dir + "/sub"
+        try KeyFile.prepareDirectory(sub)
+        #expect(chown(sub, other, other) == 0)
+        #expect(throws: KeyFileError.wrongOwner(path: sub, owner: other)) { try KeyFile.prepareDirectory(sub) }
+    }
+
     @Test func keyFile_readableByOthers_isRefusedWithChmodAdvice() throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -64,7 +64,7 @@ import Testing
             case "round": $0.round += 1
             case "sequence": $0.sequence += 1
             case "author": $0.author = Fixture.bob.peerID
-            case "networkID": $0.networkID[0] ^= 1
+            case "networkID": $0.networkID = Fixture.otherNetworkKey.id
             case "shape": $0.shape = [3, 2]
             case "metadata": $0.metadata[7] ^= 1
             default: $0.encoding = .float32
@@ -78,7 +78,10 @@ import Testing
         w.writeLengthPrefixed(forged.encode())
         w.write(bytes: signature)
         w.write(bytes: Fixture.deltaPayload)
-        let result = Result { try SignedDelta.open(w.bytes, keyring: nil) }
+        // A node in both networks (mid-rotation), so the altered network ID passes the network check.
+        var both = NetworkKeyring(current: Fixture.otherNetworkKey)
+        both.rotate(to: Fixture.networkKey)
+        let result = Result { try SignedDelta.open(w.bytes, keyring: both) }
         if field == "encoding" {
             // Unchanged header: the control case must verify.
             #expect((try? result.get()) != nil)
@@ -184,14 +187,14 @@ import Testing
         let receiver = try SecureChannelReceiver(key: t.responderResult.receiveKey, header: sender.header)
         let env = Fixture.envelope()
         let headLength = env.count - Fixture.deltaPayload.count
-        let head = try SignedDelta.openHead(receiver.open(frame: sender.seal(env.prefix(headLength))), keyring: nil)
+        let head = try SignedDelta.openHead(receiver.open(frame: sender.seal(env.prefix(headLength))), keyring: NetworkKeyring(current: Fixture.networkKey))
         let assembler = DeltaAssembler(head: head)
         var frames: [[UInt8]] = []
         try Fixture.deltaPayload.withUnsafeBytes { raw in
             for start in stride(from: 0, to: raw.count, by: 10) {
                 let piece = UnsafeRawBufferPointer(rebasing: raw[start..<min(raw.count, start + 10)])
                 frames.append(try sender.seal(length: DeltaChunk.headerLength + piece.count) {
-                    DeltaChunk.encode(offset: UInt64(start), bytes: piece, into: $0)
+                    try DeltaChunk.encode(offset: UInt64(start), bytes: piece, into: $0)
                 })
             }
         }
@@ -207,6 +210,16 @@ import Testing
             }
         }
         #expect(try assembler.finish().payload == Fixture.deltaPayload)
+    }
+
+    @Test func chunkEncode_bufferOfWrongLength_throwsInsteadOfOverrunning() throws {
+        let piece: [UInt8] = [1, 2, 3]
+        for length in [DeltaChunk.headerLength + 2, DeltaChunk.headerLength + 4] {
+            var out = [UInt8](repeating: 0, count: length)
+            #expect(throws: WireError.self) {
+                try piece.withUnsafeBytes { p in try out.withUnsafeMutableBytes { try DeltaChunk.encode(offset: 0, bytes: p, into: $0) } }
+            }
+        }
     }
 
     @Test func chunkView_malformed_throwsLikeTheCopyingDecoder() throws {

@@ -7,10 +7,10 @@ enum WireVectors {
     static func compute() throws -> [(name: String, bytes: [UInt8])] {
         let t = try Fixture.transcript()
         let key = Fixture.networkKey
-        var sealer = try DatagramSealer(networkKey: key, sender: Fixture.datagramSender, firstCounter: 1)
+        let sealer = try DatagramSealer(networkKey: key, sender: Fixture.datagramSender, firstCounter: 1)
         let datagram = try sealer.seal(Array("murmuration datagram".utf8))
         let envelope = Fixture.envelope()
-        let header = try SignedDelta.openHead(envelope, keyring: nil).header
+        let header = try SignedDelta.openHead(envelope, keyring: NetworkKeyring(current: key)).header
         var identityFile = KeyFile.identityMagic + [KeyFile.version]
         identityFile += Fixture.seedA
         return [

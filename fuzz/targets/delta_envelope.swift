@@ -1,11 +1,16 @@
 import Crypto
 
 /// Fuzzes the signed-envelope decoder (head, header, payload checks) and the header decoder.
+nonisolated(unsafe) let keyring: NetworkKeyring? = {
+    guard let key = try? NetworkKey(bytes: (0..<32).map { UInt8(0x40 + $0) }) else { return nil }
+    return NetworkKeyring(current: key)
+}()
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     guard let data else { return 0 }
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
-    _ = try? SignedDelta.open(bytes, keyring: nil)
+    if let keyring { _ = try? SignedDelta.open(bytes, keyring: keyring) }
     if let header = try? DeltaHeader.decode(bytes, limits: DeltaLimits()) {
         precondition(header.encode() == bytes, "delta header does not re-encode to its input")
     }

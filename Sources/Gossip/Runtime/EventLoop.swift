@@ -1,4 +1,7 @@
 import CLibUV
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// An error reported by libuv, with its name and message.
 public struct UVError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -18,7 +21,11 @@ public struct UVError: Error, Equatable, Sendable, CustomStringConvertible {
 public final class EventLoop {
     let loop: UnsafeMutablePointer<uv_loop_t>
 
+    /// Also sets SIGPIPE to be ignored for the process: libuv writes with plain `write(2)`, so
+    /// without this a peer that closes while data is queued would kill the node; the write
+    /// then fails with EPIPE and only that connection ends.
     public init() throws {
+        signal(SIGPIPE, SIG_IGN)
         loop = .allocate(capacity: 1)
         let rc = uv_loop_init(loop)
         guard rc == 0 else {

@@ -41,7 +41,7 @@ public final class TCPConnection {
             buf.pointee = uv_buf_init(UnsafeMutablePointer<CChar>.allocate(capacity: size), UInt32(size))
         }, { s, nread, buf in
             defer { buf?.pointee.base?.deallocate() }
-            guard let connection = TCPConnection.from(UnsafeMutableRawPointer(s)) else { return }
+            guard let connection = TCPConnection.from(UnsafeMutableRawPointer(s)), !connection.closing else { return }
             if nread > 0, let base = buf?.pointee.base {
                 connection.bytesRead += nread
                 let bytes = UnsafeRawBufferPointer(start: base, count: nread)
@@ -86,10 +86,12 @@ public final class TCPConnection {
         }
     }
 
-    /// Closes the socket after queued writes; ``onClose`` runs when done.
+    /// Stops reading at once, then closes the socket after queued writes; ``onClose`` runs when
+    /// done. No ``onRead`` is delivered after this call, so nothing buffers bytes for a dead connection.
     public func close() {
         guard !closing else { return }
         closing = true
+        uv_read_stop(stream)
         let shutdown = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
         let rc = uv_shutdown(shutdown, stream) { req, _ in
             if let s = req?.pointee.handle, let connection = TCPConnection.from(UnsafeMutableRawPointer(s)) {
