@@ -15,6 +15,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Prints the port a listener announced in LOG, waiting up to 10 s for the line.
+listening_port() {
+  local p=""
+  for _ in $(seq 1 100); do
+    p=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$1" 2>/dev/null || true)
+    [ -n "$p" ] && break
+    sleep 0.1
+  done
+  echo "$p"
+}
+
 echo "== keys (in $work)"
 "$PEER" keygen --dir "$work/alice"
 "$PEER" keygen --dir "$work/bob"
@@ -29,12 +40,7 @@ cp -p "$work/network.key" "$work/open.key" && chmod 644 "$work/open.key"
 echo "== exchange over TCP on 127.0.0.1"
 "$PEER" exchange --listen 127.0.0.1:0 --dir "$work/alice" --network-key "$work/network.key" > "$work/alice.log" 2>&1 &
 listener_pid=$!
-port=""
-for _ in $(seq 1 100); do
-  port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/alice.log")
-  [ -n "$port" ] && break
-  sleep 0.1
-done
+port=$(listening_port "$work/alice.log")
 [ -n "$port" ] || { cat "$work/alice.log"; echo "demo: listener did not start" >&2; exit 1; }
 
 "$PEER" exchange --connect "127.0.0.1:$port" --peer "$ALICE_ID" --dir "$work/bob" --network-key "$work/network.key" \
@@ -48,12 +54,7 @@ echo "== a peer without the network key gets no reply"
 "$PEER" network-key new --out "$work/other.key" > /dev/null
 "$PEER" exchange --listen 127.0.0.1:0 --dir "$work/alice" --network-key "$work/network.key" --timeout 5 > "$work/alice2.log" 2>&1 &
 listener_pid=$!
-port=""
-for _ in $(seq 1 100); do
-  port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/alice2.log")
-  [ -n "$port" ] && break
-  sleep 0.1
-done
+port=$(listening_port "$work/alice2.log")
 "$PEER" exchange --connect "127.0.0.1:$port" --peer "$ALICE_ID" --dir "$work/bob" --network-key "$work/other.key" --timeout 5 2>&1 | sed 's/^/   /' || true
 wait "$listener_pid" 2>/dev/null || true
 listener_pid=""
