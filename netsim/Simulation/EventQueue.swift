@@ -48,8 +48,8 @@ struct EventQueue<Payload> {
             heap[0] = last
             siftDown(0)
         }
-        let payload = slab[Int(top.slot)]
-        slab[Int(top.slot)] = nil
+        var payload: Payload? = nil
+        swap(&payload, &slab[Int(top.slot)])
         free.append(top.slot)
         guard let payload else { return nil }
         return (top.time, payload)

@@ -119,20 +119,21 @@ public struct LinkPolicy: Sendable {
 
 /// Which pairs of nodes can exchange messages at all.
 public struct Topology: Sendable {
-    private var edges: Set<UInt64>?
+    /// Sorted neighbours of each node; nil: every pair can talk.
+    private var neighbours: [[Int32]]?
 
     /// Every node can reach every other.
-    public static let complete = Topology(edges: nil)
+    public static let complete = Topology(neighbours: nil)
 
     /// Only the listed pairs, in both directions.
     public static func undirected(_ pairs: [(Int, Int)]) -> Topology {
-        var set = Set<UInt64>()
-        set.reserveCapacity(pairs.count * 2)
+        let count = pairs.reduce(0) { max($0, $1.0 + 1, $1.1 + 1) }
+        var lists = [[Int32]](repeating: [], count: count)
         for (a, b) in pairs {
-            set.insert(LinkPolicy.key(a, b))
-            set.insert(LinkPolicy.key(b, a))
+            lists[a].append(Int32(b))
+            lists[b].append(Int32(a))
         }
-        return Topology(edges: set)
+        return Topology(neighbours: lists.map { Array(Set($0)).sorted() })
     }
 
     /// Only the pairs `(i, j)` with `j` in `adjacency[i]` (and their reverse).
@@ -141,8 +142,17 @@ public struct Topology: Sendable {
     }
 
     public func allows(from: Int, to: Int) -> Bool {
-        guard let edges else { return true }
-        return edges.contains(LinkPolicy.key(from, to))
+        guard let neighbours else { return true }
+        guard from < neighbours.count else { return false }
+        let list = neighbours[from]
+        let target = Int32(truncatingIfNeeded: to)
+        var low = 0
+        var high = list.count
+        while low < high {
+            let mid = (low + high) / 2
+            if list[mid] < target { low = mid + 1 } else { high = mid }
+        }
+        return low < list.count && list[low] == target
     }
 }
 
