@@ -1,0 +1,69 @@
+import CSodium
+
+/// A peer's long-term Ed25519 signing key. The secret key lives in ``SecureBytes``.
+public struct Identity: Sendable {
+    /// Length of the seed an identity is derived from.
+    public static let seedLength = 32
+    /// Length of a detached Ed25519 signature.
+    public static let signatureLength = 64
+
+    /// The public half: this peer's ID.
+    public let peerID: PeerID
+    /// libsodium's 64-byte Ed25519 secret key (seed ‖ public key).
+    let secretKey: SecureBytes
+
+    /// A fresh random identity.
+    public static func generate() -> Identity {
+        // Random seed in secure memory; a failure to allocate 32 bytes of locked memory
+        // leaves nothing sensible to do but retry with ordinary memory.
+        var seed = [UInt8](repeating: 0, count: seedLength)
+        randombytes_buf(&seed, seedLength)
+        defer { wipe(&seed) }
+        if let identity = try? Identity(seed: seed) { return identity }
+        preconditionFailure("libsodium cannot allocate secure memory for a 64-byte key")
+    }
+
+    /// The identity derived deterministically from a 32-byte seed (RFC 8032 private key).
+    public init(seed: [UInt8]) throws {
+        guard seed.count == Self.seedLength else {
+            throw CryptoError.invalidLength(what: "identity seed", expected: Self.seedLength, actual: seed.count)
+        }
+        try self.init(seed: seed.withUnsafeBytes { $0 })
+    }
+
+    /// The identity derived from a seed held in raw (possibly secure) memory.
+    public init(seed: UnsafeRawBufferPointer) throws {
+        Sodium.ensureInitialized()
+        guard seed.count == Self.seedLength else {
+            throw CryptoError.invalidLength(what: "identity seed", expected: Self.seedLength, actual: seed.count)
+        }
+        var pk = [UInt8](repeating: 0, count: PeerID.length)
+        let sk = try SecureBytes(count: Int(crypto_sign_SECRETKEYBYTES)) { sk in
+            guard crypto_sign_seed_keypair(&pk, sk.u8, seed.u8) == 0 else {
+                throw CryptoError.primitiveFailed("crypto_sign_seed_keypair")
+            }
+        }
+        guard let id = PeerID(bytes: pk) else { throw CryptoError.primitiveFailed("crypto_sign_seed_keypair") }
+        self.peerID = id
+        self.secretKey = sk
+    }
+
+    /// A 64-byte detached signature over `message`.
+    public func sign(_ message: [UInt8]) -> [UInt8] {
+        message.withUnsafeBytes { sign(raw: $0) }
+    }
+
+    /// A 64-byte detached signature over raw memory.
+    public func sign(raw message: UnsafeRawBufferPointer) -> [UInt8] {
+        var sig = [UInt8](repeating: 0, count: Self.signatureLength)
+        secretKey.withUnsafeBytes { sk in
+            _ = crypto_sign_detached(&sig, nil, message.u8, UInt64(message.count), sk.u8)
+        }
+        return sig
+    }
+
+    /// Runs `body` with the 32-byte seed (the first half of the secret key), e.g. to write a key file.
+    func withSeed<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try secretKey.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0.prefix(Self.seedLength))) }
+    }
+}

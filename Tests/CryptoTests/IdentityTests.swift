@@ -1,0 +1,34 @@
+import Testing
+@testable import Crypto
+
+/// RFC 8032 section 7.1, TEST 1 (empty message).
+private let rfc8032Test1Seed = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
+private let rfc8032Test1PublicKey = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+private let rfc8032Test1Signature =
+    "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+
+@Test func identity_rfc8032Test1_matchesPublicKeyAndSignature() throws {
+    let identity = try Identity(seed: try #require(Hex.decode(rfc8032Test1Seed)))
+    #expect(identity.peerID.description == rfc8032Test1PublicKey)
+    let signature = identity.sign([])
+    #expect(Hex.encode(signature) == rfc8032Test1Signature)
+    #expect(identity.peerID.verify(signature: signature, message: [UInt8]()))
+    #expect(!identity.peerID.verify(signature: signature, message: [UInt8(0)]))
+}
+
+@Test func identity_sameSeed_sameKeyAndDistinctSeeds_distinctKeys() throws {
+    let a = try Identity(seed: [UInt8](repeating: 1, count: 32))
+    let b = try Identity(seed: [UInt8](repeating: 1, count: 32))
+    let c = try Identity(seed: [UInt8](repeating: 2, count: 32))
+    #expect(a.peerID == b.peerID)
+    #expect(a.peerID != c.peerID)
+    #expect(throws: CryptoError.self) { try Identity(seed: [1, 2, 3]) }
+}
+
+@Test func peerID_wrongLength_isNilAndHexRoundTrips() throws {
+    #expect(PeerID(bytes: [UInt8](repeating: 0, count: 31)) == nil)
+    let id = Identity.generate().peerID
+    #expect(PeerID(hex: id.description) == id)
+    #expect(id.fingerprint.count == 8)
+    #expect(id.isValidPublicKey)
+}
