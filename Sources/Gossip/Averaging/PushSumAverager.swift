@@ -306,9 +306,14 @@ public struct PushSumAverager: ProtocolNode {
             return
         }
         let to = neighbours[Int(rng.next(upperBound: UInt64(neighbours.count)))]
-        let intended = makeShare(fraction: fraction)
-        let (payload, decoded) = codec.encode(intended)
-        subtract(decoded)
+        let payload: SharePayload
+        if codec.decodesExactly {
+            payload = codec.encode(takeShare(fraction: fraction)).payload
+        } else {
+            let encoded = codec.encode(makeShare(fraction: fraction))
+            subtract(encoded.decoded)
+            payload = encoded.payload
+        }
         let weightShare = fraction == 1 ? weight : weight * fraction
         weight -= weightShare
         let transfer = Transfer(
@@ -346,6 +351,21 @@ public struct PushSumAverager: ProtocolNode {
         return value.withUnsafeBufferPointer { v in
             [Float](unsafeUninitializedCapacity: n) { s, initialized in
                 for i in 0..<n { s[i] = Float(v[i] * fraction) }
+                initialized = n
+            }
+        }
+    }
+
+    /// `Float(v[i] · fraction)` for every element, taken out of `v` in the same pass.
+    private mutating func takeShare(fraction: Double) -> [Float] {
+        let n = dimension
+        return value.withUnsafeMutableBufferPointer { v in
+            [Float](unsafeUninitializedCapacity: n) { s, initialized in
+                for i in 0..<n {
+                    let share = Float(v[i] * fraction)
+                    s[i] = share
+                    v[i] -= Double(share)
+                }
                 initialized = n
             }
         }
@@ -407,13 +427,18 @@ public struct PushSumAverager: ProtocolNode {
         guard transfer.count == dimension else { throw .wrongDimension(expected: dimension, got: transfer.count) }
         guard transfer.weight.isFinite, transfer.weight >= 0 else { throw .negativeWeight }
         let share = try decodeShare(transfer)
-        let finite = share.withUnsafeBufferPointer { s in
-            var ok = true
-            for x in s where !x.isFinite { ok = false }
-            return ok
-        }
-        guard finite else { throw .nonFinite }
+        guard Self.allFinite(share) else { throw .nonFinite }
         return share
+    }
+
+    /// Whether no element is NaN or infinite, by a branch-free pass over the exponent bits
+    /// (an all-ones exponent plus one carries into the sign bit) that the compiler vectorises.
+    static func allFinite(_ values: [Float]) -> Bool {
+        values.withUnsafeBufferPointer { s in
+            var flags: UInt32 = 0
+            for x in s { flags |= ((x.bitPattern & 0x7F80_0000) &+ 0x0080_0000) & 0x8000_0000 }
+            return flags == 0
+        }
     }
 
     /// Marks `sequence` applied for `key`; false if the sender table is full of live senders.
