@@ -66,8 +66,8 @@ private struct Harness {
             }
             for (to, t) in node.pendingTransfers
             where !nodes[index(to)].hasApplied(from: Self.endpoint(i), epoch: t.epoch, sequence: t.sequence) {
-                guard let share = try? node.decodeShare(t) else { continue }
-                for k in 0..<share.count { value[k] += Double(share[k]) }
+                guard let share = try? node.shareMass(t) else { continue }
+                for k in 0..<share.count { value[k] += share[k] }
                 weight += t.weight
             }
         }
