@@ -174,10 +174,8 @@ final class CryptoWire {
         let pool = min(nodes, GossipBench.cryptoPool)
         let key = try NetworkKey(bytes: [UInt8](repeating: 7, count: NetworkKey.length))
         keyring = NetworkKeyring(current: key)
-        // Seeds go in as raw memory: `Identity(seed: [UInt8])` lets the array's pointer escape
-        // (undefined behaviour that breaks it in release builds; reported to the crypto branch).
         identities = try (0..<pool).map { i in
-            try [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: Identity.seedLength).withUnsafeBytes { try Identity(seed: $0) }
+            try Identity(seed: [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: Identity.seedLength))
         }
         sealers = try (0..<pool).map { i in
             try DatagramSealer(networkKey: key, sender: [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: SealedDatagram.senderLength), firstCounter: 0)
