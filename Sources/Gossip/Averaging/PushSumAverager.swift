@@ -173,6 +173,7 @@ public struct PushSumAverager: ProtocolNode {
     private var inFlight: [InFlight] = []
     private var senders: [SenderKey: SenderRecord] = [:]
     private var leaving = false
+    private var handOffDone = false
     private var handOffsSent = 0
 
     /// A node whose local vector is `initial`, averaged over `sampleCount` samples.
@@ -306,7 +307,9 @@ public struct PushSumAverager: ProtocolNode {
     }
 
     /// Starts a graceful leave: from now on every tick hands all remaining mass to a
-    /// neighbour, until ``Event/handOffComplete`` is reported. The node may then stop.
+    /// neighbour, until ``Event/handOffComplete`` is reported; the node may then stop.
+    /// Meanwhile new incoming transfers are refused (neither applied nor acknowledged), so
+    /// their senders keep that mass and reclaim it when membership reports the leave.
     public mutating func beginLeave(at now: Instant) -> [Action] {
         leaving = true
         var actions: [Action] = []
@@ -347,7 +350,7 @@ public struct PushSumAverager: ProtocolNode {
     }
 
     private mutating func continueHandOff(at now: Instant, into actions: inout [Action]) {
-        guard inFlight.isEmpty else { return }
+        guard !handOffDone, inFlight.isEmpty else { return }
         let hasMass = weight != 0 || value.contains { $0 != 0 }
         if hasMass, handOffsSent < Self.handOffRounds, !neighbours.isEmpty {
             handOffsSent += 1
@@ -358,7 +361,7 @@ public struct PushSumAverager: ProtocolNode {
         }
         if !hasMass || handOffsSent >= Self.handOffRounds {
             actions.append(.report(.handOffComplete))
-            leaving = false
+            handOffDone = true
         }
     }
 
@@ -440,6 +443,10 @@ public struct PushSumAverager: ProtocolNode {
             counters.duplicates += 1
             senders.values[slot].lastSeen = now
             return [ack]
+        }
+        if leaving {
+            counters.refused += 1
+            return []
         }
         let share: [Float]
         do {
