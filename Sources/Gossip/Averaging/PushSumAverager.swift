@@ -1,0 +1,443 @@
+/// Push-sum averaging of `[Float]` vectors, weighted by sample counts, with acknowledged
+/// transfers so that lost, duplicated and reordered messages neither lose nor create mass.
+///
+/// Each node holds a value `v = w·x` and a weight `w` (initially its sample count); its
+/// estimate is `v / w`. On every tick it moves a fraction of `(v, w)` to one neighbour.
+/// With ``LossRecovery/acknowledged`` the share leaves the sender at once and is held in
+/// flight under `(epoch, sequence)` until the receiver acknowledges it; the receiver applies
+/// each transfer once (a per-sender sequence window) and always acknowledges. The share is
+/// given back to the sender only through ``onPeerGone(_:at:)``. See `docs/averaging.md`.
+public struct PushSumAverager: ProtocolNode {
+    /// How lost messages are handled.
+    public enum LossRecovery: Sendable, Hashable {
+        /// Retransmit until acknowledged; apply once; conserve mass exactly.
+        case acknowledged
+        /// Plain push-sum: send once, no acknowledgement; a lost message loses its mass.
+        case none
+    }
+
+    /// Every tunable of the averager, with the reason for its default.
+    public struct Settings: Sendable {
+        /// Time between two pushes. 200 ms keeps a 31 kB model share per peer per tick well
+        /// under a LAN's capacity while mixing a thousand nodes in seconds.
+        public var tickInterval: Duration = .milliseconds(200)
+        /// Time before an unacknowledged transfer is sent again. Half a tick: a lost share is
+        /// usually retried before the next tick, so loss costs little mixing speed.
+        public var retransmitInterval: Duration = .milliseconds(100)
+        /// Fraction of `(v, w)` pushed per transfer. One half is classic push-sum: the fastest
+        /// mixing for one message per tick.
+        public var shareFraction: Double = 0.5
+        /// Acknowledged transfers (exact) or plain push-sum (for comparison).
+        public var lossRecovery: LossRecovery = .acknowledged
+        /// Transfers a node may hold in flight at once. One bounds the extra memory per node
+        /// to one share; a tick finding it still unacknowledged skips sending.
+        public var maxInFlight: Int = 1
+        /// Senders whose duplicate-suppression state a receiver keeps. 1,024 covers a
+        /// partial view (about 30 peers) and years of churn between evictions; about 48 kB.
+        public var maxTrackedSenders: Int = 1024
+        /// A sender's suppression state is evicted only after this long without a transfer
+        /// from it. It must exceed how long a sender keeps retransmitting to a live receiver
+        /// (the membership's dead timeout) plus the network's longest message lifetime.
+        public var senderRetention: Duration = .seconds(600)
+
+        public init() {}
+    }
+
+    /// Sequence numbers a receiver remembers behind the highest one applied from a sender.
+    /// A sender with at most ``maxInFlightLimit`` transfers unresolved never sends a
+    /// sequence number further behind, so anything older was already resolved.
+    public static let dedupWindow: UInt64 = 64
+    /// The largest allowed ``Settings/maxInFlight`` (the dedup window's width).
+    public static let maxInFlightLimit = Int(dedupWindow)
+    /// Consecutive full hand-off transfers on a graceful leave. Three suffice: each moves
+    /// the 24 leading bits of every `Double` value, which has 53.
+    static let handOffRounds = 4
+
+    /// One push-sum share.
+    public struct Transfer: Sendable, Equatable {
+        /// The sender's incarnation: a restarted node with fresh state starts a new epoch.
+        public var epoch: UInt64
+        /// Per-epoch sequence number, from 1.
+        public var sequence: UInt64
+        /// The weight share.
+        public var weight: Double
+        /// Elements in the vector share.
+        public var count: Int
+        /// The codec that produced `payload`.
+        public var codec: UInt8
+        /// The encoded vector share.
+        public var payload: SharePayload
+    }
+
+    /// What averagers send each other.
+    public enum Message: Sendable, Equatable, WireSized {
+        case transfer(Transfer)
+        case ack(epoch: UInt64, sequence: UInt64)
+
+        /// Fixed header bytes of a transfer on the wire (see ``AveragingWire``).
+        public static let transferHeaderSize = 1 + 8 + 8 + 8 + 4 + 1 + 4
+        /// Bytes of an acknowledgement on the wire.
+        public static let ackSize = 1 + 8 + 8
+
+        public var wireSize: Int {
+            switch self {
+            case .transfer(let t): return Self.transferHeaderSize + t.payload.byteCount
+            case .ack: return Self.ackSize
+            }
+        }
+    }
+
+    public enum Timer: Hashable, Sendable {
+        case tick
+        case retransmit
+    }
+
+    public enum Event: Sendable, Equatable {
+        case transferSent(to: Endpoint, sequence: UInt64, retransmission: Bool)
+        case transferApplied(from: Endpoint, sequence: UInt64)
+        case transferAcked(by: Endpoint, sequence: UInt64)
+        case transferReclaimed(from: Endpoint, sequence: UInt64)
+        case transferRejected(from: Endpoint, reason: AveragingError)
+        /// The estimate moved (a share was applied or reclaimed); read ``estimate``.
+        case estimateChanged(weight: Double)
+        /// A graceful leave finished: every bit of mass was handed to peers and acknowledged.
+        case handOffComplete
+    }
+
+    /// Running totals, for observers and tests.
+    public struct Counters: Sendable, Equatable {
+        public var sent = 0
+        public var retransmitted = 0
+        public var applied = 0
+        public var duplicates = 0
+        public var acked = 0
+        public var reclaimed = 0
+        public var rejected = 0
+        /// Transfers not applied because the sender table was full of live senders.
+        public var refused = 0
+        /// Ticks that sent nothing: in-flight limit reached, or no neighbour.
+        public var skippedTicks = 0
+    }
+
+    private struct InFlight {
+        var to: Endpoint
+        var transfer: Transfer
+    }
+
+    private struct SenderKey: Hashable {
+        var endpoint: Endpoint
+        var epoch: UInt64
+    }
+
+    private struct SenderRecord {
+        /// Highest sequence number applied.
+        var highest: UInt64 = 0
+        /// Bit i set: sequence `highest - i` applied.
+        var window: UInt64 = 0
+        var lastSeen: Instant
+    }
+
+    public let settings: Settings
+    /// Elements of the averaged vector.
+    public let dimension: Int
+    /// Peers a share may go to; the composite node sets it from the peer-sampling view.
+    public var neighbours: [Endpoint]
+    public private(set) var counters = Counters()
+    /// The weight `w`.
+    public private(set) var weight: Double
+    private var value: [Double]
+    private let codec: any ShareCodec
+    private var rng: SplitMix64
+    private let epoch: UInt64
+    private var nextSequence: UInt64 = 1
+    private var inFlight: [InFlight] = []
+    private var senders: [SenderKey: SenderRecord] = [:]
+    private var leaving = false
+    private var handOffsSent = 0
+
+    /// A node whose local vector is `initial`, averaged over `sampleCount` samples.
+    ///
+    /// `rng` drives neighbour choice and the epoch; give a restarted node a fresh seed.
+    public init(
+        initial: [Float], sampleCount: Double, neighbours: [Endpoint] = [],
+        settings: Settings = Settings(), codec: any ShareCodec = IdentityShareCodec(), rng: SplitMix64
+    ) {
+        var settings = settings
+        settings.maxInFlight = min(max(settings.maxInFlight, 1), Self.maxInFlightLimit)
+        self.settings = settings
+        self.dimension = initial.count
+        self.neighbours = neighbours
+        self.weight = sampleCount
+        self.value = initial.map { Double($0) * sampleCount }
+        self.codec = codec
+        self.rng = rng
+        self.epoch = self.rng.next()
+    }
+
+    // MARK: Reading the state
+
+    /// `v / w` per element, or nil while the weight is zero.
+    public var estimate: [Double]? {
+        guard weight > 0 else { return nil }
+        let w = weight
+        return value.map { $0 / w }
+    }
+
+    /// Calls `body` with the value `v` and the weight `w` without copying.
+    public func withValue<R>(_ body: (UnsafeBufferPointer<Double>, Double) throws -> R) rethrows -> R {
+        try value.withUnsafeBufferPointer { try body($0, weight) }
+    }
+
+    /// Transfers sent and not yet acknowledged or reclaimed, with their destinations.
+    public var pendingTransfers: [(to: Endpoint, transfer: Transfer)] {
+        inFlight.map { ($0.to, $0.transfer) }
+    }
+
+    /// Whether the transfer `(epoch, sequence)` from `sender` has been applied here.
+    public func hasApplied(from sender: Endpoint, epoch: UInt64, sequence: UInt64) -> Bool {
+        guard let record = senders[SenderKey(endpoint: sender, epoch: epoch)], sequence <= record.highest else {
+            return false
+        }
+        let distance = record.highest - sequence
+        return distance >= Self.dedupWindow || record.window & (1 << distance) != 0
+    }
+
+    /// Decodes a transfer's vector share with this node's codec.
+    public func decodeShare(_ transfer: Transfer) throws(AveragingError) -> [Float] {
+        guard transfer.codec == codec.identifier else { throw .unknownCodec(transfer.codec) }
+        return try codec.decode(transfer.payload, count: transfer.count)
+    }
+
+    // MARK: Driver entry points
+
+    public mutating func onStart(at now: Instant) -> [Action] {
+        let offset = Int64(rng.next(upperBound: UInt64(max(settings.tickInterval.nanosecondsClamped, 1))))
+        var actions: [Action] = [.schedule(.tick, at: Instant(nanoseconds: now.nanoseconds &+ offset))]
+        if !inFlight.isEmpty {
+            actions.append(.schedule(.retransmit, at: now + settings.retransmitInterval))
+        }
+        return actions
+    }
+
+    public mutating func onTimer(_ timer: Timer, at now: Instant) -> [Action] {
+        switch timer {
+        case .tick:
+            var actions: [Action] = [.schedule(.tick, at: now + settings.tickInterval)]
+            if leaving {
+                continueHandOff(at: now, into: &actions)
+            } else {
+                push(fraction: settings.shareFraction, at: now, into: &actions)
+            }
+            return actions
+        case .retransmit:
+            guard !inFlight.isEmpty else { return [] }
+            var actions: [Action] = []
+            actions.reserveCapacity(inFlight.count * 2 + 1)
+            for entry in inFlight {
+                counters.retransmitted += 1
+                actions.append(.send(.transfer(entry.transfer), to: entry.to, via: .stream))
+                actions.append(.report(.transferSent(to: entry.to, sequence: entry.transfer.sequence, retransmission: true)))
+            }
+            actions.append(.schedule(.retransmit, at: now + settings.retransmitInterval))
+            return actions
+        }
+    }
+
+    public mutating func onMessage(_ message: Message, from sender: Endpoint, at now: Instant) -> [Action] {
+        switch message {
+        case .transfer(let transfer):
+            return receive(transfer, from: sender, at: now)
+        case .ack(let ackEpoch, let sequence):
+            guard ackEpoch == epoch,
+                  let index = inFlight.firstIndex(where: { $0.transfer.sequence == sequence && $0.to == sender })
+            else { return [] }
+            inFlight.remove(at: index)
+            counters.acked += 1
+            var actions: [Action] = [.report(.transferAcked(by: sender, sequence: sequence))]
+            if inFlight.isEmpty { actions.append(.cancel(.retransmit)) }
+            if leaving { continueHandOff(at: now, into: &actions) }
+            return actions
+        }
+    }
+
+    /// Membership learned that `peer` left or died: take back every share still in flight
+    /// to it, and stop choosing it. Call this only once the peer is confirmed gone: a share
+    /// the peer did apply, reclaimed here, would count twice.
+    public mutating func onPeerGone(_ peer: Endpoint, at now: Instant) -> [Action] {
+        neighbours.removeAll { $0 == peer }
+        var actions: [Action] = []
+        var kept: [InFlight] = []
+        for entry in inFlight {
+            guard entry.to == peer else {
+                kept.append(entry)
+                continue
+            }
+            // The share was produced by this node's codec, so it decodes; a failure would be
+            // a codec bug, and keeping the entry in flight then loses nothing.
+            guard let share = try? decodeShare(entry.transfer) else {
+                kept.append(entry)
+                continue
+            }
+            add(share, weight: entry.transfer.weight)
+            counters.reclaimed += 1
+            actions.append(.report(.transferReclaimed(from: peer, sequence: entry.transfer.sequence)))
+            actions.append(.report(.estimateChanged(weight: weight)))
+        }
+        inFlight = kept
+        if inFlight.isEmpty, !actions.isEmpty { actions.append(.cancel(.retransmit)) }
+        if leaving { continueHandOff(at: now, into: &actions) }
+        return actions
+    }
+
+    /// Starts a graceful leave: from now on every tick hands all remaining mass to a
+    /// neighbour, until ``Event/handOffComplete`` is reported. The node may then stop.
+    public mutating func beginLeave(at now: Instant) -> [Action] {
+        leaving = true
+        var actions: [Action] = []
+        continueHandOff(at: now, into: &actions)
+        return actions
+    }
+
+    // MARK: Sending
+
+    private mutating func push(fraction: Double, at now: Instant, into actions: inout [Action]) {
+        guard inFlight.count < settings.maxInFlight, !neighbours.isEmpty else {
+            counters.skippedTicks += 1
+            return
+        }
+        let to = neighbours[Int(rng.next(upperBound: UInt64(neighbours.count)))]
+        let intended = makeShare(fraction: fraction)
+        let (payload, decoded) = codec.encode(intended)
+        subtract(decoded)
+        let weightShare = fraction == 1 ? weight : weight * fraction
+        weight -= weightShare
+        let transfer = Transfer(
+            epoch: epoch, sequence: nextSequence, weight: weightShare,
+            count: dimension, codec: codec.identifier, payload: payload)
+        nextSequence += 1
+        counters.sent += 1
+        actions.append(.send(.transfer(transfer), to: to, via: .stream))
+        actions.append(.report(.transferSent(to: to, sequence: transfer.sequence, retransmission: false)))
+        if settings.lossRecovery == .acknowledged {
+            if inFlight.isEmpty { actions.append(.schedule(.retransmit, at: now + settings.retransmitInterval)) }
+            inFlight.append(InFlight(to: to, transfer: transfer))
+        }
+    }
+
+    private mutating func continueHandOff(at now: Instant, into actions: inout [Action]) {
+        guard inFlight.isEmpty else { return }
+        let hasMass = weight != 0 || value.contains { $0 != 0 }
+        if hasMass, handOffsSent < Self.handOffRounds, !neighbours.isEmpty {
+            handOffsSent += 1
+            push(fraction: 1, at: now, into: &actions)
+            if settings.lossRecovery == .acknowledged { return }
+            continueHandOff(at: now, into: &actions)
+            return
+        }
+        if !hasMass || handOffsSent >= Self.handOffRounds {
+            actions.append(.report(.handOffComplete))
+            leaving = false
+        }
+    }
+
+    /// `Float(v[i] · fraction)` for every element.
+    private func makeShare(fraction: Double) -> [Float] {
+        let n = dimension
+        return value.withUnsafeBufferPointer { v in
+            [Float](unsafeUninitializedCapacity: n) { s, initialized in
+                for i in 0..<n { s[i] = Float(v[i] * fraction) }
+                initialized = n
+            }
+        }
+    }
+
+    private mutating func subtract(_ share: [Float]) {
+        let n = dimension
+        value.withUnsafeMutableBufferPointer { v in
+            share.withUnsafeBufferPointer { s in
+                for i in 0..<n { v[i] -= Double(s[i]) }
+            }
+        }
+    }
+
+    private mutating func add(_ share: [Float], weight shareWeight: Double) {
+        let n = dimension
+        value.withUnsafeMutableBufferPointer { v in
+            share.withUnsafeBufferPointer { s in
+                for i in 0..<n { v[i] += Double(s[i]) }
+            }
+        }
+        weight += shareWeight
+    }
+
+    // MARK: Receiving
+
+    private mutating func receive(_ transfer: Transfer, from sender: Endpoint, at now: Instant) -> [Action] {
+        let acknowledged = settings.lossRecovery == .acknowledged
+        let key = SenderKey(endpoint: sender, epoch: transfer.epoch)
+        let ack: Action = .send(.ack(epoch: transfer.epoch, sequence: transfer.sequence), to: sender, via: .datagram)
+        if acknowledged, hasApplied(from: sender, epoch: transfer.epoch, sequence: transfer.sequence) {
+            counters.duplicates += 1
+            senders[key]?.lastSeen = now
+            return [ack]
+        }
+        let share: [Float]
+        do {
+            share = try validate(transfer)
+        } catch {
+            counters.rejected += 1
+            return [.report(.transferRejected(from: sender, reason: error))]
+        }
+        if acknowledged {
+            guard record(transfer.sequence, for: key, at: now) else {
+                counters.refused += 1
+                return []
+            }
+        }
+        add(share, weight: transfer.weight)
+        counters.applied += 1
+        var actions: [Action] = []
+        if acknowledged { actions.append(ack) }
+        actions.append(.report(.transferApplied(from: sender, sequence: transfer.sequence)))
+        actions.append(.report(.estimateChanged(weight: weight)))
+        return actions
+    }
+
+    private func validate(_ transfer: Transfer) throws(AveragingError) -> [Float] {
+        guard transfer.count == dimension else { throw .wrongDimension(expected: dimension, got: transfer.count) }
+        guard transfer.weight.isFinite, transfer.weight >= 0 else { throw .negativeWeight }
+        let share = try decodeShare(transfer)
+        let finite = share.withUnsafeBufferPointer { s in
+            var ok = true
+            for x in s where !x.isFinite { ok = false }
+            return ok
+        }
+        guard finite else { throw .nonFinite }
+        return share
+    }
+
+    /// Marks `sequence` applied for `key`; false if the sender table is full of live senders.
+    private mutating func record(_ sequence: UInt64, for key: SenderKey, at now: Instant) -> Bool {
+        if senders[key] == nil {
+            if senders.count >= settings.maxTrackedSenders {
+                guard let oldest = senders.min(by: { $0.value.lastSeen < $1.value.lastSeen }),
+                      now - oldest.value.lastSeen >= settings.senderRetention
+                else { return false }
+                senders[oldest.key] = nil
+            }
+            senders[key] = SenderRecord(lastSeen: now)
+        }
+        guard var r = senders[key] else { return false }
+        if sequence > r.highest {
+            let shift = sequence - r.highest
+            r.window = shift >= Self.dedupWindow ? 0 : r.window << shift
+            r.window |= 1
+            r.highest = sequence
+        } else {
+            r.window |= 1 << (r.highest - sequence)
+        }
+        r.lastSeen = now
+        senders[key] = r
+        return true
+    }
+}

@@ -1,0 +1,90 @@
+/// How the share of a push-sum transfer travels: the hook for compression codecs.
+///
+/// Mass stays exact whatever the codec loses, because the sender subtracts from its own
+/// value exactly the share the receiver will decode (``ShareCodec/encode(_:)`` returns it),
+/// not the share it intended to send. What a lossy codec leaves out stays at the sender
+/// and goes out with a later transfer (error feedback for free).
+
+/// The encoded share carried by a transfer.
+public enum SharePayload: Sendable, Equatable {
+    /// Uncompressed 32-bit floats (the identity codec); shared with the sender's in-flight record.
+    case floats([Float])
+    /// Codec-specific bytes.
+    case bytes([UInt8])
+
+    /// Bytes this payload occupies on the wire.
+    public var byteCount: Int {
+        switch self {
+        case .floats(let values): return values.count * MemoryLayout<Float>.size
+        case .bytes(let bytes): return bytes.count
+        }
+    }
+}
+
+/// A compression codec for shares. Implementations live with the learner (fp16, int8, top-k).
+public protocol ShareCodec: Sendable {
+    /// Identifies the codec on the wire; a receiver rejects shares from a codec it does not run.
+    var identifier: UInt8 { get }
+    /// Encodes `share`; returns the payload and the exact share the receiver will decode from it.
+    func encode(_ share: [Float]) -> (payload: SharePayload, decoded: [Float])
+    /// Decodes a payload of `count` elements.
+    func decode(_ payload: SharePayload, count: Int) throws(AveragingError) -> [Float]
+}
+
+/// Sends shares as plain 32-bit floats.
+public struct IdentityShareCodec: ShareCodec {
+    public init() {}
+
+    public var identifier: UInt8 { 0 }
+
+    public func encode(_ share: [Float]) -> (payload: SharePayload, decoded: [Float]) {
+        (.floats(share), share)
+    }
+
+    public func decode(_ payload: SharePayload, count: Int) throws(AveragingError) -> [Float] {
+        switch payload {
+        case .floats(let values):
+            guard values.count == count else {
+                throw .wrongDimension(expected: count, got: values.count)
+            }
+            return values
+        case .bytes(let bytes):
+            guard bytes.count == count * MemoryLayout<Float>.size else {
+                throw .wrongDimension(expected: count, got: bytes.count / MemoryLayout<Float>.size)
+            }
+            return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                bytes.withUnsafeBytes { raw in
+                    for i in 0..<count {
+                        buffer[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
+                    }
+                }
+                initialized = count
+            }
+        }
+    }
+}
+
+/// Why a transfer or a wire message was refused.
+public enum AveragingError: Error, Sendable, Equatable, CustomStringConvertible {
+    case wrongDimension(expected: Int, got: Int)
+    case nonFinite
+    case negativeWeight
+    case unknownCodec(UInt8)
+    case truncated(needed: Int, available: Int)
+    case unknownMessageTag(UInt8)
+    case tooLarge(elements: Int, limit: Int)
+    case trailingBytes(Int)
+
+    public var description: String {
+        switch self {
+        case .wrongDimension(let e, let g): return "share has \(g) elements, this node averages \(e)"
+        case .nonFinite: return "share contains NaN or infinity"
+        case .negativeWeight: return "share carries a negative or non-finite weight"
+        case .unknownCodec(let c): return "share uses codec \(c), which this node does not run"
+        case .truncated(let n, let a): return "averaging message truncated: needs \(n) bytes, has \(a)"
+        case .unknownMessageTag(let t): return "unknown averaging message tag \(t)"
+        case .tooLarge(let n, let l): return "share of \(n) elements exceeds the limit of \(l)"
+        case .trailingBytes(let n): return "averaging message has \(n) unexpected trailing bytes"
+        }
+    }
+}
