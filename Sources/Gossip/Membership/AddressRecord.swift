@@ -1,0 +1,155 @@
+import Crypto
+import Synchronization
+
+/// Where a peer says it can be reached, signed by the peer's own Ed25519 identity.
+///
+/// The peer is its key, not its address: a peer that comes back at a new address signs a
+/// record with a higher ``sequence`` and every node that verifies it replaces the old one.
+/// A record whose signature does not verify, or whose sequence is not higher than the one
+/// a node holds, is ignored. The sequence is a counter the runtime persists (see
+/// ``PeerCache/ownSequence``), not a timestamp, so no clocks need to agree.
+public struct AddressRecord: Hashable, Sendable, CustomStringConvertible {
+    /// Most addresses one record may list: a LAN address, a public one and two spares.
+    public static let maxEndpoints = 4
+    /// Longest host string (an IPv6 literal with zone, or a simulator name, fits).
+    public static let maxHostLength = 64
+    /// Domain separation for record signatures, so no other signed message can pass as one.
+    static let domain: [UInt8] = Array("murmuration/address-record/v1".utf8)
+
+    /// The peer this record describes.
+    public let peer: PeerID
+    /// Where it can be reached, preferred first. Never empty.
+    public let endpoints: [Endpoint]
+    /// Grows by one each time the peer re-signs its record (new address, restart, refutation of its own death).
+    public let sequence: UInt64
+    /// Ed25519 signature by `peer` over ``signedBytes``.
+    public let signature: [UInt8]
+
+    /// The endpoint to contact.
+    public var primary: Endpoint { endpoints[0] }
+
+    /// A record signed now by `identity`. Endpoints beyond ``maxEndpoints`` are dropped.
+    public init(signedBy identity: Identity, endpoints: [Endpoint], sequence: UInt64) {
+        precondition(!endpoints.isEmpty, "a node must know at least one endpoint of its own")
+        self.peer = identity.peerID
+        self.endpoints = Array(endpoints.prefix(Self.maxEndpoints))
+        self.sequence = sequence
+        self.signature = identity.sign(Self.signedBytes(peer: peer, endpoints: self.endpoints, sequence: sequence))
+    }
+
+    /// A record as received (unverified): check it with ``RecordVerifier`` before trusting it.
+    public init(peer: PeerID, endpoints: [Endpoint], sequence: UInt64, signature: [UInt8]) {
+        self.peer = peer
+        self.endpoints = endpoints
+        self.sequence = sequence
+        self.signature = signature
+    }
+
+    /// The bytes the signature covers: domain, key, sequence, endpoints.
+    static func signedBytes(peer: PeerID, endpoints: [Endpoint], sequence: UInt64) -> [UInt8] {
+        var w = ByteWriter(capacity: 128)
+        w.write(bytes: domain)
+        w.write(bytes: peer.bytes)
+        w.writeUInt64(sequence)
+        GossipWire.write(endpoints: endpoints, to: &w)
+        return w.bytes
+    }
+
+    public var description: String { "\(peer.fingerprint)#\(sequence)@\(endpoints.first.map(\.description) ?? "-")" }
+}
+
+/// A peer's signed announcement that it leaves the network for good (this life of its record).
+public struct LeaveNotice: Hashable, Sendable {
+    static let domain: [UInt8] = Array("murmuration/leave/v1".utf8)
+
+    /// The peer leaving.
+    public let peer: PeerID
+    /// The record sequence of the life that ends; a later record (a rejoin) supersedes it.
+    public let sequence: UInt64
+    /// Ed25519 signature by `peer` over ``signedBytes``.
+    public let signature: [UInt8]
+
+    /// A notice signed by `identity`.
+    public init(signedBy identity: Identity, sequence: UInt64) {
+        self.peer = identity.peerID
+        self.sequence = sequence
+        self.signature = identity.sign(Self.signedBytes(peer: peer, sequence: sequence))
+    }
+
+    /// A notice as received (unverified).
+    public init(peer: PeerID, sequence: UInt64, signature: [UInt8]) {
+        self.peer = peer
+        self.sequence = sequence
+        self.signature = signature
+    }
+
+    static func signedBytes(peer: PeerID, sequence: UInt64) -> [UInt8] {
+        domain + peer.bytes + withUnsafeBytes(of: sequence.bigEndian, Array.init)
+    }
+}
+
+/// Checks record and leave signatures, remembering the ones already verified.
+///
+/// Verification is a pure function of the bytes, so its results may be shared: a node keeps
+/// its own memo by default (records are heard again and again through shuffles and gossip),
+/// and the simulator may hand one memo to all its nodes so that ten thousand simulated
+/// nodes do not verify the same signature ten thousand times. The memo keys on the full
+/// signed bytes plus the signature, so a valid signature can never vouch for other content.
+public struct RecordVerifier: Sendable {
+    /// A bounded, thread-safe set of (message, signature) pairs that verified.
+    public final class Memo: Sendable {
+        /// Pairs kept before the memo starts over. 65,536 pairs of about 200 bytes is 13 MB at
+        /// most, enough to hold every record of a 10,000-node simulation a few times over.
+        public static let defaultCapacity = 65_536
+        private let state: Mutex<Set<[UInt8]>>
+        private let capacity: Int
+
+        /// An empty memo holding at most `capacity` pairs.
+        public init(capacity: Int = Memo.defaultCapacity) {
+            self.capacity = max(1, capacity)
+            self.state = Mutex([])
+        }
+
+        func contains(_ key: [UInt8]) -> Bool { state.withLock { $0.contains(key) } }
+
+        func insert(_ key: [UInt8]) {
+            state.withLock { set in
+                if set.count >= capacity { set.removeAll(keepingCapacity: true) }
+                set.insert(key)
+            }
+        }
+    }
+
+    /// Node-local memo capacity: a partial view, its shuffle partners and the gossip about them.
+    public static let nodeMemoCapacity = 1_024
+    private let memo: Memo
+
+    /// A verifier with its own small memo.
+    public init() { self.memo = Memo(capacity: Self.nodeMemoCapacity) }
+
+    /// A verifier sharing `memo` with others.
+    public init(sharing memo: Memo) { self.memo = memo }
+
+    /// True if `record` is well formed and signed by the key it names.
+    public func isValid(_ record: AddressRecord) -> Bool {
+        guard !record.endpoints.isEmpty, record.endpoints.count <= AddressRecord.maxEndpoints,
+              record.signature.count == Identity.signatureLength
+        else { return false }
+        let message = AddressRecord.signedBytes(peer: record.peer, endpoints: record.endpoints, sequence: record.sequence)
+        return check(peer: record.peer, message: message, signature: record.signature)
+    }
+
+    /// True if `notice` is signed by the peer it names.
+    public func isValid(_ notice: LeaveNotice) -> Bool {
+        guard notice.signature.count == Identity.signatureLength else { return false }
+        return check(peer: notice.peer, message: LeaveNotice.signedBytes(peer: notice.peer, sequence: notice.sequence), signature: notice.signature)
+    }
+
+    private func check(peer: PeerID, message: [UInt8], signature: [UInt8]) -> Bool {
+        let key = message + signature
+        if memo.contains(key) { return true }
+        guard peer.verify(signature: signature, message: message) else { return false }
+        memo.insert(key)
+        return true
+    }
+}
