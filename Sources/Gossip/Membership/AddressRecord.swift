@@ -101,22 +101,46 @@ public struct RecordVerifier: Sendable {
         /// Pairs kept before the memo starts over. 65,536 pairs of about 200 bytes is 13 MB at
         /// most, enough to hold every record of a 10,000-node simulation a few times over.
         public static let defaultCapacity = 65_536
-        private let state: Mutex<Set<[UInt8]>>
+        private let state: Mutex<[SignatureKey: [UInt8]]>
         private let capacity: Int
 
         /// An empty memo holding at most `capacity` pairs.
         public init(capacity: Int = Memo.defaultCapacity) {
             self.capacity = max(1, capacity)
-            self.state = Mutex([])
+            self.state = Mutex([:])
         }
 
-        func contains(_ key: [UInt8]) -> Bool { state.withLock { $0.contains(key) } }
+        /// True if exactly this message was verified under this signature.
+        func contains(_ signature: SignatureKey, message: [UInt8]) -> Bool {
+            state.withLock { $0[signature] == message }
+        }
 
-        func insert(_ key: [UInt8]) {
-            state.withLock { set in
-                if set.count >= capacity { set.removeAll(keepingCapacity: true) }
-                set.insert(key)
+        func insert(_ signature: SignatureKey, message: [UInt8]) {
+            state.withLock { memo in
+                if memo.count >= capacity { memo.removeAll(keepingCapacity: true) }
+                memo[signature] = message
             }
+        }
+    }
+
+    /// A signature as eight words: cheap to hash (the bytes are already uniformly random).
+    struct SignatureKey: Hashable, Sendable {
+        var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
+
+        init(_ bytes: [UInt8]) {
+            var w: [UInt64] = Array(repeating: 0, count: 8)
+            for (i, b) in bytes.prefix(64).enumerated() { w[i / 8] = w[i / 8] << 8 | UInt64(b) }
+            words = (w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7])
+        }
+
+        static func == (a: SignatureKey, b: SignatureKey) -> Bool {
+            a.words.0 == b.words.0 && a.words.1 == b.words.1 && a.words.2 == b.words.2 && a.words.3 == b.words.3
+                && a.words.4 == b.words.4 && a.words.5 == b.words.5 && a.words.6 == b.words.6 && a.words.7 == b.words.7
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(words.0)
+            hasher.combine(words.1)
         }
     }
 
@@ -146,10 +170,10 @@ public struct RecordVerifier: Sendable {
     }
 
     private func check(peer: PeerID, message: [UInt8], signature: [UInt8]) -> Bool {
-        let key = message + signature
-        if memo.contains(key) { return true }
+        let key = SignatureKey(signature)
+        if memo.contains(key, message: message) { return true }
         guard peer.verify(signature: signature, message: message) else { return false }
-        memo.insert(key)
+        memo.insert(key, message: message)
         return true
     }
 }

@@ -182,6 +182,10 @@ public struct Membership: Sendable {
     var nextSequence: UInt32 = 1
     var nextSweep: Instant = .zero
     var leaving = false
+    /// Set while handling a message that accused this node; the answer then carries our alive claim.
+    var accused = false
+    /// The last probe went to a suspect (suspects and ordinary targets take turns).
+    var lastProbedSuspect = false
     var rng: SplitMix64
     let verifier: RecordVerifier
 
@@ -267,10 +271,13 @@ public struct Membership: Sendable {
 
     public mutating func onMessage(_ message: Message, from sender: Endpoint, at now: Instant) -> [Action] {
         var out: [Action] = []
+        accused = false
+        defer { accused = false }
         switch message {
         case let .ping(seq, _, updates):
             apply(updates, at: now, into: &out)
-            out.append(.send(.ack(sequence: seq, from: me.peer, updates: piggyback()), to: sender, via: .datagram))
+            out.append(.send(.ack(sequence: seq, from: me.peer, updates: answer()), to: sender, via: .datagram))
+            return out
         case let .ack(seq, from, updates):
             apply(updates, at: now, into: &out)
             if let p = probe, p.sequence == seq, p.target.peer == from {
@@ -286,7 +293,7 @@ public struct Membership: Sendable {
             apply(updates, at: now, into: &out)
             guard target.peer != me.peer, verifier.isValid(target) else { break }
             let mine = takeSequence()
-            if relays.count >= Self.maxRelays, let oldest = relays.min(by: { $0.value.started < $1.value.started })?.key {
+            if relays.count >= Self.maxRelays, let oldest = relays.min(by: { ($0.value.started, $0.key) < ($1.value.started, $1.key) })?.key {
                 relays.removeValue(forKey: oldest)
             }
             relays[mine] = Relay(requester: sender, sequence: seq, started: now)
@@ -299,7 +306,19 @@ public struct Membership: Sendable {
         case let .gossip(_, updates):
             apply(updates, at: now, into: &out)
         }
+        // Refute straight back to the accuser, not only through gossip: a suspicion that
+        // missed the refutation flood would otherwise run to its end.
+        if accused {
+            out.append(.send(.gossip(from: me.peer, updates: answer()), to: sender, via: .datagram))
+        }
         return out
+    }
+
+    /// Piggybacked updates, led by our own alive claim when the message accused us.
+    private mutating func answer() -> [Update] {
+        guard accused else { return piggyback() }
+        let mine = Update.alive(me, incarnation: incarnation)
+        return [mine] + piggyback(excluding: me.peer).prefix(settings.maxUpdatesPerMessage - 1)
     }
 
     /// Relays a helper remembers at once; more are evicted oldest first. 64 far exceeds the
@@ -385,6 +404,16 @@ public struct Membership: Sendable {
     /// Round-robin over watched peers in a random order, reshuffled each pass (SWIM §4.3):
     /// every watched peer is probed within one pass, and no order is predictable.
     private mutating func nextTarget() -> Member? {
+        // Suspects take every other probe: the ping tells them of the suspicion (buddy
+        // system) and their ack carries the refutation straight back to us.
+        if !lastProbedSuspect {
+            let suspects = members.values.filter { $0.status == .suspect }.sorted { $0.record.peer < $1.record.peer }
+            if !suspects.isEmpty {
+                lastProbedSuspect = true
+                return suspects[Int(rng.next(upperBound: UInt64(suspects.count)))]
+            }
+        }
+        lastProbedSuspect = false
         while true {
             if probeOrder.isEmpty {
                 probeOrder = reachable
@@ -582,7 +611,12 @@ public struct Membership: Sendable {
                 renew(sequence: v.sequence + 1, into: &out)
             } else if v.sequence == me.sequence, v.incarnation >= incarnation {
                 refute(above: v.incarnation, into: &out)
+            } else {
+                // A claim about an older incarnation or record: its sender missed our
+                // refutation (there is no full-state sync to repair that), so say it again.
+                enqueue(.alive(me, incarnation: incarnation))
             }
+            accused = true
         case .left(let n):
             // A valid notice can only be our own, from an earlier life: start a later one.
             if n.sequence >= me.sequence, verifier.isValid(n) { renew(sequence: n.sequence + 1, into: &out) }
@@ -609,7 +643,7 @@ public struct Membership: Sendable {
     private mutating func remember(_ peer: PeerID, _ entry: Hearsay) {
         hearsay[peer] = entry
         if hearsay.count > settings.hearsayCapacity,
-           let oldest = hearsay.min(by: { $0.value.heard < $1.value.heard })?.key {
+           let oldest = hearsay.min(by: { ($0.value.heard, $0.key) < ($1.value.heard, $1.key) })?.key {
             hearsay.removeValue(forKey: oldest)
         }
     }
@@ -627,7 +661,7 @@ public struct Membership: Sendable {
     private mutating func enqueue(_ update: Update) {
         broadcasts[update.peer] = Broadcast(update: update, transmits: 0, size: GossipWire.size(of: update))
         if broadcasts.count > settings.broadcastQueueCapacity,
-           let worn = broadcasts.max(by: { $0.value.transmits < $1.value.transmits })?.key {
+           let worn = broadcasts.max(by: { ($0.value.transmits, $1.key) < ($1.value.transmits, $0.key) })?.key {
             broadcasts.removeValue(forKey: worn)
         }
     }
