@@ -30,7 +30,8 @@ let package = Package(
         .target(name: "Crypto", dependencies: ["CSodium"]),
         .target(name: "Gossip", dependencies: ["Crypto", "CLibUV", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Learner", dependencies: ["CBLAS", "CZlib"]),
-        .target(name: "Simulation", dependencies: ["Gossip", "Crypto"], path: "netsim/Simulation"),
+        .target(name: "Simulation", dependencies: ["Gossip", "Crypto"], path: "netsim/Simulation",
+                swiftSettings: [.unsafeFlags(["-cross-module-optimization", "-enforce-exclusivity=unchecked"])]),
 
         .executableTarget(
             name: "peer",

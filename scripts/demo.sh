@@ -1,4 +1,61 @@
 #!/usr/bin/env bash
-# The main demo (grows with the project). See README.md.
+# Demo: two identities and a network key in a temporary directory, two `peer` processes on
+# loopback that run the secret handshake over TCP (libuv) and exchange one signed, encrypted
+# model delta in each direction. Uses the release binary built by `make build`.
 set -euo pipefail
-echo "demo: not yet assembled"
+cd "$(dirname "$0")/.."
+PEER=${PEER:-.build/release/peer}
+[ -x "$PEER" ] || { echo "demo: $PEER not found; run 'make build' first" >&2; exit 1; }
+
+work=$(mktemp -d)
+listener_pid=""
+cleanup() {
+  if [ -n "$listener_pid" ]; then kill "$listener_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== keys (in $work)"
+"$PEER" keygen --dir "$work/alice"
+"$PEER" keygen --dir "$work/bob"
+"$PEER" network-key new --out "$work/network.key"
+ALICE_ID=$("$PEER" id --quiet --dir "$work/alice")
+ls -l "$work/alice/identity.key" "$work/network.key" | awk '{print "   " $1 "  " $NF}'
+
+echo "== outsider check: a key file readable by others is refused"
+cp -p "$work/network.key" "$work/open.key" && chmod 644 "$work/open.key"
+"$PEER" exchange --listen 127.0.0.1:0 --dir "$work/alice" --network-key "$work/open.key" 2>&1 | sed 's/^/   /' || true
+
+echo "== exchange over TCP on 127.0.0.1"
+"$PEER" exchange --listen 127.0.0.1:0 --dir "$work/alice" --network-key "$work/network.key" > "$work/alice.log" 2>&1 &
+listener_pid=$!
+port=""
+for _ in $(seq 1 100); do
+  port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/alice.log")
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+[ -n "$port" ] || { cat "$work/alice.log"; echo "demo: listener did not start" >&2; exit 1; }
+
+"$PEER" exchange --connect "127.0.0.1:$port" --peer "$ALICE_ID" --dir "$work/bob" --network-key "$work/network.key" \
+  > "$work/bob.log" 2>&1 || { cat "$work/alice.log" "$work/bob.log"; exit 1; }
+wait "$listener_pid" || { cat "$work/alice.log" "$work/bob.log"; exit 1; }
+listener_pid=""
+sed 's/^/   /' "$work/alice.log"
+sed 's/^/   /' "$work/bob.log"
+
+echo "== a peer without the network key gets no reply"
+"$PEER" network-key new --out "$work/other.key" > /dev/null
+"$PEER" exchange --listen 127.0.0.1:0 --dir "$work/alice" --network-key "$work/network.key" --timeout 5 > "$work/alice2.log" 2>&1 &
+listener_pid=$!
+port=""
+for _ in $(seq 1 100); do
+  port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/alice2.log")
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+"$PEER" exchange --connect "127.0.0.1:$port" --peer "$ALICE_ID" --dir "$work/bob" --network-key "$work/other.key" --timeout 5 2>&1 | sed 's/^/   /' || true
+wait "$listener_pid" 2>/dev/null || true
+listener_pid=""
+sed 's/^/   /' "$work/alice2.log"
+echo "demo: done"

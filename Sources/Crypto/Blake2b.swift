@@ -65,8 +65,8 @@ public enum Blake2b {
             withContiguous(bytes) { update($0) }
         }
 
-        /// The digest; consumes the hasher.
-        public consuming func finalize() -> [UInt8] {
+        /// The digest. Absorbing more afterwards is not allowed.
+        public mutating func finalize() -> [UInt8] {
             var out = [UInt8](repeating: 0, count: Blake2b.digest256Length)
             out.withUnsafeMutableBytes { _ = crypto_generichash_final(OpaquePointer(state), $0.u8, $0.count) }
             return out

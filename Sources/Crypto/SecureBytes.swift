@@ -56,3 +56,21 @@ public final class SecureBytes: @unchecked Sendable {
 public func wipe(_ bytes: inout [UInt8]) {
     bytes.withUnsafeMutableBytes { sodium_memzero($0.baseAddress, $0.count) }
 }
+
+/// Anything whose bytes can be read in place: public arrays and secret buffers alike,
+/// so hashing and MAC helpers accept both without copying secrets into arrays.
+public protocol ByteSource {
+    func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R
+}
+
+extension Array: ByteSource where Element == UInt8 {
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R { try withUnsafeBytes(body) }
+}
+
+extension ArraySlice: ByteSource where Element == UInt8 {
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R { try withUnsafeBytes(body) }
+}
+
+extension SecureBytes: ByteSource {
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R { try withUnsafeBytes(body) }
+}

@@ -7,6 +7,8 @@ struct Peer: ParsableCommand {
         commandName: "peer",
         abstract: "A serverless peer-to-peer node for gossip federated learning.",
         subcommands: [
+            Keygen.self, ShowID.self, NetworkKeyCommand.self,
+            Exchange.self,
         ]
     )
 }

@@ -1,0 +1,239 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Gossip
+
+/// `peer exchange`: one handshake and one signed, encrypted delta in each direction over TCP.
+struct Exchange: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Exchange one signed, encrypted model delta with another peer over TCP.",
+        discussion: """
+        One side listens, the other connects. They run the secret handshake (admission by network
+        key, mutual authentication), then each sends a signed delta over its encrypted stream and
+        verifies the one it receives. The connecting side must name the listener's peer ID
+        (see `peer id`): the handshake fails unless it reaches exactly that peer.
+
+        Example:
+          peer exchange --listen 127.0.0.1:0 --dir A --network-key net.key
+          peer exchange --connect 127.0.0.1:PORT --peer ID_OF_A --dir B --network-key net.key
+        """
+    )
+
+    @Option(name: .long, help: "Listen on HOST:PORT (port 0 picks a free one) and serve one connection.")
+    var listen: String?
+
+    @Option(name: .long, help: "Connect to HOST:PORT.")
+    var connect: String?
+
+    @Option(name: .long, help: "Peer ID (hex) the connecting side requires the listener to be.")
+    var peer: String?
+
+    @Option(name: .long, help: "Key directory holding identity.key (default: ~/.murmuration).")
+    var dir: String = KeyDirectory.defaultPath
+
+    @Option(name: .customLong("network-key"), help: "Network key file.")
+    var networkKey: String
+
+    @Option(name: .long, help: "Number of float32 elements in the delta this side sends.")
+    var elements: Int = 262_144
+
+    @Option(name: .long, help: "Give up after this many seconds.")
+    var timeout: UInt64 = 20
+
+    func validate() throws {
+        guard (listen == nil) != (connect == nil) else { throw ValidationError("give exactly one of --listen or --connect") }
+        if connect != nil && peer == nil { throw ValidationError("--connect needs --peer ID (the listener's `peer id`)") }
+        guard elements > 0, elements <= DeltaLimits().maxPayloadLength / 4 else {
+            throw ValidationError("--elements must be between 1 and \(DeltaLimits().maxPayloadLength / 4)")
+        }
+    }
+
+    func run() throws {
+        let identity = try userFacing { try Identity.load(from: KeyDirectory.identityPath(dir)) }
+        let key = try userFacing { try NetworkKey.load(from: networkKey) }
+        let loop = try userFacing { try EventLoop() }
+        let session = ExchangeSession(identity: identity, networkKey: key, elements: elements,
+                                      role: listen != nil ? "listener" : "connector")
+        say("\(session.role): peer id \(identity.peerID) (\(identity.peerID.fingerprint))")
+
+        if let listen {
+            let (host, port) = try parse(listen)
+            var listener: TCPListener?
+            listener = try userFacing {
+                try TCPListener(loop: loop, host: host, port: port) { connection in
+                    listener?.close()
+                    listener = nil
+                    let responder = HandshakeResponder(identity: identity, keyring: NetworkKeyring(current: key))
+                    session.attach(connection, SecureConnection(responder: responder, replayGuard: .init()))
+                }
+            }
+            say("\(session.role): listening on \(host):\(listener?.port ?? 0)")
+        } else if let connect, let peer {
+            let (host, port) = try parse(connect)
+            guard let expected = PeerID(hex: peer) else { throw UserFacingError("--peer must be a 64-character hex peer ID") }
+            let initiator = try userFacing { try HandshakeInitiator(identity: identity, networkKey: key, expectedResponder: expected) }
+            try userFacing {
+                try TCPConnection.connect(loop: loop, host: host, port: port) { result in
+                    switch result {
+                    case let .success(connection):
+                        say("\(session.role): connected to \(host):\(port)")
+                        session.attach(connection, SecureConnection(initiator: initiator))
+                    case let .failure(error):
+                        session.fail("connect: \(error)")
+                    }
+                }
+            }
+        }
+        try userFacing {
+            try loop.after(milliseconds: timeout * 1000, keepsLoopAlive: false) {
+                if !session.isDone {
+                    session.fail("timed out after \(timeout) s")
+                    Foundation.exit(1)
+                }
+            }
+        }
+        loop.run()
+        // The failure was already reported on standard error.
+        if session.failure != nil { throw ExitCode.failure }
+        say("\(session.role): done")
+    }
+
+    private func parse(_ text: String) throws -> (String, UInt16) {
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else {
+            throw ValidationError("expected HOST:PORT, got \(text)")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
+    }
+}
+
+/// Drives one ``SecureConnection`` over one ``TCPConnection`` for the exchange.
+final class ExchangeSession {
+    let identity: Identity
+    let networkKey: NetworkKey
+    let elements: Int
+    let role: String
+    private var tcp: TCPConnection?
+    private var secure: SecureConnection?
+    private var assembler: DeltaAssembler?
+    private var sentFinal = false
+    private var peerFinished = false
+    private var received = false
+    private(set) var failure: String?
+    var isDone: Bool { (sentFinal && peerFinished && received) || failure != nil }
+
+    init(identity: Identity, networkKey: NetworkKey, elements: Int, role: String) {
+        self.identity = identity
+        self.networkKey = networkKey
+        self.elements = elements
+        self.role = role
+    }
+
+    func attach(_ connection: TCPConnection, _ secure: SecureConnection) {
+        tcp = connection
+        self.secure = secure
+        connection.onRead = { [unowned self] bytes in
+            do { handle(try secure.receive(bytes)) } catch { fail("\(error)") }
+        }
+        connection.onEnd = { [unowned self] error in
+            if let error { fail("\(error)"); return }
+            do { try secure.streamClosed() } catch { if !isDone { fail("\(error)") } }
+        }
+        connection.onClose = { [unowned self] in tcp = nil }
+        do { try connection.startReading() } catch { fail("\(error)") }
+        handle(secure.start())
+    }
+
+    private func handle(_ events: [SecureConnection.Event]) {
+        for event in events {
+            guard failure == nil else { return }
+            switch event {
+            case let .send(bytes):
+                tcp?.write(bytes)
+            case let .established(remote):
+                say("\(role): handshake done with \(remote.fingerprint) (\(remote))")
+                sendDelta()
+            case let .message(bytes):
+                receive(bytes)
+            case .peerFinished:
+                peerFinished = true
+                finishIfDone()
+            }
+        }
+    }
+
+    /// A deterministic synthetic delta, different for each author.
+    private func makePayload() -> [Float] {
+        let phase = Float(identity.peerID.bytes[0]) / 255
+        return (0..<elements).map { i in 0.001 * sin(Float(i) * 0.01 + phase) }
+    }
+
+    private func sendDelta() {
+        guard let secure else { return }
+        let floats = makePayload()
+        let shape: [UInt32] = elements % 256 == 0 ? [UInt32(elements / 256), 256] : [UInt32(elements)]
+        // Metadata: the push-sum weight (local sample count), signed with the header.
+        var meta = ByteWriter()
+        meta.writeUInt64(600)
+        do {
+            try floats.withUnsafeBytes { raw in
+                let header = SignedDelta.makeHeader(kind: .modelDelta, networkID: networkKey.id, round: 1, sequence: 1,
+                                                    encoding: .float32, shape: shape, metadata: meta.bytes,
+                                                    payload: raw, identity: identity)
+                handle([try secure.send(SignedDelta.sealHead(header, identity: identity))])
+                for chunk in DeltaChunk.split(raw) { handle([try secure.send(chunk.encode())]) }
+                say("\(role): sent signed delta round 1 seq 1 shape \(shape) f32, \(raw.count) payload bytes, hash \(Hex.encode(header.payloadHash.prefix(8)))…")
+            }
+            handle([try secure.finish()])
+            sentFinal = true
+            finishIfDone()
+        } catch {
+            fail("\(error)")
+        }
+    }
+
+    private func receive(_ message: [UInt8]) {
+        do {
+            if assembler == nil {
+                let head = try SignedDelta.openHead(message, keyring: NetworkKeyring(current: networkKey), expectedKind: .modelDelta)
+                guard head.headLength == message.count else { throw DeltaError.malformed(.trailingBytes(count: message.count - head.headLength)) }
+                guard head.header.author == secure?.remote else { fail("delta author is not the authenticated peer"); return }
+                say("\(role): delta header verified before payload: author \(head.header.author.fingerprint), round \(head.header.round), seq \(head.header.sequence), shape \(head.header.shape), \(head.header.payloadLength) bytes announced")
+                assembler = DeltaAssembler(head: head)
+                return
+            }
+            guard let a = assembler else { return }
+            try a.add(DeltaChunk.decode(message))
+            if a.isComplete {
+                assembler = nil
+                let (header, payload) = try a.finish()
+                let floats = payload.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+                let norm = sqrt(floats.reduce(0) { $0 + $1 * $1 })
+                say("\(role): delta verified: signature ok, BLAKE2b-256 ok, \(payload.count) bytes, \(floats.count) floats, L2 norm \(String(format: "%.4f", norm)) from \(header.author.fingerprint)")
+                received = true
+                finishIfDone()
+            }
+        } catch {
+            fail("\(error)")
+        }
+    }
+
+    private func finishIfDone() {
+        guard sentFinal && peerFinished && received, let secure else { return }
+        say("\(role): stream closed with authenticated end marker; \(secure.bytesSent) bytes sent, \(secure.bytesReceived) bytes received")
+        tcp?.close()
+    }
+
+    func fail(_ message: String) {
+        guard failure == nil else { return }
+        failure = message
+        FileHandle.standardError.write(Data("\(role): error: \(message)\n".utf8))
+        tcp?.close()
+    }
+}
+
+/// Prints a line unbuffered, so a script watching the output sees it at once.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}

@@ -1,0 +1,178 @@
+import Testing
+@testable import Crypto
+
+@Suite struct SignedDeltaTests {
+    private let ring = NetworkKeyring(current: Fixture.networkKey)
+
+    private func header(_ edit: (inout DeltaHeader) -> Void = { _ in }) -> DeltaHeader {
+        var h = Fixture.deltaPayload.withUnsafeBytes {
+            SignedDelta.makeHeader(kind: .modelDelta, networkID: Fixture.networkKey.id, round: 7, sequence: 42, encoding: .float32,
+                                   shape: [2, 3], metadata: Fixture.deltaMetadata, payload: $0, identity: Fixture.alice)
+        }
+        edit(&h)
+        return h
+    }
+
+    @Test func signedDelta_sealThenOpen_returnsHeaderAndPayload() throws {
+        let (h, p) = try SignedDelta.open(Fixture.envelope(), keyring: ring, expectedKind: .modelDelta)
+        #expect(p == Fixture.deltaPayload)
+        #expect(h.author == Fixture.alice.peerID)
+        #expect(h.round == 7 && h.sequence == 42 && h.shape == [2, 3] && h.encoding == .float32)
+        #expect(h.metadata == Fixture.deltaMetadata)
+        #expect(h.payloadHash == Blake2b.hash256(Fixture.deltaPayload))
+        #expect(try DeltaHeader.decode(h.encode(), limits: .init()) == h)
+    }
+
+    @Test func signedDelta_headOnly_verifiesBeforePayloadArrives() throws {
+        let env = Fixture.envelope()
+        let headLength = env.count - Fixture.deltaPayload.count
+        let head = try SignedDelta.openHead(Array(env.prefix(headLength)), keyring: ring)
+        #expect(head.headLength == headLength)
+        let assembler = DeltaAssembler(head: head)
+        for chunk in Fixture.deltaPayload.withUnsafeBytes({ DeltaChunk.split($0, chunkLength: 5) }) {
+            try assembler.add(try DeltaChunk.decode(chunk.encode()))
+        }
+        #expect(try assembler.finish().payload == Fixture.deltaPayload)
+    }
+
+    @Test func deltaAssembler_wrongOrderOrAlteredChunk_isRejected() throws {
+        let env = Fixture.envelope()
+        let head = try SignedDelta.openHead(env, keyring: ring)
+        let a = DeltaAssembler(head: head)
+        #expect(throws: DeltaError.chunkOutOfOrder(expectedOffset: 0, actual: 4)) { try a.add(DeltaChunk(offset: 4, bytes: [1])) }
+        let b = DeltaAssembler(head: head)
+        var altered = Fixture.deltaPayload
+        altered[0] ^= 1
+        try b.add(DeltaChunk(offset: 0, bytes: altered))
+        #expect(throws: DeltaError.payloadMismatch) { try b.finish() }
+        let c = DeltaAssembler(head: head)
+        #expect(throws: DeltaError.self) { try c.add(DeltaChunk(offset: 0, bytes: Fixture.deltaPayload + [0])) }
+        let d = DeltaAssembler(head: head)
+        #expect(throws: DeltaError.self) { try d.finish() }
+    }
+
+    @Test func signedDelta_alteredPayload_isRejected() {
+        var env = Fixture.envelope()
+        env[env.count - 1] ^= 1
+        #expect(throws: DeltaError.payloadMismatch) { try SignedDelta.open(env, keyring: ring) }
+    }
+
+    @Test(arguments: [("round", 0), ("sequence", 1), ("author", 2), ("networkID", 3), ("shape", 4), ("metadata", 5), ("encoding", 6)])
+    func signedDelta_alteredSignedField_failsSignature(field: String, _: Int) {
+        let forged = header {
+            switch field {
+            case "round": $0.round += 1
+            case "sequence": $0.sequence += 1
+            case "author": $0.author = Fixture.bob.peerID
+            case "networkID": $0.networkID[0] ^= 1
+            case "shape": $0.shape = [3, 2]
+            case "metadata": $0.metadata[7] ^= 1
+            default: $0.encoding = .float32
+            }
+        }
+        // Splice the altered header in front of the original signature.
+        let original = SignedDelta.sealHead(header(), identity: Fixture.alice)
+        let signature = Array(original.suffix(64))
+        var w = ByteWriter()
+        w.write(SignedDelta.headType)
+        w.writeLengthPrefixed(forged.encode())
+        w.write(bytes: signature)
+        w.write(bytes: Fixture.deltaPayload)
+        let result = Result { try SignedDelta.open(w.bytes, keyring: nil) }
+        if field == "encoding" {
+            // Unchanged header: the control case must verify.
+            #expect((try? result.get()) != nil)
+        } else {
+            #expect(throws: DeltaError.badSignature) { try result.get() }
+        }
+    }
+
+    @Test func signedDelta_signedByAnotherKey_isRejected() {
+        // Carol signs a header claiming Alice as author.
+        let env = SignedDelta.sealHead(header(), identity: Fixture.carol) + Fixture.deltaPayload
+        #expect(throws: DeltaError.badSignature) { try SignedDelta.open(env, keyring: ring) }
+    }
+
+    @Test func signedDelta_signatureOfAnotherKindReused_isRejected() {
+        let snapshot = Fixture.envelope(kind: .modelSnapshot)
+        // Change only the kind byte (offset: type 1 + length 4 + version 1).
+        var asDelta = snapshot
+        asDelta[6] = DeltaKind.modelDelta.rawValue
+        #expect(throws: DeltaError.badSignature) { try SignedDelta.open(asDelta, keyring: ring) }
+        #expect(throws: DeltaError.unexpectedKind(.modelSnapshot)) { try SignedDelta.open(snapshot, keyring: ring, expectedKind: .modelDelta) }
+    }
+
+    @Test func signedDelta_otherNetwork_isRejected() {
+        #expect(throws: DeltaError.wrongNetwork) {
+            try SignedDelta.open(Fixture.envelope(), keyring: NetworkKeyring(current: Fixture.otherNetworkKey))
+        }
+    }
+
+    @Test(arguments: [
+        "0100000000000000000000000000000000000000000000000000000000000000",  // identity point (small order)
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  // order 2 (y = -1)
+        "0000000000000000000000000000000000000000000000000000000000000080",  // small order, sign bit set
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  // y = p + 1: non-canonical
+    ])
+    func signedDelta_smallOrderOrNonCanonicalAuthor_isRejected(hex: String) throws {
+        let bad = try #require(PeerID(hex: hex))
+        #expect(!bad.isValidPublicKey)
+        let env = SignedDelta.sealHead(header { $0.author = bad }, identity: Fixture.alice) + Fixture.deltaPayload
+        #expect(throws: DeltaError.invalidAuthorKey) { try SignedDelta.open(env, keyring: ring) }
+    }
+
+    @Test func signedDelta_missingFieldsOrTruncation_isMalformedNeverATrap() {
+        let env = Fixture.envelope()
+        for cut in [0, 1, 3, 5, 20, 70, 150, env.count - Fixture.deltaPayload.count - 1] {
+            #expect(throws: DeltaError.self) { try SignedDelta.open(Array(env.prefix(cut)), keyring: ring) }
+        }
+        #expect(throws: DeltaError.self) { try SignedDelta.open(env + [0], keyring: ring) }
+        #expect(throws: DeltaError.self) { try SignedDelta.open(Array(env.dropLast()), keyring: ring) }
+    }
+
+    private func expectMalformed(_ h: DeltaHeader, _ expected: WireError) {
+        let env = SignedDelta.sealHead(h, identity: Fixture.alice)
+        #expect(throws: DeltaError.malformed(expected)) { try SignedDelta.openHead(env, keyring: ring) }
+    }
+
+    @Test func signedDelta_badDeclaredLengths_areRejectedBeforeAllocation() {
+        expectMalformed(header { $0.payloadLength = 1 << 32; $0.encoding = .topK },
+                        .lengthTooLarge(field: "payload", declared: 1 << 32, maximum: DeltaLimits().maxPayloadLength))
+        expectMalformed(header { $0.payloadLength = 0 }, .zeroLength(field: "payload"))
+        expectMalformed(header { $0.shape = [] }, .zeroLength(field: "shape"))
+        expectMalformed(header { $0.shape = [2, 0] }, .zeroLength(field: "dimension"))
+        expectMalformed(header { $0.shape = Array(repeating: 1, count: 9) },
+                        .lengthTooLarge(field: "shape rank", declared: 9, maximum: 8))
+        expectMalformed(header { $0.shape = [2, 4] },
+                        .invalidValue(field: "payload length", reason: "24 bytes do not match shape [2, 4] in f32 (32 bytes)"))
+        expectMalformed(header { $0.shape = [UInt32.max, UInt32.max, UInt32.max] },
+                        .invalidValue(field: "shape", reason: "element count overflows"))
+        expectMalformed(header { $0.metadata = [UInt8](repeating: 0, count: 1_025) },
+                        .lengthTooLarge(field: "metadata", declared: 1_025, maximum: 1_024))
+        // A header length of 4 GiB - 1 in the envelope itself.
+        var w = ByteWriter()
+        w.write(SignedDelta.headType)
+        w.writeUInt32(.max)
+        #expect(throws: DeltaError.malformed(.lengthTooLarge(field: "header", declared: UInt64(UInt32.max), maximum: DeltaLimits().maxHeaderLength))) {
+            try SignedDelta.openHead(w.bytes, keyring: ring)
+        }
+        // A chunk declaring 4 GiB - 1 bytes.
+        var c = ByteWriter()
+        c.write(DeltaChunk.type)
+        c.writeUInt64(0)
+        c.writeUInt32(.max)
+        #expect(throws: WireError.lengthTooLarge(field: "chunk", declared: UInt64(UInt32.max), maximum: DeltaChunk.maxLength)) {
+            try DeltaChunk.decode(c.bytes)
+        }
+        #expect(throws: WireError.zeroLength(field: "chunk")) { try DeltaChunk.decode(DeltaChunk(offset: 0, bytes: []).encode()) }
+    }
+
+    @Test func signedDelta_variableEncodingWithAnyLength_isAccepted() throws {
+        let payload: [UInt8] = [1, 2, 3, 4, 5]
+        let env = payload.withUnsafeBytes {
+            SignedDelta.seal(kind: .modelDelta, networkID: Fixture.networkKey.id, round: 1, sequence: 1, encoding: .topK,
+                             shape: [1000], payload: $0, identity: Fixture.bob)
+        }
+        #expect(try SignedDelta.open(env, keyring: ring).payload == payload)
+    }
+}

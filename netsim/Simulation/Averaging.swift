@@ -1,0 +1,107 @@
+import Gossip
+import Foundation
+
+/// An undirected graph over node indices, for topology experiments.
+public struct Graph: Sendable {
+    /// Neighbours of each node, in insertion order, without repeats.
+    public private(set) var adjacency: [[Int]]
+
+    public init(nodeCount: Int) { adjacency = Array(repeating: [], count: nodeCount) }
+
+    public var nodeCount: Int { adjacency.count }
+
+    /// Links `a` and `b` (no-op for a self-loop or an existing link).
+    public mutating func connect(_ a: Int, _ b: Int) {
+        guard a != b, !adjacency[a].contains(b) else { return }
+        adjacency[a].append(b)
+        adjacency[b].append(a)
+    }
+
+    /// Makes `nodes` a connected random cluster: a ring (so it is connected) plus
+    /// `extraLinksPerNode` links from each node to uniformly chosen members.
+    public mutating func addCluster(_ nodes: Range<Int>, extraLinksPerNode: Int, rng: inout SplitMix64) {
+        guard nodes.count > 1 else { return }
+        for i in nodes { connect(i, i + 1 < nodes.upperBound ? i + 1 : nodes.lowerBound) }
+        for i in nodes {
+            for _ in 0..<extraLinksPerNode {
+                connect(i, nodes.lowerBound + Int(rng.next(upperBound: UInt64(nodes.count))))
+            }
+        }
+    }
+
+    /// The endpoints of node `i`'s neighbours in the simulator.
+    public func neighbourEndpoints(_ i: Int) -> [Endpoint] { adjacency[i].map(SimAddress.endpoint) }
+
+    /// The topology allowing exactly this graph's links.
+    public var topology: Topology { .adjacency(adjacency) }
+}
+
+/// Measurements of averaging runs.
+public enum AveragingMetrics {
+    /// The sample-weighted mean `Σ wᵢ·xᵢ / Σ wᵢ`, accumulated in `Double`.
+    public static func weightedMean(_ vectors: [[Float]], weights: [Double]) -> [Double] {
+        guard let dimension = vectors.first?.count else { return [] }
+        var sum = [Double](repeating: 0, count: dimension)
+        var total = 0.0
+        for (v, w) in zip(vectors, weights) {
+            for k in 0..<dimension { sum[k] += Double(v[k]) * w }
+            total += w
+        }
+        return sum.map { $0 / total }
+    }
+
+    /// `max_k |estimate_k − mean_k| / max_k |mean_k|` of one node; infinity without weight.
+    public static func relativeError(of node: PushSumAverager, to mean: [Double]) -> Double {
+        let scale = mean.reduce(0) { max($0, abs($1)) }
+        return node.withValue { value, weight in
+            guard weight > 0, scale > 0, value.count == mean.count else { return .infinity }
+            var worst = 0.0
+            for k in 0..<value.count { worst = max(worst, abs(value[k] / weight - mean[k])) }
+            return worst / scale
+        }
+    }
+
+    /// The largest ``relativeError(of:to:)`` over the running nodes in `indices`.
+    public static func maxRelativeError(
+        _ sim: Simulator<PushSumAverager>, to mean: [Double], nodes indices: some Sequence<Int>
+    ) -> Double {
+        var worst = 0.0
+        for i in indices where sim.isUp(i) {
+            guard let node = sim.node(i) else { continue }
+            worst = max(worst, relativeError(of: node, to: mean))
+        }
+        return worst
+    }
+
+    /// Total weight of the running nodes plus the weight of transfers in flight that their
+    /// receivers have not applied: constant under acknowledged transfers.
+    public static func totalWeight(_ sim: Simulator<PushSumAverager>) -> Double {
+        var total = 0.0
+        for i in 0..<sim.nodeCount {
+            guard let node = sim.node(i) else { continue }
+            total += node.weight
+            for (to, transfer) in node.pendingTransfers {
+                guard let j = sim.index(of: to), let receiver = sim.node(j) else {
+                    total += transfer.weight
+                    continue
+                }
+                if !receiver.hasApplied(from: sim.endpoint(i), epoch: transfer.epoch, sequence: transfer.sequence) {
+                    total += transfer.weight
+                }
+            }
+        }
+        return total
+    }
+}
+
+/// Heavy-tailed sample counts: a Pareto law, as edge devices hold very unequal amounts of data.
+public enum SampleCounts {
+    /// `floor(minimum / U^(1/alpha))`, capped at `cap`, for `U` uniform in (0, 1].
+    public static func pareto(count: Int, minimum: Double = 10, alpha: Double = 1.2, cap: Double = 1e6,
+                              rng: inout SplitMix64) -> [Double] {
+        (0..<count).map { _ in
+            let u = Double((rng.next() >> 11) + 1) * 0x1p-53
+            return min(cap, (minimum / pow(u, 1 / alpha)).rounded(.down))
+        }
+    }
+}

@@ -1,2 +1,0 @@
-/// Deterministic discrete-event simulator that runs real protocol nodes in virtual time.
-public enum Simulation {}

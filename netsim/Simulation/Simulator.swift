@@ -1,0 +1,342 @@
+import Gossip
+
+/// How simulated nodes are addressed: node `i` is `sim-i:7946`.
+public enum SimAddress {
+    /// Every simulated node listens on the same port; hosts tell them apart.
+    public static let port: UInt16 = 7946
+
+    /// The endpoint of node `index`.
+    public static func endpoint(_ index: Int) -> Endpoint { Endpoint(host: "sim-\(index)", port: port) }
+}
+
+/// What a node factory learns about the node it creates.
+public struct NodeContext: Sendable, Hashable {
+    /// Index of the node, from 0.
+    public var index: Int
+    /// The node's own endpoint.
+    public var endpoint: Endpoint
+    /// How many times this node has been created (0 at first start, then once per restart
+    /// after a crash that dropped its state).
+    public var incarnation: Int
+    /// A seed for the node's own randomness, distinct per node and incarnation.
+    public var seed: UInt64
+}
+
+/// Wire mode: every message is encoded (and, e.g., signed and sealed) by the sender and
+/// decoded (opened, verified) by the receiver, so the bytes that travel are real.
+public struct WireMode<Message> {
+    /// Bytes for `message` sent from one endpoint to another.
+    public var encode: (_ message: Message, _ from: Endpoint, _ to: Endpoint) throws -> [UInt8]
+    /// The message in `bytes`; throwing drops the message as ``DropReason/rejected``.
+    public var decode: (_ bytes: [UInt8], _ from: Endpoint, _ to: Endpoint) throws -> Message
+
+    public init(
+        encode: @escaping (Message, Endpoint, Endpoint) throws -> [UInt8],
+        decode: @escaping ([UInt8], Endpoint, Endpoint) throws -> Message
+    ) {
+        self.encode = encode
+        self.decode = decode
+    }
+}
+
+/// A deterministic discrete-event simulator that runs real sans-IO protocol nodes in
+/// virtual time over modelled links. One seed gives one run, checked by ``traceHash``.
+public final class Simulator<Node: ProtocolNode> {
+    public typealias Action = NodeAction<Node.Message, Node.Timer, Node.Event>
+    /// Makes a node when it first starts, or restarts without its old state.
+    public typealias Factory = (NodeContext) -> Node
+    /// Work injected into a node by a test or scenario (e.g. `onPeerGone`, `beginLeave`).
+    public typealias Injection = (inout Node, Instant) -> [Action]
+
+    private enum Payload {
+        case message(Node.Message)
+        case bytes([UInt8])
+    }
+
+    private enum Pending {
+        case deliver(from: Int32, to: Int32, payload: Payload, size: Int)
+        case timer(node: Int32, timer: Node.Timer, generation: UInt64)
+        case start(Int32)
+        case crash(Int32, keepState: Bool)
+        case partition(Int, active: Bool)
+        case inject(Int32, Injection)
+    }
+
+    /// The current virtual time.
+    public private(set) var now: Instant = .zero
+    public let nodeCount: Int
+    /// Link models; may be changed between runs.
+    public var links: LinkPolicy
+    /// Which pairs can talk; may be changed between runs.
+    public var topology: Topology
+    /// Encode/decode every message when set.
+    public var wire: WireMode<Node.Message>?
+    /// Called for every event a node reports: (node index, event, time).
+    public var onEvent: ((Int, Node.Event, Instant) -> Void)?
+    public private(set) var counters = NetworkCounters()
+    /// Running hash of every message delivered or dropped.
+    public private(set) var traceHash = TraceHash()
+
+    private let factory: Factory
+    private let seed: UInt64
+    private var rng: SplitMix64
+    private var queue = EventQueue<Pending>()
+    private var nodes: [Node?]
+    private var up: [Bool]
+    private var incarnations: [Int]
+    private var timers: [[Node.Timer: UInt64]]
+    private var nextTimerGeneration: UInt64 = 0
+    private let endpoints: [Endpoint]
+    private var indexOf: [Endpoint: Int32] = [:]
+    private var linkStates: [UInt64: LinkState] = [:]
+    private var partitions: [(sides: [Int], active: Bool)] = []
+
+    private struct LinkState {
+        var bad = false
+        var busyUntil: Int64 = 0
+    }
+
+    /// A network of `nodeCount` nodes (none started yet) made by `factory`.
+    public init(
+        nodeCount: Int, seed: UInt64, links: LinkPolicy = LinkPolicy(), topology: Topology = .complete,
+        factory: @escaping Factory
+    ) {
+        self.nodeCount = nodeCount
+        self.seed = seed
+        self.rng = SplitMix64(seed: seed)
+        self.links = links
+        self.topology = topology
+        self.factory = factory
+        self.nodes = Array(repeating: nil, count: nodeCount)
+        self.up = Array(repeating: false, count: nodeCount)
+        self.incarnations = Array(repeating: -1, count: nodeCount)
+        self.timers = Array(repeating: [:], count: nodeCount)
+        self.endpoints = (0..<nodeCount).map(SimAddress.endpoint)
+        indexOf.reserveCapacity(nodeCount)
+        for (i, e) in endpoints.enumerated() { indexOf[e] = Int32(i) }
+    }
+
+    // MARK: Scenario
+
+    /// Starts (joins) node `index` at `time`: creates it if it has no state, then calls `onStart`.
+    public func start(_ index: Int, at time: Instant) {
+        queue.push(.start(Int32(index)), at: time.nanoseconds)
+    }
+
+    /// Starts every node at `time`.
+    public func startAll(at time: Instant = .zero) {
+        for i in 0..<nodeCount { start(i, at: time) }
+    }
+
+    /// Crashes node `index` at `time`: its timers are forgotten and messages to it dropped.
+    /// With `keepState` its state survives for a later ``start(_:at:)`` (a restart).
+    public func crash(_ index: Int, at time: Instant, keepState: Bool) {
+        queue.push(.crash(Int32(index), keepState: keepState), at: time.nanoseconds)
+    }
+
+    /// Separates the nodes into sides (`sides[i]` is node i's side) from `start` until `heal`:
+    /// messages sent across sides meanwhile are dropped.
+    public func partition(sides: [Int], from start: Instant, until heal: Instant) {
+        partitions.append((sides, false))
+        queue.push(.partition(partitions.count - 1, active: true), at: start.nanoseconds)
+        queue.push(.partition(partitions.count - 1, active: false), at: heal.nanoseconds)
+    }
+
+    /// Runs `body` on node `index` at `time` (if it is up then) and carries out its actions.
+    public func inject(_ index: Int, at time: Instant, _ body: @escaping Injection) {
+        queue.push(.inject(Int32(index), body), at: time.nanoseconds)
+    }
+
+    // MARK: Inspection
+
+    /// The state of node `index`, nil if it never started or crashed without keeping state.
+    public func node(_ index: Int) -> Node? { nodes[index] }
+
+    /// Whether node `index` is running.
+    public func isUp(_ index: Int) -> Bool { up[index] }
+
+    /// The endpoint of node `index`.
+    public func endpoint(_ index: Int) -> Endpoint { endpoints[index] }
+
+    /// The index of the node at `endpoint`.
+    public func index(of endpoint: Endpoint) -> Int? { indexOf[endpoint].map(Int.init) }
+
+    /// Events still queued.
+    public var pendingEvents: Int { queue.count }
+
+    // MARK: Running
+
+    /// Processes every event due up to and including `end`; then the clock reads `end`.
+    public func run(until end: Instant) {
+        while let next = queue.nextTime, next <= end.nanoseconds {
+            guard let (time, pending) = queue.pop() else { break }
+            now = Instant(nanoseconds: time)
+            handle(pending)
+        }
+        if now < end { now = end }
+    }
+
+    /// Runs until `end`, calling `observe` every `step` of virtual time (and at the end);
+    /// stops early when `observe` returns false.
+    public func run(until end: Instant, every step: Duration, _ observe: (Simulator) -> Bool) {
+        while now < end {
+            let next = now + step
+            run(until: next < end ? next : end)
+            if !observe(self) { return }
+        }
+    }
+
+    private func handle(_ pending: Pending) {
+        switch pending {
+        case .deliver(let from, let to, let payload, let size):
+            deliver(from: Int(from), to: Int(to), payload: payload, size: size)
+        case .timer(let i, let timer, let generation):
+            let index = Int(i)
+            guard up[index], timers[index][timer] == generation else { return }
+            timers[index][timer] = nil
+            counters.timersFired += 1
+            if let actions = nodes[index]?.onTimer(timer, at: now) { perform(actions, by: index) }
+        case .start(let i):
+            let index = Int(i)
+            guard !up[index] else { return }
+            if nodes[index] == nil {
+                incarnations[index] += 1
+                var mixer = SplitMix64(seed: seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15))
+                let context = NodeContext(
+                    index: index, endpoint: endpoints[index], incarnation: incarnations[index],
+                    seed: mixer.next() &+ UInt64(incarnations[index]) &* 0xD6E8_FEB8_6659_FD93)
+                nodes[index] = factory(context)
+            }
+            up[index] = true
+            if let actions = nodes[index]?.onStart(at: now) { perform(actions, by: index) }
+        case .crash(let i, let keepState):
+            let index = Int(i)
+            up[index] = false
+            timers[index].removeAll()
+            if !keepState { nodes[index] = nil }
+        case .partition(let p, let active):
+            partitions[p].active = active
+        case .inject(let i, let body):
+            let index = Int(i)
+            guard up[index], var node = nodes[index] else { return }
+            nodes[index] = nil
+            let actions = body(&node, now)
+            nodes[index] = node
+            perform(actions, by: index)
+        }
+    }
+
+    private func perform(_ actions: [Action], by index: Int) {
+        for action in actions {
+            switch action {
+            case .send(let message, let to, _):
+                send(message, from: index, to: to)
+            case .schedule(let timer, let at):
+                let generation = nextTimerGeneration
+                nextTimerGeneration &+= 1
+                timers[index][timer] = generation
+                queue.push(.timer(node: Int32(index), timer: timer, generation: generation), at: max(at.nanoseconds, now.nanoseconds))
+            case .cancel(let timer):
+                timers[index][timer] = nil
+            case .report(let event):
+                onEvent?(index, event, now)
+            }
+        }
+    }
+
+    // MARK: Links
+
+    private func send(_ message: Node.Message, from: Int, to endpoint: Endpoint) {
+        guard let target = indexOf[endpoint] else {
+            counters.sent += 1
+            counters.bytesSent += message.wireSize
+            drop(.unknownDestination, from: from, to: -1, size: message.wireSize)
+            return
+        }
+        let to = Int(target)
+        var payload = Payload.message(message)
+        var size = message.wireSize
+        if let wire {
+            do {
+                let bytes = try wire.encode(message, endpoints[from], endpoint)
+                payload = .bytes(bytes)
+                size = bytes.count
+            } catch {
+                counters.sent += 1
+                drop(.rejected, from: from, to: to, size: size)
+                return
+            }
+        }
+        counters.sent += 1
+        counters.bytesSent += size
+        guard topology.allows(from: from, to: to) else { return drop(.noLink, from: from, to: to, size: size) }
+        for p in partitions where p.active && p.sides[from] != p.sides[to] {
+            return drop(.partition, from: from, to: to, size: size)
+        }
+        let model = links.model(from: from, to: to)
+        var departure = now.nanoseconds
+        var lost: Bool
+        if model.isStateful {
+            let key = LinkPolicy.key(from, to)
+            var state = linkStates[key] ?? LinkState()
+            if let ge = model.burst {
+                state.bad = state.bad ? !chance(ge.badToGood) : chance(ge.goodToBad)
+                lost = chance(state.bad ? ge.lossInBad : ge.lossInGood)
+            } else {
+                lost = chance(model.loss)
+            }
+            if let bandwidth = model.bandwidth, bandwidth > 0, !lost {
+                let start = max(departure, state.busyUntil)
+                departure = start + Int64((Double(size) / bandwidth * 1e9).rounded(.up))
+                state.busyUntil = departure
+            }
+            linkStates[key] = state
+        } else {
+            lost = chance(model.loss)
+        }
+        if lost { return drop(.loss, from: from, to: to, size: size) }
+        queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size), at: departure + delay(model))
+        if chance(model.duplication) {
+            counters.duplicated += 1
+            queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size), at: departure + delay(model))
+        }
+    }
+
+    /// Propagation delay, jitter and (sometimes) reorder hold-back of one message.
+    private func delay(_ model: LinkModel) -> Int64 {
+        var d = model.latency.nanosecondsClamped
+        let jitter = model.jitter.nanosecondsClamped
+        if jitter > 0 { d += Int64(rng.next(upperBound: UInt64(jitter) + 1)) }
+        if chance(model.reorder) { d += model.reorderDelay.nanosecondsClamped }
+        return d
+    }
+
+    private func deliver(from: Int, to: Int, payload: Payload, size: Int) {
+        guard up[to] else { return drop(.nodeDown, from: from, to: to, size: size) }
+        let message: Node.Message
+        switch payload {
+        case .message(let m):
+            message = m
+        case .bytes(let bytes):
+            guard let wire, let m = try? wire.decode(bytes, endpoints[from], endpoints[to]) else {
+                return drop(.rejected, from: from, to: to, size: size)
+            }
+            message = m
+        }
+        counters.delivered += 1
+        counters.bytesDelivered += size
+        traceHash.mixEvent(time: now.nanoseconds, from: from, to: to, kind: 0, size: size)
+        if let actions = nodes[to]?.onMessage(message, from: endpoints[from], at: now) { perform(actions, by: to) }
+    }
+
+    private func drop(_ reason: DropReason, from: Int, to: Int, size: Int) {
+        counters.drops[reason.rawValue] += 1
+        traceHash.mixEvent(time: now.nanoseconds, from: from, to: to, kind: UInt8(1 + reason.rawValue), size: size)
+    }
+
+    /// True with probability `p`.
+    private func chance(_ p: Double) -> Bool {
+        guard p > 0 else { return false }
+        return Double(rng.next() >> 11) * 0x1p-53 < p
+    }
+}
