@@ -1,0 +1,56 @@
+import Crypto
+import Gossip
+import Testing
+@testable import Simulation
+
+/// Issue 3, test 1: a thousand nodes bootstrapped through one node form one overlay with
+/// balanced in-degree after 100 shuffle rounds, with and without churn.
+struct OverlayTests {
+    static let nodeCount = 1_000
+    static let joinSpacing = Duration.milliseconds(10)
+    static let rounds = 100
+
+    /// Starts node 0, then every other node with node 0 as its only bootstrap address.
+    func bootstrapped(_ world: OverlayWorld, seed: UInt64) -> Simulator<GossipNode> {
+        let sim = world.simulator(nodeCount: Self.nodeCount, seed: seed, links: LinkPolicy(default: LinkModel(latency: .milliseconds(2), jitter: .milliseconds(3))))
+        for i in 0..<Self.nodeCount { sim.start(i, at: .zero + Self.joinSpacing * i) }
+        return sim
+    }
+
+    @Test func overlay_thousandNodesFromOneBootstrap_connectedWithBalancedInDegree() {
+        let world = OverlayWorld()
+        let sim = bootstrapped(world, seed: 1)
+        let end = Instant.zero + Self.joinSpacing * Self.nodeCount + world.settings.sampling.shuffleInterval * Self.rounds
+        sim.run(until: end)
+        let shape = OverlayShape(sim)
+        print("overlay n=\(shape.live) rounds=\(Self.rounds) in-degree mean \(shape.mean) max \(shape.maximum) min \(shape.inDegree.min() ?? 0) connected \(shape.stronglyConnected) messages \(sim.counters.sent)")
+        #expect(shape.live == Self.nodeCount)
+        #expect(shape.stronglyConnected)
+        #expect(Double(shape.maximum) <= 3 * shape.mean)
+        #expect(shape.mean >= Double(world.settings.sampling.viewSize) * 0.9)
+    }
+
+    @Test func overlay_thousandNodesWithTwentyPercentChurn_staysConnectedAndBalanced() {
+        let world = OverlayWorld()
+        let sim = bootstrapped(world, seed: 2)
+        let joined = Instant.zero + Self.joinSpacing * Self.nodeCount
+        let end = joined + world.settings.sampling.shuffleInterval * Self.rounds
+        // 20 % of the nodes (never the bootstrap node) crash at a random time during the
+        // rounds and restart 5–20 s later from their persisted peer cache, at the same address.
+        var rng = SplitMix64(seed: 77)
+        var churners = Array(1..<Self.nodeCount)
+        churners.shuffle(using: &rng)
+        let churnWindow = (end - joined).nanosecondsClamped - Duration.seconds(5).nanosecondsClamped
+        for i in churners.prefix(Self.nodeCount / 5) {
+            let crashAt = joined + .nanoseconds(Int64(rng.next(upperBound: UInt64(churnWindow))))
+            world.crash(sim, i, at: crashAt)
+            sim.start(i, at: crashAt + .seconds(5) + .nanoseconds(Int64(rng.next(upperBound: UInt64(15_000_000_000)))))
+        }
+        sim.run(until: end)
+        let shape = OverlayShape(sim)
+        print("overlay+churn live=\(shape.live) in-degree mean \(shape.mean) max \(shape.maximum) min \(shape.inDegree.min() ?? 0) connected \(shape.stronglyConnected) messages \(sim.counters.sent)")
+        #expect(shape.live < Self.nodeCount)  // some churners are down at the end
+        #expect(shape.stronglyConnected)
+        #expect(Double(shape.maximum) <= 3 * shape.mean)
+    }
+}
