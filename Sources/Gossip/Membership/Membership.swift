@@ -218,6 +218,13 @@ public struct Membership: Sendable {
     /// Suspicion timeout ceiling (the timeout of an unconfirmed suspicion).
     public var suspicionMaximum: Duration { suspicionMinimum * settings.suspicionMaxTimeoutMultiplier }
 
+    /// How long after a watched peer crashes this node has declared it dead, at most: the
+    /// longest (unconfirmed) suspicion plus ``Settings/detectionSlackProbes`` probe intervals
+    /// for some watcher's probe to fail and its suspicion to reach this node.
+    public var detectionBound: Duration {
+        suspicionMaximum + settings.probeInterval * settings.detectionSlackProbes
+    }
+
     /// The peers gossip goes to and helpers come from: watched, not known dead.
     var reachable: [PeerID] { members.values.filter { $0.inView && $0.status != .dead }.map(\.record.peer).sorted() }
 

@@ -102,6 +102,11 @@ extension Membership {
         /// Rumours and tombstones kept about peers this node does not watch. 512 entries
         /// (about 40 kB) covers the deaths of a few minutes in a large, churning network.
         public var hearsayCapacity = 512
+        /// Probe intervals allowed, in ``Membership/detectionBound``, for the first failed
+        /// probe of a crashed peer and the spread of its suspicion. A peer is in about a
+        /// view's worth of views, each probing one of its peers per interval, so it is probed
+        /// about once per interval: five leave e^-5 < 1 % for no probe at all, plus gossip time.
+        public var detectionSlackProbes = 5
         /// How long a dead or left peer's tombstone (and any rumour) is kept, so its stale
         /// record circulating in shuffles is not taken back in. 2 minutes outlives a record
         /// in Cyclon views (removed within about view-size shuffle rounds).
