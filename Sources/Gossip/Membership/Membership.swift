@@ -234,6 +234,15 @@ public struct Membership: Sendable {
         return h.version.sequence >= record.sequence
     }
 
+    /// True if this node knows a later record of the same peer (watched or heard of), or a
+    /// tombstone covering this one: such a record is a replay and must not enter the view.
+    public func isSuperseded(_ record: AddressRecord) -> Bool {
+        if isBuried(record) { return true }
+        if let m = members[record.peer], m.record.sequence > record.sequence { return true }
+        if let h = hearsay[record.peer], h.version.sequence > record.sequence { return true }
+        return false
+    }
+
     /// What this node believes about `peer`, if anything.
     public func status(of peer: PeerID) -> Status? {
         members[peer]?.status ?? hearsay[peer]?.status

@@ -139,9 +139,11 @@ public struct GossipNode: ProtocolNode {
 
     // MARK: Composition
 
+    /// Records the view may take: not superseded by what membership or the cache knows.
     private var admit: (AddressRecord) -> Bool {
         let m = membership
-        return { !m.isBuried($0) }
+        let cached = discovery.cache
+        return { r in !m.isSuperseded(r) && !(cached.records.first { $0.peer == r.peer }.map { $0.sequence > r.sequence } ?? false) }
     }
 
     private var neighbourEndpoints: [Endpoint] { sampler.view.map(\.record.primary) }
