@@ -54,3 +54,48 @@ struct OverlayTests {
         #expect(Double(shape.maximum) <= 3 * shape.mean)
     }
 }
+
+/// Peers behind lossy links keep their share of in-degree (Tölgyesi & Jelasity): a partner
+/// that does not answer is kept for a few rounds, and a timed-out shuffle is retried at once.
+struct OverlayLossyLinkTests {
+    static let nodeCount = 400
+    static let lossyCount = 40
+    static let loss = 0.3
+
+    /// Mean in-degree of the lossy nodes over that of the others, after 100 rounds.
+    func inDegreeRatio(compensated: Bool, seed: UInt64) -> (ratio: Double, lossy: Double, others: Double) {
+        var settings = OverlaySettings.lan
+        if !compensated {
+            settings.sampling.maxShuffleFailures = 1  // plain Cyclon: drop a silent partner at once
+            settings.sampling.retriesPerRound = 0
+        }
+        let world = OverlayWorld(settings: settings)
+        let clean = LinkModel(latency: .milliseconds(2), jitter: .milliseconds(3))
+        var lossy = clean
+        lossy.loss = Self.loss
+        var policy = LinkPolicy(default: clean, groups: (0..<Self.nodeCount).map { $0 >= Self.nodeCount - Self.lossyCount ? 1 : 0 })
+        policy.setModel(lossy, betweenGroups: 0, and: 1)
+        policy.setModel(lossy, betweenGroups: 1, and: 1)
+        let sim = world.simulator(nodeCount: Self.nodeCount, seed: seed, links: policy)
+        for i in 0..<Self.nodeCount { sim.start(i, at: .zero + .milliseconds(10) * i) }
+        sim.run(until: .zero + .seconds(104))
+        var degree: [PeerID: Int] = [:]
+        for i in 0..<Self.nodeCount {
+            for e in sim.node(i)!.sampler.view { degree[e.peer, default: 0] += 1 }
+        }
+        func mean(_ range: Range<Int>) -> Double {
+            Double(range.reduce(0) { $0 + degree[world.identity($1).peerID, default: 0] }) / Double(range.count)
+        }
+        let lossyMean = mean((Self.nodeCount - Self.lossyCount)..<Self.nodeCount)
+        let othersMean = mean(0..<(Self.nodeCount - Self.lossyCount))
+        return (lossyMean / othersMean, lossyMean, othersMean)
+    }
+
+    @Test func overlay_peersBehindLossyLinks_keepTheirInDegree() {
+        let plain = inDegreeRatio(compensated: false, seed: 8)
+        let compensated = inDegreeRatio(compensated: true, seed: 8)
+        print("30% loss on 10% of nodes: in-degree lossy/others plain Cyclon \(plain.lossy)/\(plain.others) = \(plain.ratio), compensated \(compensated.lossy)/\(compensated.others) = \(compensated.ratio)")
+        #expect(compensated.ratio > plain.ratio)
+        #expect(compensated.ratio >= 0.8)
+    }
+}
