@@ -99,3 +99,36 @@ struct OverlayLossyLinkTests {
         #expect(compensated.ratio >= 0.8)
     }
 }
+
+/// After a partition long enough for each side to declare the other dead, the overlay heals:
+/// reconnect attempts to departed peers make each side refute the other's tombstones and mix
+/// the other side back into the views.
+struct OverlayPartitionTests {
+    @Test func overlay_afterPartitionHeals_viewsMergeIntoOneOverlay() {
+        let n = 300
+        let world = OverlayWorld()
+        let sim = world.simulator(nodeCount: n, seed: 9, links: LinkPolicy(default: LinkModel(latency: .milliseconds(2), jitter: .milliseconds(3))))
+        final class Count: @unchecked Sendable { var deaths = 0 }
+        let count = Count()
+        sim.onEvent = { _, event, _ in if case .membership(.dead) = event { count.deaths += 1 } }
+        for i in 0..<n { sim.start(i, at: .zero + .milliseconds(10) * i) }
+        let split = Instant.zero + .seconds(30), heal = split + .seconds(60)
+        sim.partition(sides: (0..<n).map { $0 % 2 }, from: split, until: heal)
+        sim.run(until: heal)
+        let during = OverlayShape(sim)
+        let side = Dictionary(uniqueKeysWithValues: (0..<n).map { (world.identity($0).peerID, $0 % 2) })
+        let crossLinks = (0..<n).reduce(0) { acc, i in acc + sim.node(i)!.sampler.view.filter { side[$0.peer] != i % 2 }.count }
+        var healedAfter: Duration? = nil
+        sim.run(until: heal + .seconds(120), every: .seconds(5)) { sim in
+            let shape = OverlayShape(sim)
+            if shape.stronglyConnected, healedAfter == nil { healedAfter = sim.now - heal }
+            return healedAfter == nil
+        }
+        sim.run(until: heal + .seconds(120))
+        let after = OverlayShape(sim)
+        print("partition: deaths reported \(count.deaths), connected during \(during.stronglyConnected) (cross-side view entries \(crossLinks)); after heal connected after \(String(describing: healedAfter)), in-degree mean \(after.mean) max \(after.maximum)")
+        #expect(!during.stronglyConnected)
+        #expect(after.stronglyConnected)
+        #expect(Double(after.maximum) <= 3 * after.mean)
+    }
+}

@@ -8,6 +8,11 @@ import Crypto
 /// candidates drawn from the bootstrap list and the cache, then waits twice as long as
 /// before (with ±25 % jitter, so a whole partition does not retry in lockstep) up to
 /// ``Settings/rebootstrapMaxDelay``. Any join answer or completed shuffle ends it.
+///
+/// Peers declared dead stay reconnect candidates for a while: every reconnect interval the
+/// node sends a join to one of them (after Serf's reconnect). After a partition heals, the
+/// answer brings the other side's peers back into the view, and the exchange makes each side
+/// refute the other's tombstone of it (see `GossipNode`).
 public struct Discovery: Sendable {
     public typealias Action = NodeAction<Message, Timer, Event>
 
@@ -23,6 +28,7 @@ public struct Discovery: Sendable {
     public enum Timer: Hashable, Sendable {
         case rebootstrap
         case beacon
+        case reconnect
     }
 
     public enum Event: Hashable, Sendable {
@@ -30,6 +36,13 @@ public struct Discovery: Sendable {
         case rebootstrapAttempt(attempt: Int, contacted: [Endpoint], delay: Duration)
         /// The node is in the overlay again.
         case rebootstrapped(attempts: Int)
+        /// A join went to a peer declared dead earlier.
+        case reconnectAttempt(PeerID)
+    }
+
+    struct Departed: Sendable {
+        var record: AddressRecord
+        var since: Instant
     }
 
     public let settings: Settings
@@ -39,6 +52,8 @@ public struct Discovery: Sendable {
     public private(set) var attempt = 0
     /// True while the node is trying to (re)join.
     public private(set) var isBootstrapping = false
+    /// Peers declared dead, most recent last: reconnect candidates.
+    var departed: [Departed] = []
     var rng: SplitMix64
 
     public init(settings: Settings = .init(), cache: PeerCache, rng: SplitMix64) {
@@ -53,6 +68,7 @@ public struct Discovery: Sendable {
         attempt = 0
         isBootstrapping = false
         if settings.beaconEndpoint != nil { out.append(.schedule(.beacon, at: now)) }
+        out.append(.schedule(.reconnect, at: now + settings.reconnectInterval))
         if !settings.bootstrap.isEmpty || !cache.records.isEmpty { out += begin(at: now) }
         return out
     }
@@ -87,6 +103,15 @@ public struct Discovery: Sendable {
         case .beacon:
             guard let group = settings.beaconEndpoint else { return [] }
             return [.send(.beacon(me), to: group, via: .datagram), .schedule(.beacon, at: now + settings.beaconInterval)]
+        case .reconnect:
+            var out: [Action] = [.schedule(.reconnect, at: now + settings.reconnectInterval)]
+            let horizon = now.nanoseconds - settings.departedLifetime.nanosecondsClamped
+            departed.removeAll { $0.since.nanoseconds <= horizon }
+            guard !departed.isEmpty else { return out }
+            let pick = departed[Int(rng.next(upperBound: UInt64(departed.count)))].record
+            out.append(.send(.join(me), to: pick.primary, via: .datagram))
+            out.append(.report(.reconnectAttempt(pick.peer)))
+            return out
         case .rebootstrap:
             guard isBootstrapping else { return [] }
             attempt += 1
@@ -110,8 +135,22 @@ public struct Discovery: Sendable {
         cache.remember(record, capacity: settings.cacheCapacity)
     }
 
-    /// Forgets a peer declared dead or gone.
-    public mutating func forget(_ peer: PeerID) { cache.forget(peer) }
+    /// Forgets a peer that left or was declared dead; a dead one becomes a reconnect candidate.
+    public mutating func forget(_ peer: PeerID, departed record: AddressRecord? = nil, at now: Instant = .zero) {
+        cache.forget(peer)
+        departed.removeAll { $0.record.peer == peer }
+        guard let record else { return }
+        departed.append(Departed(record: record, since: now))
+        if departed.count > settings.departedCapacity { departed.removeFirst(departed.count - settings.departedCapacity) }
+    }
+
+    /// A peer is back (alive again, or in the view): no need to reconnect to it.
+    public mutating func returned(_ peer: PeerID) {
+        departed.removeAll { $0.record.peer == peer }
+    }
+
+    /// Reconnect candidates (peers declared dead, not yet back or expired).
+    public var reconnectCandidates: [AddressRecord] { departed.map(\.record) }
 
     /// Records that this node now signs records up to `sequence`.
     public mutating func noteOwnSequence(_ sequence: UInt64) { cache.ownSequence = max(cache.ownSequence, sequence) }

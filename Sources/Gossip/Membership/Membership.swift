@@ -243,6 +243,18 @@ public struct Membership: Sendable {
         return false
     }
 
+    /// The version at which `peer` was declared dead here, if it is a tombstone.
+    public func tombstone(of peer: PeerID) -> Version? {
+        guard let h = hearsay[peer], h.status == .dead else { return nil }
+        return h.version
+    }
+
+    /// Tells `peer` it is held dead here, so it can refute (a reconnect after a partition).
+    public func accusation(of record: AddressRecord) -> Message? {
+        guard let v = tombstone(of: record.peer), v.sequence == record.sequence else { return nil }
+        return .gossip(from: me.peer, updates: [.dead(record.peer, v, by: me.peer)])
+    }
+
     /// What this node believes about `peer`, if anything.
     public func status(of peer: PeerID) -> Status? {
         members[peer]?.status ?? hearsay[peer]?.status

@@ -35,6 +35,7 @@ public struct OverlaySettings: Sendable {
         s.sampling.shuffleTimeout = .seconds(3)
         s.discovery.beaconEndpoint = nil
         s.discovery.isolationTimeout = .seconds(120)
+        s.discovery.reconnectInterval = .seconds(30)
         return s
     }
 
@@ -51,6 +52,7 @@ public struct OverlaySettings: Sendable {
         s.sampling.shuffleTimeout = .milliseconds(200)
         s.discovery.beaconInterval = .seconds(2)
         s.discovery.isolationTimeout = .seconds(10)
+        s.discovery.reconnectInterval = .seconds(5)
         return s
     }
 }
@@ -168,6 +170,15 @@ extension Discovery {
         /// Records kept in the persisted peer cache. 64 is several views' worth: enough that
         /// some are still reachable after a long absence.
         public var cacheCapacity = 64
+        /// Time between two attempts to reach a peer declared dead (Serf's reconnect, 30 s
+        /// there). 10 s: after a partition heals, each side finds the other within a few
+        /// attempts of a few of its nodes; while nothing heals it costs one datagram pair.
+        public var reconnectInterval: Duration = .seconds(10)
+        /// How long a peer declared dead stays a reconnect candidate. 30 minutes covers long
+        /// outages and partitions; 32 candidates at most bound the memory.
+        public var departedLifetime: Duration = .seconds(1_800)
+        /// Most reconnect candidates kept (the most recent deaths win).
+        public var departedCapacity = 32
 
         public init() {}
     }

@@ -86,9 +86,14 @@ public struct GossipNode: ProtocolNode {
             let offer = [PeerSampler.Entry(record: record, age: 0)]
                 + sampler.sample(settings.sampling.viewSize - 1, excluding: joiner.peer)
             out.append(.send(.discovery(.joinReply(offer)), to: sender, via: .datagram))
+            // A joiner we hold dead (the other side of a healed partition) hears so and refutes.
+            if let accusation = membership.accusation(of: joiner) {
+                out.append(.send(.membership(accusation), to: sender, via: .datagram))
+            }
             absorb(sampler.insert([PeerSampler.Entry(record: joiner, age: 0)], me: record, admit: admit), at: now, into: &out)
         case .discovery(.joinReply(let entries)):
-            absorb(sampler.insert(entries, me: record, admit: admit), at: now, into: &out)
+            // A full view mixes the answer in like a shuffle, so a reconnect can merge overlays.
+            absorb(sampler.insert(entries, me: record, admit: admit, replacing: settings.sampling.shuffleLength), at: now, into: &out)
             if sampler.count > 0 { absorb(discovery.succeeded(), at: now, into: &out) }
         case .discovery(.beacon(let beacon)):
             guard beacon.peer != record.peer else { break }
@@ -108,6 +113,17 @@ public struct GossipNode: ProtocolNode {
             absorb(membership.onTimer(t, at: now), at: now, into: &out)
         case .sampling(let t):
             absorb(sampler.onTimer(t, me: record, admit: admit, at: now), at: now, into: &out)
+        case .discovery(.reconnect):
+            let candidates = Set(discovery.reconnectCandidates.map(\.peer))
+            let actions = discovery.onTimer(.reconnect, me: record, at: now)
+            // With the join goes our accusation, so the peer can refute it and be taken back.
+            for case let .send(.join, to, _) in actions {
+                if let r = discovery.reconnectCandidates.first(where: { $0.primary == to && candidates.contains($0.peer) }),
+                   let accusation = membership.accusation(of: r) {
+                    out.append(.send(.membership(accusation), to: to, via: .datagram))
+                }
+            }
+            absorb(actions, at: now, into: &out)
         case .discovery(let t):
             absorb(discovery.onTimer(t, me: record, at: now), at: now, into: &out)
         case .averaging(let t):
@@ -165,10 +181,14 @@ public struct GossipNode: ProtocolNode {
                 out.append(.report(.membership(e)))
                 switch e {
                 case .dead(let peer), .left(let peer):
-                    let endpoints = sampler.entry(for: peer)?.record.endpoints
-                        ?? discovery.cache.records.first { $0.peer == peer }?.endpoints ?? []
+                    let known = sampler.entry(for: peer)?.record ?? discovery.cache.records.first { $0.peer == peer }
+                    let endpoints = known?.endpoints ?? []
                     absorb(sampler.remove(peer), at: now, into: &out)
-                    discovery.forget(peer)
+                    if case .dead = e {
+                        discovery.forget(peer, departed: known, at: now)
+                    } else {
+                        discovery.forget(peer)
+                    }
                     if var a = averager {
                         averager = nil
                         for endpoint in endpoints { absorb(a.onPeerGone(endpoint, at: now), into: &out) }
@@ -179,7 +199,9 @@ public struct GossipNode: ProtocolNode {
                 case .recordChanged(let r):
                     discovery.remember(r)
                     refreshNeighbours()
-                case .suspect, .alive, .refuted, .localHealth, .rejected:
+                case .alive(let peer):
+                    discovery.returned(peer)
+                case .suspect, .refuted, .localHealth, .rejected:
                     break
                 }
             }
@@ -199,6 +221,7 @@ public struct GossipNode: ProtocolNode {
                 case .added(let r), .updated(let r):
                     absorb(membership.watch(r, at: now), at: now, into: &out)
                     discovery.remember(r)
+                    discovery.returned(r.peer)
                     viewChanged = true
                 case .removed(let peer):
                     membership.unwatch(peer)

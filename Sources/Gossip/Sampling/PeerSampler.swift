@@ -146,9 +146,12 @@ public struct PeerSampler: Sendable {
 
     /// Adds verified records (bootstrap answer, beacon, join request) while there is room;
     /// a newer record of a peer already in the view replaces the old one.
-    public mutating func insert(_ entries: [Entry], me: AddressRecord, admit: (AddressRecord) -> Bool) -> [Action] {
+    /// With `replacing` > 0, a full view gives up to that many random entries for new ones.
+    public mutating func insert(_ entries: [Entry], me: AddressRecord, admit: (AddressRecord) -> Bool, replacing: Int = 0) -> [Action] {
         var out: [Action] = []
-        integrate(entries, replacing: [], me: me, admit: admit, into: &out)
+        var victims = slots.map(\.entry.peer)
+        victims.shuffle(using: &rng)
+        integrate(entries, replacing: Array(victims.prefix(replacing)), me: me, admit: admit, into: &out)
         return out
     }
 
