@@ -62,3 +62,98 @@ func bootstrappedNetwork(_ n: Int, settings: OverlaySettings = .lan, seed: UInt6
     #expect(stronglyConnected(h))
     #expect(Double(maximum) <= 3 * mean)
 }
+
+func averagingNetwork(_ n: Int) -> NodeHarness {
+    var h = NodeHarness()
+    let memo = RecordVerifier.Memo()
+    var s = OverlaySettings.lan
+    s.discovery.beaconEndpoint = nil
+    for i in 0..<n {
+        var si = s
+        if i > 0 { si.discovery.bootstrap = [testEndpoint(0)] }
+        let averager = PushSumAverager(initial: [Float(i), 1], sampleCount: Double(1 + i % 3), rng: SplitMix64(seed: UInt64(100 + i)))
+        _ = h.add(GossipNode(identity: testIdentity(i), endpoints: [testEndpoint(i)], settings: si, averager: averager, seed: UInt64(i), verifier: RecordVerifier(sharing: memo)))
+        h.run(for: .milliseconds(10))
+    }
+    return h
+}
+
+@Test func node_averager_getsItsNeighboursFromTheView() {
+    var h = averagingNetwork(30)
+    h.run(for: .seconds(20))
+    for i in h.nodes.indices {
+        let node = h.nodes[i]
+        #expect(Set(node.averager?.neighbours ?? []) == Set(node.sampler.view.map(\.record.primary)))
+        #expect((node.averager?.counters.applied ?? 0) > 0)
+    }
+}
+
+@Test func node_crashedPeer_isDroppedFromViewsAndAveragerNeighbours() {
+    var h = averagingNetwork(30)
+    h.run(for: .seconds(20))
+    let victim = 13
+    let gone = testEndpoint(victim)
+    h.crash(victim)
+    h.keepEvents = { if case .averaging(.transferReclaimed) = $0 { return true }; return false }
+    h.run(for: .seconds(60))
+    for i in h.nodes.indices where i != victim {
+        let node = h.nodes[i]
+        #expect(node.membership.status(of: testIdentity(victim).peerID) == .dead)
+        #expect(!node.sampler.contains(testIdentity(victim).peerID))
+        #expect(!(node.averager?.neighbours.contains(gone) ?? false))
+        #expect(!(node.averager?.pendingTransfers.contains { $0.to == gone } ?? false), "shares in flight to the dead peer were taken back")
+    }
+}
+
+@Test func node_gracefulLeave_isAnnouncedAsLeftNotDead() {
+    var h = bootstrappedNetwork(40)
+    h.run(for: .seconds(20))
+    let leaver = 21
+    h.keepEvents = {
+        switch $0 {
+        case .membership(.left), .membership(.dead): return true
+        default: return false
+        }
+    }
+    h.perform(h.nodes[leaver].leave(at: h.now), node: leaver)
+    h.run(for: .seconds(1))
+    h.crash(leaver)
+    h.run(for: .seconds(60))
+    let id = testIdentity(leaver).peerID
+    let deaths = h.events.filter { if case .membership(.dead(id)) = $0.event { return true }; return false }.count
+    let lefts = Set(h.events.compactMap { e -> Int? in if case .membership(.left(id)) = e.event { return e.node }; return nil })
+    #expect(deaths == 0)
+    #expect(lefts.count == h.nodes.count - 1)
+    for i in h.nodes.indices where i != leaver { #expect(!h.nodes[i].sampler.contains(id)) }
+}
+
+@Test func node_unreachableBootstrap_retriesWithBackoffAndJoinsWhenItAppears() {
+    var h = NodeHarness()
+    var s = OverlaySettings.lan
+    s.discovery.beaconEndpoint = nil
+    let seedNode = h.add(GossipNode(identity: testIdentity(0), endpoints: [testEndpoint(0)], settings: s, seed: 1), start: false)
+    var joiner = s
+    joiner.discovery.bootstrap = [testEndpoint(0)]
+    h.keepEvents = { if case .discovery = $0 { return true }; return false }
+    let j = h.add(GossipNode(identity: testIdentity(1), endpoints: [testEndpoint(1)], settings: joiner, seed: 2))
+    h.run(for: .seconds(20))
+    let delays = h.events.compactMap { e -> Duration? in if case .discovery(.rebootstrapAttempt(_, _, let d)) = e.event { return d }; return nil }
+    #expect(delays.count >= 4)
+    for (a, b) in zip(delays, delays.dropFirst()) { #expect(b > a * 1.2, "backoff grows: \(a) then \(b)") }
+    h.start(seedNode)
+    h.run(for: .seconds(40))
+    #expect(h.events.contains { if case .discovery(.rebootstrapped) = $0.event { return $0.node == j }; return false })
+    #expect(h.nodes[j].sampler.contains(testIdentity(0).peerID))
+    #expect(h.nodes[seedNode].sampler.contains(testIdentity(1).peerID))
+}
+
+@Test func node_restart_signsHigherSequenceFromItsPersistedCache() {
+    var h = bootstrappedNetwork(10)
+    h.run(for: .seconds(10))
+    let saved = h.nodes[4].peerCache
+    #expect(saved.ownSequence == 1)
+    #expect(!saved.records.isEmpty)
+    let again = GossipNode(identity: testIdentity(4), endpoints: [testEndpoint(4)], settings: h.nodes[4].settings, cache: saved, seed: 99)
+    #expect(again.record.sequence == 2)
+    #expect(again.peerCache.ownSequence == 2)
+}

@@ -135,9 +135,18 @@ public struct PeerSampler: Sendable {
             pending = nil
             out.append(.cancel(.shuffleTimeout(id)))
             out.append(.report(.shuffled(p.partner.entry.peer)))
-            // The partner stays out of the view (Cyclon): it now holds a fresh pointer to us.
-            out.append(.report(.removed(p.partner.entry.peer)))
             integrate(entries, replacing: p.sent, me: me, admit: admit, into: &out)
+            // The partner leaves the view (Cyclon: it now holds a fresh pointer to us), unless
+            // the view has room to spare, as in a network smaller than a view, where dropping
+            // it would only empty the view.
+            if slots.count < settings.viewSize, index(of: p.partner.entry.peer) == nil {
+                var partner = p.partner
+                partner.entry.age = 0
+                partner.failures = 0
+                slots.append(partner)
+            } else if index(of: p.partner.entry.peer) == nil {
+                out.append(.report(.removed(p.partner.entry.peer)))
+            }
         }
         return out
     }
