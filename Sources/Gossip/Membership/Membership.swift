@@ -170,12 +170,18 @@ public struct Membership: Sendable {
     public private(set) var me: AddressRecord
     /// This node's incarnation within its record (raised to refute suspicion).
     public private(set) var incarnation: UInt32 = 0
-    /// Watched peers.
-    public private(set) var members: [PeerID: Member] = [:]
+    /// Watched peers, keyed for fast hashing.
+    var table: [PeerKey: Member] = [:]
+    /// Watched peers (a copy, for status and tests).
+    public var members: [PeerID: Member] {
+        Dictionary(uniqueKeysWithValues: table.values.map { ($0.record.peer, $0) })
+    }
+    /// The watched peer `peer`, if any.
+    public func member(_ peer: PeerID) -> Member? { table[PeerKey(peer)] }
     /// Lifeguard's local-health score, 0 ..< maxLocalHealthMultiplier.
     public private(set) var localHealth = 0
-    var hearsay: [PeerID: Hearsay] = [:]
-    var broadcasts: [PeerID: Broadcast] = [:]
+    var hearsay: [PeerKey: Hearsay] = [:]
+    var broadcasts: [PeerKey: Broadcast] = [:]
     var probeOrder: [PeerID] = []
     var probe: Probe?
     var relays: [UInt32: Relay] = [:]
@@ -205,12 +211,12 @@ public struct Membership: Sendable {
 
     /// Times each update is sent: multiplier · ceil(log10(n + 1)), n = watched peers + self.
     public var retransmitLimit: Int {
-        settings.retransmitMultiplier * Int(ceil(log10(Double(members.count + 2))))
+        settings.retransmitMultiplier * Int(ceil(log10(Double(table.count + 2))))
     }
 
     /// Suspicion timeout floor: multiplier · max(1, log10 n) · probe interval.
     public var suspicionMinimum: Duration {
-        let n = Double(members.count + 1)
+        let n = Double(table.count + 1)
         let seconds = Double(settings.suspicionMultiplier) * max(1, log10(n)) * settings.probeInterval.seconds
         return .nanoseconds(Int64(seconds * 1e9))
     }
@@ -226,11 +232,11 @@ public struct Membership: Sendable {
     }
 
     /// The peers gossip goes to and helpers come from: watched, not known dead.
-    var reachable: [PeerID] { members.values.filter { $0.inView && $0.status != .dead }.map(\.record.peer).sorted() }
+    var reachable: [PeerID] { table.values.filter { $0.inView && $0.status != .dead }.map(\.record.peer).sorted() }
 
     /// True if a record is superseded by a tombstone: a shuffle must not bring it back.
     public func isBuried(_ record: AddressRecord) -> Bool {
-        guard let h = hearsay[record.peer], h.status == .dead || h.status == .left else { return false }
+        guard let h = hearsay[PeerKey(record.peer)], h.status == .dead || h.status == .left else { return false }
         return h.version.sequence >= record.sequence
     }
 
@@ -238,14 +244,14 @@ public struct Membership: Sendable {
     /// tombstone covering this one: such a record is a replay and must not enter the view.
     public func isSuperseded(_ record: AddressRecord) -> Bool {
         if isBuried(record) { return true }
-        if let m = members[record.peer], m.record.sequence > record.sequence { return true }
-        if let h = hearsay[record.peer], h.version.sequence > record.sequence { return true }
+        if let m = table[PeerKey(record.peer)], m.record.sequence > record.sequence { return true }
+        if let h = hearsay[PeerKey(record.peer)], h.version.sequence > record.sequence { return true }
         return false
     }
 
     /// The version at which `peer` was declared dead here, if it is a tombstone.
     public func tombstone(of peer: PeerID) -> Version? {
-        guard let h = hearsay[peer], h.status == .dead else { return nil }
+        guard let h = hearsay[PeerKey(peer)], h.status == .dead else { return nil }
         return h.version
     }
 
@@ -257,7 +263,7 @@ public struct Membership: Sendable {
 
     /// What this node believes about `peer`, if anything.
     public func status(of peer: PeerID) -> Status? {
-        members[peer]?.status ?? hearsay[peer]?.status
+        table[PeerKey(peer)]?.status ?? hearsay[PeerKey(peer)]?.status
     }
 
     // MARK: Driver entry points
@@ -288,7 +294,7 @@ public struct Membership: Sendable {
             var targets = reachable
             targets.shuffle(using: &rng)
             for peer in targets.prefix(settings.gossipFanout) {
-                guard let member = members[peer] else { continue }
+                guard let member = table[PeerKey(peer)] else { continue }
                 let updates = piggyback()
                 if updates.isEmpty { break }
                 out.append(.send(.gossip(from: me.peer, updates: updates), to: member.record.primary, via: .datagram))
@@ -361,30 +367,30 @@ public struct Membership: Sendable {
     public mutating func watch(_ record: AddressRecord, at now: Instant) -> [Action] {
         guard record.peer != me.peer, !isBuried(record) else { return [] }
         var out: [Action] = []
-        if var m = members[record.peer] {
+        if var m = table[PeerKey(record.peer)] {
             m.inView = true
             if record.sequence > m.record.sequence {
                 replaceLife(&m, with: record, incarnation: 0, into: &out)
             }
-            members[record.peer] = m
+            table[PeerKey(record.peer)] = m
             return out
         }
         var incarnation: UInt32 = 0
-        if let h = hearsay.removeValue(forKey: record.peer), h.version.sequence == record.sequence {
+        if let h = hearsay.removeValue(forKey: PeerKey(record.peer)), h.version.sequence == record.sequence {
             incarnation = h.version.incarnation
         }
-        members[record.peer] = Member(record: record, incarnation: incarnation, status: .alive, inView: true)
+        table[PeerKey(record.peer)] = Member(record: record, incarnation: incarnation, status: .alive, inView: true)
         return out
     }
 
     /// Stops watching a peer that left the view. A suspected peer stays until its case is settled.
     public mutating func unwatch(_ peer: PeerID) {
-        guard var m = members[peer] else { return }
+        guard var m = table[PeerKey(peer)] else { return }
         m.inView = false
         if m.status == .suspect || probe?.target.peer == peer {
-            members[peer] = m
+            table[PeerKey(peer)] = m
         } else {
-            members.removeValue(forKey: peer)
+            table.removeValue(forKey: PeerKey(peer))
         }
     }
 
@@ -396,7 +402,7 @@ public struct Membership: Sendable {
         enqueue(.left(notice))
         var out: [Action] = []
         for peer in reachable {
-            guard let m = members[peer] else { continue }
+            guard let m = table[PeerKey(peer)] else { continue }
             out.append(.send(.gossip(from: me.peer, updates: [.left(notice)]), to: m.record.primary, via: .datagram))
         }
         return out
@@ -435,7 +441,7 @@ public struct Membership: Sendable {
         // Suspects take every other probe: the ping tells them of the suspicion (buddy
         // system) and their ack carries the refutation straight back to us.
         if !lastProbedSuspect {
-            let suspects = members.values.filter { $0.status == .suspect }.sorted { $0.record.peer < $1.record.peer }
+            let suspects = table.values.filter { $0.status == .suspect }.sorted { $0.record.peer < $1.record.peer }
             if !suspects.isEmpty {
                 lastProbedSuspect = true
                 return suspects[Int(rng.next(upperBound: UInt64(suspects.count)))]
@@ -449,16 +455,16 @@ public struct Membership: Sendable {
                 if probeOrder.isEmpty { return nil }
             }
             let peer = probeOrder.removeLast()
-            if let m = members[peer], m.inView, m.status == .alive || m.status == .suspect { return m }
+            if let m = table[PeerKey(peer)], m.inView, m.status == .alive || m.status == .suspect { return m }
         }
     }
 
     private mutating func askHelpers(_ seq: UInt32, at now: Instant, into out: inout [Action]) {
         guard var p = probe, p.sequence == seq else { return }
-        var helpers = reachable.filter { $0 != p.target.peer && members[$0]?.status == .alive }
+        var helpers = reachable.filter { $0 != p.target.peer && table[PeerKey($0)]?.status == .alive }
         helpers.shuffle(using: &rng)
         for peer in helpers.prefix(settings.indirectChecks) {
-            guard let helper = members[peer] else { continue }
+            guard let helper = table[PeerKey(peer)] else { continue }
             p.expectedNacks += 1
             out.append(.send(.pingRequest(sequence: seq, from: me.peer, target: p.target, updates: piggyback()), to: helper.record.primary, via: .datagram))
         }
@@ -474,14 +480,14 @@ public struct Membership: Sendable {
         // (they were asked and stayed silent, so the fault is likely here); without, any
         // failed probe does.
         adjustHealth(p.expectedNacks > 0 ? max(0, p.expectedNacks - p.nacks) : 1, into: &out)
-        guard var m = members[p.target.peer], m.record.sequence == p.target.sequence else { return }
+        guard var m = table[PeerKey(p.target.peer)], m.record.sequence == p.target.sequence else { return }
         if m.status == .alive {
             startSuspicion(&m, version: m.version, accuser: me.peer, at: now, into: &out)
-            members[m.record.peer] = m
+            table[PeerKey(m.record.peer)] = m
             // Buddy system: tell the suspect directly, not only through gossip.
             out.append(.send(.gossip(from: me.peer, updates: [.suspect(m.record.peer, m.version, by: me.peer)]), to: m.record.primary, via: .datagram))
         }
-        if !m.inView && m.status == .alive { members.removeValue(forKey: m.record.peer) }
+        if !m.inView && m.status == .alive { table.removeValue(forKey: PeerKey(m.record.peer)) }
     }
 
     private mutating func adjustHealth(_ delta: Int, into out: inout [Action]) {
@@ -497,7 +503,7 @@ public struct Membership: Sendable {
     private mutating func startSuspicion(_ m: inout Member, version: Version, accuser: PeerID, at now: Instant, into out: inout [Action]) {
         m.incarnation = version.incarnation
         m.status = .suspect
-        let watchers = max(0, members.count - 1)
+        let watchers = max(0, table.count - 1)
         let s = Suspicion(
             start: now, minimum: suspicionMinimum, maximum: suspicionMaximum,
             expected: min(settings.suspicionMultiplier - 2, watchers), accusers: [accuser])
@@ -508,7 +514,7 @@ public struct Membership: Sendable {
     }
 
     private mutating func suspicionExpired(_ peer: PeerID, at now: Instant, into out: inout [Action]) {
-        guard let m = members[peer], m.status == .suspect, let s = m.suspicion else { return }
+        guard let m = table[PeerKey(peer)], m.status == .suspect, let s = m.suspicion else { return }
         if s.deadline > now {  // a stale timer: the deadline moved later (never happens) or was rescheduled
             out.append(.schedule(.suspicion(peer), at: s.deadline))
             return
@@ -520,7 +526,7 @@ public struct Membership: Sendable {
 
     /// Moves a peer to the tombstones and reports it gone.
     private mutating func bury(_ peer: PeerID, version: Version, status: Status, at now: Instant, into out: inout [Action]) {
-        if members.removeValue(forKey: peer)?.suspicion != nil {
+        if table.removeValue(forKey: PeerKey(peer))?.suspicion != nil {
             out.append(.cancel(.suspicion(peer)))
         }
         remember(peer, Hearsay(version: version, status: status, heard: now))
@@ -553,7 +559,7 @@ public struct Membership: Sendable {
         switch update {
         case let .alive(record, inc):
             let version = Version(sequence: record.sequence, incarnation: inc)
-            if var m = members[record.peer] {
+            if var m = table[PeerKey(record.peer)] {
                 guard version > m.version, verify(record, into: &out) else { return }
                 if record.sequence > m.record.sequence {
                     replaceLife(&m, with: record, incarnation: inc, into: &out)
@@ -564,9 +570,9 @@ public struct Membership: Sendable {
                     m.status = .alive
                     m.suspicion = nil
                 }
-                members[record.peer] = m
+                table[PeerKey(record.peer)] = m
                 enqueue(update)
-            } else if let h = hearsay[record.peer], version > h.version {
+            } else if let h = hearsay[PeerKey(record.peer)], version > h.version {
                 // Relay what we have heard of; an alive claim about a stranger dies here, so
                 // joins do not flood the network.
                 guard verify(record, into: &out) else { return }
@@ -575,37 +581,37 @@ public struct Membership: Sendable {
                 enqueue(update)
             }
         case let .suspect(peer, version, accuser):
-            if var m = members[peer] {
+            if var m = table[PeerKey(peer)] {
                 guard version.sequence == m.record.sequence, version >= m.version else { return }
                 if m.status == .suspect, version == m.version, var s = m.suspicion {
                     guard !s.accusers.contains(accuser) else { return }
                     s.accusers.insert(accuser)
                     m.suspicion = s
-                    members[peer] = m
+                    table[PeerKey(peer)] = m
                     out.append(.schedule(.suspicion(peer), at: s.deadline))
                     enqueue(update)  // confirmations travel too (memberlist re-gossips them)
                     return
                 }
                 if m.suspicion != nil { out.append(.cancel(.suspicion(peer))) }
                 startSuspicion(&m, version: version, accuser: accuser, at: now, into: &out)
-                members[peer] = m
-            } else if hearsay[peer].map({ version > $0.version || ($0.status == .alive && version == $0.version) }) ?? true {
+                table[PeerKey(peer)] = m
+            } else if hearsay[PeerKey(peer)].map({ version > $0.version || ($0.status == .alive && version == $0.version) }) ?? true {
                 remember(peer, Hearsay(version: version, status: .suspect, heard: now))
                 enqueue(update)
             }
         case let .dead(peer, version, _):
-            if let m = members[peer] {
+            if let m = table[PeerKey(peer)] {
                 guard version >= m.version else { return }
                 bury(peer, version: version, status: .dead, at: now, into: &out)
                 enqueue(update)
-            } else if hearsay[peer].map({ version > $0.version || ($0.status != .dead && $0.status != .left && version == $0.version) }) ?? true {
+            } else if hearsay[PeerKey(peer)].map({ version > $0.version || ($0.status != .dead && $0.status != .left && version == $0.version) }) ?? true {
                 bury(peer, version: version, status: .dead, at: now, into: &out)
                 enqueue(update)
             }
         case let .left(notice):
             let version = Version(sequence: notice.sequence, incarnation: .max)
-            let known = members[notice.peer]?.version ?? hearsay[notice.peer]?.version
-            let settled = hearsay[notice.peer]?.status == .left && hearsay[notice.peer]?.version.sequence == notice.sequence
+            let known = table[PeerKey(notice.peer)]?.version ?? hearsay[PeerKey(notice.peer)]?.version
+            let settled = hearsay[PeerKey(notice.peer)]?.status == .left && hearsay[PeerKey(notice.peer)]?.version.sequence == notice.sequence
             guard !settled, known.map({ notice.sequence >= $0.sequence }) ?? true else { return }
             guard verifier.isValid(notice) else {
                 out.append(.report(.rejected(notice.peer)))
@@ -669,7 +675,7 @@ public struct Membership: Sendable {
     // MARK: Rumours, tombstones and the broadcast queue
 
     private mutating func remember(_ peer: PeerID, _ entry: Hearsay) {
-        hearsay[peer] = entry
+        hearsay[PeerKey(peer)] = entry
         if hearsay.count > settings.hearsayCapacity,
            let oldest = hearsay.min(by: { ($0.value.heard, $0.key) < ($1.value.heard, $1.key) })?.key {
             hearsay.removeValue(forKey: oldest)
@@ -687,7 +693,7 @@ public struct Membership: Sendable {
     }
 
     private mutating func enqueue(_ update: Update) {
-        broadcasts[update.peer] = Broadcast(update: update, transmits: 0, size: GossipWire.size(of: update))
+        broadcasts[PeerKey(update.peer)] = Broadcast(update: update, transmits: 0, size: GossipWire.size(of: update))
         if broadcasts.count > settings.broadcastQueueCapacity,
            let worn = broadcasts.max(by: { ($0.value.transmits, $1.key) < ($1.value.transmits, $0.key) })?.key {
             broadcasts.removeValue(forKey: worn)
@@ -698,9 +704,9 @@ public struct Membership: Sendable {
     mutating func piggyback(excluding skipped: PeerID? = nil) -> [Update] {
         guard !broadcasts.isEmpty else { return [] }
         let limit = retransmitLimit
-        let candidates = broadcasts.values.sorted { a, b in
-            a.transmits != b.transmits ? a.transmits < b.transmits : a.update.peer < b.update.peer
-        }
+        let candidates = broadcasts.sorted { a, b in
+            a.value.transmits != b.value.transmits ? a.value.transmits < b.value.transmits : a.key < b.key
+        }.map(\.value)
         var chosen: [Update] = []
         var bytes = 0
         for b in candidates {
@@ -710,9 +716,9 @@ public struct Membership: Sendable {
             bytes += b.size
             let key = b.update.peer
             if b.transmits + 1 >= limit {
-                broadcasts.removeValue(forKey: key)
+                broadcasts.removeValue(forKey: PeerKey(key))
             } else {
-                broadcasts[key]?.transmits += 1
+                broadcasts[PeerKey(key)]?.transmits += 1
             }
         }
         return chosen
