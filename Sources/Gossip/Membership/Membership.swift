@@ -268,13 +268,18 @@ public struct Membership: Sendable {
 
     // MARK: Driver entry points
 
-    /// Starts probing and gossip.
+    /// Starts probing and gossip (also after a restart that kept the state: the driver
+    /// forgot every timer, so open suspicions are scheduled again).
     public mutating func onStart(at now: Instant) -> [Action] {
         probe = nil
         relays = [:]
         nextSweep = now + settings.tombstoneLifetime / 4
         let offset = Duration.nanoseconds(Int64(rng.next(upperBound: UInt64(max(1, settings.probeInterval.nanosecondsClamped)))))
-        return [.schedule(.probe, at: now + offset), .schedule(.gossip, at: now + settings.gossipInterval)]
+        var out: [Action] = [.schedule(.probe, at: now + offset), .schedule(.gossip, at: now + settings.gossipInterval)]
+        for m in table.values.sorted(by: { $0.record.peer < $1.record.peer }) {
+            if let s = m.suspicion { out.append(.schedule(.suspicion(m.record.peer), at: max(s.deadline, now))) }
+        }
+        return out
     }
 
     public mutating func onTimer(_ timer: Timer, at now: Instant) -> [Action] {

@@ -98,6 +98,10 @@ public struct PeerSampler: Sendable {
 
     /// Starts the shuffle rounds at a random phase.
     public mutating func onStart(at now: Instant) -> [Action] {
+        // After a restart that kept the state, a shuffle in flight is void: keep its partner.
+        if let p = pending, slots.count < settings.viewSize, index(of: p.partner.entry.peer) == nil {
+            slots.append(p.partner)
+        }
         pending = nil
         let offset = Duration.nanoseconds(Int64(rng.next(upperBound: UInt64(max(1, settings.shuffleInterval.nanosecondsClamped)))))
         return [.schedule(.shuffle, at: now + offset)]
