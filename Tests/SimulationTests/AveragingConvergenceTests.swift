@@ -50,6 +50,8 @@ struct UnevenNetwork {
         settings.tickInterval = .milliseconds(100)
         settings.retransmitInterval = .milliseconds(60)
         settings.lossRecovery = recovery
+        // Two transfers in flight: a lost acknowledgement then does not cost the sender a tick.
+        settings.maxInFlight = 2
         let sim = Simulator<PushSumAverager>(
             nodeCount: Self.nodeCount, seed: seed, links: links, topology: graph.topology
         ) { [graph, vectors, samples] context in

@@ -301,15 +301,21 @@ public struct PushSumAverager: ProtocolNode {
     // MARK: Sending
 
     private mutating func push(fraction: Double, at now: Instant, into actions: inout [Action]) {
-        guard inFlight.count < settings.maxInFlight, !neighbours.isEmpty else {
+        guard inFlight.count < settings.maxInFlight, !neighbours.isEmpty, weight > 0 || leaving else {
             counters.skippedTicks += 1
             return
         }
         let to = neighbours[Int(rng.next(upperBound: UInt64(neighbours.count)))]
-        let intended = makeShare(fraction: fraction)
-        let (payload, decoded) = codec.encode(intended)
-        subtract(decoded)
         let weightShare = fraction == 1 ? weight : weight * fraction
+        let scale = Self.scale(forWeight: weightShare)
+        let payload: SharePayload
+        if codec.decodesExactly {
+            payload = codec.encode(takeShare(fraction: fraction, scale: scale)).payload
+        } else {
+            let encoded = codec.encode(makeShare(fraction: fraction, scale: scale))
+            subtract(encoded.decoded, scale: scale)
+            payload = encoded.payload
+        }
         weight -= weightShare
         let transfer = Transfer(
             epoch: epoch, sequence: nextSequence, weight: weightShare,
@@ -340,31 +346,67 @@ public struct PushSumAverager: ProtocolNode {
         }
     }
 
-    /// `Float(v[i] · fraction)` for every element.
-    private func makeShare(fraction: Double) -> [Float] {
+    /// The power of two by which a share's floats are multiplied to give the mass they move:
+    /// the largest one not above the transfer's weight (1 for a weightless transfer).
+    ///
+    /// Floats then carry `v·f / 2^⌊log₂(w·f)⌋`, which has the magnitude of the estimate, not of
+    /// the mass: a node whose mass has shrunk far below `Float`'s range still sends its share
+    /// with full 24-bit precision. Multiplying by a power of two is exact in `Double`, so sender
+    /// and receiver agree to the last bit on the mass moved.
+    public static func scale(forWeight weight: Double) -> Double {
+        guard weight > 0, weight.isFinite else { return 1 }
+        return Double(sign: .plus, exponent: weight.exponent, significand: 1)
+    }
+
+    /// The mass a transfer moves, element by element.
+    public func shareMass(_ transfer: Transfer) throws(AveragingError) -> [Double] {
+        let scale = Self.scale(forWeight: transfer.weight)
+        return try decodeShare(transfer).map { Double($0) * scale }
+    }
+
+    /// `Float(v[i] · fraction / scale)` for every element.
+    private func makeShare(fraction: Double, scale: Double) -> [Float] {
         let n = dimension
+        let factor = fraction / scale
         return value.withUnsafeBufferPointer { v in
             [Float](unsafeUninitializedCapacity: n) { s, initialized in
-                for i in 0..<n { s[i] = Float(v[i] * fraction) }
+                for i in 0..<n { s[i] = Float(v[i] * factor) }
                 initialized = n
             }
         }
     }
 
-    private mutating func subtract(_ share: [Float]) {
+    /// ``makeShare(fraction:scale:)``, taken out of `v` in the same pass.
+    private mutating func takeShare(fraction: Double, scale: Double) -> [Float] {
+        let n = dimension
+        let factor = fraction / scale
+        return value.withUnsafeMutableBufferPointer { v in
+            [Float](unsafeUninitializedCapacity: n) { s, initialized in
+                for i in 0..<n {
+                    let share = Float(v[i] * factor)
+                    s[i] = share
+                    v[i] -= Double(share) * scale
+                }
+                initialized = n
+            }
+        }
+    }
+
+    private mutating func subtract(_ share: [Float], scale: Double) {
         let n = dimension
         value.withUnsafeMutableBufferPointer { v in
             share.withUnsafeBufferPointer { s in
-                for i in 0..<n { v[i] -= Double(s[i]) }
+                for i in 0..<n { v[i] -= Double(s[i]) * scale }
             }
         }
     }
 
     private mutating func add(_ share: [Float], weight shareWeight: Double) {
         let n = dimension
+        let scale = Self.scale(forWeight: shareWeight)
         value.withUnsafeMutableBufferPointer { v in
             share.withUnsafeBufferPointer { s in
-                for i in 0..<n { v[i] += Double(s[i]) }
+                for i in 0..<n { v[i] += Double(s[i]) * scale }
             }
         }
         weight += shareWeight
@@ -407,13 +449,18 @@ public struct PushSumAverager: ProtocolNode {
         guard transfer.count == dimension else { throw .wrongDimension(expected: dimension, got: transfer.count) }
         guard transfer.weight.isFinite, transfer.weight >= 0 else { throw .negativeWeight }
         let share = try decodeShare(transfer)
-        let finite = share.withUnsafeBufferPointer { s in
-            var ok = true
-            for x in s where !x.isFinite { ok = false }
-            return ok
-        }
-        guard finite else { throw .nonFinite }
+        guard Self.allFinite(share) else { throw .nonFinite }
         return share
+    }
+
+    /// Whether no element is NaN or infinite, by a branch-free pass over the exponent bits
+    /// (an all-ones exponent plus one carries into the sign bit) that the compiler vectorises.
+    static func allFinite(_ values: [Float]) -> Bool {
+        values.withUnsafeBufferPointer { s in
+            var flags: UInt32 = 0
+            for x in s { flags |= ((x.bitPattern & 0x7F80_0000) &+ 0x0080_0000) & 0x8000_0000 }
+            return flags == 0
+        }
     }
 
     /// Marks `sequence` applied for `key`; false if the sender table is full of live senders.

@@ -29,6 +29,13 @@ public protocol ShareCodec: Sendable {
     func encode(_ share: [Float]) -> (payload: SharePayload, decoded: [Float])
     /// Decodes a payload of `count` elements.
     func decode(_ payload: SharePayload, count: Int) throws(AveragingError) -> [Float]
+    /// True if `encode(share).decoded` is always `share` itself: the sender may then take
+    /// the share out of its value in the same pass that computes it.
+    var decodesExactly: Bool { get }
+}
+
+extension ShareCodec {
+    public var decodesExactly: Bool { false }
 }
 
 /// Sends shares as plain 32-bit floats.
@@ -36,6 +43,8 @@ public struct IdentityShareCodec: ShareCodec {
     public init() {}
 
     public var identifier: UInt8 { 0 }
+
+    public var decodesExactly: Bool { true }
 
     public func encode(_ share: [Float]) -> (payload: SharePayload, decoded: [Float]) {
         (.floats(share), share)

@@ -1,0 +1,62 @@
+import Crypto
+import Testing
+@testable import Gossip
+
+private func sampleTransfer() -> PushSumAverager.Transfer {
+    .init(epoch: 0xDEAD_BEEF, sequence: 42, weight: 12.5, count: 3, codec: 0, payload: .floats([1.5, -2.25, 3]))
+}
+
+/// Seeds go in as raw memory: `Identity(seed: [UInt8])` on the crypto branch lets the
+/// array's pointer escape, which breaks in release builds.
+private func testIdentity() throws -> Identity {
+    try [UInt8](repeating: 5, count: Identity.seedLength).withUnsafeBytes { try Identity(seed: $0) }
+}
+
+@Test func averagingWire_transferAndAck_roundTripExactly() throws {
+    for message in [PushSumAverager.Message.transfer(sampleTransfer()), .ack(epoch: 7, sequence: 9)] {
+        let bytes = AveragingWire.encode(message)
+        #expect(bytes.count == message.wireSize)
+        #expect(try AveragingWire.decode(bytes) == message)
+    }
+}
+
+@Test func averagingWire_truncatedOrTrailingInput_isRefusedWithTypedError() {
+    let bytes = AveragingWire.encode(.transfer(sampleTransfer()))
+    for cut in [0, 1, 10, bytes.count - 1] {
+        #expect(throws: AveragingError.self) { try AveragingWire.decode(Array(bytes.prefix(cut))) }
+    }
+    #expect(throws: AveragingError.trailingBytes(1)) { try AveragingWire.decode(bytes + [0]) }
+    #expect(throws: AveragingError.unknownMessageTag(9)) { try AveragingWire.decode([9]) }
+}
+
+@Test func averagingWire_oversizedDeclaredCount_isRefusedBeforeAllocating() {
+    var bytes = AveragingWire.encode(.transfer(sampleTransfer()))
+    // count field: after tag, epoch, sequence, weight.
+    let countOffset = 1 + 8 + 8 + 8
+    for i in 0..<4 { bytes[countOffset + i] = 0xFF }
+    #expect(throws: AveragingError.self) { try AveragingWire.decode(bytes) }
+}
+
+@Test func averagingEnvelope_signedTransfer_opensWithAuthorAndExactContent() throws {
+    let key = try NetworkKey(bytes: [UInt8](repeating: 3, count: NetworkKey.length))
+    let identity = try testIdentity()
+    let message = PushSumAverager.Message.transfer(sampleTransfer())
+    let bytes = AveragingEnvelope.encode(message, identity: identity, networkID: key.id)
+    let opened = try AveragingEnvelope.decode(bytes, keyring: NetworkKeyring(current: key))
+    #expect(opened.message == message)
+    #expect(opened.author == identity.peerID)
+}
+
+@Test func averagingEnvelope_tamperedShareOrUnsignedTransfer_isRefused() throws {
+    let key = try NetworkKey(bytes: [UInt8](repeating: 3, count: NetworkKey.length))
+    let identity = try testIdentity()
+    var bytes = AveragingEnvelope.encode(.transfer(sampleTransfer()), identity: identity, networkID: key.id)
+    bytes[bytes.count - 1] ^= 1
+    #expect(throws: AveragingEnvelope.Failure.envelope(.payloadMismatch)) {
+        try AveragingEnvelope.decode(bytes, keyring: NetworkKeyring(current: key))
+    }
+    let unsigned = AveragingWire.encode(.transfer(sampleTransfer()))
+    #expect(throws: AveragingEnvelope.Failure.unsignedTransfer) {
+        try AveragingEnvelope.decode(unsigned, keyring: NetworkKeyring(current: key))
+    }
+}
