@@ -4,6 +4,7 @@ import Foundation
 /// Each suite registers itself here with a name and a function.
 let suites: [(name: String, run: () throws -> Void)] = [
     ("gossip", GossipBench.run),
+    ("crypto", runCryptoBench),
 ]
 
 let requested = Array(CommandLine.arguments.dropFirst())

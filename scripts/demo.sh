@@ -22,7 +22,7 @@ echo "== keys (in $work)"
 ALICE_ID=$("$PEER" id --quiet --dir "$work/alice")
 ls -l "$work/alice/identity.key" "$work/network.key" | awk '{print "   " $1 "  " $NF}'
 
-echo "== outsider check: a key file readable by others is refused"
+echo "== a key file that others can read is refused"
 cp -p "$work/network.key" "$work/open.key" && chmod 644 "$work/open.key"
 "$PEER" exchange --listen 127.0.0.1:0 --dir "$work/alice" --network-key "$work/open.key" 2>&1 | sed 's/^/   /' || true
 

@@ -47,7 +47,7 @@ public struct ByteReader {
 
     /// A reader over a slice or other collection (copied once).
     public init(_ bytes: some Collection<UInt8>) {
-        self.init(Array(bytes))
+        self.init(bytes.withContiguousStorageIfAvailable { Array($0) } ?? Array(bytes))
     }
 
     /// Bytes not yet read.
@@ -158,16 +158,23 @@ public struct ByteWriter {
     public mutating func writeUInt64(_ v: UInt64) { write(v) }
 
     /// Raw bytes, no length.
-    public mutating func write(bytes more: some Sequence<UInt8>) { bytes.append(contentsOf: more) }
+    public mutating func write(bytes more: some Collection<UInt8>) { appendFast(more) }
+
+    /// Appends with one `memcpy` when `more` is contiguous (arrays, slices, buffers): a generic
+    /// element-by-element append across module boundaries is an order of magnitude slower.
+    private mutating func appendFast(_ more: some Collection<UInt8>) {
+        let done: Void? = more.withContiguousStorageIfAvailable { bytes.append(contentsOf: $0) }
+        if done == nil { bytes.append(contentsOf: more) }
+    }
 
     /// Raw bytes from memory, no length.
-    public mutating func write(raw more: UnsafeRawBufferPointer) { bytes.append(contentsOf: more) }
+    public mutating func write(raw more: UnsafeRawBufferPointer) { bytes.append(contentsOf: more.assumingMemoryBound(to: UInt8.self)) }
 
     /// A big-endian `UInt32` length followed by the bytes. The caller keeps `more` below 4 GiB
     /// (every caller bounds its fields far lower).
     public mutating func writeLengthPrefixed(_ more: some Collection<UInt8>) {
         write(UInt32(truncatingIfNeeded: more.count))
-        bytes.append(contentsOf: more)
+        appendFast(more)
     }
 
     /// A `UInt16` length followed by the UTF-8 bytes (the caller keeps it below 64 KiB).

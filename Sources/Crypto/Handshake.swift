@@ -12,8 +12,12 @@ import CSodium
 public enum SecretHandshake {
     /// Wire version carried in every handshake frame.
     public static let version: UInt8 = 1
+    /// Bytes of an HMAC-SHA-512-256 tag (`crypto_auth`).
+    public static let macLength = Int(crypto_auth_BYTES)
+    /// Bytes of an X25519 public key, secret scalar or shared secret.
+    public static let curveKeyLength = Int(crypto_scalarmult_BYTES)
     /// Bytes of a hello body: HMAC-SHA-512-256 (32) ‖ ephemeral Curve25519 public key (32).
-    public static let helloBodyLength = 64
+    public static let helloBodyLength = macLength + curveKeyLength
     /// Bytes of the client-authenticate body: secretbox(signature 64 ‖ client key 32) = 112.
     public static let clientAuthBodyLength = 112
     /// Bytes of the server-accept body: secretbox(signature 64) = 80.
@@ -83,9 +87,11 @@ public enum HandshakeFrame: Equatable, Sendable {
         let frame: HandshakeFrame
         switch kind {
         case .clientHello:
-            frame = .clientHello(mac: try r.readBytes(32, "hello mac"), ephemeral: try r.readBytes(32, "hello ephemeral key"))
+            frame = .clientHello(mac: try r.readBytes(SecretHandshake.macLength, "hello mac"),
+                                 ephemeral: try r.readBytes(SecretHandshake.curveKeyLength, "hello ephemeral key"))
         case .serverHello:
-            frame = .serverHello(mac: try r.readBytes(32, "hello mac"), ephemeral: try r.readBytes(32, "hello ephemeral key"))
+            frame = .serverHello(mac: try r.readBytes(SecretHandshake.macLength, "hello mac"),
+                                 ephemeral: try r.readBytes(SecretHandshake.curveKeyLength, "hello ephemeral key"))
         case .clientAuth:
             frame = .clientAuth(box: try r.readBytes(SecretHandshake.clientAuthBodyLength, "client auth box"))
         case .serverAccept:
@@ -163,7 +169,7 @@ public struct EphemeralKey: Sendable {
     public init(secret: SecureBytes) throws {
         Sodium.ensureInitialized()
         guard secret.count == Int(crypto_scalarmult_SCALARBYTES) else {
-            throw CryptoError.invalidLength(what: "ephemeral secret", expected: 32, actual: secret.count)
+            throw CryptoError.invalidLength(what: "ephemeral secret", expected: SecretHandshake.curveKeyLength, actual: secret.count)
         }
         var pk = [UInt8](repeating: 0, count: Int(crypto_scalarmult_BYTES))
         let rc = secret.withUnsafeBytes { crypto_scalarmult_base(&pk, $0.u8) }
@@ -190,10 +196,10 @@ enum SHS {
 
     /// X25519; fails on an all-zero result (small-order input).
     static func dh(_ secret: some ByteSource, _ publicKey: [UInt8]) throws(HandshakeError) -> SecureBytes {
-        guard publicKey.count == 32 else { throw .malformed(.invalidValue(field: "public key", reason: "length")) }
+        guard publicKey.count == SecretHandshake.curveKeyLength else { throw .malformed(.invalidValue(field: "public key", reason: "length")) }
         let out: SecureBytes
         do {
-            out = try SecureBytes(count: 32) { q in
+            out = try SecureBytes(count: SecretHandshake.curveKeyLength) { q in
                 let rc = secret.withBytes { n in crypto_scalarmult(q.u8, n.u8, publicKey) }
                 guard rc == 0 else { throw HandshakeError.weakKeyExchange }
             }
@@ -244,7 +250,7 @@ enum SHS {
 
     static func edToCurvePublic(_ id: PeerID) throws(HandshakeError) -> [UInt8] {
         guard id.isValidPublicKey else { throw .invalidPeerKey }
-        var out = [UInt8](repeating: 0, count: 32)
+        var out = [UInt8](repeating: 0, count: SecretHandshake.curveKeyLength)
         guard crypto_sign_ed25519_pk_to_curve25519(&out, id.bytes) == 0 else { throw .invalidPeerKey }
         return out
     }
@@ -252,7 +258,7 @@ enum SHS {
     static func edToCurveSecret(_ identity: Identity) throws(HandshakeError) -> SecureBytes {
         do {
             return try identity.secretKey.withUnsafeBytes { sk in
-                try SecureBytes(count: 32) { out in _ = crypto_sign_ed25519_sk_to_curve25519(out.u8, sk.u8) }
+                try SecureBytes(count: SecretHandshake.curveKeyLength) { out in _ = crypto_sign_ed25519_sk_to_curve25519(out.u8, sk.u8) }
             }
         } catch {
             throw .crypto(.outOfMemory)
@@ -291,7 +297,7 @@ public struct HandshakeInitiator: Sendable {
         self.ephemeral = try ephemeral ?? EphemeralKey.generate()
     }
 
-    /// Length of the next frame the driver should read, or nil if none is expected.
+    /// The frame the driver should read next, or nil if none is expected.
     public var expectedFrame: HandshakeFrame.Kind? {
         switch state {
         case .awaitingServerHello: return .serverHello
@@ -451,8 +457,9 @@ public struct HandshakeResponder: Sendable {
             do { frame = try HandshakeFrame.decode(bytes, expecting: .clientAuth) } catch { throw .malformed(error) }
             guard case let .clientAuth(box) = frame else { throw .unexpectedFrame }
             let plain = try SHS.open(box, key: try SHS.sha256([key.secret, ab, aB]))
-            let sigA = Array(plain.prefix(64))
-            guard let clientID = PeerID(bytes: plain.suffix(32)), plain.count == 96 else { throw .authenticationFailed }
+            guard plain.count == Identity.signatureLength + PeerID.length,
+                  let clientID = PeerID(bytes: plain.suffix(PeerID.length)) else { throw .authenticationFailed }
+            let sigA = Array(plain.prefix(Identity.signatureLength))
             var signedA = key.secret.withUnsafeBytes { Array($0) }
             defer { wipe(&signedA) }
             signedA += identity.peerID.bytes + SHS.publicSHA256(ab)

@@ -28,7 +28,7 @@ public struct Identity: Sendable {
         guard seed.count == Self.seedLength else {
             throw CryptoError.invalidLength(what: "identity seed", expected: Self.seedLength, actual: seed.count)
         }
-        try self.init(seed: seed.withUnsafeBytes { $0 })
+        self = try seed.withUnsafeBytes { try Identity(seed: $0) }
     }
 
     /// The identity derived from a seed held in raw (possibly secure) memory.

@@ -9,7 +9,7 @@ public enum KeyFileError: Error, Equatable, Sendable, CustomStringConvertible {
     case alreadyExists(path: String)
     /// The file does not exist.
     case notFound(path: String)
-    /// Group or others can access the file.
+    /// Group or others can access the file (read, write or execute).
     case tooOpen(path: String, mode: UInt32)
     /// The directory holding keys is accessible to group or others.
     case directoryTooOpen(path: String, mode: UInt32)
@@ -23,9 +23,9 @@ public enum KeyFileError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .alreadyExists(path):
             return "\(path) already exists; refusing to overwrite a key (move it away first if you really mean to replace it)"
         case let .notFound(path):
-            return "\(path) does not exist; create it with `peer keygen` or `peer network-key new`"
+            return "\(path) does not exist (create an identity with `peer keygen --dir DIR`, a network key with `peer network-key new --out FILE`)"
         case let .tooOpen(path, mode):
-            return "\(path) is readable by group or others (mode \(String(mode & 0o777, radix: 8))); fix it with: chmod 600 \(path)"
+            return "\(path) can be accessed by group or others (mode \(String(mode & 0o777, radix: 8))); fix it with: chmod 600 \(path)"
         case let .directoryTooOpen(path, mode):
             return "key directory \(path) is accessible by group or others (mode \(String(mode & 0o777, radix: 8))); fix it with: chmod 700 \(path)"
         case let .malformed(path, reason):

@@ -34,7 +34,7 @@ public struct NetworkKey: Sendable {
         guard bytes.count == Self.length else {
             throw CryptoError.invalidLength(what: "network key", expected: Self.length, actual: bytes.count)
         }
-        try self.init(secret: SecureBytes(copying: bytes.withUnsafeBytes { $0 }))
+        try self.init(secret: bytes.withUnsafeBytes { try SecureBytes(copying: $0) })
     }
 
     /// A 32-byte subkey for one purpose (`crypto_kdf_derive_from_key`, context `"murmurnk"`).

@@ -31,6 +31,8 @@ public enum SecureChannelError: Error, Equatable, Sendable, CustomStringConverti
     case badHeader
     /// Secure memory could not be allocated.
     case outOfMemory
+    /// The code consuming an opened frame failed (its error, described).
+    case consumer(String)
 
     public var description: String {
         switch self {
@@ -41,6 +43,7 @@ public enum SecureChannelError: Error, Equatable, Sendable, CustomStringConverti
         case let .messageTooLarge(n, max): return "secure channel: message of \(n) bytes exceeds \(max)"
         case .badHeader: return "secure channel: invalid stream header"
         case .outOfMemory: return "secure channel: out of secure memory"
+        case let .consumer(e): return "secure channel: \(e)"
         }
     }
 }
@@ -91,6 +94,7 @@ public final class SecureChannelSender {
     public let settings: SecureChannelSettings
     private var messagesSinceRekey = 0
     private var finished = false
+    private var scratch: [UInt8] = []
 
     /// Starts a stream under `key` (32 bytes, from ``HandshakeResult/sendKey``).
     public init(key: SecureBytes, settings: SecureChannelSettings = .init()) throws(SecureChannelError) {
@@ -123,22 +127,42 @@ public final class SecureChannelSender {
         return try frame(message, tag: UInt8(crypto_secretstream_xchacha20poly1305_TAG_FINAL))
     }
 
+    /// One frame whose `length`-byte plaintext is written by `fill` into a buffer the sender
+    /// reuses, so large messages (delta chunks) are encrypted without intermediate copies.
+    public func seal(length: Int, fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws -> [UInt8] {
+        guard !finished else { throw SecureChannelError.afterEnd }
+        guard length >= 0, length <= settings.maxPlaintextLength else {
+            throw SecureChannelError.messageTooLarge(length, maximum: settings.maxPlaintextLength)
+        }
+        if scratch.count < length { scratch = [UInt8](repeating: 0, count: length) }
+        try scratch.withUnsafeMutableBytes { try fill(UnsafeMutableRawBufferPointer(rebasing: $0.prefix(length))) }
+        messagesSinceRekey += 1
+        var tag = UInt8(crypto_secretstream_xchacha20poly1305_TAG_MESSAGE)
+        if messagesSinceRekey >= settings.rekeyAfterMessages {
+            tag = UInt8(crypto_secretstream_xchacha20poly1305_TAG_REKEY)
+            messagesSinceRekey = 0
+        }
+        return scratch.withUnsafeBytes { frame(UnsafeRawBufferPointer(rebasing: $0.prefix(length)), tag: tag) }
+    }
+
     private func frame(_ message: some Collection<UInt8>, tag: UInt8) throws(SecureChannelError) -> [UInt8] {
         guard message.count <= settings.maxPlaintextLength else {
             throw .messageTooLarge(message.count, maximum: settings.maxPlaintextLength)
         }
-        let cipherLength = message.count + SecureChannel.overhead
-        var out = [UInt8](repeating: 0, count: SecureChannel.lengthPrefix + cipherLength)
-        let length = UInt32(cipherLength)
-        for i in 0..<4 { out[i] = UInt8(truncatingIfNeeded: length >> (8 * (3 - i))) }
-        withContiguous(message) { m in
-            out.withUnsafeMutableBytes { o in
-                let ad = UnsafeRawBufferPointer(rebasing: o.prefix(SecureChannel.lengthPrefix))
-                _ = crypto_secretstream_xchacha20poly1305_push(state.pointer, o.u8 + SecureChannel.lengthPrefix, nil,
-                                                               m.u8, UInt64(m.count), ad.u8, UInt64(ad.count), tag)
-            }
+        return withContiguous(message) { frame($0, tag: tag) }
+    }
+
+    private func frame(_ m: UnsafeRawBufferPointer, tag: UInt8) -> [UInt8] {
+        let cipherLength = m.count + SecureChannel.overhead
+        return [UInt8](unsafeUninitializedCapacity: SecureChannel.lengthPrefix + cipherLength) { o, initialized in
+            let length = UInt32(cipherLength)
+            for i in 0..<4 { o[i] = UInt8(truncatingIfNeeded: length >> (8 * (3 - i))) }
+            let raw = UnsafeMutableRawBufferPointer(o)
+            let ad = UnsafeRawBufferPointer(rebasing: raw.prefix(SecureChannel.lengthPrefix))
+            _ = crypto_secretstream_xchacha20poly1305_push(state.pointer, raw.u8 + SecureChannel.lengthPrefix, nil,
+                                                           m.u8, UInt64(m.count), ad.u8, UInt64(ad.count), tag)
+            initialized = o.count
         }
-        return out
     }
 }
 
@@ -148,6 +172,7 @@ public final class SecureChannelReceiver {
     public let settings: SecureChannelSettings
     /// True once the authenticated end marker arrived.
     public private(set) var isFinished = false
+    private var scratch: [UInt8] = []
 
     /// Starts receiving under `key` (``HandshakeResult/receiveKey``) with the peer's stream header.
     public init(key: SecureBytes, header: [UInt8], settings: SecureChannelSettings = .init()) throws(SecureChannelError) {
@@ -163,15 +188,22 @@ public final class SecureChannelReceiver {
     /// Opens one whole frame (length prefix included). A frame that fails leaves the state
     /// unchanged: the next genuine frame still opens.
     public func open(frame: [UInt8]) throws(SecureChannelError) -> [UInt8] {
+        try open(frame: frame) { Array($0) }
+    }
+
+    /// Opens one frame into a buffer the receiver reuses and passes the plaintext to `body`
+    /// (valid only during the call), avoiding a copy for large messages.
+    public func open<R>(frame: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> R) throws(SecureChannelError) -> R {
         guard !isFinished else { throw .afterEnd }
         let n = try SecureChannel.frameLength(prefix: frame.prefix(SecureChannel.lengthPrefix), settings: settings)
         guard frame.count == SecureChannel.lengthPrefix + n else {
             throw .malformed(.truncated(field: "frame", needed: n, available: max(0, frame.count - SecureChannel.lengthPrefix)))
         }
-        var out = [UInt8](repeating: 0, count: n - SecureChannel.overhead)
+        let plainLength = n - SecureChannel.overhead
+        if scratch.count < plainLength { scratch = [UInt8](repeating: 0, count: plainLength) }
         var tag: UInt8 = 0
         let rc = frame.withUnsafeBytes { f in
-            out.withUnsafeMutableBytes { o in
+            scratch.withUnsafeMutableBytes { o in
                 crypto_secretstream_xchacha20poly1305_pull(state.pointer, o.u8, nil, &tag,
                                                            f.u8 + SecureChannel.lengthPrefix, UInt64(n),
                                                            f.u8, UInt64(SecureChannel.lengthPrefix))
@@ -179,7 +211,13 @@ public final class SecureChannelReceiver {
         }
         guard rc == 0 else { throw .authenticationFailed }
         if tag == UInt8(crypto_secretstream_xchacha20poly1305_TAG_FINAL) { isFinished = true }
-        return out
+        do {
+            return try scratch.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0.prefix(plainLength))) }
+        } catch let e as SecureChannelError {
+            throw e
+        } catch {
+            throw .consumer(String(describing: error))
+        }
     }
 
     /// Call when the underlying stream closed: throws ``SecureChannelError/truncated``
@@ -204,7 +242,8 @@ public struct FrameAssembler: Sendable {
             buffer.removeFirst(start)
             start = 0
         }
-        buffer.append(contentsOf: bytes)
+        let done: Void? = bytes.withContiguousStorageIfAvailable { buffer.append(contentsOf: $0) }
+        if done == nil { buffer.append(contentsOf: bytes) }
     }
 
     /// Bytes received but not yet taken.

@@ -142,6 +142,12 @@ public final class SecureConnection {
         do { return sendEvent(try sender.seal(message)) } catch { throw .channel(error) }
     }
 
+    /// Encrypts a message that `fill` writes in place (see ``SecureChannelSender/seal(length:fill:)``).
+    public func send(length: Int, fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws -> Event {
+        guard let sender else { throw Failure.notEstablished }
+        return sendEvent(try sender.seal(length: length, fill: fill))
+    }
+
     /// The authenticated end marker; nothing may be sent afterwards.
     public func finish() throws(Failure) -> Event {
         guard let sender else { throw .notEstablished }

@@ -214,24 +214,11 @@ public enum DeltaError: Error, Equatable, Sendable, CustomStringConvertible {
 /// Signed envelopes for model deltas.
 ///
 /// Wire form: `'D'(0x44) ‖ headerLength(u32) ‖ header ‖ signature(64) ‖ payload(payloadLength)`.
-/// The signature is Ed25519 over `domain ‖ headerLength(u32) ‖ header`. Over a stream the
+/// The signature is Ed25519 over `"murmuration/delta/v1" ‖ 0x00 ‖ headerLength(u32) ‖ header` (``SignatureDomain/delta``). Over a stream the
 /// payload may instead follow as ``DeltaChunk`` frames.
 public enum SignedDelta {
     /// Message type byte of an envelope head.
     public static let headType: UInt8 = 0x44
-    /// Domain separation for envelope signatures; the zero byte ends it, so no other signed
-    /// message of the project (which all start differently) can be mistaken for an envelope.
-    public static let signatureDomain: [UInt8] = Array("murmuration/delta/v1".utf8) + [0]
-
-    /// The bytes the author signs for `encodedHeader`.
-    public static func signedMessage(_ encodedHeader: [UInt8]) -> [UInt8] {
-        var w = ByteWriter(capacity: signatureDomain.count + 4 + encodedHeader.count)
-        w.write(bytes: signatureDomain)
-        w.writeUInt32(UInt32(truncatingIfNeeded: encodedHeader.count))
-        w.write(bytes: encodedHeader)
-        return w.bytes
-    }
-
     /// The header for `payload`, authored by `identity` (hash and length computed here).
     public static func makeHeader(kind: DeltaKind, networkID: [UInt8], round: UInt64, sequence: UInt64,
                                   encoding: DeltaEncoding, shape: [UInt32], metadata: [UInt8] = [],
@@ -244,7 +231,7 @@ public enum SignedDelta {
     /// Head of an envelope (type, header, signature), without the payload.
     public static func sealHead(_ header: DeltaHeader, identity: Identity) -> [UInt8] {
         let encoded = header.encode()
-        let signature = identity.sign(signedMessage(encoded))
+        let signature = identity.sign(encoded, domain: .delta)
         var w = ByteWriter(capacity: 1 + 4 + encoded.count + Identity.signatureLength)
         w.write(headType)
         w.writeUInt32(UInt32(encoded.count))
@@ -260,7 +247,7 @@ public enum SignedDelta {
         let header = makeHeader(kind: kind, networkID: networkID, round: round, sequence: sequence, encoding: encoding,
                                 shape: shape, metadata: metadata, payload: payload, identity: identity)
         var out = sealHead(header, identity: identity)
-        out.append(contentsOf: payload)
+        out.append(contentsOf: payload.assumingMemoryBound(to: UInt8.self))
         return out
     }
 
@@ -296,7 +283,7 @@ public enum SignedDelta {
         if let expectedKind, header.kind != expectedKind { throw .unexpectedKind(header.kind) }
         if let keyring, !keyring.accepts(networkID: header.networkID) { throw .wrongNetwork }
         guard header.author.isValidPublicKey else { throw .invalidAuthorKey }
-        guard header.author.verify(signature: signature, message: signedMessage(encoded)) else { throw .badSignature }
+        guard header.author.verify(signature: signature, message: encoded, domain: .delta) else { throw .badSignature }
         return VerifiedHead(header: header, headLength: r.offset)
     }
 
@@ -341,6 +328,37 @@ public struct DeltaChunk: Equatable, Sendable {
         return w.bytes
     }
 
+    /// Bytes before a chunk's data: type, offset, length.
+    public static let headerLength = 1 + 8 + 4
+
+    /// Writes a chunk of `bytes` at `offset` into `out` (exactly `headerLength + bytes.count` bytes),
+    /// for use with ``SecureChannelSender/seal(length:fill:)``.
+    public static func encode(offset: UInt64, bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) {
+        var w = ByteWriter(capacity: headerLength)
+        w.write(type)
+        w.writeUInt64(offset)
+        w.writeUInt32(UInt32(truncatingIfNeeded: bytes.count))
+        w.bytes.withUnsafeBytes { out.copyMemory(from: $0) }
+        if let base = bytes.baseAddress, let dst = out.baseAddress { (dst + headerLength).copyMemory(from: base, byteCount: bytes.count) }
+    }
+
+    /// Decodes a chunk without copying its data: `body` gets the offset and a view of the bytes.
+    public static func withDecoded<R>(_ data: UnsafeRawBufferPointer, _ body: (UInt64, UnsafeRawBufferPointer) throws -> R) throws -> R {
+        guard data.count >= headerLength else { throw WireError.truncated(field: "chunk header", needed: headerLength, available: data.count) }
+        guard data[0] == type else { throw WireError.unexpectedType(expected: type, actual: data[0]) }
+        var offset: UInt64 = 0
+        for i in 1...8 { offset = offset << 8 | UInt64(data[i]) }
+        var n = 0
+        for i in 9...12 { n = n << 8 | Int(data[i]) }
+        guard n > 0 else { throw WireError.zeroLength(field: "chunk") }
+        guard n <= maxLength else { throw WireError.lengthTooLarge(field: "chunk", declared: UInt64(n), maximum: maxLength) }
+        guard data.count == headerLength + n else {
+            throw data.count < headerLength + n ? WireError.truncated(field: "chunk", needed: n, available: data.count - headerLength)
+                                                : WireError.trailingBytes(count: data.count - headerLength - n)
+        }
+        return try body(offset, UnsafeRawBufferPointer(rebasing: data[headerLength...]))
+    }
+
     /// Total decoder; the length is checked against ``maxLength`` before allocating.
     public static func decode(_ data: [UInt8]) throws(WireError) -> DeltaChunk {
         var r = ByteReader(data)
@@ -356,7 +374,7 @@ public struct DeltaChunk: Equatable, Sendable {
     public static func split(_ payload: UnsafeRawBufferPointer, chunkLength: Int = maxLength) -> [DeltaChunk] {
         let step = max(1, min(chunkLength, maxLength))
         return stride(from: 0, to: payload.count, by: step).map { start in
-            DeltaChunk(offset: UInt64(start), bytes: Array(payload[start..<min(payload.count, start + step)]))
+            DeltaChunk(offset: UInt64(start), bytes: Array(UnsafeRawBufferPointer(rebasing: payload[start..<min(payload.count, start + step)])))
         }
     }
 }
@@ -383,15 +401,24 @@ public final class DeltaAssembler {
 
     /// Adds the next chunk; chunks must arrive in order and not exceed the declared length.
     public func add(_ chunk: DeltaChunk) throws(DeltaError) {
-        guard !finished else { throw .malformed(.trailingBytes(count: chunk.bytes.count)) }
-        guard chunk.offset == UInt64(payload.count) else {
-            throw .chunkOutOfOrder(expectedOffset: UInt64(payload.count), actual: chunk.offset)
+        let result: Result<Void, DeltaError> = chunk.bytes.withUnsafeBytes { b in
+            Result { () throws(DeltaError) in try add(offset: chunk.offset, bytes: b) }
         }
-        guard UInt64(payload.count) + UInt64(chunk.bytes.count) <= header.payloadLength else {
-            throw .malformed(.trailingBytes(count: payload.count + chunk.bytes.count - Int(header.payloadLength)))
+        try result.get()
+    }
+
+    /// Adds the next chunk's bytes (for example a view from ``DeltaChunk/withDecoded(_:_:)``).
+    public func add(offset: UInt64, bytes: UnsafeRawBufferPointer) throws(DeltaError) {
+        guard !finished else { throw .malformed(.trailingBytes(count: bytes.count)) }
+        guard offset == UInt64(payload.count) else {
+            throw .chunkOutOfOrder(expectedOffset: UInt64(payload.count), actual: offset)
         }
-        hasher.update(chunk.bytes)
-        payload.append(contentsOf: chunk.bytes)
+        guard UInt64(payload.count) + UInt64(bytes.count) <= header.payloadLength else {
+            throw .malformed(.trailingBytes(count: payload.count + bytes.count - Int(header.payloadLength)))
+        }
+        hasher.update(bytes)
+        // Append as typed bytes: one memcpy (a raw buffer would be appended byte by byte).
+        payload.append(contentsOf: bytes.assumingMemoryBound(to: UInt8.self))
     }
 
     /// The payload, once complete and matching the signed hash.

@@ -8,10 +8,9 @@ struct Exchange: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Exchange one signed, encrypted model delta with another peer over TCP.",
         discussion: """
-        One side listens, the other connects. They run the secret handshake (admission by network
-        key, mutual authentication), then each sends a signed delta over its encrypted stream and
-        verifies the one it receives. The connecting side must name the listener's peer ID
-        (see `peer id`): the handshake fails unless it reaches exactly that peer.
+        One side listens, the other connects. They run the secret handshake (admission by network key, \
+        mutual authentication), then each sends a signed delta over its encrypted stream and verifies the one it receives. \
+        The connecting side must name the listener's peer ID (see `peer id`): the handshake fails unless it reaches exactly that peer.
 
         Example:
           peer exchange --listen 127.0.0.1:0 --dir A --network-key net.key
@@ -28,7 +27,7 @@ struct Exchange: ParsableCommand {
     @Option(name: .long, help: "Peer ID (hex) the connecting side requires the listener to be.")
     var peer: String?
 
-    @Option(name: .long, help: "Key directory holding identity.key (default: ~/.murmuration).")
+    @Option(name: .long, help: "Key directory holding identity.key.")
     var dir: String = KeyDirectory.defaultPath
 
     @Option(name: .customLong("network-key"), help: "Network key file.")
@@ -182,7 +181,16 @@ final class ExchangeSession {
                                                     encoding: .float32, shape: shape, metadata: meta.bytes,
                                                     payload: raw, identity: identity)
                 handle([try secure.send(SignedDelta.sealHead(header, identity: identity))])
-                for chunk in DeltaChunk.split(raw) { handle([try secure.send(chunk.encode())]) }
+                // Chunks are encrypted straight from the payload buffer (no intermediate copies).
+                var offset = 0
+                while offset < raw.count {
+                    let piece = UnsafeRawBufferPointer(rebasing: raw[offset..<min(raw.count, offset + DeltaChunk.maxLength)])
+                    let start = UInt64(offset)
+                    handle([try secure.send(length: DeltaChunk.headerLength + piece.count) {
+                        DeltaChunk.encode(offset: start, bytes: piece, into: $0)
+                    }])
+                    offset += piece.count
+                }
                 say("\(role): sent signed delta round 1 seq 1 shape \(shape) f32, \(raw.count) payload bytes, hash \(Hex.encode(header.payloadHash.prefix(8)))…")
             }
             handle([try secure.finish()])
@@ -204,7 +212,9 @@ final class ExchangeSession {
                 return
             }
             guard let a = assembler else { return }
-            try a.add(DeltaChunk.decode(message))
+            try message.withUnsafeBytes { raw in
+                try DeltaChunk.withDecoded(raw) { offset, bytes in try a.add(offset: offset, bytes: bytes) }
+            }
             if a.isComplete {
                 assembler = nil
                 let (header, payload) = try a.finish()
@@ -228,7 +238,8 @@ final class ExchangeSession {
     func fail(_ message: String) {
         guard failure == nil else { return }
         failure = message
-        FileHandle.standardError.write(Data("\(role): error: \(message)\n".utf8))
+        let received = secure.map { " (received \($0.bytesReceived) bytes from the peer)" } ?? ""
+        FileHandle.standardError.write(Data("\(role): error: \(message)\(received)\n".utf8))
         tcp?.close()
     }
 }

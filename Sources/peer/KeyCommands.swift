@@ -30,12 +30,12 @@ struct Keygen: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create this peer's Ed25519 identity.",
         discussion: """
-        Writes DIR/identity.key (mode 0600, inside DIR created with mode 0700) and prints the new
-        peer ID. An existing key is never overwritten: move it away first if you mean to replace it.
+        Writes DIR/identity.key (mode 0600, inside DIR created with mode 0700) and prints the new peer ID. \
+        An existing key is never overwritten: move it away first if you mean to replace it.
         """
     )
 
-    @Option(name: .long, help: "Key directory (default: ~/.murmuration).")
+    @Option(name: .long, help: "Key directory.")
     var dir: String = KeyDirectory.defaultPath
 
     func run() throws {
@@ -58,7 +58,7 @@ struct ShowID: ParsableCommand {
         discussion: "Reads DIR/identity.key; refuses a key file that group or others can read."
     )
 
-    @Option(name: .long, help: "Key directory (default: ~/.murmuration).")
+    @Option(name: .long, help: "Key directory.")
     var dir: String = KeyDirectory.defaultPath
 
     @Flag(name: .long, help: "Print only the 64-character peer ID.")
@@ -88,8 +88,8 @@ struct NetworkKeyCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create a new random network key file.",
             discussion: """
-            Writes FILE with mode 0600 and never overwrites an existing file. Give the file to every
-            peer of the network over a channel you trust: holding it is what makes a peer a member.
+            Writes FILE with mode 0600 and never overwrites an existing file. \
+            Give the file to every peer of the network over a channel you trust: holding it is what makes a peer a member.
             """
         )
 

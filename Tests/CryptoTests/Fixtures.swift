@@ -29,7 +29,7 @@ enum Fixture {
     }
 
     static func ephemeral(_ secret: [UInt8]) -> EphemeralKey {
-        do { return try EphemeralKey(secret: SecureBytes(copying: secret.withUnsafeBytes { $0 })) } catch {
+        do { return try EphemeralKey(secret: secret.withUnsafeBytes { try SecureBytes(copying: $0) }) } catch {
             preconditionFailure("fixture ephemeral: \(error)")
         }
     }

@@ -32,3 +32,17 @@ private let rfc8032Test1Signature =
     #expect(id.fingerprint.count == 8)
     #expect(id.isValidPublicKey)
 }
+
+@Test func signatureDomain_signatureInOneDomain_neverVerifiesInAnother() throws {
+    let a = try #require(SignatureDomain("murmuration/membership/v1"))
+    let body: [UInt8] = [1, 2, 3]
+    let signature = Fixture.alice.sign(body, domain: a)
+    #expect(Fixture.alice.peerID.verify(signature: signature, message: body, domain: a))
+    #expect(!Fixture.alice.peerID.verify(signature: signature, message: body, domain: .delta))
+    #expect(!Fixture.alice.peerID.verify(signature: signature, message: body))
+    #expect(!Fixture.bob.peerID.verify(signature: signature, message: body, domain: a))
+    #expect(SignatureDomain("") == nil)
+    #expect(SignatureDomain("a\u{0}b") == nil)
+    // Layout: label, zero byte, u32 length, body.
+    #expect(a.message(body) == Array("murmuration/membership/v1".utf8) + [0, 0, 0, 0, 3, 1, 2, 3])
+}

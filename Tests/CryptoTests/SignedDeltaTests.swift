@@ -176,3 +176,52 @@ import Testing
         #expect(try SignedDelta.open(env, keyring: ring).payload == payload)
     }
 }
+
+@Suite struct ChunkFastPathTests {
+    @Test func chunkFastPath_sealInPlaceThenOpenView_matchesCopyingPath() throws {
+        let t = try Fixture.transcript()
+        let sender = try SecureChannelSender(key: t.initiatorResult.sendKey)
+        let receiver = try SecureChannelReceiver(key: t.responderResult.receiveKey, header: sender.header)
+        let env = Fixture.envelope()
+        let headLength = env.count - Fixture.deltaPayload.count
+        let head = try SignedDelta.openHead(receiver.open(frame: sender.seal(env.prefix(headLength))), keyring: nil)
+        let assembler = DeltaAssembler(head: head)
+        var frames: [[UInt8]] = []
+        try Fixture.deltaPayload.withUnsafeBytes { raw in
+            for start in stride(from: 0, to: raw.count, by: 10) {
+                let piece = UnsafeRawBufferPointer(rebasing: raw[start..<min(raw.count, start + 10)])
+                frames.append(try sender.seal(length: DeltaChunk.headerLength + piece.count) {
+                    DeltaChunk.encode(offset: UInt64(start), bytes: piece, into: $0)
+                })
+            }
+        }
+        // The in-place encoding is byte-for-byte the ordinary chunk encoding.
+        let first = try receiver.open(frame: frames[0])
+        #expect(first == DeltaChunk(offset: 0, bytes: Array(Fixture.deltaPayload.prefix(10))).encode())
+        try first.withUnsafeBytes { raw in
+            try DeltaChunk.withDecoded(raw) { offset, bytes in try assembler.add(offset: offset, bytes: bytes) }
+        }
+        for frame in frames.dropFirst() {
+            try receiver.open(frame: frame) { plain in
+                try DeltaChunk.withDecoded(plain) { offset, bytes in try assembler.add(offset: offset, bytes: bytes) }
+            }
+        }
+        #expect(try assembler.finish().payload == Fixture.deltaPayload)
+    }
+
+    @Test func chunkView_malformed_throwsLikeTheCopyingDecoder() throws {
+        let valid = DeltaChunk(offset: 3, bytes: [1, 2, 3]).encode()
+        let cases: [[UInt8]] = [[], Array(valid.prefix(12)), Array(valid.dropLast()), valid + [0], [0x44] + valid.dropFirst(),
+                    [0x43, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]]
+        for bad in cases {
+            #expect(throws: WireError.self) { try bad.withUnsafeBytes { try DeltaChunk.withDecoded($0) { _, _ in } } }
+            #expect(throws: WireError.self) { try DeltaChunk.decode(bad) }
+        }
+        try valid.withUnsafeBytes { raw in
+            try DeltaChunk.withDecoded(raw) { offset, bytes in
+                #expect(offset == 3)
+                #expect(Array(bytes) == [1, 2, 3])
+            }
+        }
+    }
+}

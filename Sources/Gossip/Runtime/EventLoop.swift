@@ -85,8 +85,8 @@ struct SocketAddress {
     }
 
     func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>) -> R) -> R {
-        withUnsafeBytes(of: storage) { raw in
-            body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self))
+        withUnsafePointer(to: storage) { p in
+            UnsafeRawPointer(p).withMemoryRebound(to: sockaddr.self, capacity: 1, body)
         }
     }
 }

@@ -61,7 +61,7 @@ public final class TCPConnection {
         guard !closing, !bytes.isEmpty else { return }
         let request = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
         let storage = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count)
-        bytes.withUnsafeBytes { storage.update(from: $0.bindMemory(to: CChar.self).baseAddress!, count: bytes.count) }
+        bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(start: storage, count: bytes.count).copyMemory(from: $0) }
         request.pointee.data = UnsafeMutableRawPointer(storage)
         var buf = uv_buf_init(storage, UInt32(bytes.count))
         bytesWritten += bytes.count
@@ -138,7 +138,7 @@ public final class TCPConnection {
             }
         }
         if rc != 0 {
-            Unmanaged<ConnectBox>.fromOpaque(request.pointee.data!).release()
+            if let data = request.pointee.data { Unmanaged<ConnectBox>.fromOpaque(data).release() }
             request.deallocate()
             connection.closeHandle()
             throw UVError(rc, "uv_tcp_connect")
