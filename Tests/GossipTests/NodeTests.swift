@@ -173,3 +173,44 @@ func averagingNetwork(_ n: Int) -> NodeHarness {
     _ = node.onMessage(.discovery(.beacon(node.record)), from: testEndpoint(0), at: t0)
     #expect(!node.sampler.contains(testIdentity(0).peerID))
 }
+
+/// Total push-sum weight held by running nodes: in their state, plus shares in flight that
+/// their receiver has not applied yet (an applied share whose ack is still missing is counted once).
+func totalWeight(_ h: NodeHarness) -> Double {
+    h.nodes.indices.filter { h.up[$0] }.reduce(0) { acc, i in
+        guard let a = h.nodes[i].averager else { return acc }
+        let sender = h.nodes[i].record.primary
+        let inFlight = a.pendingTransfers.reduce(0.0) { sum, p in
+            let applied = h.endpoints[p.to].flatMap { h.up[$0] ? h.nodes[$0].averager : nil }?
+                .hasApplied(from: sender, epoch: p.transfer.epoch, sequence: p.transfer.sequence) ?? false
+            return sum + (applied ? 0 : p.transfer.weight)
+        }
+        return acc + a.weight + inFlight
+    }
+}
+
+@Test func node_gracefulLeaveWithAveraging_conservesTheNetworksWeight() {
+    var h = averagingNetwork(30)
+    h.loss = 0.05
+    h.run(for: .seconds(10))
+    let before = totalWeight(h)
+    let leaver = 11
+    h.keepEvents = { if case .averaging(.handOffComplete) = $0 { return true }; return false }
+    h.perform(h.nodes[leaver].leave(at: h.now), node: leaver)
+    var waited = 0
+    while !h.events.contains(where: { $0.node == leaver }), waited < 200 {
+        h.run(for: .milliseconds(100))
+        waited += 1
+    }
+    #expect(h.events.contains { $0.node == leaver }, "hand-off completes")
+    h.run(for: .seconds(1))
+    #expect(h.nodes[leaver].averager?.weight == 0)
+    h.crash(leaver)
+    h.run(for: .seconds(30))
+    let after = totalWeight(h)
+    #expect(abs(after - before) <= 1e-9 * before, "weight before \(before), after \(after)")
+    for i in h.nodes.indices where i != leaver {
+        #expect(!(h.nodes[i].averager?.pendingTransfers.contains { $0.to == testEndpoint(leaver) } ?? false))
+    }
+}
+

@@ -109,6 +109,11 @@ extension Membership {
         /// view's worth of views, each probing one of its peers per interval, so it is probed
         /// about once per interval: five leave e^-5 < 1 % for no probe at all, plus gossip time.
         public var detectionSlackProbes = 5
+        /// After a peer announces its leave, averaging shares still in flight to it are taken
+        /// back only this much later. The leaver keeps acknowledging while it hands its mass
+        /// off (well under a second of retransmissions), so a share it applied is not counted
+        /// twice; 10 s covers a slow hand-off with margin.
+        public var leftReclaimDelay: Duration = .seconds(10)
         /// How long a dead or left peer's tombstone (and any rumour) is kept, so its stale
         /// record circulating in shuffles is not taken back in. 2 minutes outlives a record
         /// in Cyclon views (removed within about view-size shuffle rounds).

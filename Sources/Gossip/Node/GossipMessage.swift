@@ -24,6 +24,8 @@ public enum GossipTimer: Hashable, Sendable {
     case averaging(PushSumAverager.Timer)
     /// Checks whether the node is cut off (empty view, or silence for the isolation timeout).
     case isolationCheck
+    /// Take back averaging shares still in flight to a peer that left (after a grace period).
+    case reclaim(Endpoint)
 }
 
 /// What a ``GossipNode`` reports to its observer.

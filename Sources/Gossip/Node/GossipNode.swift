@@ -130,6 +130,12 @@ public struct GossipNode: ProtocolNode {
             guard var a = averager else { break }
             absorb(a.onTimer(t, at: now), into: &out)
             averager = a
+        case .reclaim(let endpoint):
+            // Not if the address belongs to a peer in the view again (a rejoin): its shares are new.
+            guard var a = averager, !sampler.view.contains(where: { $0.record.endpoints.contains(endpoint) }) else { break }
+            averager = nil
+            absorb(a.onPeerGone(endpoint, at: now), into: &out)
+            averager = a
         case .isolationCheck:
             let timeout = settings.discovery.isolationTimeout
             out.append(.schedule(.isolationCheck, at: now + timeout / 2))
@@ -142,7 +148,9 @@ public struct GossipNode: ProtocolNode {
 
     /// Starts a graceful leave: a signed leave notice goes to the watched peers and the
     /// averager hands its mass away. Keep the node running until
-    /// ``PushSumAverager/Event/handOffComplete`` (or a few gossip intervals without averaging).
+    /// ``PushSumAverager/Event/handOffComplete`` and a second more, so shares still arriving
+    /// are acknowledged (peers take back unacknowledged ones after
+    /// ``Membership/Settings/leftReclaimDelay``), or a few gossip intervals without averaging.
     public mutating func leave(at now: Instant) -> [Action] {
         var out: [Action] = []
         absorb(membership.leave(at: now), at: now, into: &out)
@@ -189,10 +197,18 @@ public struct GossipNode: ProtocolNode {
                     } else {
                         discovery.forget(peer)
                     }
-                    if var a = averager {
+                    guard var a = averager else { break }
+                    if case .dead = e {
+                        // Its state is gone: shares in flight to it were lost with it or never
+                        // arrived, so the senders take them back now.
                         averager = nil
                         for endpoint in endpoints { absorb(a.onPeerGone(endpoint, at: now), into: &out) }
                         averager = a
+                    } else {
+                        // A leaver still acknowledges during its hand-off: reclaim later.
+                        for endpoint in endpoints {
+                            out.append(.schedule(.reclaim(endpoint), at: now + settings.membership.leftReclaimDelay))
+                        }
                     }
                 case .recordRenewed(let r):
                     discovery.noteOwnSequence(r.sequence)
