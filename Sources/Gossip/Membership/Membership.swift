@@ -520,7 +520,9 @@ public struct Membership: Sendable {
 
     private mutating func suspicionExpired(_ peer: PeerID, at now: Instant, into out: inout [Action]) {
         guard let m = table[PeerKey(peer)], m.status == .suspect, let s = m.suspicion else { return }
-        if s.deadline > now {  // a stale timer: the deadline moved later (never happens) or was rescheduled
+        // Confirmations only bring the deadline forward and reschedule the timer, so a firing
+        // before the deadline can only be a driver firing early: wait for the deadline.
+        if s.deadline > now {
             out.append(.schedule(.suspicion(peer), at: s.deadline))
             return
         }
