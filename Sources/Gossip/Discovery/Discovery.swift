@@ -45,6 +45,10 @@ public struct Discovery: Sendable {
         var since: Instant
     }
 
+    /// Re-bootstrap delays vary by ±25 %: enough that nodes cut off together (a partition, a
+    /// restarted LAN) spread their retries over half a backoff step instead of all at once.
+    static let jitter = 0.25
+
     public let settings: Settings
     /// Peers worth trying after a restart; the runtime persists it.
     public private(set) var cache: PeerCache
@@ -121,8 +125,9 @@ public struct Discovery: Sendable {
             candidates.shuffle(using: &rng)
             let contacted = Array(candidates.prefix(settings.joinFanout))
             let base = backoff(afterAttempt: attempt).nanosecondsClamped
-            let jitter = Int64(rng.next(upperBound: UInt64(max(1, base / 2))))
-            let delay = Duration.nanoseconds(base - base / 4 + jitter)
+            let spread = Int64(Double(base) * Self.jitter)
+            let offset = Int64(rng.next(upperBound: UInt64(max(1, 2 * spread))))
+            let delay = Duration.nanoseconds(base - spread + offset)
             var out: [Action] = contacted.map { .send(.join(me), to: $0, via: .datagram) }
             out.append(.schedule(.rebootstrap, at: now + delay))
             out.append(.report(.rebootstrapAttempt(attempt: attempt, contacted: contacted, delay: delay)))

@@ -273,7 +273,7 @@ public struct Membership: Sendable {
     public mutating func onStart(at now: Instant) -> [Action] {
         probe = nil
         relays = [:]
-        nextSweep = now + settings.tombstoneLifetime / 4
+        nextSweep = now + settings.tombstoneLifetime / Self.sweepsPerLifetime
         let offset = Duration.nanoseconds(Int64(rng.next(upperBound: UInt64(max(1, settings.probeInterval.nanosecondsClamped)))))
         var out: [Action] = [.schedule(.probe, at: now + offset), .schedule(.gossip, at: now + settings.gossipInterval)]
         for m in table.values.sorted(by: { $0.record.peer < $1.record.peer }) {
@@ -364,6 +364,12 @@ public struct Membership: Sendable {
     /// ping-reqs a node receives per probe interval (about k = 3) and bounds the memory an
     /// attacker can make it hold.
     static let maxRelays = 64
+    /// Expired tombstones are swept this many times per tombstone lifetime: a tombstone
+    /// outlives its lifetime by at most a quarter of it, at one scan per quarter.
+    static let sweepsPerLifetime = 4
+    /// A relay (ping-req in progress) is forgotten after this many probe intervals: the
+    /// requester's probe period has long ended, so a later ack would find no one waiting.
+    static let relayLifetimeProbes = 2
 
     // MARK: The view tells membership whom to watch
 
@@ -692,10 +698,10 @@ public struct Membership: Sendable {
     /// Drops tombstones and rumours older than their lifetime, and relays gone stale.
     mutating func sweep(at now: Instant) {
         guard now >= nextSweep else { return }
-        nextSweep = now + settings.tombstoneLifetime / 4
+        nextSweep = now + settings.tombstoneLifetime / Self.sweepsPerLifetime
         let horizon = now.nanoseconds - settings.tombstoneLifetime.nanosecondsClamped
         hearsay = hearsay.filter { $0.value.heard.nanoseconds > horizon }
-        let relayHorizon = now.nanoseconds - (settings.probeInterval * 2).nanosecondsClamped
+        let relayHorizon = now.nanoseconds - (settings.probeInterval * Self.relayLifetimeProbes).nanosecondsClamped
         relays = relays.filter { $0.value.started.nanoseconds > relayHorizon }
     }
 

@@ -138,6 +138,7 @@ public struct GossipNode: ProtocolNode {
             averager = a
         case .isolationCheck:
             let timeout = settings.discovery.isolationTimeout
+            // Checked twice per timeout, so silence is noticed at most half a timeout late.
             out.append(.schedule(.isolationCheck, at: now + timeout / 2))
             if sampler.count == 0 || now - lastHeard > timeout {
                 absorb(discovery.begin(at: now), at: now, into: &out)
