@@ -89,8 +89,8 @@ enum GossipBench {
         return Outcome(seconds: seconds, pairs: pairs, maxRelativeError: error, counters: sim.counters)
     }
 
-    /// The averaging arithmetic alone: for each applied transfer, half of the sender's
-    /// value and weight (rounded to the float share) moves to the receiver.
+    /// The averaging arithmetic alone, as the averager does it: for each applied transfer, half
+    /// of the sender's weight, and half of its value as a scaled `Float` share, moves to the receiver.
     static func plainLoop(nodes n: Int, pairs: [(from: Int32, to: Int32)]) -> Double {
         let samples = sampleCounts(n)
         var values = [Double](repeating: 0, count: n * dimension)
@@ -105,12 +105,14 @@ enum GossipBench {
             for (from, to) in pairs {
                 let a = base + Int(from) * dimension
                 let b = base + Int(to) * dimension
-                for k in 0..<dimension {
-                    let share = Float(a[k] * 0.5)
-                    a[k] -= Double(share)
-                    b[k] += Double(share)
-                }
                 let w = weights[Int(from)] * 0.5
+                let scale = PushSumAverager.scale(forWeight: w)
+                let factor = 0.5 / scale
+                for k in 0..<dimension {
+                    let share = Float(a[k] * factor)
+                    a[k] -= Double(share) * scale
+                    b[k] += Double(share) * scale
+                }
                 weights[Int(from)] -= w
                 weights[Int(to)] += w
             }
@@ -172,10 +174,8 @@ final class CryptoWire {
         let pool = min(nodes, GossipBench.cryptoPool)
         let key = try NetworkKey(bytes: [UInt8](repeating: 7, count: NetworkKey.length))
         keyring = NetworkKeyring(current: key)
-        // Seeds go in as raw memory: `Identity(seed: [UInt8])` lets the array's pointer escape
-        // (undefined behaviour that breaks it in release builds; reported to the crypto branch).
         identities = try (0..<pool).map { i in
-            try [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: Identity.seedLength).withUnsafeBytes { try Identity(seed: $0) }
+            try Identity(seed: [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: Identity.seedLength))
         }
         sealers = try (0..<pool).map { i in
             try DatagramSealer(networkKey: key, sender: [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: SealedDatagram.senderLength), firstCounter: 0)

@@ -3,8 +3,8 @@ import Foundation
 /// `murmur-bench SUITE...`: runs benchmark suites; `all` runs every one.
 /// Each suite registers itself here with a name and a function.
 let suites: [(name: String, run: () throws -> Void)] = [
-    ("gossip", GossipBench.run),
     ("crypto", runCryptoBench),
+    ("gossip", GossipBench.run),
 ]
 
 let requested = Array(CommandLine.arguments.dropFirst())

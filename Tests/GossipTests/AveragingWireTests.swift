@@ -6,10 +6,8 @@ private func sampleTransfer() -> PushSumAverager.Transfer {
     .init(epoch: 0xDEAD_BEEF, sequence: 42, weight: 12.5, count: 3, codec: 0, payload: .floats([1.5, -2.25, 3]))
 }
 
-/// Seeds go in as raw memory: `Identity(seed: [UInt8])` on the crypto branch lets the
-/// array's pointer escape, which breaks in release builds.
 private func testIdentity() throws -> Identity {
-    try [UInt8](repeating: 5, count: Identity.seedLength).withUnsafeBytes { try Identity(seed: $0) }
+    try Identity(seed: [UInt8](repeating: 5, count: Identity.seedLength))
 }
 
 @Test func averagingWire_transferAndAck_roundTripExactly() throws {

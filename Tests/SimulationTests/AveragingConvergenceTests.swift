@@ -84,7 +84,7 @@ struct UnevenNetwork {
 @Test func plainPushSum_unevenLossyNetwork_endsMeasurablyOffTheMean() {
     let network = UnevenNetwork(seed: 3)
     let sim = network.simulator(recovery: .none, seed: 33)
-    sim.run(until: Instant(nanoseconds: 30_000_000_000))
+    sim.run(until: Instant(nanoseconds: 120_000_000_000))
     let errors = (0..<UnevenNetwork.nodeCount).compactMap { i in
         sim.node(i).map { AveragingMetrics.relativeError(of: $0, to: network.mean) }
     }
