@@ -13,8 +13,9 @@ public struct AddressRecord: Hashable, Sendable, CustomStringConvertible {
     public static let maxEndpoints = 4
     /// Longest host string (an IPv6 literal with zone, or a simulator name, fits).
     public static let maxHostLength = 64
-    /// Domain separation for record signatures, so no other signed message can pass as one.
-    static let domain: [UInt8] = Array("murmuration/address-record/v1".utf8)
+    /// Domain separation for record signatures (the project's one rule, ``SignatureDomain``),
+    /// so no other signed message can pass as a record. The label is a valid constant.
+    static let domain = SignatureDomain("murmuration/address-record/v1")!
 
     /// The peer this record describes.
     public let peer: PeerID
@@ -45,14 +46,13 @@ public struct AddressRecord: Hashable, Sendable, CustomStringConvertible {
         self.signature = signature
     }
 
-    /// The bytes the signature covers: domain, key, sequence, endpoints.
+    /// The bytes the signature covers: the domain's framing of key ‖ sequence ‖ endpoints.
     static func signedBytes(peer: PeerID, endpoints: [Endpoint], sequence: UInt64) -> [UInt8] {
         var w = ByteWriter(capacity: 128)
-        w.write(bytes: domain)
         w.write(bytes: peer.bytes)
         w.writeUInt64(sequence)
         GossipWire.write(endpoints: endpoints, to: &w)
-        return w.bytes
+        return domain.message(w.bytes)
     }
 
     public var description: String { "\(peer.fingerprint)#\(sequence)@\(endpoints.first.map(\.description) ?? "-")" }
@@ -60,7 +60,8 @@ public struct AddressRecord: Hashable, Sendable, CustomStringConvertible {
 
 /// A peer's signed announcement that it leaves the network for good (this life of its record).
 public struct LeaveNotice: Hashable, Sendable {
-    static let domain: [UInt8] = Array("murmuration/leave/v1".utf8)
+    /// Domain separation for leave signatures (a valid constant label).
+    static let domain = SignatureDomain("murmuration/leave/v1")!
 
     /// The peer leaving.
     public let peer: PeerID
@@ -84,7 +85,7 @@ public struct LeaveNotice: Hashable, Sendable {
     }
 
     static func signedBytes(peer: PeerID, sequence: UInt64) -> [UInt8] {
-        domain + peer.bytes + withUnsafeBytes(of: sequence.bigEndian, Array.init)
+        domain.message(peer.bytes + withUnsafeBytes(of: sequence.bigEndian, Array.init))
     }
 }
 
