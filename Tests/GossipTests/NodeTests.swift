@@ -214,3 +214,14 @@ func totalWeight(_ h: NodeHarness) -> Double {
     }
 }
 
+
+@Test(arguments: ["lan", "wan", "local"])
+func node_everyProfile_formsAnOverlayWithoutFalseDeaths(_ profile: String) {
+    let settings: OverlaySettings = profile == "wan" ? .wan : profile == "local" ? .local : .lan
+    var h = bootstrappedNetwork(40, settings: settings)
+    h.keepEvents = { if case .membership(.dead) = $0 { return true }; return false }
+    h.run(for: settings.sampling.shuffleInterval * 30)
+    #expect(stronglyConnected(h))
+    #expect(h.events.isEmpty)
+    #expect(h.nodes.allSatisfy { $0.sampler.count == settings.sampling.viewSize })
+}
