@@ -59,12 +59,12 @@ public struct GossipNode: ProtocolNode {
         absorb(sampler.onStart(at: now), at: now, into: &out)
         // Cached peers seed the view; the ones that are gone fail their probes and shuffles.
         let cached = discovery.cache.records.map { PeerSampler.Entry(record: $0, age: 0) }
-        absorb(sampler.insert(cached, me: record, admit: admit), at: now, into: &out)
+        withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert(cached, me: me, admit: admit) }
         absorb(discovery.onStart(at: now), at: now, into: &out)
-        if var a = averager {
-            a.neighbours = neighbourEndpoints
-            absorb(a.onStart(at: now), into: &out)
-            averager = a
+        let neighbours = neighbourEndpoints
+        withAverager(into: &out) { a in
+            a.neighbours = neighbours
+            return a.onStart(at: now)
         }
         out.append(.schedule(.isolationCheck, at: now + settings.discovery.isolationTimeout))
         return out
@@ -77,7 +77,7 @@ public struct GossipNode: ProtocolNode {
         case .membership(let m):
             absorb(membership.onMessage(m, from: sender, at: now), at: now, into: &out)
         case .sampling(let m):
-            absorb(sampler.onMessage(m, from: sender, me: record, admit: admit, at: now), at: now, into: &out)
+            withSampler(at: now, into: &out) { sampler, me, admit in sampler.onMessage(m, from: sender, me: me, admit: admit, at: now) }
         case .discovery(.join(let joiner)):
             guard joiner.peer != record.peer, verifier.isValid(joiner) else {
                 out.append(.report(.refused(from: sender, reason: "join with an invalid address record")))
@@ -90,18 +90,17 @@ public struct GossipNode: ProtocolNode {
             if let accusation = membership.accusation(of: joiner) {
                 out.append(.send(.membership(accusation), to: sender, via: .datagram))
             }
-            absorb(sampler.insert([PeerSampler.Entry(record: joiner, age: 0)], me: record, admit: admit), at: now, into: &out)
+            withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert([PeerSampler.Entry(record: joiner, age: 0)], me: me, admit: admit) }
         case .discovery(.joinReply(let entries)):
             // A full view mixes the answer in like a shuffle, so a reconnect can merge overlays.
-            absorb(sampler.insert(entries, me: record, admit: admit, replacing: settings.sampling.shuffleLength), at: now, into: &out)
+            let room = settings.sampling.shuffleLength
+            withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert(entries, me: me, admit: admit, replacing: room) }
             if sampler.count > 0 { absorb(discovery.succeeded(), at: now, into: &out) }
         case .discovery(.beacon(let beacon)):
             guard beacon.peer != record.peer else { break }
-            absorb(sampler.insert([PeerSampler.Entry(record: beacon, age: 0)], me: record, admit: admit), at: now, into: &out)
+            withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert([PeerSampler.Entry(record: beacon, age: 0)], me: me, admit: admit) }
         case .averaging(let m):
-            guard var a = averager else { break }
-            absorb(a.onMessage(m, from: sender, at: now), into: &out)
-            averager = a
+            withAverager(into: &out) { $0.onMessage(m, from: sender, at: now) }
         }
         return out
     }
@@ -112,30 +111,25 @@ public struct GossipNode: ProtocolNode {
         case .membership(let t):
             absorb(membership.onTimer(t, at: now), at: now, into: &out)
         case .sampling(let t):
-            absorb(sampler.onTimer(t, me: record, admit: admit, at: now), at: now, into: &out)
+            withSampler(at: now, into: &out) { sampler, me, admit in sampler.onTimer(t, me: me, admit: admit, at: now) }
         case .discovery(.reconnect):
-            let candidates = Set(discovery.reconnectCandidates.map(\.peer))
             let actions = discovery.onTimer(.reconnect, me: record, at: now)
             // With the join goes our accusation, so the peer can refute it and be taken back.
-            for case let .send(.join, to, _) in actions {
-                if let r = discovery.reconnectCandidates.first(where: { $0.primary == to && candidates.contains($0.peer) }),
+            for case let .report(.reconnectAttempt(peer)) in actions {
+                if let r = discovery.reconnectCandidates.first(where: { $0.peer == peer }),
                    let accusation = membership.accusation(of: r) {
-                    out.append(.send(.membership(accusation), to: to, via: .datagram))
+                    out.append(.send(.membership(accusation), to: r.primary, via: .datagram))
                 }
             }
             absorb(actions, at: now, into: &out)
         case .discovery(let t):
             absorb(discovery.onTimer(t, me: record, at: now), at: now, into: &out)
         case .averaging(let t):
-            guard var a = averager else { break }
-            absorb(a.onTimer(t, at: now), into: &out)
-            averager = a
+            withAverager(into: &out) { $0.onTimer(t, at: now) }
         case .reclaim(let endpoint):
             // Not if the address belongs to a peer in the view again (a rejoin): its shares are new.
-            guard var a = averager, !sampler.view.contains(where: { $0.record.endpoints.contains(endpoint) }) else { break }
-            averager = nil
-            absorb(a.onPeerGone(endpoint, at: now), into: &out)
-            averager = a
+            guard !sampler.view.contains(where: { $0.record.endpoints.contains(endpoint) }) else { break }
+            withAverager(into: &out) { $0.onPeerGone(endpoint, at: now) }
         case .isolationCheck:
             let timeout = settings.discovery.isolationTimeout
             // Checked twice per timeout, so silence is noticed at most half a timeout late.
@@ -155,10 +149,7 @@ public struct GossipNode: ProtocolNode {
     public mutating func leave(at now: Instant) -> [Action] {
         var out: [Action] = []
         absorb(membership.leave(at: now), at: now, into: &out)
-        if var a = averager {
-            absorb(a.beginLeave(at: now), into: &out)
-            averager = a
-        }
+        withAverager(into: &out) { $0.beginLeave(at: now) }
         return out
     }
 
@@ -174,10 +165,37 @@ public struct GossipNode: ProtocolNode {
     private var neighbourEndpoints: [Endpoint] { sampler.view.map(\.record.primary) }
 
     private mutating func refreshNeighbours() {
+        let neighbours = neighbourEndpoints
+        var none: [Action] = []
+        withAverager(into: &none) { a in
+            a.neighbours = neighbours
+            return []
+        }
+    }
+
+    /// Runs `body` on the sampler with this node's record and admission rule, then absorbs
+    /// its actions once the rule (a snapshot of membership and cache) is released, so the
+    /// membership changes they cause mutate in place.
+    private mutating func withSampler(
+        at now: Instant, into out: inout [Action],
+        _ body: (inout PeerSampler, AddressRecord, (AddressRecord) -> Bool) -> [PeerSampler.Action]
+    ) {
+        let actions: [PeerSampler.Action]
+        do {
+            let rule = admit
+            actions = body(&sampler, record, rule)
+        }
+        absorb(actions, at: now, into: &out)
+    }
+
+    /// Runs `body` on the averager, if any, moved out of the node meanwhile so its vectors are
+    /// uniquely referenced and mutate in place (no copy of the model per message).
+    private mutating func withAverager(into out: inout [Action], _ body: (inout PushSumAverager) -> [PushSumAverager.Action]) {
         guard var a = averager else { return }
         averager = nil
-        a.neighbours = neighbourEndpoints
+        let actions = body(&a)
         averager = a
+        absorb(actions, into: &out)
     }
 
     private mutating func absorb(_ actions: [Membership.Action], at now: Instant, into out: inout [Action]) {
@@ -198,13 +216,11 @@ public struct GossipNode: ProtocolNode {
                     } else {
                         discovery.forget(peer)
                     }
-                    guard var a = averager else { break }
+                    guard averager != nil else { break }
                     if case .dead = e {
                         // Its state is gone: shares in flight to it were lost with it or never
                         // arrived, so the senders take them back now.
-                        averager = nil
-                        for endpoint in endpoints { absorb(a.onPeerGone(endpoint, at: now), into: &out) }
-                        averager = a
+                        for endpoint in endpoints { withAverager(into: &out) { $0.onPeerGone(endpoint, at: now) } }
                     } else {
                         // A leaver still acknowledges during its hand-off: reclaim later.
                         for endpoint in endpoints {
