@@ -215,3 +215,39 @@ struct OverlayDeterminismTests {
         #expect(run(seed: 13) != a)
     }
 }
+
+/// A node cut off from everyone loses its whole view, re-bootstraps with exponential backoff
+/// while cut off, and is back in the overlay soon after the cut heals.
+struct OverlayIsolationTests {
+    @Test func overlay_cutOffNode_rebootstrapsWithBackoffAndRejoins() {
+        let n = 60, lonely = 37
+        let world = OverlayWorld()
+        let sim = world.simulator(nodeCount: n, seed: 14, links: LinkPolicy(default: LinkModel(latency: .milliseconds(2), jitter: .milliseconds(3))))
+        final class Log: @unchecked Sendable { var attempts: [(Instant, Duration)] = []; var rejoined: Instant? = nil }
+        let log = Log()
+        sim.onEvent = { node, event, at in
+            guard node == lonely else { return }
+            if case .discovery(.rebootstrapAttempt(_, _, let delay)) = event { log.attempts.append((at, delay)) }
+            if case .discovery(.rebootstrapped) = event, at > Instant.zero + .seconds(20) { log.rejoined = at }
+        }
+        for i in 0..<n { sim.start(i, at: .zero + .milliseconds(10) * i) }
+        let cut = Instant.zero + .seconds(20), heal = cut + .seconds(150)
+        sim.partition(sides: (0..<n).map { $0 == lonely ? 1 : 0 }, from: cut, until: heal)
+        sim.run(until: heal)
+        let attemptsWhileCut = log.attempts.filter { $0.0 >= cut && $0.0 < heal }
+        #expect(sim.node(lonely)!.sampler.count == 0, "every peer of the cut-off node was declared dead")
+        #expect(attemptsWhileCut.count >= 4)
+        let delays = attemptsWhileCut.map(\.1)
+        // Each delay is 2^k s with ±25 % jitter, capped at 60 s (so at most 75 s).
+        #expect(zip(delays, delays.dropFirst()).allSatisfy { $1 > $0 || $1 >= .seconds(45) }, "delays grow to the cap: \(delays)")
+        #expect(delays.allSatisfy { $0 <= .seconds(75) })
+        sim.run(until: heal + .seconds(90))
+        let shape = OverlayShape(sim)
+        let id = world.identity(lonely).peerID
+        let pointing = (0..<n).filter { sim.node($0)!.sampler.contains(id) }.count
+        print("cut-off node: \(attemptsWhileCut.count) attempts while cut, delays \(delays.map { Int($0.seconds) }) s; rejoined \(log.rejoined.map { "\(($0 - heal).seconds) s after the heal" } ?? "never"), in \(pointing) views, overlay connected \(shape.stronglyConnected)")
+        #expect(log.rejoined != nil)
+        #expect(shape.stronglyConnected)
+        #expect(pointing >= 5)
+    }
+}
