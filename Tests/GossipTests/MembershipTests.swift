@@ -14,6 +14,11 @@ func record(_ i: Int, sequence: UInt64 = 1, port: UInt16 = 7000) -> AddressRecor
     AddressRecord(signedBy: testIdentity(i), endpoints: [testEndpoint(i, port: port)], sequence: sequence)
 }
 
+/// A claim by peer `i` that it is alive at `incarnation` of `record`, signed by `i`.
+func alive(_ i: Int, _ record: AddressRecord, incarnation: UInt32) -> Membership.Update {
+    .alive(AliveClaim(signedBy: testIdentity(i), record: record, incarnation: incarnation))
+}
+
 func scheduled(_ actions: [Membership.Action], _ timer: Membership.Timer) -> Instant? {
     actions.compactMap { if case let .schedule(t, at) = $0, t == timer { return at }; return nil }.last
 }
@@ -62,11 +67,12 @@ let t0 = Instant(nanoseconds: 1_000_000_000)
     #expect(events(out).contains(.refuted(incarnation: 1)))
     // The ack carries the refutation back to the accuser first.
     let ack = out.compactMap { if case let .send(.ack(9, _, updates), to, _) = $0, to == testEndpoint(1) { return updates }; return nil }.first
-    #expect(ack?.first == .alive(m.me, incarnation: 1))
+    #expect(m.selfClaim.incarnation == 1)
+    #expect(ack?.first == .alive(m.selfClaim))
     // A stale claim (older incarnation) does not raise it again but is answered.
     let stale = m.onMessage(.gossip(from: accuser, updates: [.dead(me, .init(sequence: 1, incarnation: 0), by: accuser)]), from: testEndpoint(1), at: t0)
     #expect(m.incarnation == 1)
-    #expect(stale.contains { if case .send(.gossip(_, let u), _, _) = $0 { return u.first == .alive(m.me, incarnation: 1) }; return false })
+    #expect(stale.contains { if case .send(.gossip(_, let u), _, _) = $0 { return u.first == .alive(m.selfClaim) }; return false })
 }
 
 @Test func membership_refutationOfSuspect_clearsSuspicion() {
@@ -75,7 +81,7 @@ let t0 = Instant(nanoseconds: 1_000_000_000)
     let accuser = testIdentity(2).peerID
     _ = m.onMessage(.gossip(from: accuser, updates: [.suspect(target, .init(sequence: 1, incarnation: 0), by: accuser)]), from: testEndpoint(2), at: t0)
     #expect(m.status(of: target) == .suspect)
-    let out = m.onMessage(.gossip(from: accuser, updates: [.alive(record(1), incarnation: 1)]), from: testEndpoint(2), at: t0)
+    let out = m.onMessage(.gossip(from: accuser, updates: [alive(1, record(1), incarnation: 1)]), from: testEndpoint(2), at: t0)
     #expect(m.status(of: target) == .alive)
     #expect(events(out).contains(.alive(target)))
     #expect(out.contains { if case .cancel(.suspicion(target)) = $0 { return true }; return false })
@@ -152,7 +158,7 @@ let t0 = Instant(nanoseconds: 1_000_000_000)
     #expect(m.members[target]?.status == .alive)
     // An alive claim with a newer record replaces the address of a watched peer.
     let again = record(1, sequence: 3, port: 9100)
-    let out = m.onMessage(.gossip(from: testIdentity(2).peerID, updates: [.alive(again, incarnation: 0)]), from: testEndpoint(2), at: t0)
+    let out = m.onMessage(.gossip(from: testIdentity(2).peerID, updates: [alive(1, again, incarnation: 0)]), from: testEndpoint(2), at: t0)
     #expect(events(out).contains(.recordChanged(again)))
     #expect(m.members[target]?.record == again)
 }
@@ -163,12 +169,12 @@ let t0 = Instant(nanoseconds: 1_000_000_000)
     // Someone else's key signs a record that names peer 1.
     let forger = AddressRecord(signedBy: testIdentity(66), endpoints: [Endpoint(host: "6.6.6.6", port: 666)], sequence: 5)
     let forged = AddressRecord(peer: genuine.peer, endpoints: forger.endpoints, sequence: 5, signature: forger.signature)
-    let out = m.onMessage(.gossip(from: testIdentity(2).peerID, updates: [.alive(forged, incarnation: 0)]), from: testEndpoint(2), at: t0)
+    let out = m.onMessage(.gossip(from: testIdentity(2).peerID, updates: [alive(66, forged, incarnation: 0)]), from: testEndpoint(2), at: t0)
     #expect(events(out).contains(.rejected(genuine.peer)))
     #expect(m.members[genuine.peer]?.record.sequence == 1)
     // A tampered endpoint under a genuine signature fails too.
     let tampered = AddressRecord(peer: genuine.peer, endpoints: forger.endpoints, sequence: 5, signature: genuine.signature)
-    _ = m.onMessage(.gossip(from: testIdentity(2).peerID, updates: [.alive(tampered, incarnation: 0)]), from: testEndpoint(2), at: t0)
+    _ = m.onMessage(.gossip(from: testIdentity(2).peerID, updates: [alive(66, tampered, incarnation: 0)]), from: testEndpoint(2), at: t0)
     #expect(m.members[genuine.peer]?.record.sequence == 1)
     let fakeLeave = LeaveNotice(peer: genuine.peer, sequence: 1, signature: LeaveNotice(signedBy: testIdentity(66), sequence: 1).signature)
     let leaveOut = m.onMessage(.gossip(from: testIdentity(2).peerID, updates: [.left(fakeLeave)]), from: testEndpoint(2), at: t0)
@@ -205,4 +211,17 @@ let t0 = Instant(nanoseconds: 1_000_000_000)
     }
     #expect(sent.count == 20)
     #expect(sent.values.allSatisfy { $0 == m.retransmitLimit })
+}
+
+@Test func membership_aliveClaimNotSignedByThePeer_doesNotLiftSuspicion() {
+    var m = makeMembership(watching: 5)
+    let target = testIdentity(1).peerID
+    let accuser = testIdentity(2).peerID
+    _ = m.onMessage(.gossip(from: accuser, updates: [.suspect(target, .init(sequence: 1, incarnation: 0), by: accuser)]), from: testEndpoint(2), at: t0)
+    // Peer 3 tries to keep peer 1 "alive" with a higher incarnation it signs itself.
+    let out = m.onMessage(.gossip(from: testIdentity(3).peerID, updates: [alive(3, record(1), incarnation: 7)]), from: testEndpoint(3), at: t0)
+    #expect(events(out).contains(.rejected(target)))
+    #expect(m.status(of: target) == .suspect)
+    _ = m.onMessage(.gossip(from: accuser, updates: [alive(1, record(1), incarnation: 1)]), from: testEndpoint(2), at: t0)
+    #expect(m.status(of: target) == .alive)
 }

@@ -6,7 +6,7 @@ import Testing
     let a = testIdentity(1).peerID, b = testIdentity(2).peerID
     let v = Membership.Version(sequence: 3, incarnation: 2)
     let updates: [Membership.Update] = [
-        .alive(record(1), incarnation: 4), .suspect(a, v, by: b), .dead(b, v, by: a), .left(LeaveNotice(signedBy: testIdentity(3), sequence: 7)),
+        alive(1, record(1), incarnation: 4), .suspect(a, v, by: b), .dead(b, v, by: a), .left(LeaveNotice(signedBy: testIdentity(3), sequence: 7)),
     ]
     let messages: [GossipMessage] = [
         .membership(.ping(sequence: 1, from: a, updates: updates)),
@@ -30,7 +30,7 @@ import Testing
 }
 
 @Test func node_wireFormat_rejectsTruncatedOversizedAndUnknownInputWithoutTrapping() {
-    let full = GossipWire.encode(.membership(.gossip(from: testIdentity(1).peerID, updates: [.alive(record(1), incarnation: 0)])))
+    let full = GossipWire.encode(.membership(.gossip(from: testIdentity(1).peerID, updates: [alive(1, record(1), incarnation: 0)])))
     for cut in 0..<full.count {
         #expect(throws: WireError.self) { try GossipWire.decode(Array(full.prefix(cut))) }
     }

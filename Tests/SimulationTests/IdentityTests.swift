@@ -72,11 +72,11 @@ struct IdentityTests {
             sim.inject(Self.attacker, at: sim.now) { _, _ in
                 [
                     .send(.sampling(.request(id: 1, entries: [PeerSampler.Entry(record: forged, age: 0)])), to: to, via: .datagram),
-                    .send(.membership(.gossip(from: x, updates: [.alive(forged, incarnation: 9)])), to: to, via: .datagram),
+                    .send(.membership(.gossip(from: x, updates: [.alive(AliveClaim(signedBy: attackerIdentity, record: forged, incarnation: 9))])), to: to, via: .datagram),
                     .send(.discovery(.beacon(forged)), to: to, via: .datagram),
                     .send(.discovery(.join(forged)), to: to, via: .datagram),
                     .send(.sampling(.request(id: 2, entries: [PeerSampler.Entry(record: oldRecord, age: 0)])), to: to, via: .datagram),
-                    .send(.membership(.gossip(from: x, updates: [.alive(oldRecord, incarnation: 50)])), to: to, via: .datagram),
+                    .send(.membership(.gossip(from: x, updates: [.alive(AliveClaim(signedBy: attackerIdentity, record: oldRecord, incarnation: 50))])), to: to, via: .datagram),
                 ]
             }
         }

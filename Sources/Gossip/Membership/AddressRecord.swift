@@ -89,6 +89,43 @@ public struct LeaveNotice: Hashable, Sendable {
     }
 }
 
+/// A peer's claim to be alive at an incarnation of its record, signed by the peer: only the
+/// peer itself can refute a suspicion of it, so no one else can keep a dead peer "alive".
+public struct AliveClaim: Hashable, Sendable {
+    /// Domain separation for alive claims (a valid constant label).
+    static let domain = SignatureDomain("murmuration/alive/v1")!
+
+    /// The peer's record (itself signed).
+    public let record: AddressRecord
+    /// The incarnation claimed within that record.
+    public let incarnation: UInt32
+    /// Ed25519 signature by the peer over ``signedBytes``.
+    public let signature: [UInt8]
+
+    /// A claim signed now by `identity` (whose record `record` is).
+    public init(signedBy identity: Identity, record: AddressRecord, incarnation: UInt32) {
+        self.record = record
+        self.incarnation = incarnation
+        self.signature = identity.sign(Self.signedBytes(peer: record.peer, sequence: record.sequence, incarnation: incarnation))
+    }
+
+    /// A claim as received (unverified).
+    public init(record: AddressRecord, incarnation: UInt32, signature: [UInt8]) {
+        self.record = record
+        self.incarnation = incarnation
+        self.signature = signature
+    }
+
+    /// The domain's framing of key ‖ sequence u64 ‖ incarnation u32.
+    static func signedBytes(peer: PeerID, sequence: UInt64, incarnation: UInt32) -> [UInt8] {
+        var w = ByteWriter(capacity: 44)
+        w.write(bytes: peer.bytes)
+        w.writeUInt64(sequence)
+        w.writeUInt32(incarnation)
+        return domain.message(w.bytes)
+    }
+}
+
 /// Checks record and leave signatures, remembering the ones already verified.
 ///
 /// Verification is a pure function of the bytes, so its results may be shared: a node keeps
@@ -162,6 +199,13 @@ public struct RecordVerifier: Sendable {
         else { return false }
         let message = AddressRecord.signedBytes(peer: record.peer, endpoints: record.endpoints, sequence: record.sequence)
         return check(peer: record.peer, message: message, signature: record.signature)
+    }
+
+    /// True if the claim's record is valid and the claim is signed by the same peer.
+    public func isValid(_ claim: AliveClaim) -> Bool {
+        guard isValid(claim.record), claim.signature.count == Identity.signatureLength else { return false }
+        let message = AliveClaim.signedBytes(peer: claim.record.peer, sequence: claim.record.sequence, incarnation: claim.incarnation)
+        return check(peer: claim.record.peer, message: message, signature: claim.signature)
     }
 
     /// True if `notice` is signed by the peer it names.

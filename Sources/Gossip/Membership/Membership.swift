@@ -36,8 +36,8 @@ public struct Membership: Sendable {
 
     /// A membership claim, disseminated by piggybacking and gossip.
     public enum Update: Hashable, Sendable {
-        /// The peer is alive at this record and incarnation (sent when refuting).
-        case alive(AddressRecord, incarnation: UInt32)
+        /// The peer is alive at this record and incarnation (sent when refuting; signed by it).
+        case alive(AliveClaim)
         /// `by` could not reach the peer.
         case suspect(PeerID, Version, by: PeerID)
         /// `by` declared the peer dead after its suspicion timed out.
@@ -48,7 +48,7 @@ public struct Membership: Sendable {
         /// The peer the claim is about.
         public var peer: PeerID {
             switch self {
-            case .alive(let r, _): return r.peer
+            case .alive(let c): return c.record.peer
             case .suspect(let p, _, _), .dead(let p, _, _): return p
             case .left(let n): return n.peer
             }
@@ -170,6 +170,8 @@ public struct Membership: Sendable {
     public private(set) var me: AddressRecord
     /// This node's incarnation within its record (raised to refute suspicion).
     public private(set) var incarnation: UInt32 = 0
+    /// This node's signed claim to be alive at ``me`` and ``incarnation``.
+    public private(set) var selfClaim: AliveClaim
     /// Watched peers, keyed for fast hashing.
     var table: [PeerKey: Member] = [:]
     /// Watched peers (a copy, for status and tests).
@@ -199,6 +201,7 @@ public struct Membership: Sendable {
     public init(identity: Identity, record: AddressRecord, settings: Settings = .init(), rng: SplitMix64, verifier: RecordVerifier = RecordVerifier()) {
         self.identity = identity
         self.me = record
+        self.selfClaim = AliveClaim(signedBy: identity, record: record, incarnation: 0)
         self.settings = settings
         self.rng = rng
         self.verifier = verifier
@@ -356,7 +359,7 @@ public struct Membership: Sendable {
     /// Piggybacked updates, led by our own alive claim when the message accused us.
     private mutating func answer() -> [Update] {
         guard accused else { return piggyback() }
-        let mine = Update.alive(me, incarnation: incarnation)
+        let mine = Update.alive(selfClaim)
         return [mine] + piggyback(excluding: me.peer).prefix(settings.maxUpdatesPerMessage - 1)
     }
 
@@ -570,10 +573,11 @@ public struct Membership: Sendable {
             return
         }
         switch update {
-        case let .alive(record, inc):
+        case let .alive(claim):
+            let record = claim.record, inc = claim.incarnation
             let version = Version(sequence: record.sequence, incarnation: inc)
             if var m = table[PeerKey(record.peer)] {
-                guard version > m.version, verify(record, into: &out) else { return }
+                guard version > m.version, verify(claim, into: &out) else { return }
                 if record.sequence > m.record.sequence {
                     replaceLife(&m, with: record, incarnation: inc, into: &out)
                 } else {
@@ -588,7 +592,7 @@ public struct Membership: Sendable {
             } else if let h = hearsay[PeerKey(record.peer)], version > h.version {
                 // Relay what we have heard of; an alive claim about a stranger dies here, so
                 // joins do not flood the network.
-                guard verify(record, into: &out) else { return }
+                guard verify(claim, into: &out) else { return }
                 if h.status == .dead || h.status == .left { out.append(.report(.alive(record.peer))) }
                 remember(record.peer, Hearsay(version: version, status: .alive, heard: now))
                 enqueue(update)
@@ -635,9 +639,9 @@ public struct Membership: Sendable {
         }
     }
 
-    private func verify(_ record: AddressRecord, into out: inout [Action]) -> Bool {
-        if verifier.isValid(record) { return true }
-        out.append(.report(.rejected(record.peer)))
+    private func verify(_ claim: AliveClaim, into out: inout [Action]) -> Bool {
+        if verifier.isValid(claim) { return true }
+        out.append(.report(.rejected(claim.record.peer)))
         return false
     }
 
@@ -647,7 +651,10 @@ public struct Membership: Sendable {
     private mutating func applyAboutSelf(_ update: Update, into out: inout [Action]) {
         guard !leaving else { return }
         switch update {
-        case .alive(let r, let inc):
+        case .alive(let c):
+            // Only a genuine claim (from an earlier life of ours) is worth answering.
+            guard verifier.isValid(c) else { return }
+            let r = c.record, inc = c.incarnation
             if r.sequence > me.sequence {
                 renew(sequence: r.sequence + 1, into: &out)
             } else if r.sequence == me.sequence, inc > incarnation {
@@ -661,7 +668,7 @@ public struct Membership: Sendable {
             } else {
                 // A claim about an older incarnation or record: its sender missed our
                 // refutation (there is no full-state sync to repair that), so say it again.
-                enqueue(.alive(me, incarnation: incarnation))
+                enqueue(.alive(selfClaim))
             }
             accused = true
         case .left(let n):
@@ -674,15 +681,17 @@ public struct Membership: Sendable {
         incarnation = claimed &+ 1
         adjustHealth(1, into: &out)  // Lifeguard: being suspected hints that we are slow
         out.append(.report(.refuted(incarnation: incarnation)))
-        enqueue(.alive(me, incarnation: incarnation))
+        selfClaim = AliveClaim(signedBy: identity, record: me, incarnation: incarnation)
+        enqueue(.alive(selfClaim))
     }
 
     /// Signs a new record with a higher sequence (same endpoints) and announces it.
     public mutating func renew(sequence: UInt64, endpoints: [Endpoint]? = nil, into out: inout [Action]) {
         me = AddressRecord(signedBy: identity, endpoints: endpoints ?? me.endpoints, sequence: max(sequence, me.sequence + 1))
         incarnation = 0
+        selfClaim = AliveClaim(signedBy: identity, record: me, incarnation: 0)
         out.append(.report(.recordRenewed(me)))
-        enqueue(.alive(me, incarnation: 0))
+        enqueue(.alive(selfClaim))
     }
 
     // MARK: Rumours, tombstones and the broadcast queue

@@ -88,10 +88,11 @@ public enum GossipWire {
         w.write(UInt8(truncatingIfNeeded: updates.count))
         for u in updates {
             switch u {
-            case let .alive(r, inc):
+            case let .alive(c):
                 w.write(UpdateKind.alive.rawValue)
-                write(r, to: &w)
-                w.writeUInt32(inc)
+                write(c.record, to: &w)
+                w.writeUInt32(c.incarnation)
+                w.write(bytes: c.signature)
             case let .suspect(p, v, by), let .dead(p, v, by):
                 if case .suspect = u { w.write(UpdateKind.suspect.rawValue) } else { w.write(UpdateKind.dead.rawValue) }
                 w.write(bytes: p.bytes)
@@ -125,7 +126,7 @@ public enum GossipWire {
 
     static func size(of u: Membership.Update) -> Int {
         switch u {
-        case .alive(let r, _): return 1 + size(of: r) + 4
+        case .alive(let c): return 1 + size(of: c.record) + 4 + Identity.signatureLength
         case .suspect, .dead: return 1 + 32 + 8 + 4 + 32
         case .left: return 1 + 32 + 8 + Identity.signatureLength
         }
@@ -248,7 +249,9 @@ public enum GossipWire {
             switch kind {
             case .alive:
                 let record = try readRecord(&r)
-                out.append(.alive(record, incarnation: try r.readUInt32("incarnation")))
+                let incarnation = try r.readUInt32("incarnation")
+                let signature = try r.readBytes(Identity.signatureLength, "alive signature")
+                out.append(.alive(AliveClaim(record: record, incarnation: incarnation, signature: signature)))
             case .suspect, .dead:
                 let peer = try readPeer(&r, "update subject")
                 let seq = try r.readUInt64("record sequence")
