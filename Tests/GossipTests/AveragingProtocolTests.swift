@@ -240,3 +240,35 @@ private let weights: [Double] = [1, 3, 100, 7]
     }
     #expect(h.conserved())
 }
+
+@Test func pushSum_senderTableFull_refusesNewSenderUntilTheOldestHasBeenSilentLongEnough() {
+    var settings = PushSumAverager.Settings()
+    settings.maxTrackedSenders = 2
+    settings.senderRetention = .seconds(10)
+    var receiver = PushSumAverager(initial: [0], sampleCount: 1, settings: settings, rng: SplitMix64(seed: 1))
+    func transfer(_ epoch: UInt64) -> PushSumAverager.Message {
+        .transfer(.init(epoch: epoch, sequence: 1, weight: 1, count: 1, codec: 0, payload: .floats([1])))
+    }
+    let a = Endpoint(host: "a", port: 1), b = Endpoint(host: "b", port: 1), c = Endpoint(host: "c", port: 1)
+    _ = receiver.onMessage(transfer(1), from: a, at: .zero)
+    _ = receiver.onMessage(transfer(1), from: b, at: .zero + .seconds(1))
+    let refused = receiver.onMessage(transfer(1), from: c, at: .zero + .seconds(5))
+    #expect(refused.isEmpty)
+    #expect(receiver.counters.refused == 1 && receiver.weight == 3)
+    let accepted = receiver.onMessage(transfer(1), from: c, at: .zero + .seconds(10))
+    #expect(accepted.contains { if case .send(.ack, _, _) = $0 { return true } else { return false } })
+    #expect(receiver.weight == 4)
+    #expect(!receiver.hasApplied(from: a, epoch: 1, sequence: 1))
+    #expect(receiver.hasApplied(from: b, epoch: 1, sequence: 1))
+}
+
+@Test func pushSum_restartedSenderWithNewEpoch_isNotMistakenForDuplicates() {
+    var receiver = PushSumAverager(initial: [0], sampleCount: 1, rng: SplitMix64(seed: 1))
+    let a = Endpoint(host: "a", port: 1)
+    for epoch: UInt64 in [7, 8] {
+        let t = PushSumAverager.Transfer(epoch: epoch, sequence: 1, weight: 1, count: 1, codec: 0, payload: .floats([2]))
+        _ = receiver.onMessage(.transfer(t), from: a, at: .zero)
+    }
+    #expect(receiver.counters.applied == 2)
+    #expect(receiver.counters.duplicates == 0)
+}

@@ -97,6 +97,10 @@ public enum AveragingMetrics {
 /// Heavy-tailed sample counts: a Pareto law, as edge devices hold very unequal amounts of data.
 public enum SampleCounts {
     /// `floor(minimum / U^(1/alpha))`, capped at `cap`, for `U` uniform in (0, 1].
+    ///
+    /// Defaults: at least 10 samples per device; `alpha` = 1.2 gives a finite mean but an
+    /// infinite variance (a few devices hold most of the data, as in federated datasets);
+    /// the cap of 10⁶ keeps one device from holding everything.
     public static func pareto(count: Int, minimum: Double = 10, alpha: Double = 1.2, cap: Double = 1e6,
                               rng: inout SplitMix64) -> [Double] {
         (0..<count).map { _ in

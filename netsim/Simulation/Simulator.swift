@@ -134,8 +134,8 @@ public final class Simulator<Node: ProtocolNode> {
         queue.push(.crash(Int32(index), keepState: keepState), at: time.nanoseconds)
     }
 
-    /// Separates the nodes into sides (`sides[i]` is node i's side) from `start` until `heal`:
-    /// messages sent across sides meanwhile are dropped.
+    /// Separates the nodes into sides (`sides[i]` is node i's side; nodes beyond the array are
+    /// on side 0) from `start` until `heal`: messages sent across sides meanwhile are dropped.
     public func partition(sides: [Int], from start: Instant, until heal: Instant) {
         partitions.append((sides, false))
         queue.push(.partition(partitions.count - 1, active: true), at: start.nanoseconds)
@@ -270,7 +270,7 @@ public final class Simulator<Node: ProtocolNode> {
         counters.sent += 1
         counters.bytesSent += size
         guard topology.allows(from: from, to: to) else { return drop(.noLink, from: from, to: to, size: size) }
-        for p in partitions where p.active && p.sides[from] != p.sides[to] {
+        for p in partitions where p.active && Self.side(p.sides, from) != Self.side(p.sides, to) {
             return drop(.partition, from: from, to: to, size: size)
         }
         let model = links.model(from: from, to: to)
@@ -301,6 +301,9 @@ public final class Simulator<Node: ProtocolNode> {
             queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size), at: departure + delay(model))
         }
     }
+
+    /// Side of `node` in a partition; nodes beyond the array are on side 0.
+    private static func side(_ sides: [Int], _ node: Int) -> Int { node < sides.count ? sides[node] : 0 }
 
     /// Propagation delay, jitter and (sometimes) reorder hold-back of one message.
     private func delay(_ model: LinkModel) -> Int64 {

@@ -135,6 +135,26 @@ public struct PushSumAverager: ProtocolNode {
         /// Bit i set: sequence `highest - i` applied.
         var window: UInt64 = 0
         var lastSeen: Instant
+
+        /// Whether `sequence` counts as applied: marked in the window, or older than the
+        /// window (hence resolved long ago, see ``PushSumAverager/dedupWindow``).
+        func contains(_ sequence: UInt64) -> Bool {
+            guard sequence <= highest else { return false }
+            let distance = highest - sequence
+            return distance >= PushSumAverager.dedupWindow || window & (1 << distance) != 0
+        }
+
+        mutating func mark(_ sequence: UInt64, at now: Instant) {
+            if sequence > highest {
+                let shift = sequence - highest
+                window = shift >= PushSumAverager.dedupWindow ? 0 : window << shift
+                window |= 1
+                highest = sequence
+            } else {
+                window |= 1 << (highest - sequence)
+            }
+            lastSeen = now
+        }
     }
 
     public let settings: Settings
@@ -153,6 +173,7 @@ public struct PushSumAverager: ProtocolNode {
     private var inFlight: [InFlight] = []
     private var senders: [SenderKey: SenderRecord] = [:]
     private var leaving = false
+    private var handOffDone = false
     private var handOffsSent = 0
 
     /// A node whose local vector is `initial`, averaged over `sampleCount` samples.
@@ -195,11 +216,7 @@ public struct PushSumAverager: ProtocolNode {
 
     /// Whether the transfer `(epoch, sequence)` from `sender` has been applied here.
     public func hasApplied(from sender: Endpoint, epoch: UInt64, sequence: UInt64) -> Bool {
-        guard let record = senders[SenderKey(endpoint: sender, epoch: epoch)], sequence <= record.highest else {
-            return false
-        }
-        let distance = record.highest - sequence
-        return distance >= Self.dedupWindow || record.window & (1 << distance) != 0
+        senders[SenderKey(endpoint: sender, epoch: epoch)].map { $0.contains(sequence) } ?? false
     }
 
     /// Decodes a transfer's vector share with this node's codec.
@@ -290,7 +307,9 @@ public struct PushSumAverager: ProtocolNode {
     }
 
     /// Starts a graceful leave: from now on every tick hands all remaining mass to a
-    /// neighbour, until ``Event/handOffComplete`` is reported. The node may then stop.
+    /// neighbour, until ``Event/handOffComplete`` is reported; the node may then stop.
+    /// Meanwhile new incoming transfers are refused (neither applied nor acknowledged), so
+    /// their senders keep that mass and reclaim it when membership reports the leave.
     public mutating func beginLeave(at now: Instant) -> [Action] {
         leaving = true
         var actions: [Action] = []
@@ -331,7 +350,7 @@ public struct PushSumAverager: ProtocolNode {
     }
 
     private mutating func continueHandOff(at now: Instant, into actions: inout [Action]) {
-        guard inFlight.isEmpty else { return }
+        guard !handOffDone, inFlight.isEmpty else { return }
         let hasMass = weight != 0 || value.contains { $0 != 0 }
         if hasMass, handOffsSent < Self.handOffRounds, !neighbours.isEmpty {
             handOffsSent += 1
@@ -342,7 +361,7 @@ public struct PushSumAverager: ProtocolNode {
         }
         if !hasMass || handOffsSent >= Self.handOffRounds {
             actions.append(.report(.handOffComplete))
-            leaving = false
+            handOffDone = true
         }
     }
 
@@ -418,10 +437,16 @@ public struct PushSumAverager: ProtocolNode {
         let acknowledged = settings.lossRecovery == .acknowledged
         let key = SenderKey(endpoint: sender, epoch: transfer.epoch)
         let ack: Action = .send(.ack(epoch: transfer.epoch, sequence: transfer.sequence), to: sender, via: .datagram)
-        if acknowledged, hasApplied(from: sender, epoch: transfer.epoch, sequence: transfer.sequence) {
+        // One hash lookup per transfer: the record's position serves the check and the update.
+        let slot = acknowledged ? senders.index(forKey: key) : nil
+        if let slot, senders.values[slot].contains(transfer.sequence) {
             counters.duplicates += 1
-            senders[key]?.lastSeen = now
+            senders.values[slot].lastSeen = now
             return [ack]
+        }
+        if leaving {
+            counters.refused += 1
+            return []
         }
         let share: [Float]
         do {
@@ -430,8 +455,10 @@ public struct PushSumAverager: ProtocolNode {
             counters.rejected += 1
             return [.report(.transferRejected(from: sender, reason: error))]
         }
-        if acknowledged {
-            guard record(transfer.sequence, for: key, at: now) else {
+        if let slot {
+            senders.values[slot].mark(transfer.sequence, at: now)
+        } else if acknowledged {
+            guard insertRecord(for: key, marking: transfer.sequence, at: now) else {
                 counters.refused += 1
                 return []
             }
@@ -463,28 +490,18 @@ public struct PushSumAverager: ProtocolNode {
         }
     }
 
-    /// Marks `sequence` applied for `key`; false if the sender table is full of live senders.
-    private mutating func record(_ sequence: UInt64, for key: SenderKey, at now: Instant) -> Bool {
-        if senders[key] == nil {
-            if senders.count >= settings.maxTrackedSenders {
-                guard let oldest = senders.min(by: { $0.value.lastSeen < $1.value.lastSeen }),
-                      now - oldest.value.lastSeen >= settings.senderRetention
-                else { return false }
-                senders[oldest.key] = nil
-            }
-            senders[key] = SenderRecord(lastSeen: now)
+    /// Adds a record for a new sender with `sequence` applied; false if the sender table is
+    /// full of senders heard from within `senderRetention`.
+    private mutating func insertRecord(for key: SenderKey, marking sequence: UInt64, at now: Instant) -> Bool {
+        if senders.count >= settings.maxTrackedSenders {
+            guard let oldest = senders.min(by: { $0.value.lastSeen < $1.value.lastSeen }),
+                  now - oldest.value.lastSeen >= settings.senderRetention
+            else { return false }
+            senders[oldest.key] = nil
         }
-        guard var r = senders[key] else { return false }
-        if sequence > r.highest {
-            let shift = sequence - r.highest
-            r.window = shift >= Self.dedupWindow ? 0 : r.window << shift
-            r.window |= 1
-            r.highest = sequence
-        } else {
-            r.window |= 1 << (r.highest - sequence)
-        }
-        r.lastSeen = now
-        senders[key] = r
+        var record = SenderRecord(lastSeen: now)
+        record.mark(sequence, at: now)
+        senders[key] = record
         return true
     }
 }
