@@ -110,9 +110,9 @@ extension Membership {
         /// about once per interval: five leave e^-5 < 1 % for no probe at all, plus gossip time.
         public var detectionSlackProbes = 5
         /// After a peer announces its leave, averaging shares still in flight to it are taken
-        /// back only this much later. The leaver keeps acknowledging while it hands its mass
-        /// off (well under a second of retransmissions), so a share it applied is not counted
-        /// twice; 10 s covers a slow hand-off with margin.
+        /// back only this much later. A leaver refuses new shares but still acknowledges
+        /// retransmissions of shares it applied before leaving; waiting lets those acks arrive
+        /// (many retransmission intervals), so no applied share is taken back and counted twice.
         public var leftReclaimDelay: Duration = .seconds(10)
         /// How long a dead or left peer's tombstone (and any rumour) is kept, so its stale
         /// record circulating in shuffles is not taken back in. 2 minutes outlives a record
