@@ -43,6 +43,9 @@ func sampler(holding ids: [Int], settings: PeerSampler.Settings = .init(), seed:
     #expect(a.count == 8)
     #expect(!a.contains(oldest))  // the partner now points to us instead
     for e in returned { #expect(a.contains(e.peer)) }
+    // Swapper: what we sent gave its slots to what we received (entries moved, not copied).
+    for e in offered.dropFirst() { #expect(!a.contains(e.peer)) }
+    for e in returned { #expect(!b.contains(e.peer) || offered.contains { $0.peer == e.peer }) }
 }
 
 @Test func sampling_unansweredShuffle_retriesAndDropsPartnerOnlyAfterRepeatedFailures() {
