@@ -6,19 +6,19 @@ import Testing
     var settings = Discovery.Settings()
     settings.bootstrap = [Endpoint(host: "192.0.2.1", port: 7000), Endpoint(host: "192.0.2.2", port: 7000)]
     settings.beaconEndpoint = nil
-    var d = Discovery(settings: settings, cache: PeerCache(records: [record(5)]), rng: SplitMix64(seed: 11))
+    var d = Discovery(settings: settings, cache: PeerCache(records: [testRecord(5)]), rng: SplitMix64(seed: 11))
     #expect(d.backoff(afterAttempt: 1) == .seconds(1))
     #expect(d.backoff(afterAttempt: 2) == .seconds(2))
     #expect(d.backoff(afterAttempt: 6) == .seconds(32))
     #expect(d.backoff(afterAttempt: 7) == .seconds(60))
     #expect(d.backoff(afterAttempt: 500) == .seconds(60))
-    let start = d.onStart(at: t0)
+    let start = d.onStart(at: testT0)
     #expect(d.isBootstrapping)
-    #expect(start.contains { if case .schedule(.rebootstrap, t0) = $0 { return true }; return false })
-    var now = t0
+    #expect(start.contains { if case .schedule(.rebootstrap, testT0) = $0 { return true }; return false })
+    var now = testT0
     for attempt in 1...9 {
-        let out = d.onTimer(.rebootstrap, me: record(0), at: now)
-        let joins = out.compactMap { if case let .send(.join(r), to, _) = $0, r == record(0) { return to }; return nil }
+        let out = d.onTimer(.rebootstrap, me: testRecord(0), at: now)
+        let joins = out.compactMap { if case let .send(.join(r), to, _) = $0, r == testRecord(0) { return to }; return nil }
         #expect(joins.count == 3, "bootstrap list and cache: three candidates")
         guard let next = out.compactMap({ if case let .schedule(.rebootstrap, at) = $0 { return at }; return nil }).first else {
             Issue.record("no next attempt")
@@ -32,25 +32,25 @@ import Testing
     let done = d.succeeded()
     #expect(done.contains { if case .cancel(.rebootstrap) = $0 { return true }; return false })
     #expect(!d.isBootstrapping && d.attempt == 0)
-    #expect(d.onTimer(.rebootstrap, me: record(0), at: now).isEmpty)
+    #expect(d.onTimer(.rebootstrap, me: testRecord(0), at: now).isEmpty)
 }
 
 @Test func discovery_beacon_isSentToTheMulticastGroupEveryInterval() {
     var d = Discovery(settings: .init(), cache: PeerCache(), rng: SplitMix64(seed: 1))
-    let start = d.onStart(at: t0)
+    let start = d.onStart(at: testT0)
     #expect(!d.isBootstrapping)  // nobody to ask yet: beacons only
-    #expect(start.contains { if case .schedule(.beacon, t0) = $0 { return true }; return false })
-    let out = d.onTimer(.beacon, me: record(0), at: t0)
-    #expect(out.contains { if case let .send(.beacon(r), to, .datagram) = $0 { return r == record(0) && to == Discovery.Settings().beaconEndpoint }; return false })
-    #expect(out.contains { if case .schedule(.beacon, t0 + .seconds(10)) = $0 { return true }; return false })
+    #expect(start.contains { if case .schedule(.beacon, testT0) = $0 { return true }; return false })
+    let out = d.onTimer(.beacon, me: testRecord(0), at: testT0)
+    #expect(out.contains { if case let .send(.beacon(r), to, .datagram) = $0 { return r == testRecord(0) && to == Discovery.Settings().beaconEndpoint }; return false })
+    #expect(out.contains { if case .schedule(.beacon, testT0 + .seconds(10)) = $0 { return true }; return false })
 }
 
 @Test func discovery_peerCache_roundTripsAndRefusesMalformedFiles() throws {
     var cache = PeerCache(ownSequence: 41)
-    for i in 1...70 { cache.remember(record(i), capacity: 64) }
-    cache.remember(record(3, sequence: 9, port: 9000), capacity: 64)
+    for i in 1...70 { cache.remember(testRecord(i), capacity: 64) }
+    cache.remember(testRecord(3, sequence: 9, port: 9000), capacity: 64)
     #expect(cache.records.count == 64)
-    #expect(cache.records.first == record(3, sequence: 9, port: 9000))
+    #expect(cache.records.first == testRecord(3, sequence: 9, port: 9000))
     let bytes = cache.encoded()
     #expect(try PeerCache(decoding: bytes) == cache)
     #expect(throws: WireError.self) { try PeerCache(decoding: Array(bytes.dropLast())) }

@@ -161,16 +161,16 @@ func averagingNetwork(_ n: Int) -> NodeHarness {
 @Test func node_signedBeacon_bringsAStrangerIntoTheViewAndForgedOneIsRefused() {
     var node = GossipNode(identity: testIdentity(0), endpoints: [testEndpoint(0)], seed: 5)
     _ = node.onStart(at: .zero)
-    _ = node.onMessage(.discovery(.beacon(record(3))), from: testEndpoint(3), at: t0)
+    _ = node.onMessage(.discovery(.beacon(testRecord(3))), from: testEndpoint(3), at: testT0)
     #expect(node.sampler.contains(testIdentity(3).peerID))
     #expect(node.membership.member(testIdentity(3).peerID) != nil)
     let signer = AddressRecord(signedBy: testIdentity(8), endpoints: [testEndpoint(8)], sequence: 1)
     let forged = AddressRecord(peer: testIdentity(4).peerID, endpoints: signer.endpoints, sequence: 1, signature: signer.signature)
-    let out = node.onMessage(.discovery(.beacon(forged)), from: testEndpoint(8), at: t0)
+    let out = node.onMessage(.discovery(.beacon(forged)), from: testEndpoint(8), at: testT0)
     #expect(!node.sampler.contains(testIdentity(4).peerID))
     #expect(out.contains { if case .report(.sampling(.rejected)) = $0 { return true }; return false })
     // Our own beacon, looped back by multicast, is ignored.
-    _ = node.onMessage(.discovery(.beacon(node.record)), from: testEndpoint(0), at: t0)
+    _ = node.onMessage(.discovery(.beacon(node.record)), from: testEndpoint(0), at: testT0)
     #expect(!node.sampler.contains(testIdentity(0).peerID))
 }
 

@@ -6,19 +6,19 @@ import Testing
     let a = testIdentity(1).peerID, b = testIdentity(2).peerID
     let v = Membership.Version(sequence: 3, incarnation: 2)
     let updates: [Membership.Update] = [
-        alive(1, record(1), incarnation: 4), .suspect(a, v, by: b), .dead(b, v, by: a), .left(LeaveNotice(signedBy: testIdentity(3), sequence: 7)),
+        testAlive(1, testRecord(1), incarnation: 4), .suspect(a, v, by: b), .dead(b, v, by: a), .left(LeaveNotice(signedBy: testIdentity(3), sequence: 7)),
     ]
     let messages: [GossipMessage] = [
         .membership(.ping(sequence: 1, from: a, updates: updates)),
         .membership(.ack(sequence: 2, from: b, updates: [])),
         .membership(.nack(sequence: 3, from: a, updates: updates)),
-        .membership(.pingRequest(sequence: 4, from: a, target: record(2), updates: updates)),
+        .membership(.pingRequest(sequence: 4, from: a, target: testRecord(2), updates: updates)),
         .membership(.gossip(from: b, updates: updates)),
-        .sampling(.request(id: 5, entries: [entry(1, age: 3), entry(2)])),
+        .sampling(.request(id: 5, entries: [testEntry(1, age: 3), testEntry(2)])),
         .sampling(.reply(id: 6, entries: [])),
         .discovery(.join(AddressRecord(signedBy: testIdentity(4), endpoints: [Endpoint(host: "fe80::1%eth0", port: 1), testEndpoint(4)], sequence: 1))),
-        .discovery(.joinReply([entry(3)])),
-        .discovery(.beacon(record(9))),
+        .discovery(.joinReply([testEntry(3)])),
+        .discovery(.beacon(testRecord(9))),
         .averaging(.ack(epoch: 1, sequence: 2)),
     ]
     for m in messages {
@@ -30,7 +30,7 @@ import Testing
 }
 
 @Test func node_wireFormat_rejectsTruncatedOversizedAndUnknownInputWithoutTrapping() {
-    let full = GossipWire.encode(.membership(.gossip(from: testIdentity(1).peerID, updates: [alive(1, record(1), incarnation: 0)])))
+    let full = GossipWire.encode(.membership(.gossip(from: testIdentity(1).peerID, updates: [testAlive(1, testRecord(1), incarnation: 0)])))
     for cut in 0..<full.count {
         #expect(throws: WireError.self) { try GossipWire.decode(Array(full.prefix(cut))) }
     }
