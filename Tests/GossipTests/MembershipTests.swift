@@ -225,3 +225,20 @@ let testT0 = Instant(nanoseconds: 1_000_000_000)
     _ = m.onMessage(.gossip(from: accuser, updates: [testAlive(1, testRecord(1), incarnation: 1)]), from: testEndpoint(2), at: testT0)
     #expect(m.status(of: target) == .alive)
 }
+
+@Test func membership_peerLeavingTheViewDuringItsProbe_isForgottenOnceSettled() {
+    var m = makeMembership(watching: 3)
+    _ = m.onStart(at: .zero)
+    let out = m.onTimer(.probe, at: testT0)
+    guard case let .send(.ping(seq, _, _), to, _)? = out.first(where: { if case .send(.ping, _, _) = $0 { return true }; return false }) else {
+        Issue.record("no ping")
+        return
+    }
+    let target = m.members.values.first { $0.record.primary == to }!.record.peer
+    m.unwatch(target)
+    #expect(m.member(target) != nil, "kept while its probe is open")
+    _ = m.onMessage(.ack(sequence: seq, from: target, updates: []), from: to, at: testT0 + .milliseconds(2))
+    m.sweep(at: testT0 + m.settings.tombstoneLifetime)
+    #expect(m.member(target) == nil)
+    #expect(m.members.count == 2)
+}

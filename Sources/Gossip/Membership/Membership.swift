@@ -712,6 +712,9 @@ public struct Membership: Sendable {
         hearsay = hearsay.filter { $0.value.heard.nanoseconds > horizon }
         let relayHorizon = now.nanoseconds - (settings.probeInterval * Self.relayLifetimeProbes).nanosecondsClamped
         relays = relays.filter { $0.value.started.nanoseconds > relayHorizon }
+        // Peers kept only while a probe or suspicion of them was open, now settled alive.
+        let probed = probe.map { PeerKey($0.target.peer) }
+        table = table.filter { $0.value.inView || $0.value.status != .alive || $0.key == probed }
     }
 
     private mutating func enqueue(_ update: Update) {
