@@ -242,3 +242,19 @@ let testT0 = Instant(nanoseconds: 1_000_000_000)
     #expect(m.member(target) == nil)
     #expect(m.members.count == 2)
 }
+
+@Test func membership_silentFirstAddress_targetsOtherAddressesToo() {
+    let me = testIdentity(0)
+    var m = Membership(identity: me, record: AddressRecord(signedBy: me, endpoints: [testEndpoint(0)], sequence: 1), rng: SplitMix64(seed: 7))
+    let second = Endpoint(host: "192.0.2.9", port: 7001)
+    let twoHomes = AddressRecord(signedBy: testIdentity(1), endpoints: [testEndpoint(1), second], sequence: 1)
+    _ = m.watch(twoHomes, at: .zero)
+    _ = m.onStart(at: .zero)
+    let out = m.onTimer(.probe, at: testT0)
+    let seq = out.compactMap { if case let .send(.ping(s, _, _), _, _) = $0 { return s }; return nil }[0]
+    let fallback = m.onTimer(.probeTimeout(seq), at: testT0 + .milliseconds(500))
+    #expect(fallback.contains { if case let .send(.ping(s, _, _), to, _) = $0 { return s == seq && to == second }; return false })
+    // An ack from the second address settles the probe.
+    let acked = m.onMessage(.ack(sequence: seq, from: testIdentity(1).peerID, updates: []), from: second, at: testT0 + .milliseconds(510))
+    #expect(acked.contains { if case .cancel(.indirectTimeout(seq)) = $0 { return true }; return false })
+}

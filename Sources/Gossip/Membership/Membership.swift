@@ -340,6 +340,9 @@ public struct Membership: Sendable {
             }
             relays[mine] = Relay(requester: sender, sequence: seq, started: now)
             out.append(.send(.ping(sequence: mine, from: me.peer, updates: piggyback()), to: target.primary, via: .datagram))
+            for endpoint in target.endpoints.dropFirst() {
+                out.append(.send(.ping(sequence: mine, from: me.peer, updates: []), to: endpoint, via: .datagram))
+            }
             let nackAfter = Duration.nanoseconds(Int64(settings.probeTimeout.seconds * settings.nackFraction * 1e9))
             out.append(.schedule(.relayNack(mine), at: now + nackAfter))
         case let .nack(seq, _, updates):
@@ -475,6 +478,10 @@ public struct Membership: Sendable {
 
     private mutating func askHelpers(_ seq: UInt32, at now: Instant, into out: inout [Action]) {
         guard var p = probe, p.sequence == seq else { return }
+        // The target's other addresses (say a LAN and a public one) get a direct ping too.
+        for endpoint in p.target.endpoints.dropFirst() {
+            out.append(.send(.ping(sequence: seq, from: me.peer, updates: []), to: endpoint, via: .datagram))
+        }
         var helpers = reachable.filter { $0 != p.target.peer && table[PeerKey($0)]?.status == .alive }
         helpers.shuffle(using: &rng)
         for peer in helpers.prefix(settings.indirectChecks) {
