@@ -177,7 +177,7 @@ private let weights: [Double] = [1, 3, 100, 7]
     #expect(abs(h.mass().weight - (h.initialWeight - weights[0] / 2)) < 1e-12)
 }
 
-@Test func pushSum_nonFiniteOrWrongDimensionShare_isRejectedWithoutAck() {
+@Test func pushSum_nonFiniteOverflowingOrWrongDimensionShare_isRejectedWithoutAck() {
     var h = Harness(vectors: Array(vectors.prefix(2)), weights: Array(weights.prefix(2)))
     let bad: [PushSumAverager.Transfer] = [
         .init(epoch: 1, sequence: 1, weight: 1, count: 3, codec: 0, payload: .floats([1, .nan, 2])),
@@ -185,6 +185,8 @@ private let weights: [Double] = [1, 3, 100, 7]
         .init(epoch: 1, sequence: 3, weight: 1, count: 2, codec: 0, payload: .floats([1, 2])),
         .init(epoch: 1, sequence: 4, weight: -1, count: 3, codec: 0, payload: .floats([1, 2, 3])),
         .init(epoch: 1, sequence: 5, weight: 1, count: 3, codec: 9, payload: .floats([1, 2, 3])),
+        // Finite floats whose mass (times the weight's power-of-two scale) overflows a Double.
+        .init(epoch: 1, sequence: 6, weight: 0x1p1000, count: 3, codec: 0, payload: .floats([1, .greatestFiniteMagnitude, 2])),
     ]
     for t in bad { h.wire.append((0, 1, .transfer(t))) }
     while !h.wire.isEmpty { h.deliver(0) }

@@ -476,17 +476,24 @@ public struct PushSumAverager: ProtocolNode {
         guard transfer.count == dimension else { throw .wrongDimension(expected: dimension, got: transfer.count) }
         guard transfer.weight.isFinite, transfer.weight >= 0 else { throw .negativeWeight }
         let share = try decodeShare(transfer)
-        guard Self.allFinite(share) else { throw .nonFinite }
+        guard sumStaysFinite(share, scale: Self.scale(forWeight: transfer.weight)) else { throw .nonFinite }
         return share
     }
 
-    /// Whether no element is NaN or infinite, by a branch-free pass over the exponent bits
-    /// (an all-ones exponent plus one carries into the sign bit) that the compiler vectorises.
-    static func allFinite(_ values: [Float]) -> Bool {
-        values.withUnsafeBufferPointer { s in
-            var flags: UInt32 = 0
-            for x in s { flags |= ((x.bitPattern & 0x7F80_0000) &+ 0x0080_0000) & 0x8000_0000 }
-            return flags == 0
+    /// Whether adding the share keeps every element of `v` finite: false for a NaN or infinite
+    /// share element and for one so large that the sum overflows. A branch-free pass over the
+    /// exponent bits (an all-ones exponent plus one carries into the sign bit) that the compiler
+    /// vectorises; reading `v` here also brings it into cache for the add that follows.
+    private func sumStaysFinite(_ share: [Float], scale: Double) -> Bool {
+        value.withUnsafeBufferPointer { v in
+            share.withUnsafeBufferPointer { s in
+                var flags: UInt64 = 0
+                for i in 0..<min(v.count, s.count) {
+                    let sum = v[i] + Double(s[i]) * scale
+                    flags |= ((sum.bitPattern & 0x7FF0_0000_0000_0000) &+ 0x0010_0000_0000_0000) & 0x8000_0000_0000_0000
+                }
+                return flags == 0
+            }
         }
     }
 
