@@ -5,6 +5,7 @@ import Foundation
 let suites: [(name: String, run: () throws -> Void)] = [
     ("crypto", runCryptoBench),
     ("gossip", GossipBench.run),
+    ("overlay", OverlayBench.run),
 ]
 
 let requested = Array(CommandLine.arguments.dropFirst())
