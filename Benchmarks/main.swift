@@ -6,6 +6,7 @@ let suites: [(name: String, run: () throws -> Void)] = [
     ("crypto", runCryptoBench),
     ("learner", runLearnerBench),
     ("gossip", GossipBench.run),
+    ("overlay", OverlayBench.run),
 ]
 
 let requested = Array(CommandLine.arguments.dropFirst())

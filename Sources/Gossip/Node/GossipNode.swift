@@ -1,0 +1,295 @@
+import Crypto
+
+/// One peer of the overlay: membership, peer sampling, discovery and (optionally) push-sum
+/// averaging, composed into a single ``ProtocolNode`` a driver can run.
+///
+/// The sampler's view is the hub: a peer entering it is watched by membership, remembered in
+/// the peer cache and offered to the averager as a neighbour; a peer membership declares dead
+/// or left is removed from the view and the cache, and the averager takes back any share in
+/// flight to it (``PushSumAverager/onPeerGone(_:at:)``). An empty view or a long silence
+/// starts a re-bootstrap.
+public struct GossipNode: ProtocolNode {
+    public typealias Message = GossipMessage
+    public typealias Timer = GossipTimer
+    public typealias Event = GossipEvent
+
+    public let settings: OverlaySettings
+    public let identity: Identity
+    public private(set) var membership: Membership
+    public private(set) var sampler: PeerSampler
+    public private(set) var discovery: Discovery
+    /// The averager, if this node averages (nil in membership-only simulations).
+    public private(set) var averager: PushSumAverager?
+    /// Last instant any peer's message arrived.
+    public private(set) var lastHeard: Instant = .zero
+    let verifier: RecordVerifier
+
+    /// A node for `identity`, reachable at `endpoints`.
+    ///
+    /// `cache` is what the previous run persisted (empty the first time): this run signs its
+    /// record with the next sequence number, so peers replace any older address of it.
+    public init(
+        identity: Identity, endpoints: [Endpoint], settings: OverlaySettings = .lan, cache: PeerCache = PeerCache(),
+        averager: PushSumAverager? = nil, seed: UInt64, verifier: RecordVerifier = RecordVerifier()
+    ) {
+        var rng = SplitMix64(seed: seed)
+        var cache = cache
+        cache.ownSequence += 1
+        let record = AddressRecord(signedBy: identity, endpoints: endpoints, sequence: cache.ownSequence)
+        self.settings = settings
+        self.identity = identity
+        self.verifier = verifier
+        self.membership = Membership(identity: identity, record: record, settings: settings.membership, rng: rng.split(), verifier: verifier)
+        self.sampler = PeerSampler(settings: settings.sampling, rng: rng.split(), verifier: verifier)
+        self.discovery = Discovery(settings: settings.discovery, cache: cache, rng: rng.split())
+        self.averager = averager
+    }
+
+    /// This node's current signed address record.
+    public var record: AddressRecord { membership.me }
+    /// The peer cache to persist.
+    public var peerCache: PeerCache { discovery.cache }
+
+    // MARK: ProtocolNode
+
+    public mutating func onStart(at now: Instant) -> [Action] {
+        lastHeard = now
+        var out: [Action] = []
+        absorb(membership.onStart(at: now), at: now, into: &out)
+        absorb(sampler.onStart(at: now), at: now, into: &out)
+        // Cached peers seed the view; the ones that are gone fail their probes and shuffles.
+        let cached = discovery.cache.records.map { PeerSampler.Entry(record: $0, age: 0) }
+        withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert(cached, me: me, admit: admit) }
+        absorb(discovery.onStart(at: now), at: now, into: &out)
+        let neighbours = neighbourEndpoints
+        withAverager(into: &out) { a in
+            a.neighbours = neighbours
+            return a.onStart(at: now)
+        }
+        out.append(.schedule(.isolationCheck, at: now + settings.discovery.isolationTimeout))
+        return out
+    }
+
+    public mutating func onMessage(_ message: GossipMessage, from sender: Endpoint, at now: Instant) -> [Action] {
+        lastHeard = now
+        var out: [Action] = []
+        switch message {
+        case .membership(let m):
+            absorb(membership.onMessage(m, from: sender, at: now), at: now, into: &out)
+        case .sampling(let m):
+            withSampler(at: now, into: &out) { sampler, me, admit in sampler.onMessage(m, from: sender, me: me, admit: admit, at: now) }
+        case .discovery(.join(let joiner)):
+            guard joiner.peer != record.peer, verifier.isValid(joiner) else {
+                out.append(.report(.refused(from: sender, reason: "join with an invalid address record")))
+                break
+            }
+            let offer = [PeerSampler.Entry(record: record, age: 0)]
+                + sampler.sample(settings.sampling.viewSize - 1, excluding: joiner.peer)
+            out.append(.send(.discovery(.joinReply(offer)), to: sender, via: .datagram))
+            // A joiner we hold dead (the other side of a healed partition) hears so and refutes.
+            if let accusation = membership.accusation(of: joiner) {
+                out.append(.send(.membership(accusation), to: sender, via: .datagram))
+            }
+            withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert([PeerSampler.Entry(record: joiner, age: 0)], me: me, admit: admit) }
+        case .discovery(.joinReply(let entries)):
+            // A full view mixes the answer in like a shuffle, so a reconnect can merge overlays.
+            let room = settings.sampling.shuffleLength
+            withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert(entries, me: me, admit: admit, replacing: room) }
+            if sampler.count > 0 { absorb(discovery.succeeded(), at: now, into: &out) }
+        case .discovery(.beacon(let beacon)):
+            guard beacon.peer != record.peer else { break }
+            withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert([PeerSampler.Entry(record: beacon, age: 0)], me: me, admit: admit) }
+        case .averaging(let m):
+            withAverager(into: &out) { $0.onMessage(m, from: sender, at: now) }
+        }
+        return out
+    }
+
+    public mutating func onTimer(_ timer: GossipTimer, at now: Instant) -> [Action] {
+        var out: [Action] = []
+        switch timer {
+        case .membership(let t):
+            absorb(membership.onTimer(t, at: now), at: now, into: &out)
+        case .sampling(let t):
+            withSampler(at: now, into: &out) { sampler, me, admit in sampler.onTimer(t, me: me, admit: admit, at: now) }
+        case .discovery(.reconnect):
+            let actions = discovery.onTimer(.reconnect, me: record, at: now)
+            // With the join goes our accusation, so the peer can refute it and be taken back.
+            for case let .report(.reconnectAttempt(peer)) in actions {
+                if let r = discovery.reconnectCandidates.first(where: { $0.peer == peer }),
+                   let accusation = membership.accusation(of: r) {
+                    out.append(.send(.membership(accusation), to: r.primary, via: .datagram))
+                }
+            }
+            absorb(actions, at: now, into: &out)
+        case .discovery(let t):
+            absorb(discovery.onTimer(t, me: record, at: now), at: now, into: &out)
+        case .averaging(let t):
+            withAverager(into: &out) { $0.onTimer(t, at: now) }
+        case .reclaim(let endpoint):
+            // Not if the address belongs to a peer in the view again (a rejoin): its shares are new.
+            guard !sampler.view.contains(where: { $0.record.endpoints.contains(endpoint) }) else { break }
+            withAverager(into: &out) { $0.onPeerGone(endpoint, at: now) }
+        case .isolationCheck:
+            let timeout = settings.discovery.isolationTimeout
+            // Checked twice per timeout, so silence is noticed at most half a timeout late.
+            out.append(.schedule(.isolationCheck, at: now + timeout / 2))
+            if sampler.count == 0 || now - lastHeard > timeout {
+                absorb(discovery.begin(at: now), at: now, into: &out)
+            }
+        }
+        return out
+    }
+
+    /// Starts a graceful leave: a signed leave notice goes to the watched peers and the
+    /// averager hands its mass away. Keep the node running until
+    /// ``PushSumAverager/Event/handOffComplete`` and a second more, so shares still arriving
+    /// are acknowledged (peers take back unacknowledged ones after
+    /// ``Membership/Settings/leftReclaimDelay``), or a few gossip intervals without averaging.
+    public mutating func leave(at now: Instant) -> [Action] {
+        var out: [Action] = []
+        absorb(membership.leave(at: now), at: now, into: &out)
+        withAverager(into: &out) { $0.beginLeave(at: now) }
+        return out
+    }
+
+    // MARK: Composition
+
+    /// Records the view may take: not superseded by what membership or the cache knows.
+    private var admit: (AddressRecord) -> Bool {
+        let m = membership
+        let cached = discovery.cache
+        return { r in !m.isSuperseded(r) && !(cached.records.first { $0.peer == r.peer }.map { $0.sequence > r.sequence } ?? false) }
+    }
+
+    private var neighbourEndpoints: [Endpoint] { sampler.view.map(\.record.primary) }
+
+    private mutating func refreshNeighbours() {
+        let neighbours = neighbourEndpoints
+        var none: [Action] = []
+        withAverager(into: &none) { a in
+            a.neighbours = neighbours
+            return []
+        }
+    }
+
+    /// Runs `body` on the sampler with this node's record and admission rule, then absorbs
+    /// its actions once the rule (a snapshot of membership and cache) is released, so the
+    /// membership changes they cause mutate in place.
+    private mutating func withSampler(
+        at now: Instant, into out: inout [Action],
+        _ body: (inout PeerSampler, AddressRecord, (AddressRecord) -> Bool) -> [PeerSampler.Action]
+    ) {
+        let actions: [PeerSampler.Action]
+        do {
+            let rule = admit
+            actions = body(&sampler, record, rule)
+        }
+        absorb(actions, at: now, into: &out)
+    }
+
+    /// Runs `body` on the averager, if any, moved out of the node meanwhile so its vectors are
+    /// uniquely referenced and mutate in place (no copy of the model per message).
+    private mutating func withAverager(into out: inout [Action], _ body: (inout PushSumAverager) -> [PushSumAverager.Action]) {
+        guard var a = averager else { return }
+        averager = nil
+        let actions = body(&a)
+        averager = a
+        absorb(actions, into: &out)
+    }
+
+    private mutating func absorb(_ actions: [Membership.Action], at now: Instant, into out: inout [Action]) {
+        for action in actions {
+            switch action {
+            case let .send(m, to, via): out.append(.send(.membership(m), to: to, via: via))
+            case let .schedule(t, at): out.append(.schedule(.membership(t), at: at))
+            case let .cancel(t): out.append(.cancel(.membership(t)))
+            case let .report(e):
+                out.append(.report(.membership(e)))
+                switch e {
+                case .dead(let peer), .left(let peer):
+                    let known = sampler.entry(for: peer)?.record ?? discovery.cache.records.first { $0.peer == peer }
+                    let endpoints = known?.endpoints ?? []
+                    absorb(sampler.remove(peer), at: now, into: &out)
+                    if case .dead = e {
+                        discovery.forget(peer, departed: known, at: now)
+                    } else {
+                        discovery.forget(peer)
+                    }
+                    guard averager != nil else { break }
+                    if case .dead = e {
+                        // Its state is gone: shares in flight to it were lost with it or never
+                        // arrived, so the senders take them back now.
+                        for endpoint in endpoints { withAverager(into: &out) { $0.onPeerGone(endpoint, at: now) } }
+                    } else {
+                        // A leaver still acknowledges during its hand-off: reclaim later.
+                        for endpoint in endpoints {
+                            out.append(.schedule(.reclaim(endpoint), at: now + settings.membership.leftReclaimDelay))
+                        }
+                    }
+                case .recordRenewed(let r):
+                    discovery.noteOwnSequence(r.sequence)
+                case .recordChanged(let r):
+                    discovery.remember(r)
+                    refreshNeighbours()
+                case .alive(let peer):
+                    discovery.returned(peer)
+                case .suspect, .refuted, .localHealth, .rejected:
+                    break
+                }
+            }
+        }
+    }
+
+    private mutating func absorb(_ actions: [PeerSampler.Action], at now: Instant, into out: inout [Action]) {
+        var viewChanged = false
+        for action in actions {
+            switch action {
+            case let .send(m, to, via): out.append(.send(.sampling(m), to: to, via: via))
+            case let .schedule(t, at): out.append(.schedule(.sampling(t), at: at))
+            case let .cancel(t): out.append(.cancel(.sampling(t)))
+            case let .report(e):
+                out.append(.report(.sampling(e)))
+                switch e {
+                case .added(let r), .updated(let r):
+                    absorb(membership.watch(r, at: now), at: now, into: &out)
+                    discovery.remember(r)
+                    discovery.returned(r.peer)
+                    viewChanged = true
+                case .removed(let peer):
+                    membership.unwatch(peer)
+                    viewChanged = true
+                case .shuffled:
+                    absorb(discovery.succeeded(), at: now, into: &out)
+                case .viewEmpty:
+                    absorb(discovery.begin(at: now), at: now, into: &out)
+                case .rejected:
+                    break
+                }
+            }
+        }
+        if viewChanged { refreshNeighbours() }
+    }
+
+    private mutating func absorb(_ actions: [Discovery.Action], at now: Instant, into out: inout [Action]) {
+        for action in actions {
+            switch action {
+            case let .send(m, to, via): out.append(.send(.discovery(m), to: to, via: via))
+            case let .schedule(t, at): out.append(.schedule(.discovery(t), at: at))
+            case let .cancel(t): out.append(.cancel(.discovery(t)))
+            case let .report(e): out.append(.report(.discovery(e)))
+            }
+        }
+    }
+
+    private func absorb(_ actions: [PushSumAverager.Action], into out: inout [Action]) {
+        for action in actions {
+            switch action {
+            case let .send(m, to, via): out.append(.send(.averaging(m), to: to, via: via))
+            case let .schedule(t, at): out.append(.schedule(.averaging(t), at: at))
+            case let .cancel(t): out.append(.cancel(.averaging(t)))
+            case let .report(e): out.append(.report(.averaging(e)))
+            }
+        }
+    }
+}
