@@ -27,15 +27,14 @@ enum OverlayBench {
         var maxView: Int
     }
 
-    static func simulate(nodes: Int) -> Outcome {
+    static func simulate(nodes: Int) throws -> Outcome {
         let memo = RecordVerifier.Memo()
         var settings = OverlaySettings.lan
         settings.discovery.beaconEndpoint = nil
-        let identities = (0..<nodes).map { i -> Identity in
+        let identities = try (0..<nodes).map { i -> Identity in
             var seed = [UInt8](repeating: 0xB3, count: Identity.seedLength)
             withUnsafeBytes(of: UInt64(i).littleEndian) { for (k, b) in $0.enumerated() { seed[k] = b } }
-            // A 32-byte seed always derives a key pair.
-            return (try? Identity(seed: seed)) ?? Identity.generate()
+            return try Identity(seed: seed)
         }
         let sim = Simulator<GossipNode>(nodeCount: nodes, seed: 21, links: LinkPolicy(default: link)) { context in
             var s = settings
@@ -67,8 +66,8 @@ enum OverlayBench {
 
     static func run() throws {
         let nodes = ProcessInfo.processInfo.environment["OVERLAY_BENCH_NODES"].flatMap(Int.init) ?? defaultNodes
-        let small = simulate(nodes: max(2, nodes / baselineDivisor))
-        let large = simulate(nodes: nodes)
+        let small = try simulate(nodes: max(2, nodes / baselineDivisor))
+        let large = try simulate(nodes: nodes)
         let simulatedSmall = Double(small.nodes) * (settle + window).seconds
         let simulatedLarge = Double(large.nodes) * (settle + window).seconds
         var report = BenchReport(suite: "overlay")
