@@ -35,8 +35,10 @@ deps:
 build: deps
 	$(SWIFT) build $(BUILD_FLAGS)
 
-test: build
-	$(SWIFT) test $(BUILD_FLAGS)
+# The tests are built together with the tools in one pass, then run without a rebuild.
+test: deps
+	$(SWIFT) build $(BUILD_FLAGS) --build-tests
+	$(SWIFT) test $(BUILD_FLAGS) --skip-build
 	scripts/fuzz.sh --total $(FUZZ_SMOKE_SECONDS)
 
 demo: build

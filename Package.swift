@@ -6,6 +6,7 @@ import PackageDescription
 ///
 /// Dependencies point one way: `Crypto` needs only libsodium, `Learner` needs no
 /// networking, `Gossip` needs `Crypto`, and `Simulation` drives `Gossip` in virtual time.
+/// `DeterministicRandom` is the one seeded generator they share, so a seed reproduces a run.
 let package = Package(
     name: "Murmuration",
     products: [
@@ -27,9 +28,10 @@ let package = Package(
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
+        .target(name: "DeterministicRandom"),
         .target(name: "Crypto", dependencies: ["CSodium"]),
-        .target(name: "Gossip", dependencies: ["Crypto", "CLibUV", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "Learner", dependencies: ["CBLAS", "CZlib"]),
+        .target(name: "Gossip", dependencies: ["Crypto", "DeterministicRandom", "CLibUV", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Learner", dependencies: ["DeterministicRandom", "CBLAS", "CZlib"]),
         .target(name: "Simulation", dependencies: ["Gossip", "Crypto"], path: "netsim/Simulation",
                 swiftSettings: [.unsafeFlags(["-cross-module-optimization", "-enforce-exclusivity=unchecked"])]),
 
@@ -48,13 +50,13 @@ let package = Package(
         ),
         .executableTarget(
             name: "murmur-bench",
-            dependencies: ["Crypto", "Gossip", "Learner", "Simulation", "CSodium"],
+            dependencies: ["Crypto", "Gossip", "Learner", "Simulation", "DeterministicRandom", "CSodium"],
             path: "Benchmarks"
         ),
 
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "CSodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "Crypto"]),
-        .testTarget(name: "LearnerTests", dependencies: ["Learner"]),
+        .testTarget(name: "LearnerTests", dependencies: ["Learner", "DeterministicRandom"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Gossip", "Crypto"]),
     ],
     swiftLanguageModes: [.v6]

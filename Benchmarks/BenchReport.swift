@@ -49,7 +49,7 @@ struct BenchReport {
             }
         }
         if let handle = FileHandle(forWritingAtPath: resultsPath) ?? {
-            FileManager.default.createFile(atPath: resultsPath, contents: nil)
+            _ = FileManager.default.createFile(atPath: resultsPath, contents: nil)
             return FileHandle(forWritingAtPath: resultsPath)
         }() {
             handle.seekToEndOfFile()

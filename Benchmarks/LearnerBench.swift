@@ -1,3 +1,4 @@
+import DeterministicRandom
 import Foundation
 import Learner
 
@@ -43,7 +44,7 @@ func runLearnerBench() throws {
     report.add(BenchFigure(name: "softmax regression test accuracy", value: softmax.accuracy, unit: "fraction", note: "scikit-learn: 0.844"))
 
     // Codecs on a delta the size of the MLP (101,770 parameters).
-    var rng = LearnerRandom(seed: 1)
+    var rng = SplitMix64(seed: 1)
     let delta = (0..<101_770).map { _ in Float(rng.normal() * 0.01) }
     let fp32Time = try bestTime(repeats: 5) { _ = try Fp32Codec().decode(Fp32Codec().encode(delta), expectedCount: delta.count) }
     for codec in [Fp16Codec(), Int8Codec(), TopKCodec(fraction: 0.01)] as [any DeltaCodec] {

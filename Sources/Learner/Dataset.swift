@@ -1,3 +1,4 @@
+import DeterministicRandom
 import Foundation
 
 /// Labelled samples: `count` rows of `featureCount` floats in one contiguous row-major buffer,
@@ -56,7 +57,7 @@ public struct Dataset: Sendable, Equatable {
     public func split(holdOut fraction: Double, seed: UInt64) throws -> (train: Dataset, test: Dataset) {
         guard fraction > 0, fraction < 1 else { throw LearnerError.invalidArgument("test fraction must be in (0, 1), got \(fraction)") }
         var order = Array(0..<count)
-        var rng = LearnerRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         rng.shuffle(&order)
         let testCount = Int((Double(count) * fraction).rounded())
         guard testCount >= 1, testCount < count else {

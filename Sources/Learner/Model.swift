@@ -1,3 +1,4 @@
+import DeterministicRandom
 import CBLAS
 import Foundation
 
@@ -86,7 +87,7 @@ public struct Model: Hashable, Sendable {
     /// output layer, zero biases. The same seed gives the same parameters.
     public init(architecture: Architecture, seed: UInt64) {
         self.architecture = architecture
-        var rng = LearnerRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         var p = [Float](repeating: 0, count: architecture.parameterCount)
         let sizes = architecture.layerSizes
         for l in 0..<architecture.layerCount {

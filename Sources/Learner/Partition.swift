@@ -1,3 +1,4 @@
+import DeterministicRandom
 import Foundation
 
 /// How samples are spread over simulated peers.
@@ -54,7 +55,7 @@ public struct Partition: Sendable, Equatable {
             throw LearnerError.invalidArgument("label \(bad) is outside 0..<\(classCount)")
         }
         guard labels.count >= peers else { throw LearnerError.invalidArgument("\(labels.count) samples cannot be spread over \(peers) peers") }
-        var rng = LearnerRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         var out = [[Int]](repeating: [], count: peers)
         switch scheme {
         case .iid:

@@ -1,20 +1,9 @@
+import DeterministicRandom
 import Foundation
 
-/// A seedable generator (SplitMix64) for everything random in `Learner`: initialisation,
-/// shuffling, partitioning. `Learner` needs no networking, so it cannot use `Gossip`'s copy.
-public struct LearnerRandom: RandomNumberGenerator, Sendable, Hashable {
-    public private(set) var state: UInt64
-
-    public init(seed: UInt64) { self.state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+/// Sampling helpers for everything random in `Learner` (initialisation, shuffling,
+/// partitioning), written out so results do not depend on the standard library's algorithms.
+extension SplitMix64 {
     /// A uniform double in [0, 1) from the top 53 bits; written out so results do not depend
     /// on the standard library's sampling algorithm.
     public mutating func unitDouble() -> Double { Double(next() >> 11) * 0x1.0p-53 }

@@ -1,3 +1,4 @@
+import DeterministicRandom
 import Foundation
 
 /// How the learning rate changes with the optimizer's step count.
@@ -121,7 +122,7 @@ public struct Trainer: Sendable {
     public let config: TrainerConfig
     public private(set) var optimizer: SGD
     public let architecture: Architecture
-    private var rng: LearnerRandom
+    private var rng: SplitMix64
     private var order: [Int] = []
     private var cursor = 0
     private var workspace: Workspace
@@ -143,7 +144,7 @@ public struct Trainer: Sendable {
         self.config = config
         self.architecture = architecture
         optimizer = SGD(config: config.sgd, parameterCount: architecture.parameterCount)
-        rng = LearnerRandom(seed: config.seed)
+        rng = SplitMix64(seed: config.seed)
         workspace = Workspace(architecture: architecture, capacity: config.batchSize)
         gradient = [Float](repeating: 0, count: architecture.parameterCount)
         batchFeatures = [Float](repeating: 0, count: config.batchSize * architecture.inputCount)

@@ -1,9 +1,10 @@
+import DeterministicRandom
 import Testing
 @testable import Learner
 
 struct CodecTests {
     static func delta(_ n: Int, seed: UInt64, scale: Double = 0.01) -> [Float] {
-        var rng = LearnerRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         return (0..<n).map { _ in Float(rng.normal() * scale) }
     }
 
@@ -97,7 +98,7 @@ struct CodecTests {
         topk[9] = 9
         #expect(throws: LearnerError.self) { try Codecs.decode(topk, expectedCount: 4) }
         // Random mutations of valid encodings: every outcome is a value or a thrown error.
-        var rng = LearnerRandom(seed: 9)
+        var rng = SplitMix64(seed: 9)
         let samples = [Fp32Codec().encode(Self.delta(40, seed: 6)), Fp16Codec().encode(Self.delta(40, seed: 6)),
                        Int8Codec(chunk: 16).encode(Self.delta(40, seed: 6)), TopKCodec(fraction: 0.2).encode(Self.delta(40, seed: 6))]
         for _ in 0..<4000 {
@@ -123,7 +124,7 @@ struct CodecTests {
 struct TopKSelectionTests {
     @Test(arguments: [1, 7, 50, 199, 200])
     func largestIndices_withTies_keepsExactlyKOfTheLargest(k: Int) {
-        var rng = LearnerRandom(seed: UInt64(k))
+        var rng = SplitMix64(seed: UInt64(k))
         // Few distinct magnitudes, both signs: many ties at the threshold.
         let x = (0..<200).map { _ in Float(rng.below(9) - 4) }
         let chosen = TopKCodec.largestIndices(x, k)

@@ -1,9 +1,10 @@
+import DeterministicRandom
 import Testing
 @testable import Learner
 
 /// A small synthetic problem: three Gaussian blobs in 6 dimensions.
 func blobs(count: Int, seed: UInt64) throws -> Dataset {
-    var rng = LearnerRandom(seed: seed)
+    var rng = SplitMix64(seed: seed)
     var x: [Float] = []
     var y: [Int32] = []
     for i in 0..<count {
@@ -112,7 +113,7 @@ struct TrainingTests {
 
 struct TensorTests {
     @Test func matrix_product_matchesNaiveLoops() throws {
-        var rng = LearnerRandom(seed: 1)
+        var rng = SplitMix64(seed: 1)
         let a = try Matrix(rows: 3, columns: 4, values: (0..<12).map { _ in Float(rng.normal()) })
         let b = try Matrix(rows: 5, columns: 4, values: (0..<20).map { _ in Float(rng.normal()) })
         let c = try a.multiplied(by: b, transposeOther: true)
