@@ -11,10 +11,14 @@ func fuzzInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> [UInt8] {
 /// Writes `seeds` (round-trip encodings made by the target's own encoders) as files `rt-N` into
 /// the directory named by `FUZZ_SEED_DIR`; scripts/fuzz.sh sets it to the target's corpus
 /// directory, so seeds always match the current encoders and no binary is committed.
-func writeSeeds(_ seeds: [[UInt8]]) {
+/// Every seed must be accepted by `decodes`: an encoding its own decoder refuses is a bug, and a
+/// target whose seeds never decode would fuzz nothing but the error paths.
+func writeSeeds(_ seeds: [[UInt8]], decodes: ([UInt8]) -> Bool) {
     guard let raw = getenv("FUZZ_SEED_DIR") else { return }
     let dir = String(cString: raw)
+    precondition(!seeds.isEmpty, "fuzz: no seeds were built")
     for (i, seed) in seeds.enumerated() {
+        precondition(decodes(seed), "fuzz: seed \(i) (an encoder's output) does not decode: \(hex(seed))")
         writeFile("\(dir)/rt-\(i)", seed)
     }
 }
@@ -64,4 +68,9 @@ func averagingTransfer(epoch: UInt64, sequence: UInt64, weight: Double, count: U
 /// A push-sum acknowledgement in `AveragingWire`'s layout.
 func averagingAck(epoch: UInt64, sequence: UInt64) -> [UInt8] {
     [2] + littleEndian(epoch) + littleEndian(sequence)
+}
+
+/// `bytes` in lowercase hex, for failure messages.
+func hex(_ bytes: [UInt8]) -> String {
+    bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }

@@ -25,6 +25,9 @@ public func fuzzInitialize(_ argc: FuzzArgc, _ argv: FuzzArgv) -> Int32 {
         "label,a,b\n0,1.5,2\n1,-3e2,0.25\n",
         "1,2,3\r\n0,4,5\r\n\r\n2,6,7.5",
         "x, y ,Label\n 1 , 2 , 0\n3,4,1\n",
-    ].map { Array($0.utf8) })
+    ].map { Array($0.utf8) }) { seed in
+        writeFile(path, seed)
+        return (try? DataFiles.readCSV(path)) != nil
+    }
     return 0
 }

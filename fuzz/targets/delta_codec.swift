@@ -9,9 +9,7 @@ let maxExpected = 1 << 16
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let bytes = fuzzInput(data, size)
-    var claimed = 0
-    if bytes.count >= 5 { for i in 0..<4 { claimed |= Int(bytes[1 + i]) << (8 * i) } }
-    let expected = min(claimed, maxExpected)
+    let expected = expectedCount(bytes)
     guard let values = try? Codecs.decode(bytes, expectedCount: expected) else { return 0 }
     precondition(values.count == expected, "decoded \(values.count) values, expected \(expected)")
     precondition(values.allSatisfy(\.isFinite), "a codec decoded a non-finite value")
@@ -26,10 +24,20 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     return 0
 }
 
+/// The count the input claims (u32 LE after the tag), capped at `maxExpected`.
+func expectedCount(_ bytes: [UInt8]) -> Int {
+    guard bytes.count >= 5 else { return 0 }
+    var claimed = 0
+    for i in 0..<4 { claimed |= Int(bytes[1 + i]) << (8 * i) }
+    return min(claimed, maxExpected)
+}
+
 @_cdecl("LLVMFuzzerInitialize")
 public func fuzzInitialize(_ argc: FuzzArgc, _ argv: FuzzArgv) -> Int32 {
     let vectors: [[Float]] = [[], [1.5], [0.5, -2, 0, 3.25, -0.125, 7, 1e-3, -8]]
     let codecs: [any DeltaCodec] = [Fp32Codec(), Fp16Codec(), Int8Codec(chunk: 3), TopKCodec(fraction: 0.5)]
-    writeSeeds(codecs.flatMap { codec in vectors.map { codec.encode($0) } })
+    writeSeeds(codecs.flatMap { codec in vectors.map { codec.encode($0) } }) {
+        (try? Codecs.decode($0, expectedCount: expectedCount($0))) != nil
+    }
     return 0
 }

@@ -38,7 +38,7 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 
 @_cdecl("LLVMFuzzerInitialize")
 public func fuzzInitialize(_ argc: FuzzArgc, _ argv: FuzzArgv) -> Int32 {
-    writeSeeds(gossipSeeds())
+    writeSeeds(gossipSeeds()) { (try? GossipWire.decode($0)) != nil }
     return 0
 }
 
@@ -76,5 +76,6 @@ func gossipSeeds() -> [[UInt8]] {
                           payload: ([1, -2, 0.25] as [Float]).flatMap { littleEndian($0.bitPattern) }),
         averagingTransfer(epoch: 1, sequence: 4, weight: 0.25, count: 4, codec: 7, payload: [1, 2, 3]),
     ].compactMap { try? GossipMessage.averaging(AveragingWire.decode($0)) }
+    precondition(averaging.count == 3, "fuzz: a hand-written averaging seed does not decode")
     return (messages + averaging).map(GossipWire.encode)
 }

@@ -32,6 +32,9 @@ public func fuzzInitialize(_ argc: FuzzArgc, _ argv: FuzzArgv) -> Int32 {
             unlink(seedPath)
         }
     }
-    writeSeeds(seeds)
+    writeSeeds(seeds) { seed in
+        writeFile(path, seed)
+        return (try? DataFiles.readIDX(path)) != nil
+    }
     return 0
 }

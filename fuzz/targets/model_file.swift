@@ -42,6 +42,6 @@ public func fuzzInitialize(_ argc: FuzzArgc, _ argv: FuzzArgv) -> Int32 {
        let norm = try? Normalizer(kind: .standardize, offsets: [0.5, -1], scales: [2, 4]) {
         seeds.append(ModelFile.encode(.init(model: Model(architecture: mlp, seed: 2), normalizer: norm)))
     }
-    writeSeeds(seeds)
+    writeSeeds(seeds) { (try? ModelFile.decode($0)) != nil }
     return 0
 }

@@ -22,6 +22,6 @@ public func fuzzInitialize(_ argc: FuzzArgc, _ argv: FuzzArgv) -> Int32 {
         PeerCache().encoded(),
         PeerCache(ownSequence: 42, records: [records[0]]).encoded(),
         PeerCache(ownSequence: 7, records: records).encoded(),
-    ])
+    ]) { (try? PeerCache(decoding: $0)) != nil }
     return 0
 }
