@@ -38,8 +38,10 @@ newer() { # newer OUTPUT INPUT... : true if OUTPUT is missing or older than any 
   return 1
 }
 
-# The project's modules, in dependency order, as instrumented static libraries with their
-# .swiftmodule: NAME "LIBRARIES IT DEPENDS ON".
+# The project's modules, in dependency order, built as instrumented static libraries with their
+# .swiftmodule; deps: the project modules each imports; syslibs: the system libraries it links.
+# Built one after another: on a loaded 2-core machine, building Gossip and Learner in parallel
+# measured slower (103 s against 93 s from scratch).
 modules=(Crypto DeterministicRandom Gossip Learner)
 declare -A deps=([Crypto]="" [DeterministicRandom]="" [Gossip]="Crypto DeterministicRandom" [Learner]="DeterministicRandom")
 declare -A syslibs=([Crypto]="-lsodium" [DeterministicRandom]="" [Gossip]="-luv" [Learner]="-lopenblas -lz")
