@@ -1,0 +1,47 @@
+import CZlib
+import Learner
+
+/// Fuzzes the model file parser, `ModelFile.decode` (the byte-level half of `ModelFile.read`).
+/// Random mutations almost never keep the trailing CRC-32 right, so each input is parsed twice:
+/// as it is, and with its last four bytes replaced by the CRC of the rest, which lets the fuzzer
+/// reach the parameter and normaliser checks behind the checksum. The format is canonical, so a
+/// file that parses must re-encode to exactly its bytes.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    let bytes = fuzzInput(data, size)
+    check(bytes)
+    if bytes.count >= 4 {
+        var fixed = bytes
+        let body = fixed.count - 4
+        let crc = fixed.withUnsafeBufferPointer { UInt32(crc32(0, $0.baseAddress, UInt32(body))) }
+        for i in 0..<4 { fixed[body + i] = UInt8(truncatingIfNeeded: crc >> (8 * i)) }
+        if fixed != bytes { check(fixed) }
+    }
+    return 0
+}
+
+func check(_ bytes: [UInt8]) {
+    guard let contents = try? ModelFile.decode(bytes) else { return }
+    let arch = contents.model.architecture
+    precondition(contents.model.parameters.count == arch.parameterCount, "parameter count disagrees with the architecture")
+    precondition(ModelFile.encode(contents) == bytes, "model file does not re-encode to its input")
+    _ = try? ModelFile.decode(bytes, expecting: arch)
+}
+
+@_cdecl("LLVMFuzzerInitialize")
+public func fuzzInitialize(_ argc: FuzzArgc, _ argv: FuzzArgv) -> Int32 {
+    var seeds: [[UInt8]] = []
+    if let softmax = try? Architecture(inputCount: 3, classCount: 2) {
+        let model = Model(architecture: softmax, seed: 1)
+        seeds.append(ModelFile.encode(.init(model: model, normalizer: .identity(featureCount: 3))))
+        if let norm = try? Normalizer(kind: .minMax, offsets: [0, 1, 2], scales: [1, 0.5, 2]) {
+            seeds.append(ModelFile.encode(.init(model: model, normalizer: norm)))
+        }
+    }
+    if let mlp = try? Architecture(inputCount: 2, hiddenSizes: [3], classCount: 2),
+       let norm = try? Normalizer(kind: .standardize, offsets: [0.5, -1], scales: [2, 4]) {
+        seeds.append(ModelFile.encode(.init(model: Model(architecture: mlp, seed: 2), normalizer: norm)))
+    }
+    writeSeeds(seeds) { (try? ModelFile.decode($0)) != nil }
+    return 0
+}
