@@ -49,7 +49,7 @@ public struct AddressRecord: Hashable, Sendable, CustomStringConvertible {
     /// The bytes the signature covers: the domain's framing of key ‖ sequence ‖ endpoints.
     static func signedBytes(peer: PeerID, endpoints: [Endpoint], sequence: UInt64) -> [UInt8] {
         var w = ByteWriter(capacity: 128)
-        w.write(bytes: peer.bytes)
+        GossipWire.write(peer, to: &w)
         w.writeUInt64(sequence)
         GossipWire.write(endpoints: endpoints, to: &w)
         return domain.message(w.bytes)
@@ -119,7 +119,7 @@ public struct AliveClaim: Hashable, Sendable {
     /// The domain's framing of key ‖ sequence u64 ‖ incarnation u32.
     static func signedBytes(peer: PeerID, sequence: UInt64, incarnation: UInt32) -> [UInt8] {
         var w = ByteWriter(capacity: 44)
-        w.write(bytes: peer.bytes)
+        GossipWire.write(peer, to: &w)
         w.writeUInt64(sequence)
         w.writeUInt32(incarnation)
         return domain.message(w.bytes)
@@ -221,29 +221,4 @@ public struct RecordVerifier: Sendable {
         memo.insert(key, message: message)
         return true
     }
-}
-
-/// A peer's key as four words: the dictionary key of membership's hot tables. Hashing two
-/// words of an already uniformly random key is as good as hashing all 32 bytes one by one,
-/// which is what `PeerID`'s synthesized `Hashable` does.
-struct PeerKey: Hashable, Comparable, Sendable {
-    let a: UInt64, b: UInt64, c: UInt64, d: UInt64
-
-    init(_ id: PeerID) {
-        var w: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-        id.bytes.withUnsafeBytes { raw in
-            if raw.count >= 32 {
-                w = (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
-                     raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
-            }
-        }
-        (a, b, c, d) = w
-    }
-
-    func hash(into hasher: inout Hasher) {
-        hasher.combine(a)
-        hasher.combine(b)
-    }
-
-    static func < (x: PeerKey, y: PeerKey) -> Bool { (x.a, x.b, x.c, x.d) < (y.a, y.b, y.c, y.d) }
 }

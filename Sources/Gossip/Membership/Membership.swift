@@ -172,18 +172,16 @@ public struct Membership: Sendable {
     public private(set) var incarnation: UInt32 = 0
     /// This node's signed claim to be alive at ``me`` and ``incarnation``.
     public private(set) var selfClaim: AliveClaim
-    /// Watched peers, keyed for fast hashing.
-    var table: [PeerKey: Member] = [:]
-    /// Watched peers (a copy, for status and tests).
-    public var members: [PeerID: Member] {
-        Dictionary(uniqueKeysWithValues: table.values.map { ($0.record.peer, $0) })
-    }
+    /// Watched peers.
+    var table: [PeerID: Member] = [:]
+    /// Watched peers (for status and tests).
+    public var members: [PeerID: Member] { table }
     /// The watched peer `peer`, if any.
-    public func member(_ peer: PeerID) -> Member? { table[PeerKey(peer)] }
+    public func member(_ peer: PeerID) -> Member? { table[peer] }
     /// Lifeguard's local-health score, 0 ..< maxLocalHealthMultiplier.
     public private(set) var localHealth = 0
-    var hearsay: [PeerKey: Hearsay] = [:]
-    var broadcasts: [PeerKey: Broadcast] = [:]
+    var hearsay: [PeerID: Hearsay] = [:]
+    var broadcasts: [PeerID: Broadcast] = [:]
     var probeOrder: [PeerID] = []
     var probe: Probe?
     var relays: [UInt32: Relay] = [:]
@@ -239,7 +237,7 @@ public struct Membership: Sendable {
 
     /// True if a record is superseded by a tombstone: a shuffle must not bring it back.
     public func isBuried(_ record: AddressRecord) -> Bool {
-        guard let h = hearsay[PeerKey(record.peer)], h.status == .dead || h.status == .left else { return false }
+        guard let h = hearsay[record.peer], h.status == .dead || h.status == .left else { return false }
         return h.version.sequence >= record.sequence
     }
 
@@ -247,14 +245,14 @@ public struct Membership: Sendable {
     /// tombstone covering this one: such a record is a replay and must not enter the view.
     public func isSuperseded(_ record: AddressRecord) -> Bool {
         if isBuried(record) { return true }
-        if let m = table[PeerKey(record.peer)], m.record.sequence > record.sequence { return true }
-        if let h = hearsay[PeerKey(record.peer)], h.version.sequence > record.sequence { return true }
+        if let m = table[record.peer], m.record.sequence > record.sequence { return true }
+        if let h = hearsay[record.peer], h.version.sequence > record.sequence { return true }
         return false
     }
 
     /// The version at which `peer` was declared dead here, if it is a tombstone.
     public func tombstone(of peer: PeerID) -> Version? {
-        guard let h = hearsay[PeerKey(peer)], h.status == .dead else { return nil }
+        guard let h = hearsay[peer], h.status == .dead else { return nil }
         return h.version
     }
 
@@ -266,7 +264,7 @@ public struct Membership: Sendable {
 
     /// What this node believes about `peer`, if anything.
     public func status(of peer: PeerID) -> Status? {
-        table[PeerKey(peer)]?.status ?? hearsay[PeerKey(peer)]?.status
+        table[peer]?.status ?? hearsay[peer]?.status
     }
 
     // MARK: Driver entry points
@@ -302,7 +300,7 @@ public struct Membership: Sendable {
             var targets = reachable
             targets.shuffle(using: &rng)
             for peer in targets.prefix(settings.gossipFanout) {
-                guard let member = table[PeerKey(peer)] else { continue }
+                guard let member = table[peer] else { continue }
                 let updates = piggyback()
                 if updates.isEmpty { break }
                 out.append(.send(.gossip(from: me.peer, updates: updates), to: member.record.primary, via: .datagram))
@@ -384,30 +382,30 @@ public struct Membership: Sendable {
     public mutating func watch(_ record: AddressRecord, at now: Instant) -> [Action] {
         guard record.peer != me.peer, !isBuried(record) else { return [] }
         var out: [Action] = []
-        if var m = table[PeerKey(record.peer)] {
+        if var m = table[record.peer] {
             m.inView = true
             if record.sequence > m.record.sequence {
                 replaceLife(&m, with: record, incarnation: 0, into: &out)
             }
-            table[PeerKey(record.peer)] = m
+            table[record.peer] = m
             return out
         }
         var incarnation: UInt32 = 0
-        if let h = hearsay.removeValue(forKey: PeerKey(record.peer)), h.version.sequence == record.sequence {
+        if let h = hearsay.removeValue(forKey: record.peer), h.version.sequence == record.sequence {
             incarnation = h.version.incarnation
         }
-        table[PeerKey(record.peer)] = Member(record: record, incarnation: incarnation, status: .alive, inView: true)
+        table[record.peer] = Member(record: record, incarnation: incarnation, status: .alive, inView: true)
         return out
     }
 
     /// Stops watching a peer that left the view. A suspected peer stays until its case is settled.
     public mutating func unwatch(_ peer: PeerID) {
-        guard var m = table[PeerKey(peer)] else { return }
+        guard var m = table[peer] else { return }
         m.inView = false
         if m.status == .suspect || probe?.target.peer == peer {
-            table[PeerKey(peer)] = m
+            table[peer] = m
         } else {
-            table.removeValue(forKey: PeerKey(peer))
+            table.removeValue(forKey: peer)
         }
     }
 
@@ -419,7 +417,7 @@ public struct Membership: Sendable {
         enqueue(.left(notice))
         var out: [Action] = []
         for peer in reachable {
-            guard let m = table[PeerKey(peer)] else { continue }
+            guard let m = table[peer] else { continue }
             out.append(.send(.gossip(from: me.peer, updates: [.left(notice)]), to: m.record.primary, via: .datagram))
         }
         return out
@@ -472,7 +470,7 @@ public struct Membership: Sendable {
                 if probeOrder.isEmpty { return nil }
             }
             let peer = probeOrder.removeLast()
-            if let m = table[PeerKey(peer)], m.inView, m.status == .alive || m.status == .suspect { return m }
+            if let m = table[peer], m.inView, m.status == .alive || m.status == .suspect { return m }
         }
     }
 
@@ -482,10 +480,10 @@ public struct Membership: Sendable {
         for endpoint in p.target.endpoints.dropFirst() {
             out.append(.send(.ping(sequence: seq, from: me.peer, updates: []), to: endpoint, via: .datagram))
         }
-        var helpers = reachable.filter { $0 != p.target.peer && table[PeerKey($0)]?.status == .alive }
+        var helpers = reachable.filter { $0 != p.target.peer && table[$0]?.status == .alive }
         helpers.shuffle(using: &rng)
         for peer in helpers.prefix(settings.indirectChecks) {
-            guard let helper = table[PeerKey(peer)] else { continue }
+            guard let helper = table[peer] else { continue }
             p.expectedNacks += 1
             out.append(.send(.pingRequest(sequence: seq, from: me.peer, target: p.target, updates: piggyback()), to: helper.record.primary, via: .datagram))
         }
@@ -501,14 +499,14 @@ public struct Membership: Sendable {
         // (they were asked and stayed silent, so the fault is likely here); without, any
         // failed probe does.
         adjustHealth(p.expectedNacks > 0 ? max(0, p.expectedNacks - p.nacks) : 1, into: &out)
-        guard var m = table[PeerKey(p.target.peer)], m.record.sequence == p.target.sequence else { return }
+        guard var m = table[p.target.peer], m.record.sequence == p.target.sequence else { return }
         if m.status == .alive {
             startSuspicion(&m, version: m.version, accuser: me.peer, at: now, into: &out)
-            table[PeerKey(m.record.peer)] = m
+            table[m.record.peer] = m
             // Buddy system: tell the suspect directly, not only through gossip.
             out.append(.send(.gossip(from: me.peer, updates: [.suspect(m.record.peer, m.version, by: me.peer)]), to: m.record.primary, via: .datagram))
         }
-        if !m.inView && m.status == .alive { table.removeValue(forKey: PeerKey(m.record.peer)) }
+        if !m.inView && m.status == .alive { table.removeValue(forKey: m.record.peer) }
     }
 
     private mutating func adjustHealth(_ delta: Int, into out: inout [Action]) {
@@ -535,7 +533,7 @@ public struct Membership: Sendable {
     }
 
     private mutating func suspicionExpired(_ peer: PeerID, at now: Instant, into out: inout [Action]) {
-        guard let m = table[PeerKey(peer)], m.status == .suspect, let s = m.suspicion else { return }
+        guard let m = table[peer], m.status == .suspect, let s = m.suspicion else { return }
         // Confirmations only bring the deadline forward and reschedule the timer, so a firing
         // before the deadline can only be a driver firing early: wait for the deadline.
         if s.deadline > now {
@@ -549,7 +547,7 @@ public struct Membership: Sendable {
 
     /// Moves a peer to the tombstones and reports it gone.
     private mutating func bury(_ peer: PeerID, version: Version, status: Status, at now: Instant, into out: inout [Action]) {
-        if table.removeValue(forKey: PeerKey(peer))?.suspicion != nil {
+        if table.removeValue(forKey: peer)?.suspicion != nil {
             out.append(.cancel(.suspicion(peer)))
         }
         remember(peer, Hearsay(version: version, status: status, heard: now))
@@ -583,7 +581,7 @@ public struct Membership: Sendable {
         case let .alive(claim):
             let record = claim.record, inc = claim.incarnation
             let version = Version(sequence: record.sequence, incarnation: inc)
-            if var m = table[PeerKey(record.peer)] {
+            if var m = table[record.peer] {
                 guard version > m.version, verify(claim, into: &out) else { return }
                 if record.sequence > m.record.sequence {
                     replaceLife(&m, with: record, incarnation: inc, into: &out)
@@ -594,9 +592,9 @@ public struct Membership: Sendable {
                     m.status = .alive
                     m.suspicion = nil
                 }
-                table[PeerKey(record.peer)] = m
+                table[record.peer] = m
                 enqueue(update)
-            } else if let h = hearsay[PeerKey(record.peer)], version > h.version {
+            } else if let h = hearsay[record.peer], version > h.version {
                 // Relay what we have heard of; an alive claim about a stranger dies here, so
                 // joins do not flood the network.
                 guard verify(claim, into: &out) else { return }
@@ -605,37 +603,37 @@ public struct Membership: Sendable {
                 enqueue(update)
             }
         case let .suspect(peer, version, accuser):
-            if var m = table[PeerKey(peer)] {
+            if var m = table[peer] {
                 guard version.sequence == m.record.sequence, version >= m.version else { return }
                 if m.status == .suspect, version == m.version, var s = m.suspicion {
                     guard !s.accusers.contains(accuser) else { return }
                     s.accusers.insert(accuser)
                     m.suspicion = s
-                    table[PeerKey(peer)] = m
+                    table[peer] = m
                     out.append(.schedule(.suspicion(peer), at: s.deadline))
                     enqueue(update)  // confirmations travel too (memberlist re-gossips them)
                     return
                 }
                 if m.suspicion != nil { out.append(.cancel(.suspicion(peer))) }
                 startSuspicion(&m, version: version, accuser: accuser, at: now, into: &out)
-                table[PeerKey(peer)] = m
-            } else if hearsay[PeerKey(peer)].map({ version > $0.version || ($0.status == .alive && version == $0.version) }) ?? true {
+                table[peer] = m
+            } else if hearsay[peer].map({ version > $0.version || ($0.status == .alive && version == $0.version) }) ?? true {
                 remember(peer, Hearsay(version: version, status: .suspect, heard: now))
                 enqueue(update)
             }
         case let .dead(peer, version, _):
-            if let m = table[PeerKey(peer)] {
+            if let m = table[peer] {
                 guard version >= m.version else { return }
                 bury(peer, version: version, status: .dead, at: now, into: &out)
                 enqueue(update)
-            } else if hearsay[PeerKey(peer)].map({ version > $0.version || ($0.status != .dead && $0.status != .left && version == $0.version) }) ?? true {
+            } else if hearsay[peer].map({ version > $0.version || ($0.status != .dead && $0.status != .left && version == $0.version) }) ?? true {
                 bury(peer, version: version, status: .dead, at: now, into: &out)
                 enqueue(update)
             }
         case let .left(notice):
             let version = Version(sequence: notice.sequence, incarnation: .max)
-            let known = table[PeerKey(notice.peer)]?.version ?? hearsay[PeerKey(notice.peer)]?.version
-            let settled = hearsay[PeerKey(notice.peer)]?.status == .left && hearsay[PeerKey(notice.peer)]?.version.sequence == notice.sequence
+            let known = table[notice.peer]?.version ?? hearsay[notice.peer]?.version
+            let settled = hearsay[notice.peer]?.status == .left && hearsay[notice.peer]?.version.sequence == notice.sequence
             guard !settled, known.map({ notice.sequence >= $0.sequence }) ?? true else { return }
             guard verifier.isValid(notice) else {
                 out.append(.report(.rejected(notice.peer)))
@@ -704,7 +702,7 @@ public struct Membership: Sendable {
     // MARK: Rumours, tombstones and the broadcast queue
 
     private mutating func remember(_ peer: PeerID, _ entry: Hearsay) {
-        hearsay[PeerKey(peer)] = entry
+        hearsay[peer] = entry
         if hearsay.count > settings.hearsayCapacity,
            let oldest = hearsay.min(by: { ($0.value.heard, $0.key) < ($1.value.heard, $1.key) })?.key {
             hearsay.removeValue(forKey: oldest)
@@ -720,12 +718,12 @@ public struct Membership: Sendable {
         let relayHorizon = now.nanoseconds - (settings.probeInterval * Self.relayLifetimeProbes).nanosecondsClamped
         relays = relays.filter { $0.value.started.nanoseconds > relayHorizon }
         // Peers kept only while a probe or suspicion of them was open, now settled alive.
-        let probed = probe.map { PeerKey($0.target.peer) }
+        let probed = probe.map { $0.target.peer }
         table = table.filter { $0.value.inView || $0.value.status != .alive || $0.key == probed }
     }
 
     private mutating func enqueue(_ update: Update) {
-        broadcasts[PeerKey(update.peer)] = Broadcast(update: update, transmits: 0, size: GossipWire.size(of: update))
+        broadcasts[update.peer] = Broadcast(update: update, transmits: 0, size: GossipWire.size(of: update))
         if broadcasts.count > settings.broadcastQueueCapacity,
            let worn = broadcasts.max(by: { ($0.value.transmits, $1.key) < ($1.value.transmits, $0.key) })?.key {
             broadcasts.removeValue(forKey: worn)
@@ -748,9 +746,9 @@ public struct Membership: Sendable {
             bytes += b.size
             let key = b.update.peer
             if b.transmits + 1 >= limit {
-                broadcasts.removeValue(forKey: PeerKey(key))
+                broadcasts.removeValue(forKey: key)
             } else {
-                broadcasts[PeerKey(key)]?.transmits += 1
+                broadcasts[key]?.transmits += 1
             }
         }
         return chosen

@@ -40,7 +40,7 @@ public enum GossipWire {
                 write(updates, &w)
             case let .gossip(from, updates):
                 w.write(Kind.gossip.rawValue)
-                w.write(bytes: from.bytes)
+                write(from, to: &w)
                 write(updates, &w)
             }
         case .sampling(let m):
@@ -64,7 +64,7 @@ public enum GossipWire {
     private static func header(_ kind: Kind, _ seq: UInt32, _ from: PeerID, _ w: inout ByteWriter) {
         w.write(kind.rawValue)
         w.writeUInt32(seq)
-        w.write(bytes: from.bytes)
+        write(from, to: &w)
     }
 
     static func write(endpoints: [Endpoint], to w: inout ByteWriter) {
@@ -77,8 +77,13 @@ public enum GossipWire {
         }
     }
 
+    /// Writes a peer's 32 key bytes without allocating.
+    static func write(_ id: PeerID, to w: inout ByteWriter) {
+        id.withUnsafeBytes { w.write(raw: $0) }
+    }
+
     static func write(_ r: AddressRecord, to w: inout ByteWriter) {
-        w.write(bytes: r.peer.bytes)
+        write(r.peer, to: &w)
         w.writeUInt64(r.sequence)
         write(endpoints: r.endpoints, to: &w)
         w.write(bytes: r.signature)
@@ -95,13 +100,13 @@ public enum GossipWire {
                 w.write(bytes: c.signature)
             case let .suspect(p, v, by), let .dead(p, v, by):
                 if case .suspect = u { w.write(UpdateKind.suspect.rawValue) } else { w.write(UpdateKind.dead.rawValue) }
-                w.write(bytes: p.bytes)
+                write(p, to: &w)
                 w.writeUInt64(v.sequence)
                 w.writeUInt32(v.incarnation)
-                w.write(bytes: by.bytes)
+                write(by, to: &w)
             case let .left(n):
                 w.write(UpdateKind.left.rawValue)
-                w.write(bytes: n.peer.bytes)
+                write(n.peer, to: &w)
                 w.writeUInt64(n.sequence)
                 w.write(bytes: n.signature)
             }
