@@ -47,11 +47,11 @@ import Testing
         let out: HandshakeOutput
         do {
             out = try r.receive(m, replayGuard: g)
-        } catch let e as HandshakeError { return (nil, e, false) }
+        } catch { return (nil, error, false) }
         m = flip(try #require(out.reply), 3)
         do {
             _ = try i.receive(m)
-        } catch let e as HandshakeError { return (e, nil, false) }
+        } catch { return (error, nil, false) }
         return (nil, nil, true)
     }
 

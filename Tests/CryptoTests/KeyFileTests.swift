@@ -106,7 +106,7 @@ import Testing
         #expect(throws: KeyFileError.self) { try Identity.load(from: path) }
         #expect(throws: KeyFileError.notFound(path: dir + "/none")) { try Identity.load(from: dir + "/none") }
         let short = dir + "/short.key"
-        FileManager.default.createFile(atPath: short, contents: Data([0x4d, 0x4d]), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: short, contents: Data([0x4d, 0x4d]), attributes: [.posixPermissions: 0o600])
         #expect(throws: KeyFileError.self) { try Identity.load(from: short) }
     }
 
