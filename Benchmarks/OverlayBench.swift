@@ -21,10 +21,7 @@ enum OverlayBench {
     struct Outcome {
         var nodes: Int
         var wallSeconds: Double
-        var messagesPerNodeSecond: Double
-        var bytesPerNodeSecond: Double
-        var maxWatched: Int
-        var maxView: Int
+        var cost: OverlayCost
     }
 
     static func simulate(nodes: Int) throws -> Outcome {
@@ -45,23 +42,8 @@ enum OverlayBench {
         let spacing = Duration.milliseconds(2)
         for i in 0..<nodes { sim.start(i, at: .zero + spacing * i) }
         let start = Date()
-        let settled = Instant.zero + spacing * nodes + settle
-        sim.run(until: settled)
-        let (sent, bytes) = (sim.counters.sent, sim.counters.bytesSent)
-        sim.run(until: settled + window)
-        let wall = Date().timeIntervalSince(start)
-        var maxWatched = 0, maxView = 0
-        for i in 0..<nodes {
-            guard let node = sim.node(i) else { continue }
-            maxWatched = max(maxWatched, node.membership.members.count)
-            maxView = max(maxView, node.sampler.count)
-        }
-        let nodeSeconds = Double(nodes) * window.seconds
-        return Outcome(
-            nodes: nodes, wallSeconds: wall,
-            messagesPerNodeSecond: Double(sim.counters.sent - sent) / nodeSeconds,
-            bytesPerNodeSecond: Double(sim.counters.bytesSent - bytes) / nodeSeconds,
-            maxWatched: maxWatched, maxView: maxView)
+        let cost = OverlayCost.measure(sim, from: .zero + spacing * nodes + settle, window: window)
+        return Outcome(nodes: nodes, wallSeconds: Date().timeIntervalSince(start), cost: cost)
     }
 
     static func run() throws {
@@ -72,17 +54,17 @@ enum OverlayBench {
         let simulatedLarge = Double(large.nodes) * (settle + window).seconds
         var report = BenchReport(suite: "overlay")
         report.add(BenchFigure(
-            name: "messages per node per second, \(large.nodes) nodes", value: large.messagesPerNodeSecond, unit: "msg/s",
-            baseline: small.messagesPerNodeSecond, ratio: small.messagesPerNodeSecond / large.messagesPerNodeSecond,
+            name: "messages per node per second, \(large.nodes) nodes", value: large.cost.messagesPerNodeSecond, unit: "msg/s",
+            baseline: small.cost.messagesPerNodeSecond, ratio: small.cost.messagesPerNodeSecond / large.cost.messagesPerNodeSecond,
             note: "baseline: \(small.nodes) nodes"))
         report.add(BenchFigure(
-            name: "bytes per node per second, \(large.nodes) nodes", value: large.bytesPerNodeSecond, unit: "B/s",
-            baseline: small.bytesPerNodeSecond, ratio: small.bytesPerNodeSecond / large.bytesPerNodeSecond,
+            name: "bytes per node per second, \(large.nodes) nodes", value: large.cost.bytesPerNodeSecond, unit: "B/s",
+            baseline: small.cost.bytesPerNodeSecond, ratio: small.cost.bytesPerNodeSecond / large.cost.bytesPerNodeSecond,
             note: "baseline: \(small.nodes) nodes"))
         report.add(BenchFigure(
-            name: "watched peers per node (max), \(large.nodes) nodes", value: Double(large.maxWatched), unit: "peers",
-            baseline: Double(small.maxWatched), ratio: Double(small.maxWatched) / Double(max(1, large.maxWatched)),
-            note: "view \(large.maxView)"))
+            name: "watched peers per node (max), \(large.nodes) nodes", value: Double(large.cost.maxWatched), unit: "peers",
+            baseline: Double(small.cost.maxWatched), ratio: Double(small.cost.maxWatched) / Double(max(1, large.cost.maxWatched)),
+            note: "view \(large.cost.maxView)"))
         report.add(BenchFigure(
             name: "simulator cost per simulated node-second", value: large.wallSeconds / simulatedLarge * 1e6, unit: "µs",
             baseline: small.wallSeconds / simulatedSmall * 1e6,

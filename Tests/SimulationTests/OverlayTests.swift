@@ -153,41 +153,19 @@ struct OverlayWireTests {
 /// Memory and traffic per node do not grow with the network: the same measurements at 250
 /// and 2,000 nodes, in a steady window after joining.
 struct OverlayScalingTests {
-    struct PerNode {
-        var messagesPerSecond: Double
-        var bytesPerSecond: Double
-        var maxWatched: Int
-        var maxView: Int
-    }
-
-    func measure(nodes: Int, seed: UInt64) -> PerNode {
+    func measure(nodes: Int, seed: UInt64) -> OverlayCost {
         let world = OverlayWorld()
         let sim = world.simulator(nodeCount: nodes, seed: seed, links: LinkPolicy(default: LinkModel(latency: .milliseconds(2), jitter: .milliseconds(3))))
         for i in 0..<nodes { sim.start(i, at: .zero + .milliseconds(5) * i) }
-        let settled = Instant.zero + .milliseconds(5) * nodes + .seconds(30)
-        sim.run(until: settled)
-        let (sent0, bytes0) = (sim.counters.sent, sim.counters.bytesSent)
-        let window = Duration.seconds(20)
-        sim.run(until: settled + window)
-        var maxWatched = 0, maxView = 0
-        for i in 0..<nodes {
-            guard let node = sim.node(i) else { continue }
-            maxWatched = max(maxWatched, node.membership.members.count)
-            maxView = max(maxView, node.sampler.count)
-        }
-        let perNodeSecond = Double(nodes) * window.seconds
-        return PerNode(
-            messagesPerSecond: Double(sim.counters.sent - sent0) / perNodeSecond,
-            bytesPerSecond: Double(sim.counters.bytesSent - bytes0) / perNodeSecond,
-            maxWatched: maxWatched, maxView: maxView)
+        return OverlayCost.measure(sim, from: .zero + .milliseconds(5) * nodes + .seconds(30), window: .seconds(20))
     }
 
     @Test func overlay_perNodeTrafficAndState_doNotGrowWithTheNetwork() {
         let small = measure(nodes: 250, seed: 11)
         let large = measure(nodes: 2_000, seed: 11)
         print("per node: 250 nodes \(small), 2000 nodes \(large)")
-        #expect(large.messagesPerSecond <= small.messagesPerSecond * 1.2)
-        #expect(large.bytesPerSecond <= small.bytesPerSecond * 1.2)
+        #expect(large.messagesPerNodeSecond <= small.messagesPerNodeSecond * 1.2)
+        #expect(large.bytesPerNodeSecond <= small.bytesPerNodeSecond * 1.2)
         #expect(large.maxView <= PeerSampler.Settings().viewSize)
         #expect(large.maxWatched <= small.maxWatched + PeerSampler.Settings().viewSize)
     }
