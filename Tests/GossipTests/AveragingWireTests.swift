@@ -23,7 +23,7 @@ private func testIdentity() throws -> Identity {
     for cut in [0, 1, 10, bytes.count - 1] {
         #expect(throws: AveragingError.self) { try AveragingWire.decode(Array(bytes.prefix(cut))) }
     }
-    #expect(throws: AveragingError.trailingBytes(1)) { try AveragingWire.decode(bytes + [0]) }
+    #expect(throws: AveragingError.wire(.trailingBytes(count: 1))) { try AveragingWire.decode(bytes + [0]) }
     #expect(throws: AveragingError.unknownMessageTag(9)) { try AveragingWire.decode([9]) }
 }
 

@@ -1,10 +1,14 @@
-/// Binary encoding of ``PushSumAverager/Message`` (little-endian).
+import Crypto
+
+/// Binary encoding of ``PushSumAverager/Message``, in network byte order like every other
+/// message of the project, built on `Crypto`'s ``ByteReader`` and ``ByteWriter``.
 ///
-/// Transfer: tag 1, epoch u64, sequence u64, weight f64, count u32, codec u8,
+/// Transfer: tag 1, epoch u64, sequence u64, weight f64 bits u64, count u32, codec u8,
 /// payload length u32, payload. Acknowledgement: tag 2, epoch u64, sequence u64.
 /// A transfer is one message on the stream transport, whatever its size: chunking and
 /// reassembly belong to the stream framing below this layer (see `docs/averaging.md`).
-/// Identity-codec payloads decode back to `.floats`, other codecs' to `.bytes`.
+/// Identity-codec payloads (float32, little-endian) decode back to `.floats`, other codecs'
+/// to `.bytes`.
 public enum AveragingWire {
     static let transferTag: UInt8 = 1
     static let ackTag: UInt8 = 2
@@ -14,99 +18,63 @@ public enum AveragingWire {
 
     /// Encodes `message`.
     public static func encode(_ message: PushSumAverager.Message) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(message.wireSize)
+        var w = ByteWriter(capacity: message.wireSize)
         switch message {
         case .ack(let epoch, let sequence):
-            out.append(ackTag)
-            append(epoch, to: &out)
-            append(sequence, to: &out)
+            w.write(ackTag)
+            w.writeUInt64(epoch)
+            w.writeUInt64(sequence)
         case .transfer(let t):
-            out.append(transferTag)
-            append(t.epoch, to: &out)
-            append(t.sequence, to: &out)
-            append(t.weight.bitPattern, to: &out)
-            append(UInt32(truncatingIfNeeded: t.count), to: &out)
-            out.append(t.codec)
-            append(UInt32(truncatingIfNeeded: t.payload.byteCount), to: &out)
+            w.write(transferTag)
+            w.writeUInt64(t.epoch)
+            w.writeUInt64(t.sequence)
+            w.writeUInt64(t.weight.bitPattern)
+            w.writeUInt32(UInt32(truncatingIfNeeded: t.count))
+            w.write(t.codec)
+            w.writeUInt32(UInt32(truncatingIfNeeded: t.payload.byteCount))
             switch t.payload {
-            case .bytes(let bytes): out.append(contentsOf: bytes)
-            case .floats(let floats):
-                let start = out.count
-                out.append(contentsOf: repeatElement(0, count: floats.count * 4))
-                out.withUnsafeMutableBytes { raw in
-                    floats.withUnsafeBufferPointer { f in
-                        for i in 0..<f.count {
-                            raw.storeBytes(of: f[i].bitPattern.littleEndian, toByteOffset: start + i * 4, as: UInt32.self)
-                        }
-                    }
-                }
+            case .bytes(let bytes): w.write(bytes: bytes)
+            case .floats(let floats): IdentityShareCodec.appendLittleEndian(floats, to: &w)
             }
         }
-        return out
+        return w.bytes
     }
 
     /// Decodes one message, refusing truncated, oversized or trailing input.
     public static func decode(_ bytes: [UInt8]) throws(AveragingError) -> PushSumAverager.Message {
-        var reader = Reader(bytes: bytes)
-        let tag = try reader.u8()
-        let message: PushSumAverager.Message
-        switch tag {
-        case ackTag:
-            message = .ack(epoch: try reader.u64(), sequence: try reader.u64())
-        case transferTag:
-            let epoch = try reader.u64()
-            let sequence = try reader.u64()
-            let weight = Double(bitPattern: try reader.u64())
-            let count = Int(try reader.u32())
-            let codec = try reader.u8()
-            let length = Int(try reader.u32())
-            guard count <= maxElements else { throw .tooLarge(elements: count, limit: maxElements) }
-            let payloadBytes = try reader.take(length)
-            let payload: SharePayload
-            if codec == IdentityShareCodec().identifier {
-                payload = .floats(try IdentityShareCodec().decode(.bytes(payloadBytes), count: count))
-            } else {
-                payload = .bytes(payloadBytes)
+        do {
+            var reader = ByteReader(bytes)
+            let message: PushSumAverager.Message
+            switch try reader.readUInt8("tag") {
+            case ackTag:
+                message = .ack(epoch: try reader.readUInt64("epoch"), sequence: try reader.readUInt64("sequence"))
+            case transferTag:
+                let epoch = try reader.readUInt64("epoch")
+                let sequence = try reader.readUInt64("sequence")
+                let weight = Double(bitPattern: try reader.readUInt64("weight"))
+                let count = Int(try reader.readUInt32("count"))
+                let codec = try reader.readUInt8("codec")
+                let length = Int(try reader.readUInt32("payload length"))
+                guard count <= maxElements else { throw AveragingError.tooLarge(elements: count, limit: maxElements) }
+                let payloadBytes = try reader.readBytes(length, "payload")
+                let payload: SharePayload
+                if codec == IdentityShareCodec().identifier {
+                    payload = .floats(try IdentityShareCodec().decode(.bytes(payloadBytes), count: count))
+                } else {
+                    payload = .bytes(payloadBytes)
+                }
+                message = .transfer(.init(epoch: epoch, sequence: sequence, weight: weight, count: count, codec: codec, payload: payload))
+            case let tag:
+                throw AveragingError.unknownMessageTag(tag)
             }
-            message = .transfer(.init(epoch: epoch, sequence: sequence, weight: weight, count: count, codec: codec, payload: payload))
-        default:
-            throw .unknownMessageTag(tag)
-        }
-        guard reader.offset == bytes.count else { throw .trailingBytes(bytes.count - reader.offset) }
-        return message
-    }
-
-    private static func append<T: FixedWidthInteger>(_ v: T, to out: inout [UInt8]) {
-        withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) }
-    }
-
-    private struct Reader {
-        let bytes: [UInt8]
-        var offset = 0
-
-        mutating func take(_ n: Int) throws(AveragingError) -> [UInt8] {
-            guard n >= 0, bytes.count - offset >= n else { throw .truncated(needed: n, available: bytes.count - offset) }
-            defer { offset += n }
-            return Array(bytes[offset..<offset + n])
-        }
-
-        mutating func u8() throws(AveragingError) -> UInt8 { try take(1)[0] }
-
-        mutating func u32() throws(AveragingError) -> UInt32 {
-            guard bytes.count - offset >= 4 else { throw .truncated(needed: 4, available: bytes.count - offset) }
-            var v: UInt32 = 0
-            for i in 0..<4 { v |= UInt32(bytes[offset + i]) << (8 * i) }
-            offset += 4
-            return v
-        }
-
-        mutating func u64() throws(AveragingError) -> UInt64 {
-            guard bytes.count - offset >= 8 else { throw .truncated(needed: 8, available: bytes.count - offset) }
-            var v: UInt64 = 0
-            for i in 0..<8 { v |= UInt64(bytes[offset + i]) << (8 * i) }
-            offset += 8
-            return v
+            try reader.expectEnd()
+            return message
+        } catch let error as AveragingError {
+            throw error
+        } catch let error as WireError {
+            throw .wire(error)
+        } catch {
+            throw .wire(.invalidValue(field: "averaging message", reason: "\(error)"))
         }
     }
 }

@@ -1,3 +1,5 @@
+import Crypto
+
 /// How the share of a push-sum transfer travels: the hook for compression codecs.
 ///
 /// Mass stays exact whatever the codec loses, because the sender subtracts from its own
@@ -50,6 +52,15 @@ public struct IdentityShareCodec: ShareCodec {
         (.floats(share), share)
     }
 
+    /// Appends `floats` as little-endian float32 values, the identity codec's payload bytes.
+    static func appendLittleEndian(_ floats: [Float], to writer: inout ByteWriter) {
+        #if _endian(little)
+        floats.withUnsafeBytes { writer.write(bytes: $0) }
+        #else
+        for x in floats { withUnsafeBytes(of: x.bitPattern.littleEndian) { writer.write(bytes: $0) } }
+        #endif
+    }
+
     public func decode(_ payload: SharePayload, count: Int) throws(AveragingError) -> [Float] {
         switch payload {
         case .floats(let values):
@@ -79,10 +90,10 @@ public enum AveragingError: Error, Sendable, Equatable, CustomStringConvertible 
     case nonFinite
     case negativeWeight
     case unknownCodec(UInt8)
-    case truncated(needed: Int, available: Int)
     case unknownMessageTag(UInt8)
     case tooLarge(elements: Int, limit: Int)
-    case trailingBytes(Int)
+    /// The message's bytes are malformed (truncated, trailing bytes, bad field).
+    case wire(WireError)
 
     public var description: String {
         switch self {
@@ -90,10 +101,9 @@ public enum AveragingError: Error, Sendable, Equatable, CustomStringConvertible 
         case .nonFinite: return "share contains NaN or infinity"
         case .negativeWeight: return "share carries a negative or non-finite weight"
         case .unknownCodec(let c): return "share uses codec \(c), which this node does not run"
-        case .truncated(let n, let a): return "averaging message truncated: needs \(n) bytes, has \(a)"
         case .unknownMessageTag(let t): return "unknown averaging message tag \(t)"
         case .tooLarge(let n, let l): return "share of \(n) elements exceeds the limit of \(l)"
-        case .trailingBytes(let n): return "averaging message has \(n) unexpected trailing bytes"
+        case .wire(let error): return "malformed averaging message: \(error)"
         }
     }
 }
