@@ -59,15 +59,20 @@ func littleEndian<T: FixedWidthInteger>(_ v: T) -> [UInt8] {
     withUnsafeBytes(of: v.littleEndian) { Array($0) }
 }
 
+/// `v`'s bytes in network order, as `ByteWriter` writes integers.
+func bigEndian<T: FixedWidthInteger>(_ v: T) -> [UInt8] {
+    withUnsafeBytes(of: v.bigEndian) { Array($0) }
+}
+
 /// A push-sum transfer in `AveragingWire`'s layout (docs in Sources/Gossip/Averaging/AveragingWire.swift).
 func averagingTransfer(epoch: UInt64, sequence: UInt64, weight: Double, count: UInt32, codec: UInt8, payload: [UInt8]) -> [UInt8] {
-    [1] + littleEndian(epoch) + littleEndian(sequence) + littleEndian(weight.bitPattern) + littleEndian(count)
-        + [codec] + littleEndian(UInt32(payload.count)) + payload
+    [1] + bigEndian(epoch) + bigEndian(sequence) + bigEndian(weight.bitPattern) + bigEndian(count)
+        + [codec] + bigEndian(UInt32(payload.count)) + payload
 }
 
 /// A push-sum acknowledgement in `AveragingWire`'s layout.
 func averagingAck(epoch: UInt64, sequence: UInt64) -> [UInt8] {
-    [2] + littleEndian(epoch) + littleEndian(sequence)
+    [2] + bigEndian(epoch) + bigEndian(sequence)
 }
 
 /// `bytes` in lowercase hex, for failure messages.

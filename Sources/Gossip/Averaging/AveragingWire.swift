@@ -56,6 +56,8 @@ public enum AveragingWire {
                 let codec = try reader.readUInt8("codec")
                 let length = Int(try reader.readUInt32("payload length"))
                 guard count <= maxElements else { throw AveragingError.tooLarge(elements: count, limit: maxElements) }
+                // An empty vector averages nothing; the signed envelope refuses it too.
+                guard count > 0 else { throw WireError.zeroLength(field: "count") }
                 let payloadBytes = try reader.readBytes(length, "payload")
                 let payload: SharePayload
                 if codec == IdentityShareCodec().identifier {
