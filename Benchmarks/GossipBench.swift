@@ -55,12 +55,9 @@ enum GossipBench {
         let samples = sampleCounts(n)
         let settings = PushSumAverager.Settings()
         // Nodes send only to their view, so no topology filter is needed on top.
-        let sim = Simulator<PushSumAverager>(nodeCount: n, seed: 11, links: LinkPolicy(default: link)) { context in
-            PushSumAverager(
-                initial: initialVector(context.index), sampleCount: samples[context.index],
-                neighbours: graph.neighbourEndpoints(context.index), settings: settings,
-                rng: SplitMix64(seed: context.seed))
-        }
+        let sim = Simulator.averaging(
+            over: graph, initial: initialVector, samples: samples, settings: settings,
+            links: LinkPolicy(default: link), seed: 11, confinedToGraph: false)
         var pairs: [(from: Int32, to: Int32)] = []
         pairs.reserveCapacity(n * rounds + n)
         sim.onEvent = { [unowned sim] node, event, _ in

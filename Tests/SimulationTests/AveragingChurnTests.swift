@@ -16,11 +16,9 @@ import Gossip
     settings.tickInterval = .milliseconds(100)
     settings.retransmitInterval = .milliseconds(60)
     let model = LinkModel(loss: 0.1, latency: .milliseconds(5), jitter: .milliseconds(10), duplication: 0.05)
-    let sim = Simulator<PushSumAverager>(nodeCount: n, seed: 81, links: LinkPolicy(default: model), topology: graph.topology) { context in
-        PushSumAverager(initial: vectors[context.index], sampleCount: samples[context.index],
-                        neighbours: graph.neighbourEndpoints(context.index), settings: settings,
-                        rng: SplitMix64(seed: context.seed))
-    }
+    let sim = Simulator.averaging(
+        over: graph, initial: { vectors[$0] }, samples: samples, settings: settings,
+        links: LinkPolicy(default: model), seed: 81)
     // Stands in for membership: once a leaver has handed off its mass it stops, and its
     // neighbours learn that it is gone.
     var completed: [Int] = []

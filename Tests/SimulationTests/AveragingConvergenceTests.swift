@@ -52,14 +52,9 @@ struct UnevenNetwork {
         settings.lossRecovery = recovery
         // Two transfers in flight: a lost acknowledgement then does not cost the sender a tick.
         settings.maxInFlight = 2
-        let sim = Simulator<PushSumAverager>(
-            nodeCount: Self.nodeCount, seed: seed, links: links, topology: graph.topology
-        ) { [graph, vectors, samples] context in
-            PushSumAverager(
-                initial: vectors[context.index], sampleCount: samples[context.index],
-                neighbours: graph.neighbourEndpoints(context.index), settings: settings,
-                rng: SplitMix64(seed: context.seed))
-        }
+        let sim = Simulator.averaging(
+            over: graph, initial: { [vectors] in vectors[$0] }, samples: samples, settings: settings,
+            links: links, seed: seed)
         sim.startAll()
         return sim
     }

@@ -15,11 +15,9 @@ import Gossip
     settings.tickInterval = .milliseconds(100)
     settings.retransmitInterval = .milliseconds(60)
     let model = LinkModel(loss: 0.1, latency: .milliseconds(5), jitter: .milliseconds(10), duplication: 0.05)
-    let sim = Simulator<PushSumAverager>(nodeCount: n, seed: 44, links: LinkPolicy(default: model), topology: graph.topology) { context in
-        PushSumAverager(initial: vectors[context.index], sampleCount: samples[context.index],
-                        neighbours: graph.neighbourEndpoints(context.index), settings: settings,
-                        rng: SplitMix64(seed: context.seed))
-    }
+    let sim = Simulator.averaging(
+        over: graph, initial: { vectors[$0] }, samples: samples, settings: settings,
+        links: LinkPolicy(default: model), seed: 44)
     let heal = Instant(nanoseconds: 60_000_000_000)
     sim.partition(sides: (0..<n).map { $0 < n / 2 ? 0 : 1 }, from: .zero, until: heal)
     sim.startAll()

@@ -48,14 +48,9 @@ struct Average: ParsableCommand {
         var settings = PushSumAverager.Settings()
         settings.lossRecovery = plain ? .none : .acknowledged
         let model = LinkModel(loss: loss, latency: .milliseconds(10), jitter: .milliseconds(20), duplication: duplication)
-        let sim = Simulator<PushSumAverager>(
-            nodeCount: nodes, seed: seed, links: LinkPolicy(default: model), topology: graph.topology
-        ) { context in
-            PushSumAverager(
-                initial: vectors[context.index], sampleCount: samples[context.index],
-                neighbours: graph.neighbourEndpoints(context.index), settings: settings,
-                rng: SplitMix64(seed: context.seed))
-        }
+        let sim = Simulator.averaging(
+            over: graph, initial: { vectors[$0] }, samples: samples, settings: settings,
+            links: LinkPolicy(default: model), seed: seed)
         sim.startAll()
         print("round,time_s,max_relative_error,messages_sent,messages_dropped")
         var round = 0

@@ -36,6 +36,24 @@ public struct Graph: Sendable {
     public var topology: Topology { .adjacency(adjacency) }
 }
 
+extension Simulator where Node == PushSumAverager {
+    /// Averagers on `graph`: node `i` starts from `initial(i)` weighted by `samples[i]` and
+    /// pushes to its graph neighbours. With `confinedToGraph` the links also carry nothing
+    /// else; without it (nodes send only to neighbours anyway) the per-message check is saved.
+    public static func averaging(
+        over graph: Graph, initial: @escaping (Int) -> [Float], samples: [Double],
+        settings: PushSumAverager.Settings = PushSumAverager.Settings(), links: LinkPolicy, seed: UInt64,
+        confinedToGraph: Bool = true
+    ) -> Simulator<PushSumAverager> {
+        Simulator(nodeCount: graph.nodeCount, seed: seed, links: links, topology: confinedToGraph ? graph.topology : .complete) { context in
+            PushSumAverager(
+                initial: initial(context.index), sampleCount: samples[context.index],
+                neighbours: graph.neighbourEndpoints(context.index), settings: settings,
+                rng: SplitMix64(seed: context.seed))
+        }
+    }
+}
+
 /// Measurements of averaging runs.
 public enum AveragingMetrics {
     /// The sample-weighted mean `Σ wᵢ·xᵢ / Σ wᵢ`, accumulated in `Double`.
