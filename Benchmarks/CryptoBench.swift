@@ -20,6 +20,7 @@ func runCryptoBench() throws {
     let ring = NetworkKeyring(current: networkKey)
     let shape: [UInt32] = [1024, UInt32(payloadBytes / 4 / 1024)]
     let streamKey = try SecureBytes.random(count: 32)
+    let receiverID = try Identity.generate().peerID
 
     // Project API, end to end.
     var sealSeconds = 0.0, openSeconds = 0.0
@@ -30,7 +31,7 @@ func runCryptoBench() throws {
         var frames: [[UInt8]] = []
         let t0 = DispatchTime.now().uptimeNanoseconds
         try floats.withUnsafeBytes { raw in
-            let header = SignedDelta.makeHeader(kind: .modelDelta, networkID: networkKey.id, round: 1, sequence: 1,
+            let header = SignedDelta.makeHeader(kind: .modelDelta, networkID: networkKey.id, recipient: receiverID, round: 1, sequence: 1,
                                                 encoding: .float32, shape: shape, payload: raw, identity: identity)
             frames.append(try sender.seal(SignedDelta.sealHead(header, identity: identity)))
             var offset = 0
@@ -44,7 +45,8 @@ func runCryptoBench() throws {
             }
         }
         let t1 = DispatchTime.now().uptimeNanoseconds
-        let head = try SignedDelta.openHead(receiver.open(frame: frames[0]), keyring: ring, expectedKind: .modelDelta)
+        let head = try SignedDelta.openHead(receiver.open(frame: frames[0]), keyring: ring,
+                                            expecting: DeltaExpectation(kind: .modelDelta, author: .peer(identity.peerID), localPeer: receiverID))
         let assembler = DeltaAssembler(head: head)
         for frame in frames.dropFirst() {
             try receiver.open(frame: frame) { plain in
