@@ -55,7 +55,7 @@ public final class Simulator<Node: ProtocolNode> {
 
     private enum Pending {
         case deliver(from: Int32, to: Int32, payload: Payload, size: Int)
-        case timer(node: Int32, timer: Node.Timer, generation: UInt64)
+        case timer(node: Int32, timer: Node.Timer, token: UInt64)
         case start(Int32)
         case crash(Int32, keepState: Bool)
         case partition(Int, active: Bool)
@@ -84,8 +84,8 @@ public final class Simulator<Node: ProtocolNode> {
     private var nodes: [Node?]
     private var up: [Bool]
     private var incarnations: [Int]
-    private var timers: [[Node.Timer: UInt64]]
-    private var nextTimerGeneration: UInt64 = 0
+    /// One interpreter of the node's actions per node: its timer table.
+    private var interpreters: [ActionInterpreter<Node.Message, Node.Timer, Node.Event>]
     private let endpoints: [Endpoint]
     private var indexOf: [Endpoint: Int32] = [:]
     private var linkStates: [UInt64: LinkState] = [:]
@@ -110,7 +110,7 @@ public final class Simulator<Node: ProtocolNode> {
         self.nodes = Array(repeating: nil, count: nodeCount)
         self.up = Array(repeating: false, count: nodeCount)
         self.incarnations = Array(repeating: -1, count: nodeCount)
-        self.timers = Array(repeating: [:], count: nodeCount)
+        self.interpreters = Array(repeating: ActionInterpreter(), count: nodeCount)
         self.endpoints = (0..<nodeCount).map(SimAddress.endpoint)
         indexOf.reserveCapacity(nodeCount)
         for (i, e) in endpoints.enumerated() { indexOf[e] = Int32(i) }
@@ -190,10 +190,9 @@ public final class Simulator<Node: ProtocolNode> {
         switch pending {
         case .deliver(let from, let to, let payload, let size):
             deliver(from: Int(from), to: Int(to), payload: payload, size: size)
-        case .timer(let i, let timer, let generation):
+        case .timer(let i, let timer, let token):
             let index = Int(i)
-            guard up[index], timers[index][timer] == generation else { return }
-            timers[index][timer] = nil
+            guard up[index], interpreters[index].fire(timer, token: token) else { return }
             counters.timersFired += 1
             if let actions = nodes[index]?.onTimer(timer, at: now) { perform(actions, by: index) }
         case .start(let i):
@@ -212,7 +211,7 @@ public final class Simulator<Node: ProtocolNode> {
         case .crash(let i, let keepState):
             let index = Int(i)
             up[index] = false
-            timers[index].removeAll()
+            interpreters[index].reset()
             if !keepState { nodes[index] = nil }
         case .partition(let p, let active):
             partitions[p].active = active
@@ -227,21 +226,13 @@ public final class Simulator<Node: ProtocolNode> {
     }
 
     private func perform(_ actions: [Action], by index: Int) {
-        for action in actions {
-            switch action {
-            case .send(let message, let to, _):
-                send(message, from: index, to: to)
-            case .schedule(let timer, let at):
-                let generation = nextTimerGeneration
-                nextTimerGeneration &+= 1
-                timers[index][timer] = generation
-                queue.push(.timer(node: Int32(index), timer: timer, generation: generation), at: max(at.nanoseconds, now.nanoseconds))
-            case .cancel(let timer):
-                timers[index][timer] = nil
-            case .report(let event):
-                onEvent?(index, event, now)
-            }
-        }
+        interpreters[index].perform(
+            actions,
+            send: { message, to, _ in send(message, from: index, to: to) },
+            wake: { timer, token, at in
+                queue.push(.timer(node: Int32(index), timer: timer, token: token), at: max(at.nanoseconds, now.nanoseconds))
+            },
+            report: { event in onEvent?(index, event, now) })
     }
 
     // MARK: Links
