@@ -19,10 +19,6 @@ enum GossipBench {
     static let cryptoRounds = 10
     /// Random links per node on top of a ring: a view of about 18 peers.
     static let extraLinksPerNode = 8
-    /// Identities, sealers and openers are shared by node index modulo this pool: each key
-    /// lives in `sodium_malloc` memory with guard pages, and 30,000 of them would approach
-    /// the kernel's map-count limit. Costs per message are the same as with one key per node.
-    static let cryptoPool = 256
     /// A LAN-like link with a little loss, so retransmission is exercised.
     static let link = LinkModel(loss: 0.01, latency: .milliseconds(10), jitter: .milliseconds(10))
 
@@ -54,19 +50,24 @@ enum GossipBench {
         graph.addCluster(0..<n, extraLinksPerNode: extraLinksPerNode, rng: &rng)
         let samples = sampleCounts(n)
         let settings = PushSumAverager.Settings()
+        // With crypto every node signs as itself; without, synthetic identities suffice.
+        let wire = crypto ? try CryptoWire(nodes: n) : nil
+        let peers = wire?.identities.map(\.peerID) ?? (0..<n).map(SimAddress.peer)
+        var peerIndex: [PeerID: Int32] = [:]
+        for (i, p) in peers.enumerated() { peerIndex[p] = Int32(i) }
         // Nodes send only to their view, so no topology filter is needed on top.
         let sim = Simulator.averaging(
             over: graph, initial: initialVector, samples: samples, settings: settings,
-            links: LinkPolicy(default: link), seed: 11, confinedToGraph: false)
+            links: LinkPolicy(default: link), seed: 11, confinedToGraph: false, peers: peers)
         var pairs: [(from: Int32, to: Int32)] = []
         pairs.reserveCapacity(n * rounds + n)
-        sim.onEvent = { [unowned sim] node, event, _ in
-            if case .transferApplied(let from, _) = event, let i = sim.index(of: from) {
-                pairs.append((Int32(i), Int32(node)))
+        sim.onEvent = { node, event, _ in
+            if case .transferApplied(let from, _) = event, let i = peerIndex[from] {
+                pairs.append((i, Int32(node)))
             }
         }
-        if crypto {
-            sim.wire = try CryptoWire(nodes: n).mode(resolve: { [unowned sim] in sim.index(of: $0) }, clock: { [unowned sim] in sim.now })
+        if let wire {
+            sim.wire = wire.mode(resolve: { [unowned sim] in sim.index(of: $0) }, clock: { [unowned sim] in sim.now })
         }
         sim.startAll()
         sim.run(until: .zero)
@@ -162,51 +163,55 @@ enum GossipBench {
 
 /// Wire mode for the benchmark: transfers signed as push-sum envelopes addressed to their
 /// recipient, every message sealed as a datagram for the recipient under the network key,
-/// opened (replay guard on the virtual clock) and verified by the receiver.
+/// opened (replay guard on the virtual clock) and verified by the receiver, who checks that
+/// the author is the session's peer.
 final class CryptoWire {
+    /// One identity per node.
     let identities: [Identity]
-    var sealers: [DatagramSealer]
+    let sealer: DatagramSealer
     var openers: [DatagramOpener]
     let keyring: NetworkKeyring
 
     init(nodes: Int) throws {
-        let pool = min(nodes, GossipBench.cryptoPool)
         let key = try NetworkKey(bytes: [UInt8](repeating: 7, count: NetworkKey.length))
         keyring = NetworkKeyring(current: key)
-        identities = try (0..<pool).map { i in
-            try Identity(seed: [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: Identity.seedLength))
+        identities = try (0..<nodes).map { i in
+            var seed = [UInt8](repeating: 0, count: Identity.seedLength)
+            withUnsafeBytes(of: UInt64(i).littleEndian) { seed.replaceSubrange(0..<8, with: $0) }
+            return try Identity(seed: seed)
         }
-        sealers = try (0..<pool).map { _ in
-            try DatagramSealer(networkKey: key)
-        }
-        openers = try identities.map { identity in
-            try DatagramOpener(keyring: NetworkKeyring(current: key), localPeer: identity.peerID,
-                               replayGuard: .forDatagrams(startedAt: CryptoWire.epochMilliseconds))
+        sealer = try DatagramSealer(networkKey: key)
+        // One set of derived keys for every opener: each key lives in `sodium_malloc` memory
+        // (a few mappings each), and one per node would approach the kernel's map-count limit
+        // beside the 10,000 identities. Costs per message are the same.
+        let first = try DatagramOpener(keyring: keyring, localPeer: identities[0].peerID,
+                                       replayGuard: .forDatagrams(startedAt: CryptoWire.epochMilliseconds))
+        openers = [first] + identities.dropFirst().map { identity in
+            DatagramOpener(sharingKeysWith: first, localPeer: identity.peerID,
+                           replayGuard: .forDatagrams(startedAt: CryptoWire.epochMilliseconds))
         }
     }
 
     /// The wall-clock time the virtual clock's zero stands for (any fixed value: a run is reproducible).
     static let epochMilliseconds: UInt64 = 1_800_000_000_000
 
-    enum Refusal: Error { case unknownEndpoint }
+    enum Refusal: Error { case unknownEndpoint, notASession }
 
     func mode(resolve: @escaping (Endpoint) -> Int?, clock: @escaping () -> Instant) -> WireMode<PushSumAverager.Message> {
-        let pool = identities.count
         let networkID = keyring.current.id
         func milliseconds() -> UInt64 { CryptoWire.epochMilliseconds + UInt64(max(0, clock().nanoseconds) / 1_000_000) + 1 }
         return WireMode(
-            encode: { [self] message, from, to in
-                guard let i = resolve(from), let j = resolve(to) else { throw Refusal.unknownEndpoint }
-                let recipient = identities[j % pool].peerID
-                let plain = try AveragingEnvelope.encode(message, identity: identities[i % pool], networkID: networkID, to: recipient)
-                return try sealers[i % pool].seal(plain, to: .peer(recipient), now: milliseconds())
+            encode: { [self] message, from, _, via in
+                guard let i = resolve(from.endpoint) else { throw Refusal.unknownEndpoint }
+                guard case .session(let recipient) = via else { throw Refusal.notASession }
+                let plain = try AveragingEnvelope.encode(message, identity: identities[i], networkID: networkID, to: recipient)
+                return try sealer.seal(plain, to: .peer(recipient), now: milliseconds())
             },
             decode: { [self] bytes, from, to in
-                guard let i = resolve(from), let j = resolve(to) else { throw Refusal.unknownEndpoint }
-                let opener = openers[j % pool]
-                let opened = try opener.open(bytes, now: milliseconds())
-                return try AveragingEnvelope.decode(opened.plaintext, keyring: keyring, from: identities[i % pool].peerID,
-                                                    localPeer: opener.localPeer)
+                guard let j = resolve(to.endpoint) else { throw Refusal.unknownEndpoint }
+                guard let author = from.peer else { throw Refusal.notASession }
+                let opened = try openers[j].open(bytes, now: milliseconds())
+                return try AveragingEnvelope.decode(opened.plaintext, keyring: keyring, from: author, localPeer: to.peer)
             })
     }
 }

@@ -175,6 +175,15 @@ public final class DatagramOpener {
         self.replayGuard = replayGuard
     }
 
+    /// An opener for `localPeer` that uses `other`'s derived keys (the keys live in secure
+    /// memory, one mapping each: a simulation of thousands of peers in one process shares
+    /// them instead of exhausting the kernel's map count).
+    public init(sharingKeysWith other: DatagramOpener, localPeer: PeerID, replayGuard: ReplayGuard) {
+        self.keys = other.keys
+        self.localPeer = localPeer
+        self.replayGuard = replayGuard
+    }
+
     /// Follows a key rotation; the replay guard is kept.
     public func update(keyring: NetworkKeyring) throws {
         keys = try keyring.accepted.map(datagramKey)

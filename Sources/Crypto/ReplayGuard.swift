@@ -101,11 +101,12 @@ public final class ReplayGuard {
     private var head = 0
 
     /// A guard that refuses every timestamp at or below `floor` (for example the start time).
+    /// Memory grows with use up to ``Settings/memoryBound``; nothing is reserved up front, so
+    /// a simulation can hold thousands of idle guards.
     public init(settings: Settings, floor: UInt64) {
         self.settings = settings
         self.floor = floor
-        seen = Set(minimumCapacity: settings.capacity)
-        ring.reserveCapacity(settings.capacity)
+        seen = []
     }
 
     /// Keys remembered now.

@@ -1,14 +1,25 @@
+import Crypto
 import Testing
 @testable import Gossip
 
+/// A synthetic identity for averaging tests (nothing is signed here).
+func averagingTestPeer(_ i: Int) -> PeerID {
+    var bytes = [UInt8](repeating: 0xA7, count: PeerID.length)
+    withUnsafeBytes(of: UInt64(i).bigEndian) { bytes.replaceSubrange(24..<32, with: $0) }
+    return PeerID(bytes: bytes)!
+}
+
 /// A hand-driven network of averagers: messages wait in `wire` until a test delivers,
-/// drops, duplicates or reorders them.
+/// drops, duplicates or reorders them. Delivery is by address, as a network's is: a node
+/// that moves (``move(_:to:)``) is reached at its new endpoint.
 private struct Harness {
     typealias Message = PushSumAverager.Message
     var nodes: [PushSumAverager]
+    var endpoints: [Endpoint]
     var wire: [(from: Int, to: Int, message: Message)] = []
     var events: [PushSumAverager.Event] = []
     var now = Instant.zero
+    /// Σ wᵢ·xᵢ and Σ wᵢ, from the test's inputs (not from the averagers).
     let initialValue: [Double]
     let initialWeight: Double
 
@@ -16,24 +27,36 @@ private struct Harness {
 
     init(vectors: [[Float]], weights: [Double], settings: PushSumAverager.Settings = .init()) {
         let n = vectors.count
+        endpoints = (0..<n).map(Self.endpoint)
+        let addresses = (0..<n).map { PeerAddress(peer: averagingTestPeer($0), endpoint: Self.endpoint($0)) }
         nodes = (0..<n).map { i in
             PushSumAverager(
-                initial: vectors[i], sampleCount: weights[i],
-                neighbours: (0..<n).filter { $0 != i }.map(Harness.endpoint),
+                peer: averagingTestPeer(i), initial: vectors[i], sampleCount: weights[i],
+                neighbours: addresses.filter { $0.peer != averagingTestPeer(i) },
                 settings: settings, rng: SplitMix64(seed: UInt64(i + 1)))
         }
-        initialValue = nodes.reduce(into: [Double](repeating: 0, count: vectors[0].count)) { sum, node in
-            node.withValue { v, _ in for k in 0..<v.count { sum[k] += v[k] } }
-        }
+        initialValue = (0..<vectors[0].count).map { k in zip(vectors, weights).reduce(0.0) { $0 + Double($1.0[k]) * $1.1 } }
         initialWeight = weights.reduce(0, +)
     }
 
-    func index(_ e: Endpoint) -> Int { nodes.indices.first { Self.endpoint($0) == e } ?? -1 }
+    func index(_ e: Endpoint) -> Int { endpoints.firstIndex(of: e) ?? -1 }
+
+    /// Node `i` now listens at `endpoint`; its peers learn the new address.
+    mutating func move(_ i: Int, to endpoint: Endpoint) {
+        endpoints[i] = endpoint
+        for j in nodes.indices where j != i {
+            nodes[j].neighbours = nodes[j].neighbours.map { $0.peer == averagingTestPeer(i) ? PeerAddress(peer: $0.peer, endpoint: endpoint) : $0 }
+        }
+    }
 
     mutating func apply(_ actions: [NodeAction<Message, PushSumAverager.Timer, PushSumAverager.Event>], from i: Int) {
         for action in actions {
             switch action {
-            case .send(let m, let to, _): wire.append((i, index(to), m))
+            case .send(let m, let to, let via):
+                // Sessions reach only the peer they name.
+                let j = index(to)
+                if case .session(let peer) = via, j >= 0, averagingTestPeer(j) != peer { continue }
+                wire.append((i, j, m))
             case .report(let e): events.append(e)
             case .schedule, .cancel: break
             }
@@ -51,7 +74,7 @@ private struct Harness {
         let (from, to, message) = wire[position]
         if !keep { wire.remove(at: position) }
         now = now + .milliseconds(1)
-        let actions = nodes[to].onMessage(message, from: Self.endpoint(from), at: now)
+        let actions = nodes[to].onMessage(message, from: Sender(endpoint: endpoints[from], peer: averagingTestPeer(from)), at: now)
         apply(actions, from: to)
     }
 
@@ -64,9 +87,10 @@ private struct Harness {
                 for k in 0..<v.count { value[k] += v[k] }
                 weight += w
             }
-            for (to, t) in node.pendingTransfers
-            where !nodes[index(to)].hasApplied(from: Self.endpoint(i), epoch: t.epoch, sequence: t.sequence) {
-                guard let share = try? node.shareMass(t) else { continue }
+            for (to, t) in node.pendingTransfers {
+                guard let j = nodes.firstIndex(where: { $0.peerID == to.peer }),
+                      !nodes[j].hasApplied(from: averagingTestPeer(i), epoch: t.epoch, sequence: t.sequence),
+                      let share = try? node.shareMass(t) else { continue }
                 for k in 0..<share.count { value[k] += share[k] }
                 weight += t.weight
             }
@@ -76,6 +100,22 @@ private struct Harness {
 
     func conserved(tolerance: Double = 1e-12) -> Bool {
         let (value, weight) = mass()
+        let scale = initialValue.reduce(0) { max($0, abs($1)) }
+        return abs(weight - initialWeight) <= tolerance * initialWeight
+            && zip(value, initialValue).allSatisfy { abs($0 - $1) <= tolerance * scale }
+    }
+
+    /// Retransmits and delivers until nothing is in flight, then checks, without the
+    /// averagers' bookkeeping, that the nodes hold exactly the inputs' mass.
+    mutating func drainedMassMatchesInputs(tolerance: Double = 1e-12) -> Bool {
+        for _ in 0..<100 where nodes.contains(where: { !$0.pendingTransfers.isEmpty }) || !wire.isEmpty {
+            for i in nodes.indices { timer(.retransmit, i) }
+            while !wire.isEmpty { deliver(0) }
+        }
+        guard nodes.allSatisfy({ $0.pendingTransfers.isEmpty }) else { return false }
+        var value = [Double](repeating: 0, count: initialValue.count)
+        var weight = 0.0
+        for node in nodes { node.withValue { v, w in for k in 0..<v.count { value[k] += v[k] }; weight += w } }
         let scale = initialValue.reduce(0) { max($0, abs($1)) }
         return abs(weight - initialWeight) <= tolerance * initialWeight
             && zip(value, initialValue).allSatisfy { abs($0 - $1) <= tolerance * scale }
@@ -157,12 +197,12 @@ private let weights: [Double] = [1, 3, 100, 7]
     h.timer(.tick, 0)
     h.wire.removeAll()
     #expect(h.nodes[0].weight == before / 2)
-    let actions = h.nodes[0].onPeerGone(Harness.endpoint(1), at: h.now)
+    let actions = h.nodes[0].onPeerGone(averagingTestPeer(1), at: h.now)
     h.apply(actions, from: 0)
     #expect(h.nodes[0].weight == before)
     #expect(h.nodes[0].pendingTransfers.isEmpty)
     #expect(h.nodes[0].neighbours.isEmpty)
-    #expect(h.events.contains(.transferReclaimed(from: Harness.endpoint(1), sequence: 1)))
+    #expect(h.events.contains(.transferReclaimed(from: averagingTestPeer(1), sequence: 1)))
     #expect(h.conserved(tolerance: 1e-15))
 }
 
@@ -247,11 +287,13 @@ private let weights: [Double] = [1, 3, 100, 7]
     var settings = PushSumAverager.Settings()
     settings.maxTrackedSenders = 2
     settings.senderRetention = .seconds(10)
-    var receiver = PushSumAverager(initial: [0], sampleCount: 1, settings: settings, rng: SplitMix64(seed: 1))
+    var receiver = PushSumAverager(peer: averagingTestPeer(0), initial: [0], sampleCount: 1, settings: settings, rng: SplitMix64(seed: 1))
     func transfer(_ epoch: UInt64) -> PushSumAverager.Message {
         .transfer(.init(epoch: epoch, sequence: 1, weight: 1, count: 1, codec: 0, payload: .floats([1])))
     }
-    let a = Endpoint(host: "a", port: 1), b = Endpoint(host: "b", port: 1), c = Endpoint(host: "c", port: 1)
+    let a = Sender(endpoint: Endpoint(host: "a", port: 1), peer: averagingTestPeer(1))
+    let b = Sender(endpoint: Endpoint(host: "b", port: 1), peer: averagingTestPeer(2))
+    let c = Sender(endpoint: Endpoint(host: "c", port: 1), peer: averagingTestPeer(3))
     _ = receiver.onMessage(transfer(1), from: a, at: .zero)
     _ = receiver.onMessage(transfer(1), from: b, at: .zero + .seconds(1))
     let refused = receiver.onMessage(transfer(1), from: c, at: .zero + .seconds(5))
@@ -260,17 +302,97 @@ private let weights: [Double] = [1, 3, 100, 7]
     let accepted = receiver.onMessage(transfer(1), from: c, at: .zero + .seconds(10))
     #expect(accepted.contains { if case .send(.ack, _, _) = $0 { return true } else { return false } })
     #expect(receiver.weight == 4)
-    #expect(!receiver.hasApplied(from: a, epoch: 1, sequence: 1))
-    #expect(receiver.hasApplied(from: b, epoch: 1, sequence: 1))
+    #expect(!receiver.hasApplied(from: averagingTestPeer(1), epoch: 1, sequence: 1))
+    #expect(receiver.hasApplied(from: averagingTestPeer(2), epoch: 1, sequence: 1))
 }
 
 @Test func pushSum_restartedSenderWithNewEpoch_isNotMistakenForDuplicates() {
-    var receiver = PushSumAverager(initial: [0], sampleCount: 1, rng: SplitMix64(seed: 1))
-    let a = Endpoint(host: "a", port: 1)
+    var receiver = PushSumAverager(peer: averagingTestPeer(0), initial: [0], sampleCount: 1, rng: SplitMix64(seed: 1))
+    let a = Sender(endpoint: Endpoint(host: "a", port: 1), peer: averagingTestPeer(1))
     for epoch: UInt64 in [7, 8] {
         let t = PushSumAverager.Transfer(epoch: epoch, sequence: 1, weight: 1, count: 1, codec: 0, payload: .floats([2]))
         _ = receiver.onMessage(.transfer(t), from: a, at: .zero)
     }
     #expect(receiver.counters.applied == 2)
     #expect(receiver.counters.duplicates == 0)
+}
+
+@Test func pushSum_senderChangesAddressMidTransfer_isAppliedOnceAndAcked() {
+    // v1 keyed senders by address: a retransmission from a new address was a new sender and
+    // its share was applied twice.
+    var h = Harness(vectors: Array(vectors.prefix(2)), weights: Array(weights.prefix(2)))
+    h.timer(.tick, 0)
+    h.deliver(0)  // applied at node 1; its ack waits in the wire
+    h.wire.removeAll()  // the ack is lost
+    h.move(0, to: Endpoint(host: "n0-moved", port: 9))
+    h.timer(.retransmit, 0)
+    h.deliver(0)  // the retransmission, from the new address
+    #expect(h.nodes[1].counters.applied == 1)
+    #expect(h.nodes[1].counters.duplicates == 1)
+    h.deliver(0)  // its ack reaches node 0 at the new address
+    #expect(h.nodes[0].pendingTransfers.isEmpty)
+    let drained = h.drainedMassMatchesInputs()
+    #expect(drained, "after draining, the nodes hold exactly the inputs' mass")
+}
+
+@Test func pushSum_receiverChangesAddressMidTransfer_getsTheShareAtItsNewAddress() {
+    var h = Harness(vectors: Array(vectors.prefix(2)), weights: Array(weights.prefix(2)))
+    h.timer(.tick, 0)
+    h.wire.removeAll()  // lost on the way to the old address
+    h.move(1, to: Endpoint(host: "n1-moved", port: 9))
+    h.timer(.retransmit, 0)
+    #expect(h.wire.count == 1 && h.wire[0].to == 1)
+    h.deliver(0)
+    h.deliver(0)
+    #expect(h.nodes[1].counters.applied == 1)
+    #expect(h.nodes[0].pendingTransfers.isEmpty)
+    let drained = h.drainedMassMatchesInputs()
+    #expect(drained, "after draining, the nodes hold exactly the inputs' mass")
+}
+
+@Test func pushSum_messageNotFromASession_isRefusedAndCounted() {
+    var receiver = PushSumAverager(peer: averagingTestPeer(0), initial: [0], sampleCount: 1, rng: SplitMix64(seed: 1))
+    let t = PushSumAverager.Transfer(epoch: 1, sequence: 1, weight: 1, count: 1, codec: 0, payload: .floats([1]))
+    let out = receiver.onMessage(.transfer(t), from: Sender(endpoint: Endpoint(host: "x", port: 1)), at: .zero)
+    #expect(out.contains { if case .report(.transferRejected(_, .unauthenticated)) = $0 { return true } else { return false } })
+    #expect(receiver.weight == 1 && receiver.counters.rejected == 1)
+}
+
+@Test func pushSum_sequenceOlderThanTheDedupWindow_isAckedButNotApplied() {
+    var receiver = PushSumAverager(peer: averagingTestPeer(0), initial: [0], sampleCount: 1, rng: SplitMix64(seed: 1))
+    let a = Sender(endpoint: Endpoint(host: "a", port: 1), peer: averagingTestPeer(1))
+    func transfer(_ sequence: UInt64) -> PushSumAverager.Message {
+        .transfer(.init(epoch: 5, sequence: sequence, weight: 1, count: 1, codec: 0, payload: .floats([1])))
+    }
+    _ = receiver.onMessage(transfer(100), from: a, at: .zero)
+    // 64 behind the highest: resolved long ago by the sender's in-flight bound.
+    let old = receiver.onMessage(transfer(100 - PushSumAverager.dedupWindow), from: a, at: .zero)
+    #expect(old.contains { if case .send(.ack(5, 36), _, _) = $0 { return true } else { return false } })
+    #expect(receiver.counters.applied == 1 && receiver.counters.duplicates == 1)
+    #expect(receiver.weight == 2)
+    // 63 behind is still inside the window, never seen: applied.
+    _ = receiver.onMessage(transfer(100 - PushSumAverager.dedupWindow + 1), from: a, at: .zero)
+    #expect(receiver.counters.applied == 2 && receiver.weight == 3)
+}
+
+@Test func pushSum_manyTransfersInFlightUnderLossAndReordering_conserveMass() {
+    var settings = PushSumAverager.Settings()
+    settings.maxInFlight = 8
+    var h = Harness(vectors: vectors, weights: weights, settings: settings)
+    var rng = SplitMix64(seed: 77)
+    var maxPending = 0
+    for _ in 0..<3000 {
+        let n = h.nodes.count
+        switch rng.next(upperBound: UInt64(8)) {
+        case 0, 1, 2: h.timer(.tick, Int(rng.next(upperBound: UInt64(n))))
+        case 3: h.timer(.retransmit, Int(rng.next(upperBound: UInt64(n))))
+        case 4 where !h.wire.isEmpty: h.wire.remove(at: Int(rng.next(upperBound: UInt64(h.wire.count))))
+        default: if !h.wire.isEmpty { h.deliver(Int(rng.next(upperBound: UInt64(h.wire.count)))) }
+        }
+        maxPending = max(maxPending, h.nodes.map(\.pendingTransfers.count).max() ?? 0)
+    }
+    #expect(maxPending > 2, "the test must hold more than two transfers in flight")
+    #expect(h.conserved())
+    let drained = h.drainedMassMatchesInputs()
+    #expect(drained, "after draining, the nodes hold exactly the inputs' mass")
 }

@@ -24,7 +24,7 @@ struct NodeHarness {
         static func == (a: Item, b: Item) -> Bool { a.time == b.time && a.order == b.order }
     }
     enum Payload {
-        case message(GossipMessage, from: Endpoint)
+        case message(GossipMessage, from: Sender)
         case timer(GossipTimer, token: UInt64)
     }
 
@@ -76,11 +76,17 @@ struct NodeHarness {
         var interpreter = interpreters[i]
         interpreter.perform(
             actions,
-            send: { m, to, _ in
+            send: { m, to, via in
                 messagesSent += 1
                 guard let j = endpoints[to] else { return }
                 if loss > 0, Double(rng.next() >> 11) / Double(1 << 53) < loss { return }
-                push(Item(time: now.nanoseconds + latency.nanosecondsClamped, order: 0, node: j, payload: .message(m, from: nodes[i].record.primary)))
+                var sender = Sender(endpoint: nodes[i].record.primary)
+                if case .session(let peer) = via {
+                    // A session reaches only the peer it names, and tells it who is speaking.
+                    guard nodes[j].peerID == peer else { return }
+                    sender.peer = nodes[i].peerID
+                }
+                push(Item(time: now.nanoseconds + latency.nanosecondsClamped, order: 0, node: j, payload: .message(m, from: sender)))
             },
             wake: { t, token, at in push(Item(time: max(at.nanoseconds, now.nanoseconds), order: 0, node: i, payload: .timer(t, token: token))) },
             report: { e in if keepEvents(e) { events.append((i, now, e)) } })

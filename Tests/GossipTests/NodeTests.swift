@@ -71,7 +71,8 @@ func averagingNetwork(_ n: Int) -> NodeHarness {
     for i in 0..<n {
         var si = s
         if i > 0 { si.discovery.bootstrap = [testEndpoint(0)] }
-        let averager = PushSumAverager(initial: [Float(i), 1], sampleCount: Double(1 + i % 3), rng: SplitMix64(seed: UInt64(100 + i)))
+        let averager = PushSumAverager(peer: testIdentity(i).peerID, initial: [Float(i), 1], sampleCount: Double(1 + i % 3),
+                                       rng: SplitMix64(seed: UInt64(100 + i)))
         _ = h.add(GossipNode(identity: testIdentity(i), endpoints: [testEndpoint(i)], settings: si, averager: averager, seed: UInt64(i), verifier: RecordVerifier(sharing: memo)))
         h.run(for: .milliseconds(10))
     }
@@ -83,7 +84,7 @@ func averagingNetwork(_ n: Int) -> NodeHarness {
     h.run(for: .seconds(20))
     for i in h.nodes.indices {
         let node = h.nodes[i]
-        #expect(Set(node.averager?.neighbours ?? []) == Set(node.sampler.view.map(\.record.primary)))
+        #expect(Set(node.averager?.neighbours ?? []) == Set(node.sampler.view.map { PeerAddress(peer: $0.record.peer, endpoint: $0.record.primary) }))
         #expect((node.averager?.counters.applied ?? 0) > 0)
     }
 }
@@ -92,16 +93,26 @@ func averagingNetwork(_ n: Int) -> NodeHarness {
     var h = averagingNetwork(30)
     h.run(for: .seconds(20))
     let victim = 13
-    let gone = testEndpoint(victim)
+    let gone = testIdentity(victim).peerID
+    // Hold every share in flight to the victim: they are what must be taken back.
+    let lossBefore = h.loss
+    h.loss = 1
+    h.run(for: .seconds(1))
+    let holders = h.nodes.indices.filter { i in i != victim && h.nodes[i].averager?.pendingTransfers.contains { $0.to.peer == gone } == true }
+    h.loss = lossBefore
     h.crash(victim)
-    h.keepEvents = { if case .averaging(.transferReclaimed) = $0 { return true }; return false }
+    h.keepEvents = { if case .averaging(.transferReclaimed(from: gone, _)) = $0 { return true }; return false }
     h.run(for: .seconds(60))
     for i in h.nodes.indices where i != victim {
         let node = h.nodes[i]
-        #expect(node.membership.status(of: testIdentity(victim).peerID) == .dead)
-        #expect(!node.sampler.contains(testIdentity(victim).peerID))
-        #expect(!(node.averager?.neighbours.contains(gone) ?? false))
-        #expect(!(node.averager?.pendingTransfers.contains { $0.to == gone } ?? false), "shares in flight to the dead peer were taken back")
+        #expect(node.membership.status(of: gone) == .dead)
+        #expect(!node.sampler.contains(gone))
+        #expect(!(node.averager?.neighbours.contains { $0.peer == gone } ?? false))
+        #expect(!(node.averager?.pendingTransfers.contains { $0.to.peer == gone } ?? false), "shares in flight to the dead peer were taken back")
+    }
+    #expect(!holders.isEmpty, "some node had a share in flight to the victim when it crashed")
+    for i in holders {
+        #expect(h.events.contains { $0.node == i }, "node \(i) reported taking back its share to the dead peer")
     }
 }
 
@@ -161,16 +172,16 @@ func averagingNetwork(_ n: Int) -> NodeHarness {
 @Test func node_signedBeacon_bringsAStrangerIntoTheViewAndForgedOneIsRefused() {
     var node = GossipNode(identity: testIdentity(0), endpoints: [testEndpoint(0)], seed: 5)
     _ = node.onStart(at: .zero)
-    _ = node.onMessage(.discovery(.beacon(testRecord(3))), from: testEndpoint(3), at: testT0)
+    _ = node.onMessage(.discovery(.beacon(testRecord(3))), from: Sender(endpoint: testEndpoint(3)), at: testT0)
     #expect(node.sampler.contains(testIdentity(3).peerID))
     #expect(node.membership.member(testIdentity(3).peerID) != nil)
     let signer = AddressRecord(signedBy: testIdentity(8), endpoints: [testEndpoint(8)], sequence: 1)
     let forged = AddressRecord(peer: testIdentity(4).peerID, endpoints: signer.endpoints, sequence: 1, signature: signer.signature)
-    let out = node.onMessage(.discovery(.beacon(forged)), from: testEndpoint(8), at: testT0)
+    let out = node.onMessage(.discovery(.beacon(forged)), from: Sender(endpoint: testEndpoint(8)), at: testT0)
     #expect(!node.sampler.contains(testIdentity(4).peerID))
     #expect(out.contains { if case .report(.sampling(.rejected)) = $0 { return true }; return false })
     // Our own beacon, looped back by multicast, is ignored.
-    _ = node.onMessage(.discovery(.beacon(node.record)), from: testEndpoint(0), at: testT0)
+    _ = node.onMessage(.discovery(.beacon(node.record)), from: Sender(endpoint: testEndpoint(0)), at: testT0)
     #expect(!node.sampler.contains(testIdentity(0).peerID))
 }
 
@@ -179,9 +190,9 @@ func averagingNetwork(_ n: Int) -> NodeHarness {
 func totalWeight(_ h: NodeHarness) -> Double {
     h.nodes.indices.filter { h.up[$0] }.reduce(0) { acc, i in
         guard let a = h.nodes[i].averager else { return acc }
-        let sender = h.nodes[i].record.primary
+        let sender = h.nodes[i].peerID
         let inFlight = a.pendingTransfers.reduce(0.0) { sum, p in
-            let applied = h.endpoints[p.to].flatMap { h.up[$0] ? h.nodes[$0].averager : nil }?
+            let applied = h.nodes.indices.first { h.nodes[$0].peerID == p.to.peer }.flatMap { h.up[$0] ? h.nodes[$0].averager : nil }?
                 .hasApplied(from: sender, epoch: p.transfer.epoch, sequence: p.transfer.sequence) ?? false
             return sum + (applied ? 0 : p.transfer.weight)
         }
@@ -210,7 +221,7 @@ func totalWeight(_ h: NodeHarness) -> Double {
     let after = totalWeight(h)
     #expect(abs(after - before) <= 1e-9 * before, "weight before \(before), after \(after)")
     for i in h.nodes.indices where i != leaver {
-        #expect(!(h.nodes[i].averager?.pendingTransfers.contains { $0.to == testEndpoint(leaver) } ?? false))
+        #expect(!(h.nodes[i].averager?.pendingTransfers.contains { $0.to.peer == testIdentity(leaver).peerID } ?? false))
     }
 }
 

@@ -27,7 +27,7 @@ import Gossip
         completed.append(node)
         sim.crash(node, at: now, keepState: false)
         for peer in graph.adjacency[node] {
-            sim.inject(peer, at: now + .milliseconds(500)) { averager, at in averager.onPeerGone(SimAddress.endpoint(node), at: at) }
+            sim.inject(peer, at: now + .milliseconds(500)) { averager, at in averager.onPeerGone(SimAddress.peer(node), at: at) }
         }
     }
     sim.startAll()

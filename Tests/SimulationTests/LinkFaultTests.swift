@@ -1,3 +1,4 @@
+import Crypto
 import Testing
 import Gossip
 @testable import Simulation
@@ -67,6 +68,7 @@ import Gossip
         typealias Message = Probe
         typealias Event = Int
         var fired: [(Timer, Int64)] = []
+        var peerID: PeerID { SimAddress.peer(0) }
         mutating func onStart(at now: Instant) -> [Action] {
             [.schedule(.a, at: now + .seconds(1)), .schedule(.a, at: now + .seconds(2)),
              .schedule(.b, at: now + .seconds(1)), .cancel(.b)]
@@ -75,7 +77,7 @@ import Gossip
             fired.append((timer, now.nanoseconds))
             return [.report(1)]
         }
-        mutating func onMessage(_ message: Probe, from sender: Endpoint, at now: Instant) -> [Action] { [] }
+        mutating func onMessage(_ message: Probe, from sender: Sender, at now: Instant) -> [Action] { [] }
     }
     var reports = 0
     let sim = Simulator<Ticker>(nodeCount: 1, seed: 1) { _ in Ticker() }

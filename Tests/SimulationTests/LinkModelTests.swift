@@ -1,3 +1,4 @@
+import Crypto
 import Testing
 import Gossip
 @testable import Simulation
@@ -21,6 +22,7 @@ struct Prober: ProtocolNode {
     let count: Int
     let size: Int
     let interval: Duration
+    var peerID: PeerID { SimAddress.peer(index) }
     var sent = 0
     /// (sequence, one-way delay in ns) of every probe received, in arrival order.
     var received: [(sequence: Int, delay: Int64)] = []
@@ -47,7 +49,7 @@ struct Prober: ProtocolNode {
         return actions
     }
 
-    mutating func onMessage(_ message: Probe, from sender: Endpoint, at now: Instant) -> [Action] {
+    mutating func onMessage(_ message: Probe, from sender: Sender, at now: Instant) -> [Action] {
         received.append((message.sequence, now.nanoseconds - message.sentAt))
         return []
     }

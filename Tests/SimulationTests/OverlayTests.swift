@@ -139,7 +139,7 @@ struct OverlayWireTests {
     @Test func overlay_inWireMode_formsAndEveryMessageDecodes() {
         let world = OverlayWorld()
         let sim = world.simulator(nodeCount: 200, seed: 10, links: LinkPolicy(default: LinkModel(latency: .milliseconds(2), jitter: .milliseconds(3))))
-        sim.wire = WireMode(encode: { message, _, _ in GossipWire.encode(message) }, decode: { bytes, _, _ in try GossipWire.decode(bytes) })
+        sim.wire = WireMode(encode: { message, _, _, _ in GossipWire.encode(message) }, decode: { bytes, _, _ in try GossipWire.decode(bytes) })
         for i in 0..<200 { sim.start(i, at: .zero + .milliseconds(10) * i) }
         sim.run(until: .zero + .seconds(40))
         let shape = OverlayShape(sim)

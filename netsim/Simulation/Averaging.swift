@@ -1,5 +1,6 @@
-import Gossip
+import Crypto
 import Foundation
+import Gossip
 
 /// An undirected graph over node indices, for topology experiments.
 public struct Graph: Sendable {
@@ -29,26 +30,30 @@ public struct Graph: Sendable {
         }
     }
 
-    /// The endpoints of node `i`'s neighbours in the simulator.
-    public func neighbourEndpoints(_ i: Int) -> [Endpoint] { adjacency[i].map(SimAddress.endpoint) }
+    /// Node `i`'s neighbours in the simulator, given each node's identity.
+    public func neighbourAddresses(_ i: Int, peers: [PeerID]) -> [PeerAddress] {
+        adjacency[i].map { PeerAddress(peer: peers[$0], endpoint: SimAddress.endpoint($0)) }
+    }
 
     /// The topology allowing exactly this graph's links.
     public var topology: Topology { .adjacency(adjacency) }
 }
 
 extension Simulator where Node == PushSumAverager {
-    /// Averagers on `graph`: node `i` starts from `initial(i)` weighted by `samples[i]` and
-    /// pushes to its graph neighbours. With `confinedToGraph` the links also carry nothing
-    /// else; without it (nodes send only to neighbours anyway) the per-message check is saved.
+    /// Averagers on `graph`: node `i` (identity `peers[i]`, by default ``SimAddress/peer(_:)``)
+    /// starts from `initial(i)` weighted by `samples[i]` and pushes to its graph neighbours.
+    /// With `confinedToGraph` the links also carry nothing else; without it (nodes send only
+    /// to neighbours anyway) the per-message check is saved.
     public static func averaging(
         over graph: Graph, initial: @escaping (Int) -> [Float], samples: [Double],
         settings: PushSumAverager.Settings = PushSumAverager.Settings(), links: LinkPolicy, seed: UInt64,
-        confinedToGraph: Bool = true
+        confinedToGraph: Bool = true, peers: [PeerID]? = nil
     ) -> Simulator<PushSumAverager> {
-        Simulator(nodeCount: graph.nodeCount, seed: seed, links: links, topology: confinedToGraph ? graph.topology : .complete) { context in
+        let peers = peers ?? (0..<graph.nodeCount).map(SimAddress.peer)
+        return Simulator(nodeCount: graph.nodeCount, seed: seed, links: links, topology: confinedToGraph ? graph.topology : .complete) { context in
             PushSumAverager(
-                initial: initial(context.index), sampleCount: samples[context.index],
-                neighbours: graph.neighbourEndpoints(context.index), settings: settings,
+                peer: peers[context.index], initial: initial(context.index), sampleCount: samples[context.index],
+                neighbours: graph.neighbourAddresses(context.index, peers: peers), settings: settings,
                 rng: SplitMix64(seed: context.seed))
         }
     }
@@ -102,11 +107,11 @@ public enum AveragingMetrics {
             guard let node = sim.node(i) else { continue }
             total += node.weight
             for (to, transfer) in node.pendingTransfers {
-                guard let j = sim.index(of: to), let receiver = sim.node(j) else {
+                guard let j = sim.index(of: to.endpoint), let receiver = sim.node(j), receiver.peerID == to.peer else {
                     total += transfer.weight
                     continue
                 }
-                if !receiver.hasApplied(from: sim.endpoint(i), epoch: transfer.epoch, sequence: transfer.sequence) {
+                if !receiver.hasApplied(from: node.peerID, epoch: transfer.epoch, sequence: transfer.sequence) {
                     total += transfer.weight
                 }
             }

@@ -170,6 +170,9 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case unknownDestination
     /// Wire mode only: encoding failed or the receiver refused the bytes.
     case rejected
+    /// A session message reached a node other than the peer it was sent to (the handshake
+    /// would fail): the address now belongs to another peer.
+    case wrongPeer
 
     public var description: String {
         switch self {
@@ -179,6 +182,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .nodeDown: return "node-down"
         case .unknownDestination: return "unknown-destination"
         case .rejected: return "rejected"
+        case .wrongPeer: return "wrong-peer"
         }
     }
 }

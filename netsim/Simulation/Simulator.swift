@@ -1,3 +1,4 @@
+import Crypto
 import Gossip
 
 /// How simulated nodes are addressed: node `i` is `sim-i:7946`.
@@ -7,6 +8,16 @@ public enum SimAddress {
 
     /// The endpoint of node `index`.
     public static func endpoint(_ index: Int) -> Endpoint { Endpoint(host: "sim-\(index)", port: port) }
+
+    /// A synthetic identity for node `index` of a simulation that signs nothing: "sim" and the
+    /// index in the 32 bytes of a peer ID. Not a valid Ed25519 key; simulations that sign use
+    /// real identities instead.
+    public static func peer(_ index: Int) -> PeerID {
+        var bytes = [UInt8](repeating: 0, count: PeerID.length)
+        bytes[0] = 0x73; bytes[1] = 0x69; bytes[2] = 0x6d
+        withUnsafeBytes(of: UInt64(index).bigEndian) { bytes.replaceSubrange(24..<32, with: $0) }
+        return PeerID(bytes: bytes) ?? PeerID(bytes: [UInt8](repeating: 0, count: PeerID.length))!
+    }
 }
 
 /// What a node factory learns about the node it creates.
@@ -25,14 +36,17 @@ public struct NodeContext: Sendable, Hashable {
 /// Wire mode: every message is encoded (and, e.g., signed and sealed) by the sender and
 /// decoded (opened, verified) by the receiver, so the bytes that travel are real.
 public struct WireMode<Message> {
-    /// Bytes for `message` sent from one endpoint to another.
-    public var encode: (_ message: Message, _ from: Endpoint, _ to: Endpoint) throws -> [UInt8]
-    /// The message in `bytes`; throwing drops the message as ``DropReason/rejected``.
-    public var decode: (_ bytes: [UInt8], _ from: Endpoint, _ to: Endpoint) throws -> Message
+    /// Bytes for `message` sent by a node (its identity and address) to an endpoint, over a
+    /// transport.
+    public var encode: (_ message: Message, _ from: PeerAddress, _ to: Endpoint, _ via: Transport) throws -> [UInt8]
+    /// The message in `bytes` as the receiving node (`to`) opens it: `from` names the sender's
+    /// address and, for a session, its authenticated identity (the handshake's result).
+    /// Throwing drops the message as ``DropReason/rejected``.
+    public var decode: (_ bytes: [UInt8], _ from: Sender, _ to: PeerAddress) throws -> Message
 
     public init(
-        encode: @escaping (Message, Endpoint, Endpoint) throws -> [UInt8],
-        decode: @escaping ([UInt8], Endpoint, Endpoint) throws -> Message
+        encode: @escaping (Message, PeerAddress, Endpoint, Transport) throws -> [UInt8],
+        decode: @escaping ([UInt8], Sender, PeerAddress) throws -> Message
     ) {
         self.encode = encode
         self.decode = decode
@@ -54,7 +68,8 @@ public final class Simulator<Node: ProtocolNode> {
     }
 
     private enum Pending {
-        case deliver(from: Int32, to: Int32, payload: Payload, size: Int, trace: UInt64)
+        /// `session`: the sender's and the intended receiver's identities of a session message.
+        case deliver(from: Int32, to: Int32, payload: Payload, size: Int, trace: UInt64, session: (from: PeerID, to: PeerID)?)
         case timer(node: Int32, timer: Node.Timer, token: UInt64)
         case start(Int32)
         case crash(Int32, keepState: Bool)
@@ -188,8 +203,8 @@ public final class Simulator<Node: ProtocolNode> {
 
     private func handle(_ pending: Pending) {
         switch pending {
-        case .deliver(let from, let to, let payload, let size, let trace):
-            deliver(from: Int(from), to: Int(to), payload: payload, size: size, trace: trace)
+        case .deliver(let from, let to, let payload, let size, let trace, let session):
+            deliver(from: Int(from), to: Int(to), payload: payload, size: size, trace: trace, session: session)
         case .timer(let i, let timer, let token):
             let index = Int(i)
             guard up[index], interpreters[index].fire(timer, token: token) else { return }
@@ -228,7 +243,7 @@ public final class Simulator<Node: ProtocolNode> {
     private func perform(_ actions: [Action], by index: Int) {
         interpreters[index].perform(
             actions,
-            send: { message, to, _ in send(message, from: index, to: to) },
+            send: { message, to, via in send(message, from: index, to: to, via: via) },
             wake: { timer, token, at in
                 queue.push(.timer(node: Int32(index), timer: timer, token: token), at: max(at.nanoseconds, now.nanoseconds))
             },
@@ -237,8 +252,11 @@ public final class Simulator<Node: ProtocolNode> {
 
     // MARK: Links
 
-    private func send(_ message: Node.Message, from: Int, to endpoint: Endpoint) {
+    private func send(_ message: Node.Message, from: Int, to endpoint: Endpoint, via transport: Transport) {
         let trace = message.traceWord
+        guard let sender = nodes[from]?.peerID else { return }
+        var session: (from: PeerID, to: PeerID)?
+        if case .session(let peer) = transport { session = (sender, peer) }
         guard let target = indexOf[endpoint] else {
             counters.sent += 1
             counters.bytesSent += message.wireSize
@@ -250,7 +268,7 @@ public final class Simulator<Node: ProtocolNode> {
         var size = message.wireSize
         if let wire {
             do {
-                let bytes = try wire.encode(message, endpoints[from], endpoint)
+                let bytes = try wire.encode(message, PeerAddress(peer: sender, endpoint: endpoints[from]), endpoint, transport)
                 payload = .bytes(bytes)
                 size = bytes.count
             } catch {
@@ -287,10 +305,10 @@ public final class Simulator<Node: ProtocolNode> {
             lost = chance(model.loss)
         }
         if lost { return drop(.loss, from: from, to: to, size: size, trace: trace) }
-        queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size, trace: trace), at: departure + delay(model))
+        queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size, trace: trace, session: session), at: departure + delay(model))
         if chance(model.duplication) {
             counters.duplicated += 1
-            queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size, trace: trace), at: departure + delay(model))
+            queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size, trace: trace, session: session), at: departure + delay(model))
         }
     }
 
@@ -306,14 +324,17 @@ public final class Simulator<Node: ProtocolNode> {
         return d
     }
 
-    private func deliver(from: Int, to: Int, payload: Payload, size: Int, trace: UInt64) {
-        guard up[to] else { return drop(.nodeDown, from: from, to: to, size: size, trace: trace) }
+    private func deliver(from: Int, to: Int, payload: Payload, size: Int, trace: UInt64, session: (from: PeerID, to: PeerID)?) {
+        guard up[to], let receiver = nodes[to]?.peerID else { return drop(.nodeDown, from: from, to: to, size: size, trace: trace) }
+        // A session reaches only the peer it was opened to (the handshake names the responder).
+        if let session, session.to != receiver { return drop(.wrongPeer, from: from, to: to, size: size, trace: trace) }
+        let sender = Sender(endpoint: endpoints[from], peer: session?.from)
         let message: Node.Message
         switch payload {
         case .message(let m):
             message = m
         case .bytes(let bytes):
-            guard let wire, let m = try? wire.decode(bytes, endpoints[from], endpoints[to]) else {
+            guard let wire, let m = try? wire.decode(bytes, sender, PeerAddress(peer: receiver, endpoint: endpoints[to])) else {
                 return drop(.rejected, from: from, to: to, size: size, trace: trace)
             }
             message = m
@@ -321,7 +342,7 @@ public final class Simulator<Node: ProtocolNode> {
         counters.delivered += 1
         counters.bytesDelivered += size
         traceHash.mixEvent(time: now.nanoseconds, from: from, to: to, kind: 0, size: size, message: trace)
-        if let actions = nodes[to]?.onMessage(message, from: endpoints[from], at: now) { perform(actions, by: to) }
+        if let actions = nodes[to]?.onMessage(message, from: sender, at: now) { perform(actions, by: to) }
     }
 
     private func drop(_ reason: DropReason, from: Int, to: Int, size: Int, trace: UInt64) {

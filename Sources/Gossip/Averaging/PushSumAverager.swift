@@ -9,6 +9,11 @@ import Crypto
 /// flight under `(epoch, sequence)` until the receiver acknowledges it; the receiver applies
 /// each transfer once (a per-sender sequence window) and always acknowledges. The share is
 /// given back to the sender only through ``onPeerGone(_:at:)``. See `docs/averaging.md`.
+///
+/// Every per-peer record is keyed by the peer's identity, never by its address: transfers and
+/// acknowledgements travel over the authenticated session with the peer
+/// (``Transport/session(_:)``), so the receiver knows who sent them, and a peer that moves to
+/// another address keeps its transfers, acknowledgements and duplicate suppression.
 public struct PushSumAverager: ProtocolNode {
     /// How lost messages are handled.
     public enum LossRecovery: Sendable, Hashable {
@@ -103,11 +108,11 @@ public struct PushSumAverager: ProtocolNode {
     }
 
     public enum Event: Sendable, Equatable {
-        case transferSent(to: Endpoint, sequence: UInt64, retransmission: Bool)
-        case transferApplied(from: Endpoint, sequence: UInt64)
-        case transferAcked(by: Endpoint, sequence: UInt64)
-        case transferReclaimed(from: Endpoint, sequence: UInt64)
-        case transferRejected(from: Endpoint, reason: AveragingError)
+        case transferSent(to: PeerID, sequence: UInt64, retransmission: Bool)
+        case transferApplied(from: PeerID, sequence: UInt64)
+        case transferAcked(by: PeerID, sequence: UInt64)
+        case transferReclaimed(from: PeerID, sequence: UInt64)
+        case transferRejected(from: Sender, reason: AveragingError)
         /// The estimate moved (a share was applied or reclaimed); read ``estimate``.
         case estimateChanged(weight: Double)
         /// A graceful leave finished: every bit of mass was handed to peers and acknowledged.
@@ -130,15 +135,15 @@ public struct PushSumAverager: ProtocolNode {
     }
 
     private struct InFlight {
-        var to: Endpoint
+        var to: PeerAddress
         var transfer: Transfer
     }
 
     private struct SenderKey: Hashable, Comparable {
-        var endpoint: Endpoint
+        var peer: PeerID
         var epoch: UInt64
 
-        static func < (a: SenderKey, b: SenderKey) -> Bool { (a.endpoint, a.epoch) < (b.endpoint, b.epoch) }
+        static func < (a: SenderKey, b: SenderKey) -> Bool { (a.peer, a.epoch) < (b.peer, b.epoch) }
     }
 
     private struct SenderRecord {
@@ -157,10 +162,12 @@ public struct PushSumAverager: ProtocolNode {
     }
 
     public let settings: Settings
+    /// This node's identity.
+    public let peerID: PeerID
     /// Elements of the averaged vector.
     public let dimension: Int
     /// Peers a share may go to; the composite node sets it from the peer-sampling view.
-    public var neighbours: [Endpoint]
+    public var neighbours: [PeerAddress]
     public private(set) var counters = Counters()
     /// The weight `w`.
     public private(set) var weight: Double
@@ -179,12 +186,13 @@ public struct PushSumAverager: ProtocolNode {
     ///
     /// `rng` drives neighbour choice and the epoch; give a restarted node a fresh seed.
     public init(
-        initial: [Float], sampleCount: Double, neighbours: [Endpoint] = [],
+        peer: PeerID, initial: [Float], sampleCount: Double, neighbours: [PeerAddress] = [],
         settings: Settings = Settings(), codec: any ShareCodec = IdentityShareCodec(), rng: SplitMix64
     ) {
         var settings = settings
         settings.maxInFlight = min(max(settings.maxInFlight, 1), Self.maxInFlightLimit)
         self.settings = settings
+        self.peerID = peer
         self.dimension = initial.count
         self.neighbours = neighbours
         self.weight = sampleCount
@@ -209,13 +217,19 @@ public struct PushSumAverager: ProtocolNode {
     }
 
     /// Transfers sent and not yet acknowledged or reclaimed, with their destinations.
-    public var pendingTransfers: [(to: Endpoint, transfer: Transfer)] {
+    public var pendingTransfers: [(to: PeerAddress, transfer: Transfer)] {
         inFlight.map { ($0.to, $0.transfer) }
     }
 
     /// Whether the transfer `(epoch, sequence)` from `sender` has been applied here.
-    public func hasApplied(from sender: Endpoint, epoch: UInt64, sequence: UInt64) -> Bool {
-        senders[SenderKey(endpoint: sender, epoch: epoch)].map { $0.contains(sequence) } ?? false
+    public func hasApplied(from sender: PeerID, epoch: UInt64, sequence: UInt64) -> Bool {
+        senders[SenderKey(peer: sender, epoch: epoch)].map { $0.contains(sequence) } ?? false
+    }
+
+    /// Where `peer` is reached now: its address among the neighbours if it is one, else the
+    /// one a transfer was first sent to.
+    private func currentEndpoint(of address: PeerAddress) -> Endpoint {
+        neighbours.first { $0.peer == address.peer }?.endpoint ?? address.endpoint
     }
 
     /// Decodes a transfer's vector share with this node's codec.
@@ -251,25 +265,32 @@ public struct PushSumAverager: ProtocolNode {
             actions.reserveCapacity(inFlight.count * 2 + 1)
             for entry in inFlight {
                 counters.retransmitted += 1
-                actions.append(.send(.transfer(entry.transfer), to: entry.to, via: .stream))
-                actions.append(.report(.transferSent(to: entry.to, sequence: entry.transfer.sequence, retransmission: true)))
+                // To the peer's current address: a peer that moved still gets its share.
+                actions.append(.send(.transfer(entry.transfer), to: currentEndpoint(of: entry.to), via: .session(entry.to.peer)))
+                actions.append(.report(.transferSent(to: entry.to.peer, sequence: entry.transfer.sequence, retransmission: true)))
             }
             actions.append(.schedule(.retransmit, at: now + settings.retransmitInterval))
             return actions
         }
     }
 
-    public mutating func onMessage(_ message: Message, from sender: Endpoint, at now: Instant) -> [Action] {
+    /// A transfer or acknowledgement that did not come over an authenticated session is
+    /// refused: whatever changes per-peer state must be attributable to a peer.
+    public mutating func onMessage(_ message: Message, from sender: Sender, at now: Instant) -> [Action] {
+        guard let peer = sender.peer else {
+            counters.rejected += 1
+            return [.report(.transferRejected(from: sender, reason: .unauthenticated))]
+        }
         switch message {
         case .transfer(let transfer):
-            return receive(transfer, from: sender, at: now)
+            return receive(transfer, from: PeerAddress(peer: peer, endpoint: sender.endpoint), at: now)
         case .ack(let ackEpoch, let sequence):
             guard ackEpoch == epoch,
-                  let index = inFlight.firstIndex(where: { $0.transfer.sequence == sequence && $0.to == sender })
+                  let index = inFlight.firstIndex(where: { $0.transfer.sequence == sequence && $0.to.peer == peer })
             else { return [] }
             inFlight.remove(at: index)
             counters.acked += 1
-            var actions: [Action] = [.report(.transferAcked(by: sender, sequence: sequence))]
+            var actions: [Action] = [.report(.transferAcked(by: peer, sequence: sequence))]
             if inFlight.isEmpty { actions.append(.cancel(.retransmit)) }
             if leaving { continueHandOff(at: now, into: &actions) }
             return actions
@@ -279,12 +300,12 @@ public struct PushSumAverager: ProtocolNode {
     /// Membership learned that `peer` left or died: take back every share still in flight
     /// to it, and stop choosing it. Call this only once the peer is confirmed gone: a share
     /// the peer did apply, reclaimed here, would count twice.
-    public mutating func onPeerGone(_ peer: Endpoint, at now: Instant) -> [Action] {
-        neighbours.removeAll { $0 == peer }
+    public mutating func onPeerGone(_ peer: PeerID, at now: Instant) -> [Action] {
+        neighbours.removeAll { $0.peer == peer }
         var actions: [Action] = []
         var kept: [InFlight] = []
         for entry in inFlight {
-            guard entry.to == peer else {
+            guard entry.to.peer == peer else {
                 kept.append(entry)
                 continue
             }
@@ -340,8 +361,8 @@ public struct PushSumAverager: ProtocolNode {
             count: dimension, codec: codec.identifier, payload: payload)
         nextSequence += 1
         counters.sent += 1
-        actions.append(.send(.transfer(transfer), to: to, via: .stream))
-        actions.append(.report(.transferSent(to: to, sequence: transfer.sequence, retransmission: false)))
+        actions.append(.send(.transfer(transfer), to: to.endpoint, via: .session(to.peer)))
+        actions.append(.report(.transferSent(to: to.peer, sequence: transfer.sequence, retransmission: false)))
         if settings.lossRecovery == .acknowledged {
             if inFlight.isEmpty { actions.append(.schedule(.retransmit, at: now + settings.retransmitInterval)) }
             inFlight.append(InFlight(to: to, transfer: transfer))
@@ -432,10 +453,11 @@ public struct PushSumAverager: ProtocolNode {
 
     // MARK: Receiving
 
-    private mutating func receive(_ transfer: Transfer, from sender: Endpoint, at now: Instant) -> [Action] {
+    private mutating func receive(_ transfer: Transfer, from sender: PeerAddress, at now: Instant) -> [Action] {
         let acknowledged = settings.lossRecovery == .acknowledged
-        let key = SenderKey(endpoint: sender, epoch: transfer.epoch)
-        let ack: Action = .send(.ack(epoch: transfer.epoch, sequence: transfer.sequence), to: sender, via: .datagram)
+        let key = SenderKey(peer: sender.peer, epoch: transfer.epoch)
+        // Back over the sender's session, so the acknowledgement is attributable too.
+        let ack: Action = .send(.ack(epoch: transfer.epoch, sequence: transfer.sequence), to: sender.endpoint, via: .session(sender.peer))
         // One hash lookup per transfer: the record's position serves the check and the update.
         let slot = acknowledged ? senders.index(forKey: key) : nil
         if let slot, senders.values[slot].contains(transfer.sequence) {
@@ -452,7 +474,7 @@ public struct PushSumAverager: ProtocolNode {
             share = try validate(transfer)
         } catch {
             counters.rejected += 1
-            return [.report(.transferRejected(from: sender, reason: error))]
+            return [.report(.transferRejected(from: Sender(endpoint: sender.endpoint, peer: sender.peer), reason: error))]
         }
         if let slot {
             senders.values[slot].mark(transfer.sequence, at: now)
@@ -466,7 +488,7 @@ public struct PushSumAverager: ProtocolNode {
         counters.applied += 1
         var actions: [Action] = []
         if acknowledged { actions.append(ack) }
-        actions.append(.report(.transferApplied(from: sender, sequence: transfer.sequence)))
+        actions.append(.report(.transferApplied(from: sender.peer, sequence: transfer.sequence)))
         actions.append(.report(.estimateChanged(weight: weight)))
         return actions
     }

@@ -94,6 +94,8 @@ public enum AveragingError: Error, Sendable, Equatable, CustomStringConvertible 
     case tooLarge(elements: Int, limit: Int)
     /// The message's bytes are malformed (truncated, trailing bytes, bad field).
     case wire(WireError)
+    /// A transfer or acknowledgement that did not arrive over an authenticated session.
+    case unauthenticated
 
     public var description: String {
         switch self {
@@ -104,6 +106,7 @@ public enum AveragingError: Error, Sendable, Equatable, CustomStringConvertible 
         case .unknownMessageTag(let t): return "unknown averaging message tag \(t)"
         case .tooLarge(let n, let l): return "share of \(n) elements exceeds the limit of \(l)"
         case .wire(let error): return "malformed averaging message: \(error)"
+        case .unauthenticated: return "averaging message did not arrive over an authenticated session"
         }
     }
 }

@@ -1,3 +1,5 @@
+import Crypto
+
 /// The vocabulary shared by every sans-IO protocol component and the drivers that run them.
 ///
 /// A node never reads a clock, opens a socket or draws from a global random source.
@@ -67,11 +69,47 @@ public struct Endpoint: Hashable, Sendable, Comparable, CustomStringConvertible 
     }
 }
 
-/// How a message should travel: small control messages as datagrams (UDP),
-/// model transfers over a stream (TCP). The simulator models both as links.
+/// A peer and where to reach it: per-peer state is keyed by the identity, the endpoint is
+/// only where to send next (it changes when the peer moves).
+public struct PeerAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var peer: PeerID
+    public var endpoint: Endpoint
+
+    public init(peer: PeerID, endpoint: Endpoint) {
+        self.peer = peer
+        self.endpoint = endpoint
+    }
+
+    public static func < (a: PeerAddress, b: PeerAddress) -> Bool { (a.peer, a.endpoint) < (b.peer, b.endpoint) }
+
+    public var description: String { "\(peer.fingerprint)@\(endpoint)" }
+}
+
+/// Who a message came from: the address it arrived from and, when the transport
+/// authenticated it (a message over a peer's session), that peer's identity.
+public struct Sender: Hashable, Sendable, CustomStringConvertible {
+    public var endpoint: Endpoint
+    /// The authenticated peer; nil for a datagram, which the network-key seal proves only
+    /// to come from some member.
+    public var peer: PeerID?
+
+    public init(endpoint: Endpoint, peer: PeerID? = nil) {
+        self.endpoint = endpoint
+        self.peer = peer
+    }
+
+    public var description: String { peer.map { "\($0.fingerprint)@\(endpoint)" } ?? "\(endpoint)" }
+}
+
+/// How a message should travel: small control messages as datagrams (UDP), anything that
+/// changes per-peer state (model transfers and their acknowledgements) over the
+/// authenticated session with one peer (TCP behind the secret handshake). The simulator
+/// models both as links.
 public enum Transport: Sendable, Hashable {
     case datagram
-    case stream
+    /// Over the session with this peer: the driver delivers only if the peer at the endpoint
+    /// proves to be it, and the receiver learns the sender's identity.
+    case session(PeerID)
 }
 
 /// What a protocol component asks its driver to do.
@@ -116,6 +154,9 @@ public func traceMix(_ words: UInt64...) -> UInt64 {
 
 /// A sans-IO protocol node that a driver can run.
 ///
+/// Each node has an identity: drivers tell receivers who sent a session message, and deliver
+/// a message sent over a session only to the peer it names.
+///
 /// Each handler takes the current instant and returns the actions to carry out, in order.
 /// Implementations are value types: copying a node copies its whole state.
 public protocol ProtocolNode {
@@ -125,10 +166,13 @@ public protocol ProtocolNode {
 
     typealias Action = NodeAction<Message, Timer, Event>
 
+    /// This node's identity.
+    var peerID: PeerID { get }
+
     /// The node starts (or restarts after a crash).
     mutating func onStart(at now: Instant) -> [Action]
     /// A message arrived from `sender`.
-    mutating func onMessage(_ message: Message, from sender: Endpoint, at now: Instant) -> [Action]
+    mutating func onMessage(_ message: Message, from sender: Sender, at now: Instant) -> [Action]
     /// A timer scheduled earlier fired.
     mutating func onTimer(_ timer: Timer, at now: Instant) -> [Action]
 }

@@ -7,12 +7,6 @@ public enum GossipMessage: Sendable, WireSized, TraceIdentified {
     case discovery(Discovery.Message)
     case averaging(PushSumAverager.Message)
 
-    /// How the message should travel: everything but model shares fits a datagram.
-    public var transport: Transport {
-        if case .averaging = self { return .stream }
-        return .datagram
-    }
-
     public var wireSize: Int { GossipWire.size(of: self) }
 
     /// The component and message kind, with sequence numbers where the message has them;
@@ -53,7 +47,7 @@ public enum GossipTimer: Hashable, Sendable {
     /// Checks whether the node is cut off (empty view, or silence for the isolation timeout).
     case isolationCheck
     /// Take back averaging shares still in flight to a peer that left (after a grace period).
-    case reclaim(Endpoint)
+    case reclaim(PeerID)
 }
 
 /// What a ``GossipNode`` reports to its observer.

@@ -45,6 +45,8 @@ public struct GossipNode: ProtocolNode {
         self.averager = averager
     }
 
+    /// This node's identity.
+    public var peerID: PeerID { identity.peerID }
     /// This node's current signed address record.
     public var record: AddressRecord { membership.me }
     /// The peer cache to persist.
@@ -61,7 +63,7 @@ public struct GossipNode: ProtocolNode {
         let cached = discovery.cache.records.map { PeerSampler.Entry(record: $0, age: 0) }
         withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert(cached, me: me, admit: admit) }
         absorb(discovery.onStart(at: now), at: now, into: &out)
-        let neighbours = neighbourEndpoints
+        let neighbours = neighbourAddresses
         withAverager(into: &out) { a in
             a.neighbours = neighbours
             return a.onStart(at: now)
@@ -70,8 +72,11 @@ public struct GossipNode: ProtocolNode {
         return out
     }
 
-    public mutating func onMessage(_ message: GossipMessage, from sender: Endpoint, at now: Instant) -> [Action] {
+    /// Membership, sampling and discovery messages need only the sender's address (their
+    /// records are signed); averaging messages need the authenticated peer.
+    public mutating func onMessage(_ message: GossipMessage, from origin: Sender, at now: Instant) -> [Action] {
         lastHeard = now
+        let sender = origin.endpoint
         var out: [Action] = []
         switch message {
         case .membership(let m):
@@ -100,7 +105,7 @@ public struct GossipNode: ProtocolNode {
             guard beacon.peer != record.peer else { break }
             withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert([PeerSampler.Entry(record: beacon, age: 0)], me: me, admit: admit) }
         case .averaging(let m):
-            withAverager(into: &out) { $0.onMessage(m, from: sender, at: now) }
+            withAverager(into: &out) { $0.onMessage(m, from: origin, at: now) }
         }
         return out
     }
@@ -126,10 +131,10 @@ public struct GossipNode: ProtocolNode {
             absorb(discovery.onTimer(t, me: record, at: now), at: now, into: &out)
         case .averaging(let t):
             withAverager(into: &out) { $0.onTimer(t, at: now) }
-        case .reclaim(let endpoint):
-            // Not if the address belongs to a peer in the view again (a rejoin): its shares are new.
-            guard !sampler.view.contains(where: { $0.record.endpoints.contains(endpoint) }) else { break }
-            withAverager(into: &out) { $0.onPeerGone(endpoint, at: now) }
+        case .reclaim(let peer):
+            // Not if the peer is in the view again (a rejoin): its new incarnation acknowledges.
+            guard !sampler.view.contains(where: { $0.record.peer == peer }) else { break }
+            withAverager(into: &out) { $0.onPeerGone(peer, at: now) }
         case .isolationCheck:
             let timeout = settings.discovery.isolationTimeout
             // Checked twice per timeout, so silence is noticed at most half a timeout late.
@@ -162,10 +167,10 @@ public struct GossipNode: ProtocolNode {
         return { r in !m.isSuperseded(r) && !(cached.records.first { $0.peer == r.peer }.map { $0.sequence > r.sequence } ?? false) }
     }
 
-    private var neighbourEndpoints: [Endpoint] { sampler.view.map(\.record.primary) }
+    private var neighbourAddresses: [PeerAddress] { sampler.view.map { PeerAddress(peer: $0.record.peer, endpoint: $0.record.primary) } }
 
     private mutating func refreshNeighbours() {
-        let neighbours = neighbourEndpoints
+        let neighbours = neighbourAddresses
         var none: [Action] = []
         withAverager(into: &none) { a in
             a.neighbours = neighbours
@@ -209,7 +214,6 @@ public struct GossipNode: ProtocolNode {
                 switch e {
                 case .dead(let peer), .left(let peer):
                     let known = sampler.entry(for: peer)?.record ?? discovery.cache.records.first { $0.peer == peer }
-                    let endpoints = known?.endpoints ?? []
                     absorb(sampler.remove(peer), at: now, into: &out)
                     if case .dead = e {
                         discovery.forget(peer, departed: known, at: now)
@@ -220,12 +224,10 @@ public struct GossipNode: ProtocolNode {
                     if case .dead = e {
                         // Its state is gone: shares in flight to it were lost with it or never
                         // arrived, so the senders take them back now.
-                        for endpoint in endpoints { withAverager(into: &out) { $0.onPeerGone(endpoint, at: now) } }
+                        withAverager(into: &out) { $0.onPeerGone(peer, at: now) }
                     } else {
                         // A leaver still acknowledges during its hand-off: reclaim later.
-                        for endpoint in endpoints {
-                            out.append(.schedule(.reclaim(endpoint), at: now + settings.membership.leftReclaimDelay))
-                        }
+                        out.append(.schedule(.reclaim(peer), at: now + settings.membership.leftReclaimDelay))
                     }
                 case .recordRenewed(let r):
                     discovery.noteOwnSequence(r.sequence)
