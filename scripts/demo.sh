@@ -52,7 +52,7 @@ sed 's/^/   /' "$work/alice.log"
 sed 's/^/   /' "$work/bob.log"
 
 echo "== a peer without the network key gets no reply"
-"$PEER" network-key new --out "$work/other.key" > /dev/null
+"$PEER" network-key new --out "$work/other.key" > /dev/null 2>&1
 "$PEER" exchange --listen 127.0.0.1:0 --dir "$work/alice" --network-key "$work/network.key" --timeout 5 > "$work/alice2.log" 2>&1 &
 listener_pid=$!
 port=$(listening_port "$work/alice2.log")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandSupport
 import Crypto
 import Foundation
 import Gossip
@@ -46,6 +47,13 @@ struct Exchange: ParsableCommand {
     func validate() throws {
         guard (listen == nil) != (connect == nil) else { throw ValidationError("give exactly one of --listen or --connect") }
         if connect != nil && peer == nil { throw ValidationError("--connect needs --peer ID (the listener's `peer id`)") }
+        if let listen { _ = try HostPort(parsing: listen, flag: "--listen") }
+        if let connect {
+            guard try HostPort(parsing: connect, flag: "--connect").port != 0 else { throw ValidationError("--connect needs a port from 1 to 65535") }
+        }
+        if let peer, PeerID(hex: peer) == nil {
+            throw ValidationError("--peer must be a 64-character hex peer ID (the listener's `peer id --quiet`), got '\(peer)'")
+        }
         guard (1...Self.maxTimeoutSeconds).contains(timeout) else {
             throw ValidationError("--timeout must be between 1 and \(Self.maxTimeoutSeconds) seconds")
         }
@@ -63,29 +71,32 @@ struct Exchange: ParsableCommand {
         say("\(session.role): peer id \(identity.peerID) (\(identity.peerID.fingerprint))")
 
         if let listen {
-            let (host, port) = try parse(listen)
+            let address = try HostPort(parsing: listen, flag: "--listen").resolved()
             var listener: TCPListener?
             listener = try userFacing {
-                try TCPListener(loop: loop, host: host, port: port) { connection in
+                do {
+                    return try TCPListener(loop: loop, host: address.host, port: address.port) { connection in
                     listener?.close()
                     listener = nil
                     let responder = HandshakeResponder(identity: identity, keyring: NetworkKeyring(current: key))
                     session.attach(connection, SecureConnection(responder: responder, replayGuard: HandshakeReplayGuard()))
+                    }
+                } catch {
+                    throw UserFacingError("cannot listen on \(address): \(reason(error))")
                 }
             }
-            say("\(session.role): listening on \(host):\(listener?.port ?? 0)")
-        } else if let connect, let peer {
-            let (host, port) = try parse(connect)
-            guard let expected = PeerID(hex: peer) else { throw UserFacingError("--peer must be a 64-character hex peer ID") }
+            say("\(session.role): listening on \(HostPort(host: address.host, port: listener?.port ?? 0))")
+        } else if let connect, let peer, let expected = PeerID(hex: peer) {
+            let address = try HostPort(parsing: connect, flag: "--connect").resolved()
             let initiator = try userFacing { try HandshakeInitiator(identity: identity, networkKey: key, expectedResponder: expected) }
             try userFacing {
-                try TCPConnection.connect(loop: loop, host: host, port: port) { result in
+                try TCPConnection.connect(loop: loop, host: address.host, port: address.port) { result in
                     switch result {
                     case let .success(connection):
-                        say("\(session.role): connected to \(host):\(port)")
+                        say("\(session.role): connected to \(address)")
                         session.attach(connection, SecureConnection(initiator: initiator))
                     case let .failure(error):
-                        session.fail("connect: \(error)")
+                        session.fail("cannot connect to \(address): \(reason(error))")
                     }
                 }
             }
@@ -102,15 +113,6 @@ struct Exchange: ParsableCommand {
         // The failure was already reported on standard error.
         if session.failure != nil { throw ExitCode.failure }
         say("\(session.role): done")
-    }
-
-    private func parse(_ text: String) throws -> (String, UInt16) {
-        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else {
-            throw ValidationError("expected HOST:PORT, got \(text)")
-        }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host, port)
     }
 }
 
@@ -260,12 +262,13 @@ final class ExchangeSession {
         guard failure == nil else { return }
         failure = message
         let received = secure.map { " (received \($0.bytesReceived) bytes from the peer)" } ?? ""
-        FileHandle.standardError.write(Data("\(role): error: \(message)\(received)\n".utf8))
+        CommandConventions.printError("\(role): \(message)\(received)")
         tcp?.close()
     }
 }
 
-/// Prints a line unbuffered, so a script watching the output sees it at once.
+/// Reports progress on standard error (the exchange prints no data), unbuffered, so a script
+/// watching it sees each line at once.
 func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    printNote(line)
 }
