@@ -29,6 +29,26 @@ struct KeyAndExchangeTests {
         #expect(key.status == 0 && key.stdout.hasPrefix("network id: ") && key.stderr.contains("created net.key"))
     }
 
+    @Test("two peers exchange a delta; every step is reported on stderr, nothing on stdout")
+    func exchange() throws {
+        let scratch = try Scratch()
+        let aliceID = try makeKeys(in: scratch, name: "alice")
+        _ = try makeKeys(in: scratch, name: "bob")
+        let listener = try CommandRunner.start("peer", ["exchange", "--listen", "127.0.0.1:0", "--dir", "alice", "--network-key", "net.key",
+                                                        "--elements", "1024", "--timeout", "20"], in: scratch.url)
+        let line = try #require(listener.waitForStderrLine(containing: "listening on 127.0.0.1:"), "\(listener.stderrSoFar)")
+        let port = try #require(line.split(separator: ":").last.map(String.init))
+        let connector = try CommandRunner.peer("exchange", "--connect", "localhost:\(port)", "--peer", aliceID, "--dir", "bob",
+                                               "--network-key", "net.key", "--elements", "1024", in: scratch.url)
+        let served = try listener.wait()
+        for result in [connector, served] {
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(result.stdout.isEmpty)
+            #expect(result.stderr.contains("delta verified") && result.stderr.contains("done"), "\(result.stderr)")
+        }
+        #expect(connector.stderr.contains("connected to 127.0.0.1:\(port)"))
+    }
+
     @Test("a malformed --peer is a usage error before any key is loaded or printed")
     func malformedPeer() throws {
         let scratch = try Scratch()
