@@ -57,8 +57,15 @@ public func checkWritableFile(_ path: String, flag: String) throws {
     if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
         throw CommandFailure("\(flag) \(path) is a directory; name the file to write, e.g. \(path)/\(flag.drop { $0 == "-" })")
     }
-    let directory = (path as NSString).deletingLastPathComponent
-    guard access(directory.isEmpty ? "." : directory, W_OK) == 0 else {
-        throw CommandFailure("\(flag) \(path): directory \(directory.isEmpty ? "." : directory) does not exist or is not writable")
+    let directory = parentDirectory(of: path)
+    guard access(directory, W_OK) == 0 else {
+        throw CommandFailure("\(flag) \(path): directory \(directory) does not exist or is not writable")
     }
+}
+
+/// The directory part of `path`: "." for a bare file name, "/" for a file in the root.
+/// (Foundation's `deletingLastPathComponent` traps on some short names on Linux.)
+public func parentDirectory(of path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "." }
+    return slash == path.startIndex ? "/" : String(path[..<slash])
 }

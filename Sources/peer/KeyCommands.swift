@@ -116,8 +116,8 @@ struct NetworkKeyCommand: ParsableCommand {
 
         func run() throws {
             try userFacing {
-                let parent = (out as NSString).deletingLastPathComponent
-                if !parent.isEmpty && !FileManager.default.fileExists(atPath: parent) {
+                let parent = parentDirectory(of: out)
+                if !FileManager.default.fileExists(atPath: parent) {
                     try KeyFile.prepareDirectory(parent)
                 }
                 let key = try NetworkKey.generate()

@@ -27,6 +27,9 @@ struct KeyAndExchangeTests {
         #expect(id.stdout.count == 65 && id.stdout.dropLast().allSatisfy(\.isHexDigit))
         let key = try CommandRunner.peer("network-key", "new", "--out", "net.key", in: scratch.url)
         #expect(key.status == 0 && key.stdout.hasPrefix("network id: ") && key.stderr.contains("created net.key"))
+        // A one-letter name once crashed Foundation's path handling.
+        let short = try CommandRunner.peer("network-key", "new", "--out", "k", in: scratch.url)
+        #expect(short.status == 0, "\(short.stderr)")
     }
 
     @Test("two peers exchange a delta; every step is reported on stderr, nothing on stdout")
