@@ -34,10 +34,10 @@ struct Exchange: ParsableCommand {
     @Option(name: .customLong("network-key"), help: "Network key file.")
     var networkKey: String
 
-    @Option(name: .long, help: "Number of float32 elements in the delta this side sends.")
+    @Option(name: .long, parsing: .unconditional, help: "Number of float32 elements in the delta this side sends.")
     var elements: Int = 262_144
 
-    @Option(name: .long, help: "Give up after this many seconds (1...\(Exchange.maxTimeoutSeconds)).")
+    @Option(name: .long, parsing: .unconditional, help: "Give up after this many seconds (1...\(Exchange.maxTimeoutSeconds)).")
     var timeout: UInt64 = 20
 
     /// Longest accepted --timeout: a day is far beyond any exchange, and keeps the

@@ -72,6 +72,14 @@ struct KeyAndExchangeTests {
         #expect(result.stderr.contains("Usage: peer exchange"))
     }
 
+    @Test("negative numbers reach validation", arguments: [["--elements", "-1"], ["--timeout", "-1"], ["--timeout", "0"]])
+    func negativeNumbers(flags: [String]) throws {
+        let scratch = try Scratch()
+        let result = try CommandRunner.run("peer", ["exchange", "--listen", "127.0.0.1:0", "--network-key", "net.key"] + flags, in: scratch.url)
+        expectError(result, status: 64, mentions: [flags[0]])
+        #expect(!result.stderr.contains("Missing value"))
+    }
+
     @Test("an unbracketed IPv6 address is a usage error that shows the bracketed form")
     func unbracketedIPv6() throws {
         let scratch = try Scratch()
