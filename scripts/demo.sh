@@ -63,7 +63,7 @@ sed 's/^/   /' "$work/alice2.log"
 echo "== push-sum averaging of 300 simulated nodes with 30% message loss (netsim, virtual time)"
 NETSIM=${NETSIM:-.build/release/netsim}
 echo "   acknowledged transfers (exact):"
-"$NETSIM" average --nodes 300 --loss 0.3 --seed 1 --rounds 150 | awk -F, 'NR==1 || NR%30==1 {printf "     %-6s %-7s %-24s %s\n", $1, $2, $3, $4}'
+"$NETSIM" average --nodes 300 --loss 0.3 --seed 1 --rounds 150 2>/dev/null | awk -F, 'NR==1 || NR%30==1 {printf "     %-6s %-7s %-24s %s\n", $1, $2, $3, $4}'
 echo "   plain push-sum (a lost message loses its mass):"
-"$NETSIM" average --nodes 300 --loss 0.3 --seed 1 --rounds 150 --plain | awk -F, 'NR==1 || NR%30==1 {printf "     %-6s %-7s %-24s %s\n", $1, $2, $3, $4}'
+"$NETSIM" average --nodes 300 --loss 0.3 --seed 1 --rounds 150 --plain 2>/dev/null | awk -F, 'NR==1 || NR%30==1 {printf "     %-6s %-7s %-24s %s\n", $1, $2, $3, $4}'
 echo "demo: done"
