@@ -84,11 +84,15 @@ struct Train: ParsableCommand {
         let testSource = try test.map { try DataSource.resolve($0) }
         var (trainSet, testSet) = try source.load(labelColumn: labelColumn)
         if let testSource, let test {
-            let loaded = try testSource.load(labelColumn: labelColumn, classCount: trainSet.classCount)
-            guard loaded.train.featureCount == trainSet.featureCount else {
-                throw LearnerError.shapeMismatch("--test \(test) has \(loaded.train.featureCount) features per sample, --data \(data) has \(trainSet.featureCount)")
+            // The shape first, then the labels: a wrong file is reported as such.
+            let loaded = try testSource.load(labelColumn: labelColumn).train
+            guard loaded.featureCount == trainSet.featureCount else {
+                throw LearnerError.shapeMismatch("--test \(test) has \(loaded.featureCount) features per sample, --data \(data) has \(trainSet.featureCount)")
             }
-            testSet = loaded.train
+            if let largest = loaded.labels.max(), Int(largest) >= trainSet.classCount {
+                throw LearnerError.invalidArgument("--test \(test) has label \(largest), but --data \(data) has only \(trainSet.classCount) classes (labels 0 to \(trainSet.classCount - 1))")
+            }
+            testSet = try Dataset(features: loaded.features, labels: loaded.labels, featureCount: loaded.featureCount, classCount: trainSet.classCount)
         } else if testSet == nil {
             let parts = try trainSet.split(holdOut: testFraction ?? Self.defaultTestFraction, seed: seed)
             (trainSet, testSet) = (parts.train, parts.test)

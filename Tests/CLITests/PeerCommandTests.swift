@@ -109,6 +109,15 @@ struct TrainPredictTests {
         #expect(!result.stderr.contains("epoch"))
     }
 
+    @Test("--test of the right width but with labels the training data lacks says so")
+    func testSetLabels() throws {
+        let scratch = try Scratch()
+        let data = try scratch.write("iris.csv", irisLikeCSV())
+        let other = try scratch.write("more.csv", "label,a,b,c,d\n0,1,2,3,4\n7,1,2,3,4\n")
+        let result = try CommandRunner.peer("train", "--data", data, "--test", other, "--model", "softmax", "--epochs", "1", "--out", "m.model", in: scratch.url)
+        expectError(result, status: 1, mentions: ["--test", "more.csv", "label 7", "only 3 classes"])
+    }
+
     @Test("--test-fraction is refused when the data has its own test set")
     func testFractionWithOwnTestSet() throws {
         let scratch = try Scratch()
