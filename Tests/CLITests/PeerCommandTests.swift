@@ -20,6 +20,14 @@ func trainOnCSV(_ name: String, _ csv: String) throws -> RunResult {
     return try CommandRunner.peer("train", "--data", data, "--model", "softmax", "--epochs", "1", "--out", "m.model", in: scratch.url)
 }
 
+/// Runs a one-epoch softmax `peer train` on `irisLikeCSV()` with `--test` a file `name` holding `csv`.
+func trainOnIris(testing name: String, _ csv: String) throws -> RunResult {
+    let scratch = try Scratch()
+    let data = try scratch.write("iris.csv", irisLikeCSV())
+    let test = try scratch.write(name, csv)
+    return try CommandRunner.peer("train", "--data", data, "--test", test, "--model", "softmax", "--epochs", "1", "--out", "m.model", in: scratch.url)
+}
+
 /// Trains a softmax model on `irisLikeCSV()` in `scratch`; returns the model's path.
 func trainIrisModel(in scratch: Scratch) throws -> String {
     let data = try scratch.write("iris.csv", irisLikeCSV())
@@ -101,20 +109,14 @@ struct TrainPredictTests {
 
     @Test("--test with another feature count names both files before training")
     func testSetShape() throws {
-        let scratch = try Scratch()
-        let data = try scratch.write("iris.csv", irisLikeCSV())
-        let other = try scratch.write("wide.csv", "label,a,b,c,d,e\n0,1,2,3,4,5\n1,1,2,3,4,5\n")
-        let result = try CommandRunner.peer("train", "--data", data, "--test", other, "--model", "softmax", "--epochs", "1", "--out", "m.model", in: scratch.url)
+        let result = try trainOnIris(testing: "wide.csv", "label,a,b,c,d,e\n0,1,2,3,4,5\n1,1,2,3,4,5\n")
         expectError(result, status: 1, mentions: ["wide.csv", "5 features", "iris.csv", "4"])
         #expect(!result.stderr.contains("epoch"))
     }
 
     @Test("--test of the right width but with labels the training data lacks says so")
     func testSetLabels() throws {
-        let scratch = try Scratch()
-        let data = try scratch.write("iris.csv", irisLikeCSV())
-        let other = try scratch.write("more.csv", "label,a,b,c,d\n0,1,2,3,4\n7,1,2,3,4\n")
-        let result = try CommandRunner.peer("train", "--data", data, "--test", other, "--model", "softmax", "--epochs", "1", "--out", "m.model", in: scratch.url)
+        let result = try trainOnIris(testing: "more.csv", "label,a,b,c,d\n0,1,2,3,4\n7,1,2,3,4\n")
         expectError(result, status: 1, mentions: ["--test", "more.csv", "label 7", "only 3 classes"])
     }
 
