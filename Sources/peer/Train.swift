@@ -81,6 +81,9 @@ struct Train: ParsableCommand {
     func run() throws {
         try checkWritableFile(out, flag: "--out")
         let source = try DataSource.resolve(data)
+        if testFraction != nil, case .idx(_, test: .some) = source {
+            throw LearnerError.invalidArgument("--test-fraction: \(data) has its own test set, which is used; leave out --test-fraction (or give --test to use another)")
+        }
         let testSource = try test.map { try DataSource.resolve($0) }
         var (trainSet, testSet) = try source.load(labelColumn: labelColumn)
         if let testSource, let test {
@@ -96,8 +99,6 @@ struct Train: ParsableCommand {
         } else if testSet == nil {
             let parts = try trainSet.split(holdOut: testFraction ?? Self.defaultTestFraction, seed: seed)
             (trainSet, testSet) = (parts.train, parts.test)
-        } else if testFraction != nil {
-            throw LearnerError.invalidArgument("--test-fraction: \(data) has its own test set, which is used; leave out --test-fraction (or give --test to use another)")
         }
         guard var testSet else { throw LearnerError.invalidArgument("no test set") }
         try train(on: &trainSet, testingOn: &testSet)
