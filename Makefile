@@ -1,6 +1,6 @@
 # Murmuration: every entry point a person or CI uses.
 #   make demo   install what is missing, build, run the demo
-#   make test   install what is missing, build, run every test and a short fuzzing pass
+#   make test   install what is missing, build, run every test, the wire-format check and a short fuzzing pass
 #   make bench  release build, run the benchmarks (figures + baselines, appended to bench-results.jsonl)
 #   make fuzz   run every fuzz target for FUZZ_SECONDS each
 
@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 48
 
 DEBIAN_PACKAGES := libsodium-dev libuv1-dev libopenblas-dev zlib1g-dev pkg-config \
-                   dataset-fashion-mnist iproute2 nftables python3-pip
+                   dataset-fashion-mnist iproute2 nftables python3-pip python3-venv
 
 .PHONY: deps build test demo bench fuzz clean
 
@@ -39,6 +39,7 @@ build: deps
 test: deps
 	$(SWIFT) build $(BUILD_FLAGS) --build-tests
 	$(SWIFT) test $(BUILD_FLAGS) --skip-build
+	scripts/wire-check.sh
 	scripts/fuzz.sh --total $(FUZZ_SMOKE_SECONDS)
 
 demo: build

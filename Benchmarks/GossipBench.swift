@@ -65,7 +65,9 @@ enum GossipBench {
                 pairs.append((Int32(i), Int32(node)))
             }
         }
-        if crypto { sim.wire = try CryptoWire(nodes: n).mode(resolve: { [unowned sim] in sim.index(of: $0) }) }
+        if crypto {
+            sim.wire = try CryptoWire(nodes: n).mode(resolve: { [unowned sim] in sim.index(of: $0) }, clock: { [unowned sim] in sim.now })
+        }
         sim.startAll()
         sim.run(until: .zero)
         let start = DispatchTime.now().uptimeNanoseconds
@@ -158,8 +160,9 @@ enum GossipBench {
     }
 }
 
-/// Wire mode for the benchmark: transfers signed as push-sum envelopes, every message
-/// sealed as a datagram under the network key, opened and verified by the receiver.
+/// Wire mode for the benchmark: transfers signed as push-sum envelopes addressed to their
+/// recipient, every message sealed as a datagram for the recipient under the network key,
+/// opened (replay guard on the virtual clock) and verified by the receiver.
 final class CryptoWire {
     let identities: [Identity]
     var sealers: [DatagramSealer]
@@ -176,26 +179,34 @@ final class CryptoWire {
         sealers = try (0..<pool).map { _ in
             try DatagramSealer(networkKey: key)
         }
-        openers = try (0..<pool).map { _ in try DatagramOpener(keyring: NetworkKeyring(current: key)) }
+        openers = try identities.map { identity in
+            try DatagramOpener(keyring: NetworkKeyring(current: key), localPeer: identity.peerID,
+                               replayGuard: .forDatagrams(startedAt: CryptoWire.epochMilliseconds))
+        }
     }
 
-    enum Refusal: Error { case unknownEndpoint, wrongAuthor }
+    /// The wall-clock time the virtual clock's zero stands for (any fixed value: a run is reproducible).
+    static let epochMilliseconds: UInt64 = 1_800_000_000_000
 
-    func mode(resolve: @escaping (Endpoint) -> Int?) -> WireMode<PushSumAverager.Message> {
+    enum Refusal: Error { case unknownEndpoint }
+
+    func mode(resolve: @escaping (Endpoint) -> Int?, clock: @escaping () -> Instant) -> WireMode<PushSumAverager.Message> {
         let pool = identities.count
         let networkID = keyring.current.id
+        func milliseconds() -> UInt64 { CryptoWire.epochMilliseconds + UInt64(max(0, clock().nanoseconds) / 1_000_000) + 1 }
         return WireMode(
-            encode: { [self] message, from, _ in
-                guard let i = resolve(from) else { throw Refusal.unknownEndpoint }
-                let plain = AveragingEnvelope.encode(message, identity: identities[i % pool], networkID: networkID)
-                return try sealers[i % pool].seal(plain)
+            encode: { [self] message, from, to in
+                guard let i = resolve(from), let j = resolve(to) else { throw Refusal.unknownEndpoint }
+                let recipient = identities[j % pool].peerID
+                let plain = try AveragingEnvelope.encode(message, identity: identities[i % pool], networkID: networkID, to: recipient)
+                return try sealers[i % pool].seal(plain, to: .peer(recipient), now: milliseconds())
             },
             decode: { [self] bytes, from, to in
                 guard let i = resolve(from), let j = resolve(to) else { throw Refusal.unknownEndpoint }
-                let opened = try openers[j % pool].open(bytes)
-                let (message, author) = try AveragingEnvelope.decode(opened.plaintext, keyring: keyring)
-                if let author, author != identities[i % pool].peerID { throw Refusal.wrongAuthor }
-                return message
+                let opener = openers[j % pool]
+                let opened = try opener.open(bytes, now: milliseconds())
+                return try AveragingEnvelope.decode(opened.plaintext, keyring: keyring, from: identities[i % pool].peerID,
+                                                    localPeer: opener.localPeer)
             })
     }
 }

@@ -13,7 +13,7 @@ public enum Blake2b {
     /// BLAKE2b-256 of raw memory, unkeyed. libsodium fails only on an out-of-range digest or key
     /// length, and both are fixed here (32 bytes, no key), so there is no error to report.
     public static func hash256(raw bytes: UnsafeRawBufferPointer) -> [UInt8] {
-        Sodium.ensureInitialized()
+        Sodium.prepare()
         var out = [UInt8](repeating: 0, count: digest256Length)
         let rc = out.withUnsafeMutableBytes { o in
             crypto_generichash(o.u8, o.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
@@ -45,7 +45,7 @@ public enum Blake2b {
 
         /// An unkeyed hasher (cannot fail: no key, fixed digest length).
         public init() {
-            Sodium.ensureInitialized()
+            Sodium.prepare()
             stateSize = crypto_generichash_statebytes()
             state = UnsafeMutableRawPointer.allocate(byteCount: stateSize, alignment: 64)
             let rc = crypto_generichash_init(OpaquePointer(state), nil, 0, Blake2b.digest256Length)
@@ -58,7 +58,7 @@ public enum Blake2b {
             guard Blake2b.keyLengths.contains(key.count) else {
                 throw .invalidLength(what: "BLAKE2b key", expected: Blake2b.keyLengths.upperBound, actual: key.count)
             }
-            Sodium.ensureInitialized()
+            Sodium.prepare()
             let size = crypto_generichash_statebytes()
             // libsodium declares the state 64-byte aligned.
             let p = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)

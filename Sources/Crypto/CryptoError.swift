@@ -11,6 +11,8 @@ public enum CryptoError: Error, Equatable, Sendable, CustomStringConvertible {
     case badSignature
     /// Authenticated decryption failed: the data was altered, truncated, replayed or keyed differently.
     case authenticationFailed
+    /// libsodium failed to initialise (`sodium_init`), so no random bytes or secure memory can be had.
+    case libraryUnavailable
     /// A libsodium primitive reported failure (for example a small-order point in key exchange).
     case primitiveFailed(String)
 
@@ -21,6 +23,7 @@ public enum CryptoError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidPublicKey: return "public key is not a valid Ed25519 point"
         case .badSignature: return "signature does not verify"
         case .authenticationFailed: return "authentication failed (data altered, truncated, replayed or wrong key)"
+        case .libraryUnavailable: return "libsodium failed to initialise (sodium_init); check that the system's random source (getrandom, /dev/urandom) is available"
         case let .primitiveFailed(name): return "\(name) failed"
         }
     }

@@ -1,90 +1,76 @@
 import CSodium
 
-/// WireGuard's sliding replay window (RFC 6479 bitmap, as in wireguard-go): a ring of
-/// 64-bit blocks; counters more than ``size`` behind the highest accepted one are refused.
-public struct ReplayWindow: Sendable, Hashable {
-    /// Blocks in the ring. 128 × 64 bits, one block kept free for sliding: window of 8,128
-    /// counters, WireGuard's value, enough for a burst of reordering at gigabit rates.
-    public static let blocks = 128
-    /// Counters accepted behind the highest one seen.
-    public static let size = (blocks - 1) * 64
-
-    private var ring = [UInt64](repeating: 0, count: ReplayWindow.blocks)
-    /// Highest counter accepted so far (0 before any).
-    public private(set) var highest: UInt64 = 0
-
-    public init() {}
-
-    /// True if `counter` would be accepted (not seen, not too old). Does not change the window.
-    public func wouldAccept(_ counter: UInt64) -> Bool {
-        if counter > highest { return true }
-        if highest - counter > UInt64(Self.size) { return false }
-        let block = Int((counter >> 6) & UInt64(Self.blocks - 1))
-        return ring[block] & (1 << (counter & 63)) == 0
-    }
-
-    /// Records `counter`; false (and no change) if it is a replay or too old.
-    /// Call only after the datagram authenticated.
-    @discardableResult
-    public mutating func accept(_ counter: UInt64) -> Bool {
-        guard wouldAccept(counter) else { return false }
-        let index = counter >> 6
-        if counter > highest {
-            let current = highest >> 6
-            let diff = min(index - current, UInt64(Self.blocks))
-            var i: UInt64 = 1
-            while i <= diff {
-                ring[Int((current + i) & UInt64(Self.blocks - 1))] = 0
-                i += 1
-            }
-            highest = counter
-        }
-        ring[Int(index & UInt64(Self.blocks - 1))] |= 1 << (counter & 63)
-        return true
-    }
-}
-
-/// Errors opening a datagram. None of them changes any state.
+/// Errors opening or sealing a datagram. None of them changes any state.
 public enum DatagramError: Error, Equatable, Sendable, CustomStringConvertible {
     case malformed(WireError)
-    /// Already received, or older than the replay window.
-    case replayed(counter: UInt64)
-    /// Did not authenticate under any accepted network key.
+    /// Accepted before, too old, or too far ahead (see ``ReplayGuard``).
+    case replayed(ReplayGuard.Refusal)
+    /// Did not authenticate under any accepted network key for this recipient: altered,
+    /// sealed for another peer, or from outside the network.
     case authenticationFailed
     /// The plaintext is larger than a datagram may carry.
     case tooLarge(Int, maximum: Int)
-    /// This sender's counter is exhausted (after 2^64 - 1 datagrams).
-    case counterExhausted
 
     public var description: String {
         switch self {
         case let .malformed(e): return "datagram: \(e)"
-        case let .replayed(c): return "datagram: counter \(c) replayed or too old"
-        case .authenticationFailed: return "datagram: authentication failed"
+        case let .replayed(why): return "datagram refused: \(why)"
+        case .authenticationFailed: return "datagram: authentication failed (altered, sealed for another peer, or wrong network key)"
         case let .tooLarge(n, max): return "datagram: \(n) bytes exceed \(max)"
-        case .counterExhausted: return "datagram: counter exhausted"
+        }
+    }
+}
+
+/// Whom a datagram is for. The recipient is bound into the associated data, so a datagram
+/// sealed for one peer never opens at another.
+public enum DatagramRecipient: Equatable, Sendable {
+    /// One peer, by identity.
+    case peer(PeerID)
+    /// Every member that hears it (LAN beacons).
+    case broadcast
+
+    /// The addressing byte of the header.
+    var addressing: UInt8 {
+        switch self {
+        case .peer: return 1
+        case .broadcast: return 2
+        }
+    }
+
+    /// The 32 bytes bound into the associated data: the peer ID, or all zeros for broadcast.
+    var boundBytes: [UInt8] {
+        switch self {
+        case .peer(let id): return id.bytes
+        case .broadcast: return SealedDatagram.broadcastRecipient
         }
     }
 }
 
 /// Sealed datagram layout (see docs/wire.md):
-/// `version(1) ‖ sender(16) ‖ counter(u64 BE) ‖ XChaCha20-Poly1305(plaintext) ‖ tag(16)`;
-/// nonce = sender ‖ counter; associated data = the 25 header bytes.
+/// `version(1) ‖ addressing(1) ‖ nonce(24) ‖ timestamp(u64 BE, ms) ‖ XChaCha20-Poly1305(plaintext) ‖ tag(16)`;
+/// associated data = the 34 header bytes ‖ the recipient's peer ID (32 zero bytes for broadcast).
+///
+/// Nonces are random: XChaCha20's 192-bit nonce makes a collision negligible however many
+/// members share the key, and a cloned process or VM cannot repeat one, as it could a counter.
+/// Replays are refused by a ``ReplayGuard`` on the nonce and the sender's timestamp.
 public enum SealedDatagram {
-    public static let version: UInt8 = 1
-    /// Random per-sender tag: with the counter it forms the nonce, so senders sharing the
-    /// network key never reuse a nonce, and it selects the receiver's replay window.
-    public static let senderLength = 16
-    public static let headerLength = 1 + senderLength + 8
+    public static let version: UInt8 = 2
+    public static let nonceLength = Int(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
+    public static let headerLength = 1 + 1 + nonceLength + 8
     public static let tagLength = Int(crypto_aead_xchacha20poly1305_ietf_ABYTES)
     /// Largest UDP payload over IPv4 (65,535 − 8 − 20).
     public static let maxLength = 65_507
     public static let maxPlaintextLength = maxLength - headerLength - tagLength
+    /// What the associated data binds for a broadcast datagram in place of a peer ID.
+    public static let broadcastRecipient = [UInt8](repeating: 0, count: PeerID.length)
 
     /// Parsed header of a sealed datagram.
     public struct Header: Equatable, Sendable {
-        public var sender: [UInt8]
-        public var counter: UInt64
+        /// 1: to one peer; 2: broadcast.
+        public var addressing: UInt8
+        public var nonce: [UInt8]
+        /// The sender's clock when sealing, ms since the Unix epoch.
+        public var timestamp: UInt64
     }
 
     /// Decodes the header; total on any input.
@@ -93,74 +79,60 @@ public enum SealedDatagram {
         var r = ByteReader(bytes)
         let v = try r.readUInt8("datagram version")
         guard v == version else { throw .unsupportedVersion(v) }
-        let sender = try r.readBytes(senderLength, "datagram sender")
-        let counter = try r.readUInt64("datagram counter")
+        let addressing = try r.readUInt8("datagram addressing")
+        guard addressing == 1 || addressing == 2 else { throw .invalidValue(field: "datagram addressing", reason: "\(addressing), expected 1 (peer) or 2 (broadcast)") }
+        let nonce = try r.readBytes(nonceLength, "datagram nonce")
+        let timestamp = try r.readUInt64("datagram timestamp")
         guard r.remaining >= tagLength else { throw .truncated(field: "datagram tag", needed: tagLength, available: r.remaining) }
-        return Header(sender: sender, counter: counter)
+        return Header(addressing: addressing, nonce: nonce, timestamp: timestamp)
+    }
+
+    /// Associated data: the header bytes followed by the recipient's 32 bytes.
+    static func associatedData(header: UnsafeRawBufferPointer, recipient: [UInt8]) -> [UInt8] {
+        Array(header.assumingMemoryBound(to: UInt8.self)) + recipient
     }
 }
 
 /// Derives the datagram key for a network key.
 func datagramKey(_ key: NetworkKey) throws -> SecureBytes { try key.deriveSubkey(.datagram) }
 
-/// The 24-byte XChaCha20 nonce of a datagram: `sender ‖ counter(u64 BE)`.
-func datagramNonce(sender: [UInt8], counter: UInt64) -> [UInt8] {
-    var w = ByteWriter(capacity: SealedDatagram.senderLength + 8)
-    w.write(bytes: sender)
-    w.writeUInt64(counter)
-    return w.bytes
-}
-
-/// Seals outgoing datagrams under the current network key with counter nonces.
-///
-/// A class, not a value: a copy of a sealer would reuse its counters, and so its nonces,
-/// under the key every member shares. Keep one sealer per sender tag and one owner.
-public final class DatagramSealer {
+/// Seals outgoing datagrams under the current network key, each with a fresh random nonce.
+/// Holds no counter, so copies are harmless.
+public struct DatagramSealer: Sendable {
     private let key: SecureBytes
-    /// This sender's random tag (see ``SealedDatagram/senderLength``).
-    public let sender: [UInt8]
-    /// The counter the next datagram will carry.
-    public private(set) var nextCounter: UInt64
 
-    /// A sealer with a fresh random sender tag.
-    public convenience init(networkKey: NetworkKey) throws {
-        var tag = [UInt8](repeating: 0, count: SealedDatagram.senderLength)
-        randombytes_buf(&tag, tag.count)
-        try self.init(networkKey: networkKey, sender: tag, firstCounter: 0)
-    }
-
-    /// A sealer with a given sender tag and counter (test vectors only: two sealers given the
-    /// same tag would reuse nonces).
-    init(networkKey: NetworkKey, sender: [UInt8], firstCounter: UInt64) throws {
-        guard sender.count == SealedDatagram.senderLength else {
-            throw CryptoError.invalidLength(what: "datagram sender tag", expected: SealedDatagram.senderLength, actual: sender.count)
-        }
+    public init(networkKey: NetworkKey) throws {
+        try Sodium.require()
         self.key = try datagramKey(networkKey)
-        self.sender = sender
-        self.nextCounter = firstCounter
     }
 
-    /// Seals `plaintext` (at most ``SealedDatagram/maxPlaintextLength`` bytes).
-    public func seal(_ plaintext: some Collection<UInt8>) throws(DatagramError) -> [UInt8] {
+    /// Seals `plaintext` (at most ``SealedDatagram/maxPlaintextLength`` bytes) for `recipient`
+    /// at `now` (ms since the Unix epoch).
+    public func seal(_ plaintext: some Collection<UInt8>, to recipient: DatagramRecipient, now: UInt64) throws(DatagramError) -> [UInt8] {
+        var nonce = [UInt8](repeating: 0, count: SealedDatagram.nonceLength)
+        randombytes_buf(&nonce, nonce.count)
+        return try seal(plaintext, to: recipient, now: now, nonce: nonce)
+    }
+
+    /// Seals with a given nonce (test vectors only: a repeated nonce would break the cipher).
+    func seal(_ plaintext: some Collection<UInt8>, to recipient: DatagramRecipient, now: UInt64, nonce: [UInt8]) throws(DatagramError) -> [UInt8] {
         guard plaintext.count <= SealedDatagram.maxPlaintextLength else {
             throw .tooLarge(plaintext.count, maximum: SealedDatagram.maxPlaintextLength)
         }
-        guard nextCounter < UInt64.max else { throw .counterExhausted }
-        let counter = nextCounter
-        nextCounter += 1
         var w = ByteWriter(capacity: SealedDatagram.headerLength + plaintext.count + SealedDatagram.tagLength)
         w.write(SealedDatagram.version)
-        w.write(bytes: sender)
-        w.writeUInt64(counter)
+        w.write(recipient.addressing)
+        w.write(bytes: nonce)
+        w.writeUInt64(now)
         var out = w.bytes
         let headerLength = out.count
         out.append(contentsOf: repeatElement(0, count: plaintext.count + SealedDatagram.tagLength))
-        let nonce = datagramNonce(sender: sender, counter: counter)
+        let ad = out.withUnsafeBytes { SealedDatagram.associatedData(header: UnsafeRawBufferPointer(rebasing: $0[..<headerLength]), recipient: recipient.boundBytes) }
         withContiguous(plaintext) { m in
             key.withUnsafeBytes { k in
                 out.withUnsafeMutableBytes { o in
                     _ = crypto_aead_xchacha20poly1305_ietf_encrypt(o.u8 + headerLength, nil, m.u8, UInt64(m.count),
-                                                                   o.u8, UInt64(headerLength), nil, nonce, k.u8)
+                                                                   ad, UInt64(ad.count), nil, nonce, k.u8)
                 }
             }
         }
@@ -168,58 +140,71 @@ public final class DatagramSealer {
     }
 }
 
-/// Opens datagrams from many senders: tries each accepted network key and keeps a replay
-/// window per sender tag, updated only after authentication succeeded.
-public struct DatagramOpener: Sendable {
-    /// Sender tags tracked at once. A node hears from its partial view plus transient peers;
-    /// 4,096 windows × 1 KiB bound memory to 4 MiB. When full, the least recently used window
-    /// is dropped. The cost: a dropped sender starts over with an empty window, so every
-    /// datagram it sent before (under a still-accepted key) can then be replayed once. Only
-    /// authenticated datagrams create windows, so forcing an eviction takes a member, or an
-    /// outsider holding recorded datagrams of more than this many distinct sender tags
-    /// (see docs/security.md).
-    public static let defaultMaxSenders = 4_096
+/// Opens the datagrams addressed to one peer (or broadcast): tries each accepted network
+/// key, refuses replays with a ``ReplayGuard`` recorded only after authentication, and
+/// counts every refusal. One owner.
+public final class DatagramOpener {
+    /// Datagrams refused, by reason.
+    public struct Refusals: Sendable, Equatable {
+        public var malformed = 0
+        public var authentication = 0
+        public var replayed = 0
+        public var stale = 0
+        public var ahead = 0
+        public var total: Int { malformed + authentication + replayed + stale + ahead }
+    }
 
-    private struct Tracked: Sendable {
-        var window = ReplayWindow()
-        var lastUse: UInt64 = 0
-
-        mutating func record(_ counter: UInt64, at use: UInt64) {
-            window.accept(counter)
-            lastUse = use
-        }
+    /// A datagram that opened.
+    public struct Opened: Sendable {
+        public var header: SealedDatagram.Header
+        public var recipient: DatagramRecipient
+        public var plaintext: [UInt8]
     }
 
     private var keys: [SecureBytes]
-    private var windows: [[UInt8]: Tracked] = [:]
-    /// (sender, use stamp) in order of use; an entry is current only if its stamp equals the
-    /// sender's `lastUse`. Stale entries are skipped on eviction and pruned by `compactUseOrder`.
-    private var useOrder: [(sender: [UInt8], use: UInt64)] = []
-    private var useOrderStart = 0
-    private var useClock: UInt64 = 0
-    public let maxSenders: Int
+    /// The peer this opener receives for.
+    public let localPeer: PeerID
+    private let replayGuard: ReplayGuard
+    public private(set) var refusals = Refusals()
 
-    public init(keyring: NetworkKeyring, maxSenders: Int = DatagramOpener.defaultMaxSenders) throws {
+    /// An opener for `localPeer`, refusing replays with `replayGuard` (one per node; see
+    /// ``ReplayGuard/forDatagrams(startedAt:)``).
+    public init(keyring: NetworkKeyring, localPeer: PeerID, replayGuard: ReplayGuard) throws {
         self.keys = try keyring.accepted.map(datagramKey)
-        self.maxSenders = max(1, maxSenders)
+        self.localPeer = localPeer
+        self.replayGuard = replayGuard
     }
 
-    /// Follows a key rotation; replay windows are kept.
-    public mutating func update(keyring: NetworkKeyring) throws {
+    /// Follows a key rotation; the replay guard is kept.
+    public func update(keyring: NetworkKeyring) throws {
         keys = try keyring.accepted.map(datagramKey)
     }
 
-    /// Number of sender tags whose replay window is kept.
-    public var trackedSenders: Int { windows.count }
+    /// Opens one datagram at local time `now` (ms since the Unix epoch). On any error nothing
+    /// changes but the refusal count.
+    public func open(_ bytes: [UInt8], now: UInt64) throws(DatagramError) -> Opened {
+        do {
+            return try attempt(bytes, now: now)
+        } catch {
+            switch error {
+            case .malformed, .tooLarge: refusals.malformed += 1
+            case .authenticationFailed: refusals.authentication += 1
+            case .replayed(.replayed): refusals.replayed += 1
+            case .replayed(.stale): refusals.stale += 1
+            case .replayed(.ahead): refusals.ahead += 1
+            }
+            throw error
+        }
+    }
 
-    /// Opens one datagram. On any error nothing changes.
-    public mutating func open(_ bytes: [UInt8]) throws(DatagramError) -> (header: SealedDatagram.Header, plaintext: [UInt8]) {
+    private func attempt(_ bytes: [UInt8], now: UInt64) throws(DatagramError) -> Opened {
         let header: SealedDatagram.Header
         do { header = try SealedDatagram.decodeHeader(bytes) } catch { throw .malformed(error) }
-        if let known = windows[header.sender], !known.window.wouldAccept(header.counter) {
-            throw .replayed(counter: header.counter)
+        do { try replayGuard.check(key: header.nonce, timestamp: header.timestamp, now: now) } catch { throw .replayed(error) }
+        let recipient: DatagramRecipient = header.addressing == 1 ? .peer(localPeer) : .broadcast
+        let ad = bytes.withUnsafeBytes {
+            SealedDatagram.associatedData(header: UnsafeRawBufferPointer(rebasing: $0[..<SealedDatagram.headerLength]), recipient: recipient.boundBytes)
         }
-        let nonce = datagramNonce(sender: header.sender, counter: header.counter)
         let cipherLength = bytes.count - SealedDatagram.headerLength
         var plain = [UInt8](repeating: 0, count: cipherLength - SealedDatagram.tagLength)
         let opened = keys.contains { key in
@@ -227,38 +212,22 @@ public struct DatagramOpener: Sendable {
                 bytes.withUnsafeBytes { b in
                     plain.withUnsafeMutableBytes { p in
                         crypto_aead_xchacha20poly1305_ietf_decrypt(p.u8, nil, nil, b.u8 + SealedDatagram.headerLength, UInt64(cipherLength),
-                                                                   b.u8, UInt64(SealedDatagram.headerLength), nonce, k.u8) == 0
+                                                                   ad, UInt64(ad.count), header.nonce, k.u8) == 0
                     }
                 }
             }
         }
         guard opened else { throw .authenticationFailed }
-        if windows[header.sender] == nil && windows.count >= maxSenders { evictLeastRecentlyUsed() }
-        useClock += 1
-        let stamp = useClock
-        // Mutated in place: no copy of the 1 KiB window per datagram.
-        windows[header.sender, default: Tracked()].record(header.counter, at: stamp)
-        useOrder.append((header.sender, stamp))
-        compactUseOrder()
-        return (header, plain)
+        do { try replayGuard.record(key: header.nonce, timestamp: header.timestamp, now: now) } catch { throw .replayed(error) }
+        return Opened(header: header, recipient: recipient, plaintext: plain)
     }
+}
 
-    private mutating func evictLeastRecentlyUsed() {
-        while useOrderStart < useOrder.count {
-            let entry = useOrder[useOrderStart]
-            useOrderStart += 1
-            if windows[entry.sender]?.lastUse == entry.use {
-                windows[entry.sender] = nil
-                return
-            }
-        }
-    }
-
-    /// Keeps `useOrder` within twice the tracked senders (plus slack), rebuilding it from the
-    /// windows when stale entries dominate: amortised O(log n) per datagram.
-    private mutating func compactUseOrder() {
-        guard useOrder.count > 2 * windows.count + 64 else { return }
-        useOrder = windows.map { (sender: $0.key, use: $0.value.lastUse) }.sorted { $0.use < $1.use }
-        useOrderStart = 0
+extension ReplayGuard {
+    /// The guard of a node's datagram opener, made when the node starts at `now` (ms):
+    /// datagrams sealed before the start are refused, so a restart does not reopen what the
+    /// previous run accepted.
+    public static func forDatagrams(startedAt now: UInt64) -> ReplayGuard {
+        ReplayGuard(settings: .datagram, floor: now)
     }
 }

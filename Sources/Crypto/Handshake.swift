@@ -11,13 +11,17 @@ import CSodium
 /// Fixed sizes and the version of the handshake.
 public enum SecretHandshake {
     /// Wire version carried in every handshake frame.
-    public static let version: UInt8 = 1
+    public static let version: UInt8 = 2
     /// Bytes of an HMAC-SHA-512-256 tag (`crypto_auth`).
     public static let macLength = Int(crypto_auth_BYTES)
     /// Bytes of an X25519 public key, secret scalar or shared secret.
     public static let curveKeyLength = Int(crypto_scalarmult_BYTES)
-    /// Bytes of a hello body: HMAC-SHA-512-256 (32) ‖ ephemeral Curve25519 public key (32).
-    public static let helloBodyLength = macLength + curveKeyLength
+    /// Bytes of the client hello's timestamp: whole seconds since the Unix epoch (u64 BE).
+    public static let timestampLength = 8
+    /// Bytes of the client hello body: HMAC-SHA-512-256 (32) ‖ timestamp (8) ‖ ephemeral key (32).
+    public static let clientHelloBodyLength = macLength + timestampLength + curveKeyLength
+    /// Bytes of the server hello body: HMAC-SHA-512-256 (32) ‖ ephemeral Curve25519 public key (32).
+    public static let serverHelloBodyLength = macLength + curveKeyLength
     /// Bytes of the client-authenticate body: secretbox(signature 64 ‖ client key 32) = 112.
     public static let clientAuthBodyLength = 112
     /// Bytes of the server-accept body: secretbox(signature 64) = 80.
@@ -28,8 +32,8 @@ public enum SecretHandshake {
 
 /// One handshake message on the wire: `version(1) ‖ type(1) ‖ body(fixed length)`.
 public enum HandshakeFrame: Equatable, Sendable {
-    /// Message 1, initiator → responder.
-    case clientHello(mac: [UInt8], ephemeral: [UInt8])
+    /// Message 1, initiator → responder; `timestamp` in whole seconds since the Unix epoch.
+    case clientHello(mac: [UInt8], timestamp: UInt64, ephemeral: [UInt8])
     /// Message 2, responder → initiator.
     case serverHello(mac: [UInt8], ephemeral: [UInt8])
     /// Message 3, initiator → responder.
@@ -45,7 +49,8 @@ public enum HandshakeFrame: Equatable, Sendable {
         public var frameLength: Int {
             SecretHandshake.frameHeaderLength + {
                 switch self {
-                case .clientHello, .serverHello: return SecretHandshake.helloBodyLength
+                case .clientHello: return SecretHandshake.clientHelloBodyLength
+                case .serverHello: return SecretHandshake.serverHelloBodyLength
                 case .clientAuth: return SecretHandshake.clientAuthBodyLength
                 case .serverAccept: return SecretHandshake.serverAcceptBodyLength
                 }
@@ -68,7 +73,11 @@ public enum HandshakeFrame: Equatable, Sendable {
         w.write(SecretHandshake.version)
         w.write(kind.rawValue)
         switch self {
-        case let .clientHello(mac, e), let .serverHello(mac, e):
+        case let .clientHello(mac, timestamp, e):
+            w.write(bytes: mac)
+            w.writeUInt64(timestamp)
+            w.write(bytes: e)
+        case let .serverHello(mac, e):
             w.write(bytes: mac)
             w.write(bytes: e)
         case let .clientAuth(box), let .serverAccept(box):
@@ -88,6 +97,7 @@ public enum HandshakeFrame: Equatable, Sendable {
         switch kind {
         case .clientHello:
             frame = .clientHello(mac: try r.readBytes(SecretHandshake.macLength, "hello mac"),
+                                 timestamp: try r.readUInt64("hello timestamp"),
                                  ephemeral: try r.readBytes(SecretHandshake.curveKeyLength, "hello ephemeral key"))
         case .serverHello:
             frame = .serverHello(mac: try r.readBytes(SecretHandshake.macLength, "hello mac"),
@@ -106,8 +116,10 @@ public enum HandshakeFrame: Equatable, Sendable {
 public enum HandshakeError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The hello's HMAC does not verify under any accepted network key: not a member.
     case notInNetwork
-    /// This client hello was seen before.
-    case replayed
+    /// This client hello was accepted before, or its timestamp is outside the freshness window.
+    case replayed(ReplayGuard.Refusal)
+    /// An ephemeral key is not the canonical encoding of a Curve25519 point.
+    case nonCanonicalKey
     /// A box did not open or a signature did not verify (tampering, or the initiator
     /// addressed a different responder than the one it reached).
     case authenticationFailed
@@ -125,7 +137,8 @@ public enum HandshakeError: Error, Equatable, Sendable, CustomStringConvertible 
     public var description: String {
         switch self {
         case .notInNetwork: return "handshake: peer does not hold the network key"
-        case .replayed: return "handshake: replayed client hello"
+        case let .replayed(why): return "handshake: client hello refused: \(why)"
+        case .nonCanonicalKey: return "handshake: ephemeral key is not canonically encoded"
         case .authenticationFailed: return "handshake: authentication failed (tampered, or not the expected peer)"
         case .invalidPeerKey: return "handshake: peer key is not a valid Ed25519 key"
         case .weakKeyExchange: return "handshake: key exchange produced a weak shared secret"
@@ -167,7 +180,7 @@ public struct EphemeralKey: Sendable {
 
     /// A key pair from a fixed secret (test vectors only; tests reach it with `@testable import`).
     init(secret: SecureBytes) throws {
-        Sodium.ensureInitialized()
+        try Sodium.require()
         guard secret.count == Int(crypto_scalarmult_SCALARBYTES) else {
             throw CryptoError.invalidLength(what: "ephemeral secret", expected: SecretHandshake.curveKeyLength, actual: secret.count)
         }
@@ -184,13 +197,38 @@ enum SHS {
     static let zeroNonce = [UInt8](repeating: 0, count: Int(crypto_secretbox_NONCEBYTES))
 
     /// Prefix of every hello MAC input: names the protocol so the MAC never verifies as another use of K.
-    static let helloLabel = Array("murmuration/shs/hello/v1".utf8)
+    static let helloLabel = Array("murmuration/shs/hello/v2".utf8)
 
-    /// The bytes a hello's HMAC covers: `label ‖ version ‖ type ‖ ephemeral ‖ peerEphemeral`.
-    /// Binding version and type stops a client hello being reflected as a server hello;
-    /// binding a_e into message 2 stops a server hello being replayed into another handshake.
-    static func helloMACInput(_ kind: HandshakeFrame.Kind, ephemeral: [UInt8], peerEphemeral: [UInt8] = []) -> [UInt8] {
-        helloLabel + [SecretHandshake.version, kind.rawValue] + ephemeral + peerEphemeral
+    /// What message 1's HMAC covers: `label ‖ version ‖ 1 ‖ B ‖ timestamp(u64 BE) ‖ a_e`.
+    /// Binding the responder B means a recorded hello opens no handshake at any other member;
+    /// the timestamp bounds how long it can be replayed at B itself.
+    static func clientHelloMACInput(responder: PeerID, timestamp: UInt64, ephemeral: [UInt8]) -> [UInt8] {
+        var w = ByteWriter(capacity: helloLabel.count + 2 + PeerID.length + 8 + ephemeral.count)
+        w.write(bytes: helloLabel)
+        w.write(SecretHandshake.version)
+        w.write(HandshakeFrame.Kind.clientHello.rawValue)
+        w.write(bytes: responder.bytes)
+        w.writeUInt64(timestamp)
+        w.write(bytes: ephemeral)
+        return w.bytes
+    }
+
+    /// What message 2's HMAC covers: `label ‖ version ‖ 2 ‖ B ‖ b_e ‖ a_e`. Binding version and
+    /// type stops a client hello being reflected as a server hello; binding a_e stops a server
+    /// hello being replayed into another handshake.
+    static func serverHelloMACInput(responder: PeerID, ephemeral: [UInt8], clientEphemeral: [UInt8]) -> [UInt8] {
+        helloLabel + [SecretHandshake.version, HandshakeFrame.Kind.serverHello.rawValue] + responder.bytes + ephemeral + clientEphemeral
+    }
+
+    /// True if `key` is the canonical encoding of a Curve25519 u-coordinate: below 2^255 − 19.
+    /// X25519 ignores bit 255 and reduces larger values, so a non-canonical twin of a key
+    /// would otherwise pass a replay guard that compares bytes.
+    static func isCanonicalCurveKey(_ key: [UInt8]) -> Bool {
+        guard key.count == SecretHandshake.curveKeyLength else { return false }
+        if key[31] < 0x7f { return true }
+        if key[31] > 0x7f { return false }
+        if key[1..<31].contains(where: { $0 != 0xff }) { return true }
+        return key[0] < 0xed
     }
 
     static func hmac(_ key: SecureBytes, _ message: [UInt8]) -> [UInt8] {
@@ -309,17 +347,20 @@ enum SHS {
 }
 
 /// The initiator (client) side of the secret handshake. Sans-IO: feed it frames, send what it returns.
-/// Ephemeral and intermediate secrets are dropped (and so wiped) as soon as the handshake
-/// completes or fails.
-public struct HandshakeInitiator: Sendable {
+///
+/// Non-copyable, so its ephemeral secret has one owner: the key pair is drawn in ``start(now:)``
+/// and dropped (and so wiped) as soon as the handshake completes or fails; no copy can keep
+/// it alive or send the same ephemeral key again.
+public struct HandshakeInitiator: ~Copyable, Sendable {
     private enum State: Sendable { case ready, awaitingServerHello, awaitingServerAccept, done, failed }
 
     private let identity: Identity
     private let networkKey: NetworkKey
     /// The responder this initiator insists on: the handshake fails unless it is this peer.
     public let expectedResponder: PeerID
+    private var fixedEphemeral: EphemeralKey?
     private var ephemeral: EphemeralKey?
-    private let ephemeralPublic: [UInt8]
+    private var ephemeralPublic: [UInt8] = []
     private var state: State = .ready
     private var serverEphemeral: [UInt8] = []
     private var ab: SecureBytes?
@@ -327,18 +368,20 @@ public struct HandshakeInitiator: Sendable {
     private var signatureA: [UInt8] = []
 
     /// An initiator that will only complete with `expectedResponder`.
-    public init(identity: Identity, networkKey: NetworkKey, expectedResponder: PeerID) throws {
-        try self.init(identity: identity, networkKey: networkKey, expectedResponder: expectedResponder, ephemeral: EphemeralKey.generate())
-    }
-
-    /// An initiator with a fixed ephemeral key (test vectors only).
-    init(identity: Identity, networkKey: NetworkKey, expectedResponder: PeerID, ephemeral: EphemeralKey) throws {
+    public init(identity: Identity, networkKey: NetworkKey, expectedResponder: PeerID) {
         self.identity = identity
         self.networkKey = networkKey
         self.expectedResponder = expectedResponder
-        self.ephemeral = ephemeral
-        self.ephemeralPublic = ephemeral.publicKey
     }
+
+    /// An initiator whose ``start(now:)`` uses a fixed ephemeral key (test vectors only).
+    init(identity: Identity, networkKey: NetworkKey, expectedResponder: PeerID, ephemeral: EphemeralKey) {
+        self.init(identity: identity, networkKey: networkKey, expectedResponder: expectedResponder)
+        self.fixedEphemeral = ephemeral
+    }
+
+    /// The ephemeral secret while the handshake holds it (tests check it is released).
+    var ephemeralSecret: SecureBytes? { ephemeral?.secret }
 
     /// The frame the driver should read next, or nil if none is expected.
     public var expectedFrame: HandshakeFrame.Kind? {
@@ -349,13 +392,22 @@ public struct HandshakeInitiator: Sendable {
         }
     }
 
-    /// Message 1: `hmac_K(label ‖ version ‖ type ‖ a_e) ‖ a_e`. Only once: a second call throws
-    /// ``HandshakeError/unexpectedFrame`` instead of re-sending the same ephemeral.
-    public mutating func start() throws(HandshakeError) -> [UInt8] {
+    /// Message 1: `hmac_K(label ‖ version ‖ 1 ‖ B ‖ timestamp ‖ a_e) ‖ timestamp ‖ a_e`, with a
+    /// fresh ephemeral key a_e and `now` (ms since the Unix epoch) in whole seconds. Only once:
+    /// a second call throws ``HandshakeError/unexpectedFrame``.
+    public mutating func start(now: UInt64) throws(HandshakeError) -> [UInt8] {
         guard state == .ready else { throw .unexpectedFrame }
+        state = .failed
+        let eph: EphemeralKey
+        if let fixed = fixedEphemeral.take() { eph = fixed } else {
+            do { eph = try EphemeralKey.generate() } catch { throw .crypto(.outOfMemory) }
+        }
+        ephemeral = eph
+        ephemeralPublic = eph.publicKey
         state = .awaitingServerHello
-        let mac = SHS.hmac(networkKey.secret, SHS.helloMACInput(.clientHello, ephemeral: ephemeralPublic))
-        return HandshakeFrame.clientHello(mac: mac, ephemeral: ephemeralPublic).encode()
+        let timestamp = now / 1_000
+        let mac = SHS.hmac(networkKey.secret, SHS.clientHelloMACInput(responder: expectedResponder, timestamp: timestamp, ephemeral: ephemeralPublic))
+        return HandshakeFrame.clientHello(mac: mac, timestamp: timestamp, ephemeral: ephemeralPublic).encode()
     }
 
     /// Consumes message 2 (returns message 3) or message 4 (returns the session).
@@ -369,8 +421,9 @@ public struct HandshakeInitiator: Sendable {
             let frame: HandshakeFrame
             do { frame = try HandshakeFrame.decode(bytes, expecting: .serverHello) } catch { throw .malformed(error) }
             guard case let .serverHello(mac, be) = frame else { throw .unexpectedFrame }
-            let macInput = SHS.helloMACInput(.serverHello, ephemeral: be, peerEphemeral: ephemeralPublic)
+            let macInput = SHS.serverHelloMACInput(responder: expectedResponder, ephemeral: be, clientEphemeral: ephemeralPublic)
             guard SHS.verifyHMAC(networkKey.secret, mac: mac, message: macInput) else { throw .notInNetwork }
+            guard SHS.isCanonicalCurveKey(be) else { throw .nonCanonicalKey }
             let ab = try SHS.dh(ephemeral.secret, be)
             let aB = try SHS.dh(ephemeral.secret, try SHS.edToCurvePublic(expectedResponder))
             // H = sign_A(K ‖ B ‖ sha256(ab))
@@ -405,39 +458,19 @@ public struct HandshakeInitiator: Sendable {
     }
 
     private mutating func dropSecrets() {
+        fixedEphemeral = nil
         ephemeral = nil
         ab = nil
         aB = nil
     }
 }
 
-/// Remembers recent client hellos so a replayed message 1 is refused before any key exchange.
-/// Entries are added only after the HMAC verified, so outsiders cannot fill it.
-/// One guard is shared by every responder of a node (one owner thread).
-public final class HandshakeReplayGuard {
-    /// How many recent hellos are remembered. Ephemeral keys are random, so a legitimate
-    /// repeat never happens; 16,384 × 32 bytes = 512 KiB covers hours of handshakes on a busy node.
-    public static let defaultCapacity = 16_384
-
-    private var seen: Set<[UInt8]> = []
-    private var order: [[UInt8]] = []
-    private var next = 0
-    public let capacity: Int
-
-    public init(capacity: Int = HandshakeReplayGuard.defaultCapacity) { self.capacity = max(1, capacity) }
-
-    /// Records `ephemeral`; false if it was already recorded.
-    public func insert(_ ephemeral: [UInt8]) -> Bool {
-        guard !seen.contains(ephemeral) else { return false }
-        if order.count < capacity {
-            order.append(ephemeral)
-        } else {
-            seen.remove(order[next])
-            order[next] = ephemeral
-            next = (next + 1) % capacity
-        }
-        seen.insert(ephemeral)
-        return true
+extension ReplayGuard {
+    /// The guard a node's responders share for client hellos, made when the node starts at
+    /// `now` (ms): hellos stamped before the start second are refused, so a restart does not
+    /// reopen what the previous run accepted.
+    public static func forHandshakes(startedAt now: UInt64) -> ReplayGuard {
+        ReplayGuard(settings: .handshake, floor: now >= 1_001 ? now - 1_001 : 0)
     }
 }
 
@@ -478,7 +511,9 @@ public struct HandshakeResponder: Sendable {
     }
 
     /// Consumes message 1 (returns message 2) or message 3 (returns message 4 and the session).
-    public mutating func receive(_ bytes: [UInt8], replayGuard: HandshakeReplayGuard) throws(HandshakeError) -> HandshakeOutput {
+    /// `now` is the local time in ms since the Unix epoch; `replayGuard` is shared by every
+    /// responder of the node (see ``ReplayGuard/forHandshakes(startedAt:)``).
+    public mutating func receive(_ bytes: [UInt8], replayGuard: ReplayGuard, now: UInt64) throws(HandshakeError) -> HandshakeOutput {
         let previous = state
         state = .failed
         defer { if state == .failed || state == .done { dropSecrets() } }
@@ -486,13 +521,19 @@ public struct HandshakeResponder: Sendable {
         case .awaitingClientHello:
             let frame: HandshakeFrame
             do { frame = try HandshakeFrame.decode(bytes, expecting: .clientHello) } catch { throw .malformed(error) }
-            guard case let .clientHello(mac, ae) = frame else { throw .unexpectedFrame }
+            guard case let .clientHello(mac, timestamp, ae) = frame else { throw .unexpectedFrame }
             // Only an HMAC check per accepted key before anything costly.
-            let macInput = SHS.helloMACInput(.clientHello, ephemeral: ae)
+            let macInput = SHS.clientHelloMACInput(responder: identity.peerID, timestamp: timestamp, ephemeral: ae)
             guard let key = keyring.accepted.first(where: { SHS.verifyHMAC($0.secret, mac: mac, message: macInput) }) else {
                 throw .notInNetwork
             }
-            guard replayGuard.insert(ae) else { throw .replayed }
+            guard SHS.isCanonicalCurveKey(ae) else { throw .nonCanonicalKey }
+            let (stamp, overflow) = timestamp.multipliedReportingOverflow(by: 1_000)
+            do throws(ReplayGuard.Refusal) {
+                try replayGuard.record(key: ae, timestamp: overflow ? .max : stamp, now: now)
+            } catch {
+                throw .replayed(error)
+            }
             let eph: EphemeralKey
             if let fixed = ephemeralSource { eph = fixed } else {
                 do { eph = try EphemeralKey.generate() } catch { throw .crypto(.outOfMemory) }
@@ -505,7 +546,7 @@ public struct HandshakeResponder: Sendable {
             self.ab = ab
             self.aB = aB
             state = .awaitingClientAuth
-            let replyMAC = SHS.hmac(key.secret, SHS.helloMACInput(.serverHello, ephemeral: eph.publicKey, peerEphemeral: ae))
+            let replyMAC = SHS.hmac(key.secret, SHS.serverHelloMACInput(responder: identity.peerID, ephemeral: eph.publicKey, clientEphemeral: ae))
             return HandshakeOutput(reply: HandshakeFrame.serverHello(mac: replyMAC, ephemeral: eph.publicKey).encode(), result: nil)
         case .awaitingClientAuth:
             guard let ab, let aB, let key = networkKey, let eph = ephemeral else { throw .unexpectedFrame }

@@ -29,7 +29,7 @@ public struct Identity: Sendable {
 
     /// The identity derived from a seed held in raw (possibly secure) memory.
     public init(seed: UnsafeRawBufferPointer) throws {
-        Sodium.ensureInitialized()
+        try Sodium.require()
         guard seed.count == Self.seedLength else {
             throw CryptoError.invalidLength(what: "identity seed", expected: Self.seedLength, actual: seed.count)
         }

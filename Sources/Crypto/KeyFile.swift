@@ -19,6 +19,10 @@ public enum KeyFileError: Error, Equatable, Sendable, CustomStringConvertible {
     case wrongOwner(path: String, owner: UInt32)
     /// The key directory is a symbolic link; keys must live in a real directory the user owns.
     case symbolicLink(path: String)
+    /// The key file itself is a symbolic link.
+    case fileIsSymbolicLink(path: String)
+    /// The directory holding a key file can be written by group or others, who could replace the file.
+    case directoryWritable(path: String, mode: UInt32)
     /// A system call failed.
     case system(path: String, call: String, errno: Int32)
 
@@ -38,6 +42,10 @@ public enum KeyFileError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(path) belongs to uid \(owner), not to this user (uid \(geteuid())); use keys owned by the user running the peer"
         case let .symbolicLink(path):
             return "key directory \(path) is a symbolic link; give the real directory's path instead"
+        case let .fileIsSymbolicLink(path):
+            return "\(path) is a symbolic link; key files are never followed through links: give the real file's path"
+        case let .directoryWritable(path, mode):
+            return "directory \(path) can be written by group or others (mode \(String(mode & 0o7777, radix: 8))), who could replace the key; fix it with: chmod go-w \(path)"
         case let .system(path, call, code):
             return "\(call) \(path): \(String(cString: strerror(code)))"
         }
@@ -64,6 +72,17 @@ public enum KeyFile {
     /// Default file name of the network key inside a key directory.
     public static let networkKeyFileName = "network.key"
 
+    /// What a key file's directory must satisfy.
+    public enum DirectoryPolicy: Sendable {
+        /// The identity's key directory: a real directory (not a symbolic link) owned by this
+        /// user that group and others cannot access at all (0700).
+        case keyDirectory
+        /// Any other directory holding a key file (a network key given by path): a real
+        /// directory owned by this user or root that group and others cannot write to, unless
+        /// it is sticky like /tmp (then nobody else can replace the file).
+        case keyFileParent
+    }
+
     /// Creates `path` (0700) if missing; refuses an existing directory that group or others can
     /// access, that another user owns, or that is a symbolic link. Checks are made on the opened
     /// directory (`O_DIRECTORY | O_NOFOLLOW`, then `fstat`/`fchmod`), so the path cannot be
@@ -75,6 +94,13 @@ public enum KeyFile {
         } else if errno != EEXIST {
             throw KeyFileError.system(path: path, call: "mkdir", errno: errno)
         }
+        let fd = try openDirectory(path, policy: .keyDirectory, freshlyCreated: created)
+        close(fd)
+    }
+
+    /// Opens a directory and checks the opened directory against `policy`. A directory this
+    /// call's caller just created gets its mode set exactly (mkdir honours the umask) instead.
+    static func openDirectory(_ path: String, policy: DirectoryPolicy, freshlyCreated: Bool = false) throws -> Int32 {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else {
             let code = errno
@@ -83,23 +109,49 @@ public enum KeyFile {
                 if (st.st_mode & S_IFMT) == S_IFLNK { throw KeyFileError.symbolicLink(path: path) }
                 if (st.st_mode & S_IFMT) != S_IFDIR { throw KeyFileError.malformed(path: path, reason: "not a directory") }
             }
-            throw KeyFileError.system(path: path, call: "open", errno: code)
+            throw code == ENOENT ? KeyFileError.notFound(path: path) : .system(path: path, call: "open", errno: code)
         }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw KeyFileError.system(path: path, call: "fstat", errno: errno) }
-        guard st.st_uid == geteuid() else { throw KeyFileError.wrongOwner(path: path, owner: st.st_uid) }
-        if created {
-            // mkdir honours the umask, which can only remove bits; make the mode exact.
-            guard fchmod(fd, 0o700) == 0 else { throw KeyFileError.system(path: path, call: "fchmod", errno: errno) }
-        } else {
-            guard st.st_mode & 0o077 == 0 else { throw KeyFileError.directoryTooOpen(path: path, mode: st.st_mode) }
+        do {
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { throw KeyFileError.system(path: path, call: "fstat", errno: errno) }
+            switch policy {
+            case .keyDirectory:
+                guard st.st_uid == geteuid() else { throw KeyFileError.wrongOwner(path: path, owner: st.st_uid) }
+                if freshlyCreated {
+                    guard fchmod(fd, 0o700) == 0 else { throw KeyFileError.system(path: path, call: "fchmod", errno: errno) }
+                } else {
+                    guard st.st_mode & 0o077 == 0 else { throw KeyFileError.directoryTooOpen(path: path, mode: st.st_mode) }
+                }
+            case .keyFileParent:
+                guard st.st_uid == geteuid() || st.st_uid == 0 else { throw KeyFileError.wrongOwner(path: path, owner: st.st_uid) }
+                guard st.st_mode & 0o022 == 0 || st.st_mode & S_ISVTX != 0 else {
+                    throw KeyFileError.directoryWritable(path: path, mode: st.st_mode)
+                }
+            }
+            return fd
+        } catch {
+            close(fd)
+            throw error
         }
     }
 
+    /// Splits a key file path into its directory and file name.
+    static func split(_ path: String) throws -> (directory: String, name: String) {
+        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+        let name = String(path[path.index(after: slash)...])
+        guard !name.isEmpty, name != ".", name != ".." else { throw KeyFileError.malformed(path: path, reason: "names a directory, not a file") }
+        let directory = String(path[..<slash])
+        return (directory.isEmpty ? "/" : directory, name)
+    }
+
     /// Writes a new key file exclusively with mode 0600. Never replaces an existing file.
-    public static func create(path: String, magic: [UInt8], secret: SecureBytes) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+    /// The directory is opened and checked against `policy` once; the file is created and,
+    /// on failure, removed relative to that handle (`openat`, `unlinkat`).
+    public static func create(path: String, magic: [UInt8], secret: SecureBytes, policy: DirectoryPolicy) throws {
+        let (directory, name) = try split(path)
+        let dirFD = try openDirectory(directory, policy: policy)
+        defer { close(dirFD) }
+        let fd = openat(dirFD, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             let code = errno
             throw code == EEXIST ? KeyFileError.alreadyExists(path: path) : .system(path: path, call: "open", errno: code)
@@ -107,7 +159,7 @@ public enum KeyFile {
         var ok = false
         defer {
             close(fd)
-            if !ok { unlink(path) }
+            if !ok { unlinkat(dirFD, name, 0) }
         }
         guard fchmod(fd, 0o600) == 0 else { throw KeyFileError.system(path: path, call: "fchmod", errno: errno) }
         var header = magic
@@ -118,14 +170,22 @@ public enum KeyFile {
         ok = true
     }
 
-    /// Reads a key file of the given kind; refuses anything but a regular file owned by this
-    /// user that group and others cannot access. `O_NONBLOCK` keeps a FIFO at the path from
-    /// blocking the open; it is then refused as not a regular file.
-    public static func load(path: String, magic: [UInt8]) throws -> SecureBytes {
-        let fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)
+    /// Reads a key file of the given kind; checks its directory against `policy` and refuses
+    /// anything but a regular file owned by this user that group and others cannot access.
+    /// The file is opened relative to the checked directory handle, `O_NOFOLLOW` (a symbolic
+    /// link is refused) and `O_NONBLOCK` (a FIFO is refused, not waited on).
+    public static func load(path: String, magic: [UInt8], policy: DirectoryPolicy) throws -> SecureBytes {
+        let (directory, name) = try split(path)
+        let dirFD = try openDirectory(directory, policy: policy)
+        defer { close(dirFD) }
+        let fd = openat(dirFD, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else {
             let code = errno
-            throw code == ENOENT ? KeyFileError.notFound(path: path) : .system(path: path, call: "open", errno: code)
+            switch code {
+            case ENOENT: throw KeyFileError.notFound(path: path)
+            case ELOOP: throw KeyFileError.fileIsSymbolicLink(path: path)
+            default: throw KeyFileError.system(path: path, call: "open", errno: code)
+            }
         }
         defer { close(fd) }
         var st = stat()
@@ -171,15 +231,17 @@ public enum KeyFile {
 }
 
 extension Identity {
-    /// Writes this identity's seed to a new key file (never overwrites; mode 0600).
+    /// Writes this identity's seed to a new key file (never overwrites; mode 0600) in a key
+    /// directory (see ``KeyFile/DirectoryPolicy/keyDirectory``).
     public func save(to path: String) throws {
         let seed = try withSeed { try SecureBytes(copying: $0) }
-        try KeyFile.create(path: path, magic: KeyFile.identityMagic, secret: seed)
+        try KeyFile.create(path: path, magic: KeyFile.identityMagic, secret: seed, policy: .keyDirectory)
     }
 
-    /// Loads an identity from a key file; refuses files group or others can read.
+    /// Loads an identity from a key file in a key directory; refuses a file group or others
+    /// can read, and a directory that is a link, another user's, or open to group or others.
     public static func load(from path: String) throws -> Identity {
-        let seed = try KeyFile.load(path: path, magic: KeyFile.identityMagic)
+        let seed = try KeyFile.load(path: path, magic: KeyFile.identityMagic, policy: .keyDirectory)
         return try seed.withUnsafeBytes { try Identity(seed: $0) }
     }
 }
@@ -187,11 +249,12 @@ extension Identity {
 extension NetworkKey {
     /// Writes the key to a new key file (never overwrites; mode 0600).
     public func save(to path: String) throws {
-        try KeyFile.create(path: path, magic: KeyFile.networkKeyMagic, secret: secret)
+        try KeyFile.create(path: path, magic: KeyFile.networkKeyMagic, secret: secret, policy: .keyFileParent)
     }
 
-    /// Loads a network key file; refuses files group or others can read.
+    /// Loads a network key file; refuses a file group or others can read, and a directory
+    /// others could replace it in (see ``KeyFile/DirectoryPolicy/keyFileParent``).
     public static func load(from path: String) throws -> NetworkKey {
-        try NetworkKey(secret: KeyFile.load(path: path, magic: KeyFile.networkKeyMagic))
+        try NetworkKey(secret: KeyFile.load(path: path, magic: KeyFile.networkKeyMagic, policy: .keyFileParent))
     }
 }

@@ -50,7 +50,7 @@ public struct PeerID: Hashable, Comparable, Sendable, CustomStringConvertible {
     /// non-canonical). Signatures from other keys never verify anyway; this lets decoders
     /// reject such keys early.
     public var isValidPublicKey: Bool {
-        Sodium.ensureInitialized()
+        Sodium.prepare()
         return withUnsafeBytes { crypto_core_ed25519_is_valid_point($0.u8) == 1 }
     }
 
@@ -81,7 +81,7 @@ public struct PeerID: Hashable, Comparable, Sendable, CustomStringConvertible {
 
     /// Verifies a detached signature over raw memory.
     public func verify(signature: some Collection<UInt8>, message: UnsafeRawBufferPointer) -> Bool {
-        Sodium.ensureInitialized()
+        Sodium.prepare()
         guard signature.count == Int(crypto_sign_BYTES) else { return false }
         return withContiguous(signature) { sig in
             withUnsafeBytes { pk in

@@ -13,7 +13,7 @@ public final class SecureBytes: @unchecked Sendable {
     /// Allocates `count` bytes and lets `initialize` fill them once.
     /// Throws ``CryptoError/outOfMemory`` if libsodium cannot allocate.
     public init(count: Int, initialize: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
-        Sodium.ensureInitialized()
+        try Sodium.require()
         guard count > 0, let p = sodium_malloc(count) else { throw CryptoError.outOfMemory }
         self.count = count
         self.pointer = p

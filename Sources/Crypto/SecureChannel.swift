@@ -33,6 +33,8 @@ public enum SecureChannelError: Error, Equatable, Sendable, CustomStringConverti
     case outOfMemory
     /// The code consuming an opened frame failed (its error, described).
     case consumer(String)
+    /// An earlier frame failed; the receiver stays closed (fail closed).
+    case closedAfterFailure
 
     public var description: String {
         switch self {
@@ -44,6 +46,7 @@ public enum SecureChannelError: Error, Equatable, Sendable, CustomStringConverti
         case .badHeader: return "secure channel: invalid stream header"
         case .outOfMemory: return "secure channel: out of secure memory"
         case let .consumer(e): return "secure channel: \(e)"
+        case .closedAfterFailure: return "secure channel: closed after an earlier frame failed; close the connection"
         }
     }
 }
@@ -78,8 +81,7 @@ final class StreamState {
     let pointer: UnsafeMutablePointer<crypto_secretstream_xchacha20poly1305_state>
 
     init() throws(SecureChannelError) {
-        Sodium.ensureInitialized()
-        guard let raw = sodium_malloc(MemoryLayout<crypto_secretstream_xchacha20poly1305_state>.size) else { throw .outOfMemory }
+        guard Sodium.isAvailable, let raw = sodium_malloc(MemoryLayout<crypto_secretstream_xchacha20poly1305_state>.size) else { throw .outOfMemory }
         pointer = raw.bindMemory(to: crypto_secretstream_xchacha20poly1305_state.self, capacity: 1)
     }
 
@@ -169,6 +171,8 @@ public final class SecureChannelReceiver {
     public let settings: SecureChannelSettings
     /// True once the authenticated end marker arrived.
     public private(set) var isFinished = false
+    /// True once a frame failed: every later frame is refused.
+    public private(set) var hasFailed = false
     private var scratch: [UInt8] = []
 
     /// Starts receiving under `key` (``HandshakeResult/receiveKey``) with the peer's stream header.
@@ -182,8 +186,9 @@ public final class SecureChannelReceiver {
         self.settings = settings
     }
 
-    /// Opens one whole frame (length prefix included). A frame that fails leaves the state
-    /// unchanged: the next genuine frame still opens.
+    /// Opens one whole frame (length prefix included). A frame that is malformed or fails
+    /// authentication closes the receiver: a stream that was tampered with once is not
+    /// trusted again, and every later call throws ``SecureChannelError/closedAfterFailure``.
     public func open(frame: [UInt8]) throws(SecureChannelError) -> [UInt8] {
         try open(frame: frame) { Array($0) }
     }
@@ -191,9 +196,15 @@ public final class SecureChannelReceiver {
     /// Opens one frame into a buffer the receiver reuses and passes the plaintext to `body`
     /// (valid only during the call), avoiding a copy for large messages.
     public func open<R>(frame: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> R) throws(SecureChannelError) -> R {
+        guard !hasFailed else { throw .closedAfterFailure }
         guard !isFinished else { throw .afterEnd }
-        let n = try SecureChannel.frameLength(prefix: frame.prefix(SecureChannel.lengthPrefix), settings: settings)
+        let n: Int
+        do { n = try SecureChannel.frameLength(prefix: frame.prefix(SecureChannel.lengthPrefix), settings: settings) } catch {
+            hasFailed = true
+            throw error
+        }
         guard frame.count == SecureChannel.lengthPrefix + n else {
+            hasFailed = true
             throw .malformed(.truncated(field: "frame", needed: n, available: max(0, frame.count - SecureChannel.lengthPrefix)))
         }
         let plainLength = n - SecureChannel.overhead
@@ -206,7 +217,10 @@ public final class SecureChannelReceiver {
                                                            f.u8, UInt64(SecureChannel.lengthPrefix))
             }
         }
-        guard rc == 0 else { throw .authenticationFailed }
+        guard rc == 0 else {
+            hasFailed = true
+            throw .authenticationFailed
+        }
         if tag == UInt8(crypto_secretstream_xchacha20poly1305_TAG_FINAL) { isFinished = true }
         do {
             return try scratch.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0.prefix(plainLength))) }

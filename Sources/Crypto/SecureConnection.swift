@@ -41,20 +41,20 @@ public final class SecureConnection {
         }
     }
 
-    /// Once the handshake ends (either way) its state, and with it every ephemeral secret, is dropped.
-    private enum Role {
-        case initiator(HandshakeInitiator)
-        case responder(HandshakeResponder, HandshakeReplayGuard)
-        case established
-        case failed
-    }
+    private enum Phase { case handshaking, established, failed }
 
     /// Milliseconds a driver should allow for the handshake before closing the connection.
     /// Two round trips of small messages; 10 s covers slow links while bounding how long a
     /// silent or stalled peer holds a connection slot.
     public static let handshakeDeadlineMilliseconds: UInt64 = 10_000
 
-    private var role: Role
+    /// Once the handshake ends (either way) its state, and with it every ephemeral secret, is dropped.
+    private var phase: Phase = .handshaking
+    private var initiator: HandshakeInitiator?
+    private var responder: HandshakeResponder?
+    private let replayGuard: ReplayGuard?
+    /// Wall-clock milliseconds for hello timestamps (injected so tests control time).
+    private let clock: @Sendable () -> UInt64
     private var assembler: FrameAssembler
     private let settings: SecureChannelSettings
     private var sender: SecureChannelSender?
@@ -66,16 +66,24 @@ public final class SecureConnection {
     public private(set) var bytesSent = 0
     public private(set) var bytesReceived = 0
 
-    /// The initiating side; it completes only with `expectedResponder`.
-    public init(initiator: HandshakeInitiator, settings: SecureChannelSettings = .init()) {
-        role = .initiator(initiator)
+    /// The initiating side; it completes only with the initiator's expected responder.
+    public init(initiator: consuming HandshakeInitiator, settings: SecureChannelSettings = .init(),
+                clock: @escaping @Sendable () -> UInt64 = WallClock.milliseconds) {
+        self.initiator = Optional(initiator)
+        self.responder = nil
+        self.replayGuard = nil
+        self.clock = clock
         self.settings = settings
         assembler = FrameAssembler(settings: settings)
     }
 
-    /// The accepting side.
-    public init(responder: HandshakeResponder, replayGuard: HandshakeReplayGuard, settings: SecureChannelSettings = .init()) {
-        role = .responder(responder, replayGuard)
+    /// The accepting side; `replayGuard` is shared by every accepted connection of the node.
+    public init(responder: HandshakeResponder, replayGuard: ReplayGuard, settings: SecureChannelSettings = .init(),
+                clock: @escaping @Sendable () -> UInt64 = WallClock.milliseconds) {
+        self.initiator = nil
+        self.responder = responder
+        self.replayGuard = replayGuard
+        self.clock = clock
         self.settings = settings
         assembler = FrameAssembler(settings: settings)
     }
@@ -89,19 +97,19 @@ public final class SecureConnection {
 
     /// Events to act on when the stream opens (the initiator's first message). Call once.
     public func start() throws(Failure) -> [Event] {
-        guard case var .initiator(i) = role else { return [] }
+        guard phase == .handshaking, var i = initiator.take() else { return [] }
         let hello: [UInt8]
-        do { hello = try i.start() } catch {
-            role = .failed
+        do { hello = try i.start(now: clock()) } catch {
+            fail()
             throw .handshake(error)
         }
-        role = .initiator(i)
+        initiator = consume i
         return [sendEvent(hello)]
     }
 
     /// Consumes bytes that arrived. After any error every later call throws ``Failure/alreadyFailed``.
     public func receive(_ bytes: some Collection<UInt8>) throws(Failure) -> [Event] {
-        if case .failed = role { throw .alreadyFailed }
+        if phase == .failed { throw .alreadyFailed }
         do throws(Failure) {
             bytesReceived += bytes.count
             assembler.append(bytes)
@@ -115,7 +123,9 @@ public final class SecureConnection {
     }
 
     private func fail() {
-        role = .failed
+        phase = .failed
+        initiator = nil
+        responder = nil
         pendingReceiveKey = nil
         sender = nil
         receiver = nil
@@ -145,14 +155,13 @@ public final class SecureConnection {
             guard let kind = expectedHandshakeFrame, let frame = assembler.take(kind.frameLength) else { return events }
             let output: HandshakeOutput
             do {
-                switch role {
-                case var .initiator(i):
+                if var i = initiator.take() {
                     output = try i.receive(frame)
-                    role = .initiator(i)
-                case .responder(var r, let replayGuard):
-                    output = try r.receive(frame, replayGuard: replayGuard)
-                    role = .responder(r, replayGuard)
-                case .established, .failed:
+                    initiator = consume i
+                } else if var r = responder.take(), let replayGuard {
+                    output = try r.receive(frame, replayGuard: replayGuard, now: clock())
+                    responder = r
+                } else {
                     return events
                 }
             } catch { throw .handshake(error) }
@@ -165,18 +174,18 @@ public final class SecureConnection {
                 } catch { throw .channel(error) }
                 pendingReceiveKey = result.receiveKey
                 remote = result.remote
-                role = .established
+                phase = .established
+                initiator = nil
+                responder = nil
                 events.append(.established(result.remote))
             }
         }
     }
 
     private var expectedHandshakeFrame: HandshakeFrame.Kind? {
-        switch role {
-        case let .initiator(i): return i.expectedFrame
-        case let .responder(r, _): return r.expectedFrame
-        case .established, .failed: return nil
-        }
+        guard phase == .handshaking else { return nil }
+        if let kind = initiator?.expectedFrame { return kind }
+        return responder?.expectedFrame
     }
 
     /// Encrypts one message for the peer.

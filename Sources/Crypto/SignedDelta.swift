@@ -11,6 +11,10 @@ public struct DeltaKind: RawRepresentable, Hashable, Sendable, CustomStringConve
     /// A full model snapshot (for a joining peer).
     public static let modelSnapshot = DeltaKind(rawValue: 3)
 
+    /// True for kinds that must name their recipient: a push-sum share moves mass to one
+    /// peer, so delivered anywhere else it would create mass.
+    public var requiresRecipient: Bool { self == .pushSumShare }
+
     public var description: String {
         switch self {
         case .modelDelta: return "model-delta"
@@ -77,14 +81,16 @@ public struct DeltaLimits: Sendable, Hashable {
 /// including the BLAKE2b-256 of the payload, so the header is verified before the payload is read.
 public struct DeltaHeader: Equatable, Sendable {
     /// Header format version.
-    public static let version: UInt8 = 1
+    public static let version: UInt8 = 2
     /// Bytes of the header without dimensions and metadata.
-    public static let fixedLength = 1 + 1 + 32 + 32 + 8 + 8 + 1 + 1 + 8 + 32 + 2
+    public static let fixedLength = 1 + 1 + 32 + 32 + 32 + 8 + 8 + 1 + 1 + 8 + 32 + 2
 
     public var kind: DeltaKind
     /// ``NetworkKey/id`` of the network the delta belongs to.
     public var networkID: [UInt8]
     public var author: PeerID
+    /// The one peer this delta is for, or nil for any member (encoded as 32 zero bytes).
+    public var recipient: PeerID?
     public var round: UInt64
     /// Per-author sequence number: receivers drop any (author, sequence) seen before.
     public var sequence: UInt64
@@ -97,11 +103,12 @@ public struct DeltaHeader: Equatable, Sendable {
     /// Kind-specific signed data (≤ ``DeltaLimits/maxMetadataLength``).
     public var metadata: [UInt8]
 
-    public init(kind: DeltaKind, networkID: [UInt8], author: PeerID, round: UInt64, sequence: UInt64,
+    public init(kind: DeltaKind, networkID: [UInt8], author: PeerID, recipient: PeerID?, round: UInt64, sequence: UInt64,
                 encoding: DeltaEncoding, shape: [UInt32], payloadLength: UInt64, payloadHash: [UInt8], metadata: [UInt8] = []) {
         self.kind = kind
         self.networkID = networkID
         self.author = author
+        self.recipient = recipient
         self.round = round
         self.sequence = sequence
         self.encoding = encoding
@@ -112,14 +119,23 @@ public struct DeltaHeader: Equatable, Sendable {
     }
 
     /// Encoded header (the bytes that are signed, after the domain prefix):
-    /// `version ‖ kind ‖ networkID(32) ‖ author(32) ‖ round(u64) ‖ sequence(u64) ‖ encoding ‖ rank ‖
-    /// dims(u32 × rank) ‖ payloadLength(u64) ‖ payloadHash(32) ‖ metadataLength(u16) ‖ metadata`.
-    public func encode() -> [UInt8] {
+    /// `version ‖ kind ‖ networkID(32) ‖ author(32) ‖ recipient(32) ‖ round(u64) ‖ sequence(u64) ‖
+    /// encoding ‖ rank ‖ dims(u32 × rank) ‖ payloadLength(u64) ‖ payloadHash(32) ‖ metadataLength(u16) ‖ metadata`.
+    /// Refuses, before anything is signed, a header its receivers would refuse (see ``validate(limits:)``).
+    public func encode(limits: DeltaLimits = .init()) throws(WireError) -> [UInt8] {
+        try validate(limits: limits)
+        return uncheckedEncoding()
+    }
+
+    /// The encoding of a header that passed ``validate(limits:)`` (tests use it to build
+    /// headers a receiver must refuse).
+    func uncheckedEncoding() -> [UInt8] {
         var w = ByteWriter(capacity: Self.fixedLength + 4 * shape.count + metadata.count)
         w.write(Self.version)
         w.write(kind.rawValue)
         w.write(bytes: networkID)
         w.write(bytes: author.bytes)
+        w.write(bytes: recipient?.bytes ?? Self.anyRecipient)
         w.writeUInt64(round)
         w.writeUInt64(sequence)
         w.write(encoding.rawValue)
@@ -132,29 +148,20 @@ public struct DeltaHeader: Equatable, Sendable {
         return w.bytes
     }
 
-    /// Decodes and checks a header against `limits`: total, never traps, allocates nothing
-    /// beyond the bounded fields.
-    public static func decode(_ bytes: [UInt8], limits: DeltaLimits) throws(WireError) -> DeltaHeader {
-        var r = ByteReader(bytes)
-        let v = try r.readUInt8("delta version")
-        guard v == version else { throw .unsupportedVersion(v) }
-        let kind = DeltaKind(rawValue: try r.readUInt8("delta kind"))
-        let networkID = try r.readBytes(32, "network id")
-        guard let author = PeerID(bytes: try r.readSlice(32, "author")) else { throw .invalidValue(field: "author", reason: "length") }
-        let round = try r.readUInt64("round")
-        let sequence = try r.readUInt64("sequence")
-        let encoding = DeltaEncoding(rawValue: try r.readUInt8("encoding"))
-        let rank = Int(try r.readUInt8("rank"))
-        guard rank > 0 else { throw .zeroLength(field: "shape") }
-        guard rank <= limits.maxRank else { throw .lengthTooLarge(field: "shape rank", declared: UInt64(rank), maximum: limits.maxRank) }
-        var shape: [UInt32] = []
-        shape.reserveCapacity(rank)
-        for _ in 0..<rank {
-            let d = try r.readUInt32("dimension")
-            guard d > 0 else { throw .zeroLength(field: "dimension") }
-            shape.append(d)
-        }
-        let payloadLength = try r.readUInt64("payload length")
+    /// The recipient field of a delta for any member.
+    static let anyRecipient = [UInt8](repeating: 0, count: PeerID.length)
+
+    /// The checks every header passes, on the way out (before signing) and on the way in:
+    /// field lengths, rank 1...``DeltaLimits/maxRank``, no zero dimension, a payload of
+    /// 1...``DeltaLimits/maxPayloadLength`` bytes that matches the shape for fixed-width
+    /// encodings, bounded metadata, and a recipient for kinds that need one.
+    public func validate(limits: DeltaLimits) throws(WireError) {
+        guard networkID.count == 32 else { throw .invalidValue(field: "network id", reason: "\(networkID.count) bytes, expected 32") }
+        guard payloadHash.count == 32 else { throw .invalidValue(field: "payload hash", reason: "\(payloadHash.count) bytes, expected 32") }
+        guard !shape.isEmpty else { throw .zeroLength(field: "shape") }
+        let maxRank = min(limits.maxRank, Int(UInt8.max))
+        guard shape.count <= maxRank else { throw .lengthTooLarge(field: "shape rank", declared: UInt64(shape.count), maximum: maxRank) }
+        guard !shape.contains(0) else { throw .zeroLength(field: "dimension") }
         guard payloadLength > 0 else { throw .zeroLength(field: "payload") }
         guard payloadLength <= UInt64(limits.maxPayloadLength) else {
             throw .lengthTooLarge(field: "payload", declared: payloadLength, maximum: limits.maxPayloadLength)
@@ -170,6 +177,37 @@ public struct DeltaHeader: Equatable, Sendable {
                 throw .invalidValue(field: "payload length", reason: "\(payloadLength) bytes do not match shape \(shape) in \(encoding) (\(expected) bytes)")
             }
         }
+        let maxMetadata = min(limits.maxMetadataLength, Int(UInt16.max))
+        guard metadata.count <= maxMetadata else {
+            throw .lengthTooLarge(field: "metadata", declared: UInt64(metadata.count), maximum: maxMetadata)
+        }
+        if kind.requiresRecipient && recipient == nil {
+            throw .invalidValue(field: "recipient", reason: "a \(kind) must name the one peer it is for")
+        }
+    }
+
+    /// Decodes and checks a header against `limits`: total, never traps, allocates nothing
+    /// beyond the bounded fields.
+    public static func decode(_ bytes: [UInt8], limits: DeltaLimits) throws(WireError) -> DeltaHeader {
+        var r = ByteReader(bytes)
+        let v = try r.readUInt8("delta version")
+        guard v == version else { throw .unsupportedVersion(v) }
+        let kind = DeltaKind(rawValue: try r.readUInt8("delta kind"))
+        let networkID = try r.readBytes(32, "network id")
+        guard let author = PeerID(bytes: try r.readSlice(32, "author")) else { throw .invalidValue(field: "author", reason: "length") }
+        let recipientBytes = try r.readSlice(32, "recipient")
+        let recipient = recipientBytes.elementsEqual(anyRecipient) ? nil : PeerID(bytes: recipientBytes)
+        let round = try r.readUInt64("round")
+        let sequence = try r.readUInt64("sequence")
+        let encoding = DeltaEncoding(rawValue: try r.readUInt8("encoding"))
+        let rank = Int(try r.readUInt8("rank"))
+        guard rank > 0 else { throw .zeroLength(field: "shape") }
+        // Bounded before the dimensions are read.
+        guard rank <= limits.maxRank else { throw .lengthTooLarge(field: "shape rank", declared: UInt64(rank), maximum: limits.maxRank) }
+        var shape: [UInt32] = []
+        shape.reserveCapacity(rank)
+        for _ in 0..<rank { shape.append(try r.readUInt32("dimension")) }
+        let payloadLength = try r.readUInt64("payload length")
         let payloadHash = try r.readBytes(32, "payload hash")
         let metadataLength = Int(try r.readUInt16("metadata length"))
         guard metadataLength <= limits.maxMetadataLength else {
@@ -177,8 +215,10 @@ public struct DeltaHeader: Equatable, Sendable {
         }
         let metadata = try r.readBytes(metadataLength, "metadata")
         try r.expectEnd()
-        return DeltaHeader(kind: kind, networkID: networkID, author: author, round: round, sequence: sequence,
-                           encoding: encoding, shape: shape, payloadLength: payloadLength, payloadHash: payloadHash, metadata: metadata)
+        let header = DeltaHeader(kind: kind, networkID: networkID, author: author, recipient: recipient, round: round, sequence: sequence,
+                                 encoding: encoding, shape: shape, payloadLength: payloadLength, payloadHash: payloadHash, metadata: metadata)
+        try header.validate(limits: limits)
+        return header
     }
 }
 
@@ -197,6 +237,16 @@ public enum DeltaError: Error, Equatable, Sendable, CustomStringConvertible {
     case payloadMismatch
     /// A payload chunk arrived out of place.
     case chunkOutOfOrder(expectedOffset: UInt64, actual: UInt64)
+    /// Signed by someone other than the peer it had to come from.
+    case wrongAuthor(expected: PeerID, actual: PeerID)
+    /// Addressed to another peer.
+    case wrongRecipient(PeerID)
+    /// This author's sequence number of this kind was accepted before (a replay or a relay).
+    case replayed(sequence: UInt64)
+    /// The sequence ledger is full and this author is new to it.
+    case ledgerFull(Int)
+    /// The sequence ledger could not be written (the delta was not accepted).
+    case ledger(String)
 
     public var description: String {
         switch self {
@@ -207,7 +257,36 @@ public enum DeltaError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .unexpectedKind(k): return "delta: unexpected kind \(k)"
         case .payloadMismatch: return "delta: payload does not match the signed hash"
         case let .chunkOutOfOrder(e, a): return "delta: chunk at offset \(a), expected \(e)"
+        case let .wrongAuthor(e, a): return "delta: signed by \(a.fingerprint), expected \(e.fingerprint)"
+        case let .wrongRecipient(r): return "delta: addressed to \(r.fingerprint), not to this peer"
+        case let .replayed(seq): return "delta: sequence \(seq) of this author was accepted before (replayed or relayed again)"
+        case let .ledgerFull(n): return "delta: the sequence ledger holds its maximum of \(n) authors; refusing a new one"
+        case let .ledger(e): return "delta: sequence ledger: \(e)"
         }
+    }
+}
+
+/// What a receiver requires of a delta before it accepts it.
+public struct DeltaExpectation: Sendable {
+    /// Who must have signed it.
+    public enum Author: Sendable, Equatable {
+        /// Exactly this peer: the authenticated peer of the session it came over, for
+        /// messages that change per-peer state.
+        case peer(PeerID)
+        /// Any member: content that is relayed (a model release or snapshot).
+        case anyMember
+    }
+
+    /// The kind required, or nil for any.
+    public var kind: DeltaKind?
+    public var author: Author
+    /// This peer: a delta addressed to anyone else is refused.
+    public var localPeer: PeerID
+
+    public init(kind: DeltaKind?, author: Author, localPeer: PeerID) {
+        self.kind = kind
+        self.author = author
+        self.localPeer = localPeer
     }
 }
 
@@ -220,17 +299,20 @@ public enum SignedDelta {
     /// Message type byte of an envelope head.
     public static let headType: UInt8 = 0x44
     /// The header for `payload`, authored by `identity` (hash and length computed here).
-    public static func makeHeader(kind: DeltaKind, networkID: [UInt8], round: UInt64, sequence: UInt64,
+    public static func makeHeader(kind: DeltaKind, networkID: [UInt8], recipient: PeerID?, round: UInt64, sequence: UInt64,
                                   encoding: DeltaEncoding, shape: [UInt32], metadata: [UInt8] = [],
                                   payload: UnsafeRawBufferPointer, identity: Identity) -> DeltaHeader {
-        DeltaHeader(kind: kind, networkID: networkID, author: identity.peerID, round: round, sequence: sequence,
+        DeltaHeader(kind: kind, networkID: networkID, author: identity.peerID, recipient: recipient, round: round, sequence: sequence,
                     encoding: encoding, shape: shape, payloadLength: UInt64(payload.count),
                     payloadHash: Blake2b.hash256(raw: payload), metadata: metadata)
     }
 
-    /// Head of an envelope (type, header, signature), without the payload.
-    public static func sealHead(_ header: DeltaHeader, identity: Identity) -> [UInt8] {
-        let encoded = header.encode()
+    /// Head of an envelope (type, header, signature), without the payload. Refuses, before
+    /// signing, a header that is not `identity`'s or that its receivers would refuse.
+    public static func sealHead(_ header: DeltaHeader, identity: Identity, limits: DeltaLimits = .init()) throws(DeltaError) -> [UInt8] {
+        guard header.author == identity.peerID else { throw .wrongAuthor(expected: identity.peerID, actual: header.author) }
+        let encoded: [UInt8]
+        do { encoded = try header.encode(limits: limits) } catch { throw .malformed(error) }
         let signature = identity.sign(encoded, domain: .delta)
         var w = ByteWriter(capacity: 1 + 4 + encoded.count + Identity.signatureLength)
         w.write(headType)
@@ -240,13 +322,13 @@ public enum SignedDelta {
         return w.bytes
     }
 
-    /// A complete envelope: hash the payload, sign the header, append the payload.
-    public static func seal(kind: DeltaKind, networkID: [UInt8], round: UInt64, sequence: UInt64,
+    /// A complete envelope: hash the payload, check and sign the header, append the payload.
+    public static func seal(kind: DeltaKind, networkID: [UInt8], recipient: PeerID?, round: UInt64, sequence: UInt64,
                             encoding: DeltaEncoding, shape: [UInt32], metadata: [UInt8] = [],
-                            payload: UnsafeRawBufferPointer, identity: Identity) -> [UInt8] {
-        let header = makeHeader(kind: kind, networkID: networkID, round: round, sequence: sequence, encoding: encoding,
+                            payload: UnsafeRawBufferPointer, identity: Identity, limits: DeltaLimits = .init()) throws(DeltaError) -> [UInt8] {
+        let header = makeHeader(kind: kind, networkID: networkID, recipient: recipient, round: round, sequence: sequence, encoding: encoding,
                                 shape: shape, metadata: metadata, payload: payload, identity: identity)
-        var out = sealHead(header, identity: identity)
+        var out = try sealHead(header, identity: identity, limits: limits)
         out.append(contentsOf: payload.assumingMemoryBound(to: UInt8.self))
         return out
     }
@@ -259,8 +341,9 @@ public enum SignedDelta {
     }
 
     /// Verifies the head at the start of `bytes` without touching the payload: limits, shape,
-    /// network (always: the keyring is required), author key and signature. `bytes` may hold only the head.
-    public static func openHead(_ bytes: [UInt8], keyring: NetworkKeyring, expectedKind: DeltaKind? = nil,
+    /// network (always: the keyring is required), kind, recipient, author key, the expected
+    /// author and the signature. `bytes` may hold only the head.
+    public static func openHead(_ bytes: [UInt8], keyring: NetworkKeyring, expecting expectation: DeltaExpectation,
                                 limits: DeltaLimits = .init()) throws(DeltaError) -> VerifiedHead {
         var r = ByteReader(bytes)
         let header: DeltaHeader
@@ -280,17 +363,22 @@ public enum SignedDelta {
         } catch {
             throw .malformed(error)
         }
-        if let expectedKind, header.kind != expectedKind { throw .unexpectedKind(header.kind) }
+        if let kind = expectation.kind, header.kind != kind { throw .unexpectedKind(header.kind) }
         guard keyring.accepts(networkID: header.networkID) else { throw .wrongNetwork }
+        if let recipient = header.recipient, recipient != expectation.localPeer { throw .wrongRecipient(recipient) }
+        if case .peer(let expected) = expectation.author, header.author != expected {
+            throw .wrongAuthor(expected: expected, actual: header.author)
+        }
         guard header.author.isValidPublicKey else { throw .invalidAuthorKey }
         guard header.author.verify(signature: signature, message: encoded, domain: .delta) else { throw .badSignature }
         return VerifiedHead(header: header, headLength: r.offset)
     }
 
-    /// Verifies a complete envelope and returns the header and payload.
-    public static func open(_ bytes: [UInt8], keyring: NetworkKeyring, expectedKind: DeltaKind? = nil,
-                            limits: DeltaLimits = .init()) throws(DeltaError) -> (header: DeltaHeader, payload: [UInt8]) {
-        let head = try openHead(bytes, keyring: keyring, expectedKind: expectedKind, limits: limits)
+    /// Verifies a complete envelope and returns the header and payload. With a `ledger`,
+    /// the delta is accepted only once per (author, kind, sequence), after everything else verified.
+    public static func open(_ bytes: [UInt8], keyring: NetworkKeyring, expecting expectation: DeltaExpectation,
+                            ledger: DeltaSequenceLedger? = nil, limits: DeltaLimits = .init()) throws(DeltaError) -> (header: DeltaHeader, payload: [UInt8]) {
+        let head = try openHead(bytes, keyring: keyring, expecting: expectation, limits: limits)
         let available = bytes.count - head.headLength
         guard UInt64(available) == head.header.payloadLength else {
             if UInt64(available) < head.header.payloadLength {
@@ -300,6 +388,7 @@ public enum SignedDelta {
         }
         let digest = bytes.withUnsafeBytes { b in Blake2b.hash256(raw: UnsafeRawBufferPointer(rebasing: b[head.headLength...])) }
         guard digest == head.header.payloadHash else { throw .payloadMismatch }
+        try ledger?.admit(head.header)
         return (head.header, Array(bytes[head.headLength...]))
     }
 }
@@ -434,14 +523,16 @@ public final class DeltaAssembler {
         payload.append(contentsOf: bytes.assumingMemoryBound(to: UInt8.self))
     }
 
-    /// The payload, once complete and matching the signed hash.
-    public func finish() throws(DeltaError) -> (header: DeltaHeader, payload: [UInt8]) {
+    /// The payload, once complete and matching the signed hash. With a `ledger`, the delta
+    /// is accepted only once per (author, kind, sequence).
+    public func finish(ledger: DeltaSequenceLedger? = nil) throws(DeltaError) -> (header: DeltaHeader, payload: [UInt8]) {
         guard !finished, isComplete else {
             throw .malformed(.truncated(field: "payload", needed: Int(header.payloadLength), available: payload.count))
         }
         finished = true
         // finalize() fails only if called twice, which `finished` rules out; either way nothing unverified passes.
         guard let digest = try? hasher.finalize(), digest == header.payloadHash else { throw .payloadMismatch }
+        try ledger?.admit(header)
         return (header, payload)
     }
 }

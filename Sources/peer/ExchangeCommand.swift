@@ -19,7 +19,7 @@ struct Exchange: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "Listen on HOST:PORT (port 0 picks a free one) and serve one connection.")
+    @Option(name: .long, help: "Listen on HOST:PORT (port 0 picks a free one) and exchange with the first peer that completes the handshake.")
     var listen: String?
 
     @Option(name: .long, help: "Connect to HOST:PORT.")
@@ -43,6 +43,13 @@ struct Exchange: ParsableCommand {
     /// Longest accepted --timeout: a day is far beyond any exchange, and keeps the
     /// millisecond conversion for the loop timer far from overflow.
     static let maxTimeoutSeconds: UInt64 = 86_400
+    /// Connections the listener lets handshake at once. A port scan or a peer without the
+    /// network key occupies one slot until it fails or the handshake deadline passes; the
+    /// others stay open for the real peer.
+    static let maxPendingHandshakes = 8
+    /// Where the listener and connector remember the sequence numbers of the deltas they
+    /// accepted, inside the key directory: a replayed delta is refused, also after a restart.
+    static let ledgerFileName = "delta-sequences"
 
     func validate() throws {
         guard (listen == nil) != (connect == nil) else { throw ValidationError("give exactly one of --listen or --connect") }
@@ -65,54 +72,83 @@ struct Exchange: ParsableCommand {
     func run() throws {
         let identity = try userFacing { try Identity.load(from: KeyDirectory.identityPath(dir)) }
         let key = try userFacing { try NetworkKey.load(from: networkKey) }
+        let ledger = try userFacing { try DeltaSequenceLedger(path: dir + "/" + Self.ledgerFileName) }
         let loop = try userFacing { try EventLoop() }
-        let session = ExchangeSession(loop: loop, identity: identity, networkKey: key, elements: elements,
-                                      role: listen != nil ? "listener" : "connector")
-        say("\(session.role): peer id \(identity.peerID) (\(identity.peerID.fingerprint))")
+        let role = listen != nil ? "listener" : "connector"
+        say("\(role): peer id \(identity.peerID) (\(identity.peerID.fingerprint))")
+        // The session that completed its handshake (the listener may try several connections).
+        var session: ExchangeSession?
+        func makeSession() -> ExchangeSession {
+            ExchangeSession(loop: loop, identity: identity, networkKey: key, ledger: ledger, elements: elements, role: role)
+        }
 
         if let listen {
             let address = try HostPort(parsing: listen, flag: "--listen").resolved()
+            // One guard for every connection, made at start: a hello recorded earlier (or
+            // before a restart) opens no handshake.
+            let replayGuard = ReplayGuard.forHandshakes(startedAt: WallClock.milliseconds())
             var listener: TCPListener?
+            var pending: [ObjectIdentifier: ExchangeSession] = [:]
             listener = try userFacing {
                 do {
                     return try TCPListener(loop: loop, host: address.host, port: address.port) { connection in
-                    listener?.close()
-                    listener = nil
-                    let responder = HandshakeResponder(identity: identity, keyring: NetworkKeyring(current: key))
-                    session.attach(connection, SecureConnection(responder: responder, replayGuard: HandshakeReplayGuard()))
+                        guard session == nil, pending.count < Self.maxPendingHandshakes else { connection.close(); return }
+                        let candidate = makeSession()
+                        let id = ObjectIdentifier(candidate)
+                        pending[id] = candidate
+                        candidate.onHandshakeFailed = { message in
+                            pending[id] = nil
+                            printNote("\(role): refused a connection: \(message); still listening")
+                        }
+                        candidate.onEstablished = {
+                            session = candidate
+                            pending[id] = nil
+                            for other in pending.values { other.abandon() }
+                            pending = [:]
+                            listener?.close()
+                            listener = nil
+                        }
+                        let responder = HandshakeResponder(identity: identity, keyring: NetworkKeyring(current: key))
+                        candidate.attach(connection, SecureConnection(responder: responder, replayGuard: replayGuard))
                     }
                 } catch {
                     throw UserFacingError("cannot listen on \(address): \(reason(error))")
                 }
             }
-            say("\(session.role): listening on \(HostPort(host: address.host, port: listener?.port ?? 0))")
+            say("\(role): listening on \(HostPort(host: address.host, port: listener?.port ?? 0))")
         } else if let connect, let peer, let expected = PeerID(hex: peer) {
             let address = try HostPort(parsing: connect, flag: "--connect").resolved()
-            let initiator = try userFacing { try HandshakeInitiator(identity: identity, networkKey: key, expectedResponder: expected) }
+            let connector = makeSession()
+            session = connector
             try userFacing {
                 try TCPConnection.connect(loop: loop, host: address.host, port: address.port) { result in
                     switch result {
                     case let .success(connection):
-                        say("\(session.role): connected to \(address)")
-                        session.attach(connection, SecureConnection(initiator: initiator))
+                        say("\(role): connected to \(address)")
+                        let initiator = HandshakeInitiator(identity: identity, networkKey: key, expectedResponder: expected)
+                        connector.attach(connection, SecureConnection(initiator: initiator))
                     case let .failure(error):
-                        session.fail("cannot connect to \(address): \(reason(error))")
+                        connector.fail("cannot connect to \(address): \(reason(error))")
                     }
                 }
             }
         }
         try userFacing {
             try loop.after(milliseconds: timeout * 1000, keepsLoopAlive: false) {
-                if !session.isDone {
-                    session.fail("timed out after \(timeout) s")
+                guard let current = session else {
+                    CommandConventions.printError("\(role): timed out after \(timeout) s: no peer completed the handshake")
+                    Foundation.exit(1)
+                }
+                if !current.isDone {
+                    current.fail("timed out after \(timeout) s")
                     Foundation.exit(1)
                 }
             }
         }
         loop.run()
         // The failure was already reported on standard error.
-        if session.failure != nil { throw ExitCode.failure }
-        say("\(session.role): done")
+        guard let session, session.failure == nil else { throw ExitCode.failure }
+        say("\(role): done")
     }
 }
 
@@ -121,8 +157,14 @@ final class ExchangeSession {
     let loop: EventLoop
     let identity: Identity
     let networkKey: NetworkKey
+    let ledger: DeltaSequenceLedger
     let elements: Int
     let role: String
+    /// Called once the handshake completed.
+    var onEstablished: (() -> Void)?
+    /// If set, a failure before the handshake completed is reported here (the listener goes
+    /// on listening) instead of failing the exchange.
+    var onHandshakeFailed: ((String) -> Void)?
     private var tcp: TCPConnection?
     private var secure: SecureConnection?
     private var assembler: DeltaAssembler?
@@ -132,10 +174,11 @@ final class ExchangeSession {
     private(set) var failure: String?
     var isDone: Bool { (sentFinal && peerFinished && received) || failure != nil }
 
-    init(loop: EventLoop, identity: Identity, networkKey: NetworkKey, elements: Int, role: String) {
+    init(loop: EventLoop, identity: Identity, networkKey: NetworkKey, ledger: DeltaSequenceLedger, elements: Int, role: String) {
         self.loop = loop
         self.identity = identity
         self.networkKey = networkKey
+        self.ledger = ledger
         self.elements = elements
         self.role = role
     }
@@ -171,6 +214,8 @@ final class ExchangeSession {
                 tcp?.write(bytes)
             case let .established(remote):
                 say("\(role): handshake done with \(remote.fingerprint) (\(remote))")
+                onHandshakeFailed = nil
+                onEstablished?()
                 sendDelta()
             case let .message(bytes):
                 receive(bytes)
@@ -196,7 +241,10 @@ final class ExchangeSession {
         meta.writeUInt64(600)
         do {
             try floats.withUnsafeBytes { raw in
-                let header = SignedDelta.makeHeader(kind: .modelDelta, networkID: networkKey.id, round: 1, sequence: 1,
+                // The wall clock in ms as the sequence: it grows from one run to the next,
+                // so the receiver's ledger accepts each run's delta once.
+                let header = SignedDelta.makeHeader(kind: .modelDelta, networkID: networkKey.id, recipient: secure.remote,
+                                                    round: 1, sequence: WallClock.milliseconds(),
                                                     encoding: .float32, shape: shape, metadata: meta.bytes,
                                                     payload: raw, identity: identity)
                 handle([try secure.send(SignedDelta.sealHead(header, identity: identity))])
@@ -210,7 +258,7 @@ final class ExchangeSession {
                     }])
                     offset += piece.count
                 }
-                say("\(role): sent signed delta round 1 seq 1 shape \(shape) f32, \(raw.count) payload bytes, hash \(Hex.encode(header.payloadHash.prefix(8)))…")
+                say("\(role): sent signed delta round 1 seq \(header.sequence) shape \(shape) f32, \(raw.count) payload bytes, hash \(Hex.encode(header.payloadHash.prefix(8)))…")
             }
             handle([try secure.finish()])
             sentFinal = true
@@ -223,9 +271,10 @@ final class ExchangeSession {
     private func receive(_ message: [UInt8]) {
         do {
             if assembler == nil {
-                let head = try SignedDelta.openHead(message, keyring: NetworkKeyring(current: networkKey), expectedKind: .modelDelta)
+                guard let remote = secure?.remote else { return }
+                let expectation = DeltaExpectation(kind: .modelDelta, author: .peer(remote), localPeer: identity.peerID)
+                let head = try SignedDelta.openHead(message, keyring: NetworkKeyring(current: networkKey), expecting: expectation)
                 guard head.headLength == message.count else { throw DeltaError.malformed(.trailingBytes(count: message.count - head.headLength)) }
-                guard head.header.author == secure?.remote else { fail("delta author is not the authenticated peer"); return }
                 say("\(role): delta header verified before payload: author \(head.header.author.fingerprint), round \(head.header.round), seq \(head.header.sequence), shape \(head.header.shape), \(head.header.payloadLength) bytes announced")
                 assembler = DeltaAssembler(head: head)
                 return
@@ -236,7 +285,7 @@ final class ExchangeSession {
             }
             if a.isComplete {
                 assembler = nil
-                let (header, payload) = try a.finish()
+                let (header, payload) = try a.finish(ledger: ledger)
                 // Copy the bytes into Float storage (no rebinding of the byte array's memory).
                 let floats = [Float](unsafeUninitializedCapacity: payload.count / 4) { buffer, count in
                     payload.withUnsafeBytes { UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(buffer.count * 4))) }
@@ -258,8 +307,22 @@ final class ExchangeSession {
         tcp?.close()
     }
 
+    /// Closes a connection that lost the race to another one, without reporting anything.
+    func abandon() {
+        onHandshakeFailed = nil
+        failure = "abandoned"
+        tcp?.close()
+    }
+
     func fail(_ message: String) {
         guard failure == nil else { return }
+        if let refused = onHandshakeFailed {
+            onHandshakeFailed = nil
+            failure = message
+            refused(message)
+            tcp?.close()
+            return
+        }
         failure = message
         let received = secure.map { " (received \($0.bytesReceived) bytes from the peer)" } ?? ""
         CommandConventions.printError("\(role): \(message)\(received)")

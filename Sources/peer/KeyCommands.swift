@@ -29,12 +29,10 @@ func userFacing<R>(_ body: () throws -> R) throws -> R {
 /// A key-file error in words a person can act on: the system errors a refused open gives
 /// are translated into what is wrong and what to do.
 func explained(_ error: KeyFileError) -> String {
-    guard case let .system(path, _, code) = error else { return "\(error)" }
+    guard case let .system(path, call, code) = error else { return "\(error)" }
     switch code {
-    case ELOOP:
-        return "\(path) is a symbolic link; key files are never read through links: give the real file's path instead"
     case EACCES:
-        return "\(path) cannot be opened: permission denied; run as the user who owns it"
+        return "\(path): permission denied (\(call)); run as the user who owns it, or give a path this user may use"
     case ENOTDIR:
         return "\(path): a component of the path is not a directory; check the path"
     case EISDIR:

@@ -143,10 +143,9 @@ struct KeyAndExchangeTests {
         #expect(!result.stderr.contains("Too many levels"))
     }
 
-    // The key-directory checks on load are made in the crypto layer (KeyFile), changed on
-    // another branch. Enable these once that change is merged.
-    @Test("peer id refuses a symlinked key directory",
-          .disabled("enable when KeyFile checks key directories on load as keygen does"))
+    // The key-directory checks on load are the crypto layer's (KeyFile); these check what a
+    // user of the command sees.
+    @Test("peer id refuses a symlinked key directory")
     func symlinkedKeyDirectory() throws {
         let scratch = try Scratch()
         _ = try makeKeys(in: scratch)
@@ -155,8 +154,7 @@ struct KeyAndExchangeTests {
         expectError(result, status: 1, mentions: ["linked", "symbolic link"])
     }
 
-    @Test("peer id refuses a key directory that group or others can open",
-          .disabled("enable when KeyFile checks key directories on load as keygen does"))
+    @Test("peer id refuses a key directory that group or others can open")
     func openKeyDirectory() throws {
         let scratch = try Scratch()
         _ = try makeKeys(in: scratch)

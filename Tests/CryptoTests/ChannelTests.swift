@@ -38,8 +38,8 @@ import Testing
         let a = try s.seal([1])
         let b = try s.seal([2])
         #expect(throws: SecureChannelError.authenticationFailed) { try r.open(frame: b) }
-        #expect(try r.open(frame: a) == [1])
-        #expect(try r.open(frame: b) == [2])
+        // Fail closed: after a frame that did not authenticate, nothing more is accepted.
+        #expect(throws: SecureChannelError.closedAfterFailure) { try r.open(frame: a) }
     }
 
     @Test func channel_truncatedWithoutEndMarker_isDetected() throws {
@@ -49,7 +49,7 @@ import Testing
     }
 
     @Test(arguments: ["length", "ciphertext", "tag", "lastByte"])
-    func channel_tamperedFrame_isRejectedAndChangesNoState(part: String) throws {
+    func channel_tamperedFrame_isRejectedAndClosesTheReceiver(part: String) throws {
         let (s, r) = try pair()
         let frame = try s.seal(Array("model delta chunk".utf8))
         var bad = frame
@@ -60,8 +60,9 @@ import Testing
         default: bad[frame.count - 1] ^= 1
         }
         #expect(throws: SecureChannelError.self) { try r.open(frame: bad) }
-        // The genuine frame still opens: the failure consumed no state.
-        #expect(try r.open(frame: frame) == Array("model delta chunk".utf8))
+        #expect(r.hasFailed)
+        // Fail closed: the genuine frame is refused too, as everything after it would be.
+        #expect(throws: SecureChannelError.closedAfterFailure) { try r.open(frame: frame) }
     }
 
     @Test func channel_wrongKeyOrHeader_failsToOpen() throws {

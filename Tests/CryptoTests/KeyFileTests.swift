@@ -110,6 +110,61 @@ import Testing
         #expect(throws: KeyFileError.self) { try Identity.load(from: short) }
     }
 
+    @Test func identityLoad_fromDirectoryOpenToOthersOrThroughALink_isRefused() throws {
+        // v1 checked the key directory only when creating it: loading accepted a 0755 directory
+        // and a symbolic link to the real one.
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixture.alice.save(to: dir + "/identity.key")
+        #expect(chmod(dir, 0o755) == 0)
+        #expect(throws: KeyFileError.directoryTooOpen(path: dir, mode: 0o40755)) { try Identity.load(from: dir + "/identity.key") }
+        #expect(chmod(dir, 0o700) == 0)
+        let link = dir + "-link"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: dir)
+        defer { try? FileManager.default.removeItem(atPath: link) }
+        #expect(throws: KeyFileError.symbolicLink(path: link)) { try Identity.load(from: link + "/identity.key") }
+        #expect(try Identity.load(from: dir + "/identity.key").peerID == Fixture.alice.peerID)
+    }
+
+    @Test(.enabled(if: geteuid() == 0, "changing a directory's owner needs root"))
+    func identityLoad_fromAnotherUsersDirectory_isRefused() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixture.alice.save(to: dir + "/identity.key")
+        #expect(chown(dir, 4_242, 4_242) == 0)
+        #expect(throws: KeyFileError.wrongOwner(path: dir, owner: 4_242)) { try Identity.load(from: dir + "/identity.key") }
+    }
+
+    @Test func keyFile_symbolicLink_isRefusedWithAPlainMessage() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Fixture.networkKey.save(to: dir + "/network.key")
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link.key", withDestinationPath: dir + "/network.key")
+        do {
+            _ = try NetworkKey.load(from: dir + "/link.key")
+            Issue.record("a symbolic link to a key file was followed")
+        } catch let error as KeyFileError {
+            #expect(error == .fileIsSymbolicLink(path: dir + "/link.key"))
+            #expect(error.description.contains("give the real file's path"))
+        }
+    }
+
+    @Test func networkKey_inADirectoryOthersCanWrite_isRefused() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("murmur-shared-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // A readable directory is fine for a network key (the file itself is 0600)...
+        try Fixture.networkKey.save(to: dir + "/network.key")
+        #expect(try NetworkKey.load(from: dir + "/network.key").sameKey(as: Fixture.networkKey))
+        // ...but not one where others could replace the file.
+        #expect(chmod(dir, 0o777) == 0)
+        #expect(throws: KeyFileError.directoryWritable(path: dir, mode: 0o40777)) { try NetworkKey.load(from: dir + "/network.key") }
+        #expect(throws: KeyFileError.directoryWritable(path: dir, mode: 0o40777)) { try Fixture.otherNetworkKey.save(to: dir + "/other.key") }
+        // A sticky directory like /tmp is: nobody else can rename or remove the file.
+        #expect(chmod(dir, 0o1777) == 0)
+        #expect(try NetworkKey.load(from: dir + "/network.key").sameKey(as: Fixture.networkKey))
+    }
+
     @Test func networkKeyring_rotation_acceptsBothThenOnlyNew() {
         var ring = NetworkKeyring(current: Fixture.otherNetworkKey)
         ring.rotate(to: Fixture.networkKey)

@@ -7,10 +7,10 @@ enum WireVectors {
     static func compute() throws -> [(name: String, bytes: [UInt8])] {
         let t = try Fixture.transcript()
         let key = Fixture.networkKey
-        let sealer = try DatagramSealer(networkKey: key, sender: Fixture.datagramSender, firstCounter: 1)
-        let datagram = try sealer.seal(Array("murmuration datagram".utf8))
-        let envelope = Fixture.envelope()
-        let header = try SignedDelta.openHead(envelope, keyring: NetworkKeyring(current: key)).header
+        let datagram = try DatagramSealer(networkKey: key).seal(Array("murmuration datagram".utf8), to: .peer(Fixture.bob.peerID),
+                                                                now: Fixture.now, nonce: Fixture.datagramNonce)
+        let envelope = try Fixture.envelope()
+        let header = try SignedDelta.openHead(envelope, keyring: NetworkKeyring(current: key), expecting: Fixture.expectation()).header
         var identityFile = KeyFile.identityMagic + [KeyFile.version]
         identityFile += Fixture.seedA
         return [
@@ -26,7 +26,7 @@ enum WireVectors {
             ("handshake.key.b_to_a", t.initiatorResult.receiveKey.testCopy),
             ("datagram.key", try key.deriveSubkey(.datagram).testCopy),
             ("datagram.sealed", datagram),
-            ("delta.header", header.encode()),
+            ("delta.header", try header.encode()),
             ("delta.envelope", envelope),
             ("delta.chunk", DeltaChunk(offset: 8, bytes: Array(Fixture.deltaPayload[8..<16])).encode()),
         ]

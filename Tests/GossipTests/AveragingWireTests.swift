@@ -35,26 +35,51 @@ private func testIdentity() throws -> Identity {
     #expect(throws: AveragingError.self) { try AveragingWire.decode(bytes) }
 }
 
-@Test func averagingEnvelope_signedTransfer_opensWithAuthorAndExactContent() throws {
+private func recipientIdentity() throws -> Identity {
+    try Identity(seed: [UInt8](repeating: 6, count: Identity.seedLength))
+}
+
+@Test func averagingEnvelope_signedTransfer_opensAtItsRecipientWithExactContent() throws {
     let key = try NetworkKey(bytes: [UInt8](repeating: 3, count: NetworkKey.length))
-    let identity = try testIdentity()
+    let identity = try testIdentity(), recipient = try recipientIdentity()
     let message = PushSumAverager.Message.transfer(sampleTransfer())
-    let bytes = AveragingEnvelope.encode(message, identity: identity, networkID: key.id)
-    let opened = try AveragingEnvelope.decode(bytes, keyring: NetworkKeyring(current: key))
-    #expect(opened.message == message)
-    #expect(opened.author == identity.peerID)
+    let bytes = try AveragingEnvelope.encode(message, identity: identity, networkID: key.id, to: recipient.peerID)
+    let opened = try AveragingEnvelope.decode(bytes, keyring: NetworkKeyring(current: key), from: identity.peerID, localPeer: recipient.peerID)
+    #expect(opened == message)
 }
 
 @Test func averagingEnvelope_tamperedShareOrUnsignedTransfer_isRefused() throws {
     let key = try NetworkKey(bytes: [UInt8](repeating: 3, count: NetworkKey.length))
-    let identity = try testIdentity()
-    var bytes = AveragingEnvelope.encode(.transfer(sampleTransfer()), identity: identity, networkID: key.id)
+    let identity = try testIdentity(), recipient = try recipientIdentity()
+    var bytes = try AveragingEnvelope.encode(.transfer(sampleTransfer()), identity: identity, networkID: key.id, to: recipient.peerID)
     bytes[bytes.count - 1] ^= 1
     #expect(throws: AveragingEnvelope.Failure.envelope(.payloadMismatch)) {
-        try AveragingEnvelope.decode(bytes, keyring: NetworkKeyring(current: key))
+        try AveragingEnvelope.decode(bytes, keyring: NetworkKeyring(current: key), from: identity.peerID, localPeer: recipient.peerID)
     }
     let unsigned = AveragingWire.encode(.transfer(sampleTransfer()))
     #expect(throws: AveragingEnvelope.Failure.unsignedTransfer) {
-        try AveragingEnvelope.decode(unsigned, keyring: NetworkKeyring(current: key))
+        try AveragingEnvelope.decode(unsigned, keyring: NetworkKeyring(current: key), from: identity.peerID, localPeer: recipient.peerID)
+    }
+}
+
+@Test func averagingEnvelope_shareDeliveredToAnotherNode_isRefused() throws {
+    let key = try NetworkKey(bytes: [UInt8](repeating: 3, count: NetworkKey.length))
+    let sender = try testIdentity(), recipient = try recipientIdentity()
+    let other = try Identity(seed: [UInt8](repeating: 7, count: Identity.seedLength))
+    let bytes = try AveragingEnvelope.encode(.transfer(sampleTransfer()), identity: sender, networkID: key.id, to: recipient.peerID)
+    // The recipient (or anyone who saw the share) relays it to a second node: no mass is added there.
+    #expect(throws: AveragingEnvelope.Failure.envelope(.wrongRecipient(recipient.peerID))) {
+        try AveragingEnvelope.decode(bytes, keyring: NetworkKeyring(current: key), from: sender.peerID, localPeer: other.peerID)
+    }
+}
+
+@Test func averagingEnvelope_shareFromSomeoneOtherThanItsAuthor_isRefused() throws {
+    let key = try NetworkKey(bytes: [UInt8](repeating: 3, count: NetworkKey.length))
+    let author = try testIdentity(), recipient = try recipientIdentity()
+    let relayer = try Identity(seed: [UInt8](repeating: 7, count: Identity.seedLength))
+    let bytes = try AveragingEnvelope.encode(.transfer(sampleTransfer()), identity: author, networkID: key.id, to: recipient.peerID)
+    // Arriving over the relayer's authenticated session, the author's share is not the relayer's to give.
+    #expect(throws: AveragingEnvelope.Failure.envelope(.wrongAuthor(expected: relayer.peerID, actual: author.peerID))) {
+        try AveragingEnvelope.decode(bytes, keyring: NetworkKeyring(current: key), from: relayer.peerID, localPeer: recipient.peerID)
     }
 }

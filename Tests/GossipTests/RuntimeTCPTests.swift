@@ -67,9 +67,9 @@ import Testing
         let loop = try EventLoop()
 
         let server = Side(name: "bob", secure: SecureConnection(
-            responder: HandshakeResponder(identity: bob, keyring: NetworkKeyring(current: key)), replayGuard: HandshakeReplayGuard()))
+            responder: HandshakeResponder(identity: bob, keyring: NetworkKeyring(current: key)), replayGuard: .forHandshakes(startedAt: WallClock.milliseconds())))
         let client = Side(name: "alice", secure: SecureConnection(
-            initiator: try HandshakeInitiator(identity: alice, networkKey: key, expectedResponder: bob.peerID)))
+            initiator: HandshakeInitiator(identity: alice, networkKey: key, expectedResponder: bob.peerID)))
 
         var listener: TCPListener?
         var connectError: String?

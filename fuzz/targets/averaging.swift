@@ -3,11 +3,19 @@ import Gossip
 
 /// Fuzzes the push-sum share decoders: `AveragingWire.decode` (unsigned encoding; canonical, so
 /// a decoded message must re-encode to its input) and `AveragingEnvelope.decode` (signed
-/// transfers, plain acknowledgements) under a fixed network key.
+/// transfers from a fixed author to a fixed recipient, plain acknowledgements) under a fixed network key.
 let keyring: NetworkKeyring? = {
     guard let key = try? NetworkKey(bytes: (0..<32).map { UInt8(0x40 + $0) }) else { return nil }
     return NetworkKeyring(current: key)
 }()
+let author = try? Identity(seed: [UInt8](repeating: 3, count: 32))
+let recipient = try? Identity(seed: [UInt8](repeating: 4, count: 32))
+
+/// Opens a signed averaging message as the fixed recipient would from the fixed author.
+func openSigned(_ bytes: [UInt8]) -> PushSumAverager.Message? {
+    guard let keyring, let author, let recipient else { return nil }
+    return try? AveragingEnvelope.decode(bytes, keyring: keyring, from: author.peerID, localPeer: recipient.peerID)
+}
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
@@ -17,14 +25,7 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         precondition(message.wireSize == bytes.count, "averaging wireSize disagrees with the encoding")
         checkShape(message)
     }
-    if let keyring, let opened = try? AveragingEnvelope.decode(bytes, keyring: keyring) {
-        checkShape(opened.message)
-        if case .transfer = opened.message {
-            precondition(opened.author != nil, "a signed transfer opened without an author")
-        } else {
-            precondition(opened.author == nil, "an acknowledgement opened with an author")
-        }
-    }
+    if let opened = openSigned(bytes) { checkShape(opened) }
     return 0
 }
 
@@ -36,7 +37,7 @@ func checkShape(_ message: PushSumAverager.Message) {
 
 @_cdecl("LLVMFuzzerInitialize")
 public func fuzzInitialize(_ argc: FuzzArgc, _ argv: FuzzArgv) -> Int32 {
-    guard let keyring, let author = try? Identity(seed: [UInt8](repeating: 3, count: 32)) else { return 0 }
+    guard let keyring, let author, let recipient else { return 0 }
     // `Transfer` has no public initialiser: build messages by decoding hand-written encodings.
     let identity = IdentityShareCodec().identifier
     let floats: [Float] = [1, 2, -3, 0.5]
@@ -48,8 +49,8 @@ public func fuzzInitialize(_ argc: FuzzArgc, _ argv: FuzzArgv) -> Int32 {
     ].compactMap { try? AveragingWire.decode($0) }
     precondition(messages.count == 3, "fuzz: a hand-written averaging seed does not decode")
     writeSeeds(messages.map(AveragingWire.encode)
-        + messages.map { AveragingEnvelope.encode($0, identity: author, networkID: keyring.current.id) }) {
-        (try? AveragingWire.decode($0)) != nil || (try? AveragingEnvelope.decode($0, keyring: keyring)) != nil
+        + messages.compactMap { try? AveragingEnvelope.encode($0, identity: author, networkID: keyring.current.id, to: recipient.peerID) }) {
+        (try? AveragingWire.decode($0)) != nil || openSigned($0) != nil
     }
     return 0
 }

@@ -1,7 +1,8 @@
 import Crypto
 
 /// Signed averaging messages: a transfer travels as a ``SignedDelta`` envelope of kind
-/// ``DeltaKind/pushSumShare`` authored by the sender, so every share is attributable; an
+/// ``DeltaKind/pushSumShare`` authored by the sender and addressed to its one recipient, so
+/// every share is attributable and adds mass at one node only; an
 /// acknowledgement is the plain ``AveragingWire`` encoding (it moves no mass, and the datagram
 /// sealing around every message already authenticates it as coming from the network).
 ///
@@ -32,8 +33,9 @@ public enum AveragingEnvelope {
         }
     }
 
-    /// Encodes `message`, signing transfers with `identity` for the network `networkID`.
-    public static func encode(_ message: PushSumAverager.Message, identity: Identity, networkID: [UInt8]) -> [UInt8] {
+    /// Encodes `message` for `recipient`, signing transfers with `identity` for the network `networkID`.
+    public static func encode(_ message: PushSumAverager.Message, identity: Identity, networkID: [UInt8],
+                              to recipient: PeerID) throws(DeltaError) -> [UInt8] {
         guard case .transfer(let t) = message else { return AveragingWire.encode(message) }
         var metadata: [UInt8] = []
         metadata.reserveCapacity(metadataLength)
@@ -41,34 +43,35 @@ public enum AveragingEnvelope {
         metadata.append(t.codec)
         let encoding = t.codec == IdentityShareCodec().identifier
             ? DeltaEncoding.float32 : DeltaEncoding(rawValue: codecEncodingFlag | t.codec)
-        let shape = [UInt32(truncatingIfNeeded: t.count)]
+        let shape = [UInt32(clamping: t.count)]
+        guard t.count <= Int(UInt32.max) else { throw .malformed(.lengthTooLarge(field: "count", declared: UInt64(t.count), maximum: Int(UInt32.max))) }
+        func sealed(_ raw: UnsafeRawBufferPointer) -> Result<[UInt8], DeltaError> {
+            Result { () throws(DeltaError) in
+                try SignedDelta.seal(kind: .pushSumShare, networkID: networkID, recipient: recipient, round: t.epoch, sequence: t.sequence,
+                                     encoding: encoding, shape: shape, metadata: metadata, payload: raw, identity: identity)
+            }
+        }
         switch t.payload {
-        case .floats(let floats):
-            return floats.withUnsafeBytes { raw in
-                SignedDelta.seal(kind: .pushSumShare, networkID: networkID, round: t.epoch, sequence: t.sequence,
-                                 encoding: encoding, shape: shape, metadata: metadata, payload: raw, identity: identity)
-            }
-        case .bytes(let bytes):
-            return bytes.withUnsafeBytes { raw in
-                SignedDelta.seal(kind: .pushSumShare, networkID: networkID, round: t.epoch, sequence: t.sequence,
-                                 encoding: encoding, shape: shape, metadata: metadata, payload: raw, identity: identity)
-            }
+        case .floats(let floats): return try floats.withUnsafeBytes(sealed).get()
+        case .bytes(let bytes): return try bytes.withUnsafeBytes(sealed).get()
         }
     }
 
-    /// Decodes a message; a transfer must be a valid envelope for a network in `keyring`.
-    /// Returns the author of a transfer (nil for an acknowledgement), for the caller to match
-    /// against the peer it expects at the sender's endpoint.
-    public static func decode(_ bytes: [UInt8], keyring: NetworkKeyring) throws(Failure) -> (message: PushSumAverager.Message, author: PeerID?) {
+    /// Decodes a message that arrived from the authenticated peer `sender` at `localPeer`; a
+    /// transfer must be a valid envelope for a network in `keyring`, signed by `sender` and
+    /// addressed to `localPeer`.
+    public static func decode(_ bytes: [UInt8], keyring: NetworkKeyring, from sender: PeerID,
+                              localPeer: PeerID) throws(Failure) -> PushSumAverager.Message {
         guard bytes.first == SignedDelta.headType else {
             let message: PushSumAverager.Message
             do { message = try AveragingWire.decode(bytes) } catch { throw .message(error) }
             guard case .ack = message else { throw .unsignedTransfer }
-            return (message, nil)
+            return message
         }
         let opened: (header: DeltaHeader, payload: [UInt8])
         do {
-            opened = try SignedDelta.open(bytes, keyring: keyring, expectedKind: .pushSumShare)
+            opened = try SignedDelta.open(bytes, keyring: keyring,
+                                          expecting: DeltaExpectation(kind: .pushSumShare, author: .peer(sender), localPeer: localPeer))
         } catch {
             throw .envelope(error)
         }
@@ -94,6 +97,6 @@ public enum AveragingEnvelope {
         let transfer = PushSumAverager.Transfer(
             epoch: header.round, sequence: header.sequence, weight: Double(bitPattern: bits),
             count: count, codec: codec, payload: payload)
-        return (.transfer(transfer), header.author)
+        return .transfer(transfer)
     }
 }

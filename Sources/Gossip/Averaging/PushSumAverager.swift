@@ -1,3 +1,5 @@
+import Crypto
+
 /// Push-sum averaging of `[Float]` vectors, weighted by sample counts, with acknowledged
 /// transfers so that lost, duplicated and reordered messages neither lose nor create mass.
 ///
@@ -46,7 +48,7 @@ public struct PushSumAverager: ProtocolNode {
     /// Sequence numbers a receiver remembers behind the highest one applied from a sender.
     /// A sender with at most ``maxInFlightLimit`` transfers unresolved never sends a
     /// sequence number further behind, so anything older was already resolved.
-    public static let dedupWindow: UInt64 = 64
+    public static let dedupWindow: UInt64 = SequenceWindow.width
     /// The largest allowed ``Settings/maxInFlight`` (the dedup window's width).
     public static let maxInFlightLimit = Int(dedupWindow)
     /// Consecutive full hand-off transfers on a graceful leave. Three suffice: each moves
@@ -130,29 +132,16 @@ public struct PushSumAverager: ProtocolNode {
     }
 
     private struct SenderRecord {
-        /// Highest sequence number applied.
-        var highest: UInt64 = 0
-        /// Bit i set: sequence `highest - i` applied.
-        var window: UInt64 = 0
+        /// Sequences applied (see ``PushSumAverager/dedupWindow``).
+        var applied = SequenceWindow()
         var lastSeen: Instant
 
         /// Whether `sequence` counts as applied: marked in the window, or older than the
-        /// window (hence resolved long ago, see ``PushSumAverager/dedupWindow``).
-        func contains(_ sequence: UInt64) -> Bool {
-            guard sequence <= highest else { return false }
-            let distance = highest - sequence
-            return distance >= PushSumAverager.dedupWindow || window & (1 << distance) != 0
-        }
+        /// window (hence resolved long ago).
+        func contains(_ sequence: UInt64) -> Bool { applied.contains(sequence) }
 
         mutating func mark(_ sequence: UInt64, at now: Instant) {
-            if sequence > highest {
-                let shift = sequence - highest
-                window = shift >= PushSumAverager.dedupWindow ? 0 : window << shift
-                window |= 1
-                highest = sequence
-            } else {
-                window |= 1 << (highest - sequence)
-            }
+            applied.insert(sequence)
             lastSeen = now
         }
     }
