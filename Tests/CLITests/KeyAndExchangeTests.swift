@@ -162,4 +162,14 @@ struct KeyAndExchangeTests {
         let result = try CommandRunner.peer("id", "--dir", "alice", in: scratch.url)
         expectError(result, status: 1, mentions: ["alice", "chmod 700"])
     }
+
+    @Test("network-key new refuses a directory others can write")
+    func networkKeyInOpenDirectory() throws {
+        let scratch = try Scratch()
+        try FileManager.default.createDirectory(atPath: scratch.path("shared"), withIntermediateDirectories: false)
+        try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: scratch.path("shared"))
+        let result = try CommandRunner.peer("network-key", "new", "--out", "shared/net.key", in: scratch.url)
+        expectError(result, status: 1, mentions: ["shared", "chmod go-w"])
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("shared/net.key")))
+    }
 }
