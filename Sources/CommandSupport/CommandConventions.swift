@@ -21,7 +21,7 @@ public enum CommandConventions {
             let message = root.fullMessage(for: error)
             if code == .success {
                 // --help and --version: what the user asked for, so it is data.
-                print(message)
+                if !message.isEmpty { print(message) }
                 exit(0)
             }
             if !message.isEmpty { printError(message) }
