@@ -71,7 +71,8 @@ import Testing
         #expect(throws: DeltaError.payloadMismatch) { try SignedDelta.open(env, keyring: ring, expecting: Fixture.expectation()) }
     }
 
-    @Test(arguments: [("round", 0), ("sequence", 1), ("author", 2), ("networkID", 3), ("shape", 4), ("metadata", 5), ("encoding", 6)])
+    @Test(arguments: [("round", 0), ("sequence", 1), ("author", 2), ("networkID", 3), ("shape", 4), ("metadata", 5), ("encoding", 6),
+                      ("recipient", 7), ("kind", 8), ("none", 9)])
     func signedDelta_alteredSignedField_failsSignature(field: String, _: Int) throws {
         let forged = header {
             switch field {
@@ -81,7 +82,10 @@ import Testing
             case "networkID": $0.networkID = Fixture.otherNetworkKey.id
             case "shape": $0.shape = [3, 2]
             case "metadata": $0.metadata[7] ^= 1
-            default: $0.encoding = .float32
+            case "encoding": $0.encoding = .topK  // variable length: the header stays valid
+            case "recipient": $0.recipient = Fixture.carol.peerID
+            case "kind": $0.kind = .modelSnapshot
+            default: break
             }
         }
         // Splice the altered header in front of the original signature.
@@ -95,8 +99,10 @@ import Testing
         // A node in both networks (mid-rotation), so the altered network ID passes the network check.
         var both = NetworkKeyring(current: Fixture.otherNetworkKey)
         both.rotate(to: Fixture.networkKey)
-        let result = Result { try SignedDelta.open(w.bytes, keyring: both, expecting: Fixture.expectation(author: .anyMember)) }
-        if field == "encoding" {
+        let result = Result {
+            try SignedDelta.open(w.bytes, keyring: both, expecting: Fixture.expectation(author: .anyMember, localPeer: forged.recipient ?? Fixture.bob.peerID))
+        }
+        if field == "none" {
             // Unchanged header: the control case must verify.
             #expect((try? result.get()) != nil)
         } else {

@@ -32,7 +32,8 @@ private func testIdentity() throws -> Identity {
     // count field: after tag, epoch, sequence, weight.
     let countOffset = 1 + 8 + 8 + 8
     for i in 0..<4 { bytes[countOffset + i] = 0xFF }
-    #expect(throws: AveragingError.self) { try AveragingWire.decode(bytes) }
+    // Refused for its declared size, before the payload is read (not as a truncation).
+    #expect(throws: AveragingError.tooLarge(elements: Int(UInt32.max), limit: 1 << 24)) { try AveragingWire.decode(bytes) }
 }
 
 private func recipientIdentity() throws -> Identity {

@@ -31,7 +31,7 @@ struct NodeHarness {
     var nodes: [GossipNode] = []
     var up: [Bool] = []
     var endpoints: [Endpoint: Int] = [:]
-    var pendingTimers: [[GossipTimer: UInt64]] = []
+    var interpreters: [ActionInterpreter<GossipMessage, GossipTimer, GossipEvent>] = []
     var heap: [Item] = []
     var order: UInt64 = 0
     var now = Instant.zero
@@ -46,7 +46,7 @@ struct NodeHarness {
         let i = nodes.count
         nodes.append(node)
         up.append(false)
-        pendingTimers.append([:])
+        interpreters.append(ActionInterpreter())
         for e in node.record.endpoints { endpoints[e] = i }
         if start { self.start(i) }
         return i
@@ -54,14 +54,14 @@ struct NodeHarness {
 
     mutating func start(_ i: Int) {
         up[i] = true
-        pendingTimers[i] = [:]
+        interpreters[i].reset()
         for e in nodes[i].record.endpoints { endpoints[e] = i }
         perform(nodes[i].onStart(at: now), node: i)
     }
 
     mutating func crash(_ i: Int) {
         up[i] = false
-        pendingTimers[i] = [:]
+        interpreters[i].reset()
     }
 
     /// Replaces node `i` by `node` (a restart, possibly at new endpoints) and starts it.
@@ -72,23 +72,19 @@ struct NodeHarness {
     }
 
     mutating func perform(_ actions: [GossipNode.Action], node i: Int) {
-        for action in actions {
-            switch action {
-            case let .send(m, to, _):
+        // Moved out while it runs, so the closures may change the rest of the harness.
+        var interpreter = interpreters[i]
+        interpreter.perform(
+            actions,
+            send: { m, to, _ in
                 messagesSent += 1
-                guard let j = endpoints[to] else { continue }
-                if loss > 0, Double(rng.next() >> 11) / Double(1 << 53) < loss { continue }
+                guard let j = endpoints[to] else { return }
+                if loss > 0, Double(rng.next() >> 11) / Double(1 << 53) < loss { return }
                 push(Item(time: now.nanoseconds + latency.nanosecondsClamped, order: 0, node: j, payload: .message(m, from: nodes[i].record.primary)))
-            case let .schedule(t, at):
-                order += 1
-                pendingTimers[i][t] = order
-                push(Item(time: max(at.nanoseconds, now.nanoseconds), order: 0, node: i, payload: .timer(t, token: order)))
-            case let .cancel(t):
-                pendingTimers[i].removeValue(forKey: t)
-            case let .report(e):
-                if keepEvents(e) { events.append((i, now, e)) }
-            }
-        }
+            },
+            wake: { t, token, at in push(Item(time: max(at.nanoseconds, now.nanoseconds), order: 0, node: i, payload: .timer(t, token: token))) },
+            report: { e in if keepEvents(e) { events.append((i, now, e)) } })
+        interpreters[i] = interpreter
     }
 
     mutating func push(_ item: Item) {
@@ -130,8 +126,7 @@ struct NodeHarness {
             case let .message(m, from):
                 perform(nodes[i].onMessage(m, from: from, at: now), node: i)
             case let .timer(t, token):
-                guard pendingTimers[i][t] == token else { continue }
-                pendingTimers[i].removeValue(forKey: t)
+                guard interpreters[i].fire(t, token: token) else { continue }
                 perform(nodes[i].onTimer(t, at: now), node: i)
             }
         }

@@ -1,4 +1,5 @@
 import Crypto
+import Foundation
 import Gossip
 import Testing
 @testable import Simulation
@@ -17,8 +18,15 @@ struct FailureTests {
     struct Watch {
         var crashed: Int
         var at: Instant
-        /// Watcher index → its detection bound at the crash.
+        /// Watcher index → the detection bound it must meet.
         var watchers: [Int: Duration]
+    }
+
+    /// The bound docs/membership.md promises for the LAN profile in a network of `n` nodes,
+    /// from the documented values, not the code's: the longest suspicion,
+    /// 6 × 4 × max(1, log10 n) × 1 s, plus 5 probe intervals of 1 s.
+    static func documentedDetectionBound(nodes n: Int) -> Duration {
+        .nanoseconds(Int64((6 * 4 * max(1, log10(Double(n))) * 1 + 5) * 1e9))
     }
 
     /// Crashes `victims` one after another, recording who watched each at its crash.
@@ -31,7 +39,7 @@ struct FailureTests {
             var watchers: [Int: Duration] = [:]
             for i in 0..<sim.nodeCount where i != victim && sim.isUp(i) && !victims.contains(i) {
                 guard let node = sim.node(i), let m = node.membership.members[id], m.status != .dead else { continue }
-                watchers[i] = node.membership.detectionBound
+                watchers[i] = Self.documentedDetectionBound(nodes: sim.nodeCount)
             }
             world.crash(sim, victim, at: at)
             watches.append(Watch(crashed: victim, at: at, watchers: watchers))
@@ -99,6 +107,7 @@ struct FailureTests {
         var missed = 0
         for w in watches {
             let id = world.identity(w.crashed).peerID
+            #expect(w.watchers.count >= 10, "node \(w.crashed) was watched by \(w.watchers.count)")
             for (watcher, bound) in w.watchers {
                 guard let at = deaths()[id]?[watcher], at - w.at <= bound else { missed += 1; continue }
             }

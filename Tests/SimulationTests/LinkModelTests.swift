@@ -3,11 +3,12 @@ import Gossip
 @testable import Simulation
 
 /// A probe message of a chosen size, stamped with its send time.
-struct Probe: Sendable, WireSized {
+struct Probe: Sendable, WireSized, TraceIdentified {
     var sequence: Int
     var size: Int
     var sentAt: Int64
     var wireSize: Int { size }
+    var traceWord: UInt64 { traceMix(UInt64(sequence)) }
 }
 
 /// Node 0 sends `count` probes to node 1, one every `interval`; node 1 records them.

@@ -58,7 +58,8 @@ final class OverlayWorld: @unchecked Sendable {
 }
 
 /// In-degree of every running node over running nodes' views, and whether those views form
-/// one strongly connected overlay.
+/// one strongly connected overlay (never for fewer than two running nodes: an empty or lone
+/// overlay proves nothing).
 struct OverlayShape {
     var inDegree: [Int]
     var stronglyConnected: Bool
@@ -98,6 +99,6 @@ struct OverlayShape {
         }
         inDegree = degree
         live = liveIndices.count
-        stronglyConnected = reach(forward) == live && reach(backward) == live
+        stronglyConnected = live >= 2 && reach(forward) == live && reach(backward) == live
     }
 }

@@ -80,15 +80,18 @@ public enum AveragingMetrics {
     }
 
     /// The largest ``relativeError(of:to:)`` over the running nodes in `indices`.
+    /// Infinity when none of them is running: an empty set has not converged.
     public static func maxRelativeError(
         _ sim: Simulator<PushSumAverager>, to mean: [Double], nodes indices: some Sequence<Int>
     ) -> Double {
         var worst = 0.0
+        var seen = false
         for i in indices where sim.isUp(i) {
             guard let node = sim.node(i) else { continue }
+            seen = true
             worst = max(worst, relativeError(of: node, to: mean))
         }
-        return worst
+        return seen ? worst : .infinity
     }
 
     /// Total weight of the running nodes plus the weight of transfers in flight that their

@@ -54,8 +54,8 @@ public final class Simulator<Node: ProtocolNode> {
     }
 
     private enum Pending {
-        case deliver(from: Int32, to: Int32, payload: Payload, size: Int)
-        case timer(node: Int32, timer: Node.Timer, generation: UInt64)
+        case deliver(from: Int32, to: Int32, payload: Payload, size: Int, trace: UInt64)
+        case timer(node: Int32, timer: Node.Timer, token: UInt64)
         case start(Int32)
         case crash(Int32, keepState: Bool)
         case partition(Int, active: Bool)
@@ -84,8 +84,8 @@ public final class Simulator<Node: ProtocolNode> {
     private var nodes: [Node?]
     private var up: [Bool]
     private var incarnations: [Int]
-    private var timers: [[Node.Timer: UInt64]]
-    private var nextTimerGeneration: UInt64 = 0
+    /// One interpreter of the node's actions per node: its timer table.
+    private var interpreters: [ActionInterpreter<Node.Message, Node.Timer, Node.Event>]
     private let endpoints: [Endpoint]
     private var indexOf: [Endpoint: Int32] = [:]
     private var linkStates: [UInt64: LinkState] = [:]
@@ -110,7 +110,7 @@ public final class Simulator<Node: ProtocolNode> {
         self.nodes = Array(repeating: nil, count: nodeCount)
         self.up = Array(repeating: false, count: nodeCount)
         self.incarnations = Array(repeating: -1, count: nodeCount)
-        self.timers = Array(repeating: [:], count: nodeCount)
+        self.interpreters = Array(repeating: ActionInterpreter(), count: nodeCount)
         self.endpoints = (0..<nodeCount).map(SimAddress.endpoint)
         indexOf.reserveCapacity(nodeCount)
         for (i, e) in endpoints.enumerated() { indexOf[e] = Int32(i) }
@@ -188,12 +188,11 @@ public final class Simulator<Node: ProtocolNode> {
 
     private func handle(_ pending: Pending) {
         switch pending {
-        case .deliver(let from, let to, let payload, let size):
-            deliver(from: Int(from), to: Int(to), payload: payload, size: size)
-        case .timer(let i, let timer, let generation):
+        case .deliver(let from, let to, let payload, let size, let trace):
+            deliver(from: Int(from), to: Int(to), payload: payload, size: size, trace: trace)
+        case .timer(let i, let timer, let token):
             let index = Int(i)
-            guard up[index], timers[index][timer] == generation else { return }
-            timers[index][timer] = nil
+            guard up[index], interpreters[index].fire(timer, token: token) else { return }
             counters.timersFired += 1
             if let actions = nodes[index]?.onTimer(timer, at: now) { perform(actions, by: index) }
         case .start(let i):
@@ -212,7 +211,7 @@ public final class Simulator<Node: ProtocolNode> {
         case .crash(let i, let keepState):
             let index = Int(i)
             up[index] = false
-            timers[index].removeAll()
+            interpreters[index].reset()
             if !keepState { nodes[index] = nil }
         case .partition(let p, let active):
             partitions[p].active = active
@@ -227,30 +226,23 @@ public final class Simulator<Node: ProtocolNode> {
     }
 
     private func perform(_ actions: [Action], by index: Int) {
-        for action in actions {
-            switch action {
-            case .send(let message, let to, _):
-                send(message, from: index, to: to)
-            case .schedule(let timer, let at):
-                let generation = nextTimerGeneration
-                nextTimerGeneration &+= 1
-                timers[index][timer] = generation
-                queue.push(.timer(node: Int32(index), timer: timer, generation: generation), at: max(at.nanoseconds, now.nanoseconds))
-            case .cancel(let timer):
-                timers[index][timer] = nil
-            case .report(let event):
-                onEvent?(index, event, now)
-            }
-        }
+        interpreters[index].perform(
+            actions,
+            send: { message, to, _ in send(message, from: index, to: to) },
+            wake: { timer, token, at in
+                queue.push(.timer(node: Int32(index), timer: timer, token: token), at: max(at.nanoseconds, now.nanoseconds))
+            },
+            report: { event in onEvent?(index, event, now) })
     }
 
     // MARK: Links
 
     private func send(_ message: Node.Message, from: Int, to endpoint: Endpoint) {
+        let trace = message.traceWord
         guard let target = indexOf[endpoint] else {
             counters.sent += 1
             counters.bytesSent += message.wireSize
-            drop(.unknownDestination, from: from, to: -1, size: message.wireSize)
+            drop(.unknownDestination, from: from, to: -1, size: message.wireSize, trace: trace)
             return
         }
         let to = Int(target)
@@ -263,15 +255,15 @@ public final class Simulator<Node: ProtocolNode> {
                 size = bytes.count
             } catch {
                 counters.sent += 1
-                drop(.rejected, from: from, to: to, size: size)
+                drop(.rejected, from: from, to: to, size: size, trace: trace)
                 return
             }
         }
         counters.sent += 1
         counters.bytesSent += size
-        guard topology.allows(from: from, to: to) else { return drop(.noLink, from: from, to: to, size: size) }
+        guard topology.allows(from: from, to: to) else { return drop(.noLink, from: from, to: to, size: size, trace: trace) }
         for p in partitions where p.active && Self.side(p.sides, from) != Self.side(p.sides, to) {
-            return drop(.partition, from: from, to: to, size: size)
+            return drop(.partition, from: from, to: to, size: size, trace: trace)
         }
         let model = links.model(from: from, to: to)
         var departure = now.nanoseconds
@@ -294,11 +286,11 @@ public final class Simulator<Node: ProtocolNode> {
         } else {
             lost = chance(model.loss)
         }
-        if lost { return drop(.loss, from: from, to: to, size: size) }
-        queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size), at: departure + delay(model))
+        if lost { return drop(.loss, from: from, to: to, size: size, trace: trace) }
+        queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size, trace: trace), at: departure + delay(model))
         if chance(model.duplication) {
             counters.duplicated += 1
-            queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size), at: departure + delay(model))
+            queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size, trace: trace), at: departure + delay(model))
         }
     }
 
@@ -314,27 +306,27 @@ public final class Simulator<Node: ProtocolNode> {
         return d
     }
 
-    private func deliver(from: Int, to: Int, payload: Payload, size: Int) {
-        guard up[to] else { return drop(.nodeDown, from: from, to: to, size: size) }
+    private func deliver(from: Int, to: Int, payload: Payload, size: Int, trace: UInt64) {
+        guard up[to] else { return drop(.nodeDown, from: from, to: to, size: size, trace: trace) }
         let message: Node.Message
         switch payload {
         case .message(let m):
             message = m
         case .bytes(let bytes):
             guard let wire, let m = try? wire.decode(bytes, endpoints[from], endpoints[to]) else {
-                return drop(.rejected, from: from, to: to, size: size)
+                return drop(.rejected, from: from, to: to, size: size, trace: trace)
             }
             message = m
         }
         counters.delivered += 1
         counters.bytesDelivered += size
-        traceHash.mixEvent(time: now.nanoseconds, from: from, to: to, kind: 0, size: size)
+        traceHash.mixEvent(time: now.nanoseconds, from: from, to: to, kind: 0, size: size, message: trace)
         if let actions = nodes[to]?.onMessage(message, from: endpoints[from], at: now) { perform(actions, by: to) }
     }
 
-    private func drop(_ reason: DropReason, from: Int, to: Int, size: Int) {
+    private func drop(_ reason: DropReason, from: Int, to: Int, size: Int, trace: UInt64) {
         counters.drops[reason.rawValue] += 1
-        traceHash.mixEvent(time: now.nanoseconds, from: from, to: to, kind: UInt8(1 + reason.rawValue), size: size)
+        traceHash.mixEvent(time: now.nanoseconds, from: from, to: to, kind: UInt8(1 + reason.rawValue), size: size, message: trace)
     }
 
     /// True with probability `p`.

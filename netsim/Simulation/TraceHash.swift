@@ -20,11 +20,13 @@ public struct TraceHash: Sendable, Hashable, CustomStringConvertible {
         value = h
     }
 
-    /// Mixes one message event.
-    mutating func mixEvent(time: Int64, from: Int, to: Int, kind: UInt8, size: Int) {
+    /// Mixes one message event: when, between whom, what happened (`kind`: delivered or the
+    /// drop reason), its size and the message's ``TraceIdentified/traceWord``.
+    mutating func mixEvent(time: Int64, from: Int, to: Int, kind: UInt8, size: Int, message: UInt64) {
         mix(UInt64(bitPattern: time))
         mix(UInt64(UInt32(truncatingIfNeeded: from)) << 32 | UInt64(UInt32(truncatingIfNeeded: to)))
         mix(UInt64(kind) << 56 | UInt64(UInt32(truncatingIfNeeded: size)))
+        mix(message)
     }
 
     public var description: String {

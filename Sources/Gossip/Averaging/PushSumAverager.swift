@@ -72,7 +72,7 @@ public struct PushSumAverager: ProtocolNode {
     }
 
     /// What averagers send each other.
-    public enum Message: Sendable, Equatable, WireSized {
+    public enum Message: Sendable, Equatable, WireSized, TraceIdentified {
         case transfer(Transfer)
         case ack(epoch: UInt64, sequence: UInt64)
 
@@ -85,6 +85,14 @@ public struct PushSumAverager: ProtocolNode {
             switch self {
             case .transfer(let t): return Self.transferHeaderSize + t.payload.byteCount
             case .ack: return Self.ackSize
+            }
+        }
+
+        /// Kind, epoch, sequence and (for a transfer) the weight's bits.
+        public var traceWord: UInt64 {
+            switch self {
+            case .transfer(let t): return traceMix(1, t.epoch, t.sequence, t.weight.bitPattern)
+            case .ack(let epoch, let sequence): return traceMix(2, epoch, sequence)
             }
         }
     }
@@ -126,9 +134,11 @@ public struct PushSumAverager: ProtocolNode {
         var transfer: Transfer
     }
 
-    private struct SenderKey: Hashable {
+    private struct SenderKey: Hashable, Comparable {
         var endpoint: Endpoint
         var epoch: UInt64
+
+        static func < (a: SenderKey, b: SenderKey) -> Bool { (a.endpoint, a.epoch) < (b.endpoint, b.epoch) }
     }
 
     private struct SenderRecord {
@@ -490,7 +500,8 @@ public struct PushSumAverager: ProtocolNode {
     /// full of senders heard from within `senderRetention`.
     private mutating func insertRecord(for key: SenderKey, marking sequence: UInt64, at now: Instant) -> Bool {
         if senders.count >= settings.maxTrackedSenders {
-            guard let oldest = senders.min(by: { $0.value.lastSeen < $1.value.lastSeen }),
+            // Ties broken by key, never by the dictionary's (per-process) order.
+            guard let oldest = senders.min(by: { ($0.value.lastSeen, $0.key) < ($1.value.lastSeen, $1.key) }),
                   now - oldest.value.lastSeen >= settings.senderRetention
             else { return false }
             senders[oldest.key] = nil

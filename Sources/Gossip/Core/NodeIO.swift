@@ -93,12 +93,33 @@ public protocol WireSized {
     var wireSize: Int { get }
 }
 
+/// A message that names itself in a run's trace, so two runs compare equal only if they sent
+/// the same messages, not merely messages of the same sizes at the same times.
+public protocol TraceIdentified {
+    /// A word that tells this message apart from others: its kind and what identifies it
+    /// (sequence numbers, epochs, weights). Never a hash of a whole payload, which would cost
+    /// the simulator its speed.
+    var traceWord: UInt64 { get }
+}
+
+/// Mixes words into one trace word (SplitMix64's finaliser after each), for ``TraceIdentified``.
+public func traceMix(_ words: UInt64...) -> UInt64 {
+    var h: UInt64 = 0x9E37_79B9_7F4A_7C15
+    for w in words {
+        var z = h ^ w
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        h = z ^ (z >> 31)
+    }
+    return h
+}
+
 /// A sans-IO protocol node that a driver can run.
 ///
 /// Each handler takes the current instant and returns the actions to carry out, in order.
 /// Implementations are value types: copying a node copies its whole state.
 public protocol ProtocolNode {
-    associatedtype Message: Sendable & WireSized
+    associatedtype Message: Sendable & WireSized & TraceIdentified
     associatedtype Timer: Hashable & Sendable
     associatedtype Event: Sendable
 

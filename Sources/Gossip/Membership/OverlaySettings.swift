@@ -1,4 +1,4 @@
-/// Every timer and count of membership, peer sampling and discovery, in one place.
+/// Every timer and count of membership, peer sampling, discovery and averaging, in one place.
 ///
 /// Each component's `Settings` defaults to the LAN profile; ``OverlaySettings`` bundles the
 /// three and offers the named profiles ``lan``, ``wan`` and ``local`` (after
@@ -8,14 +8,18 @@ public struct OverlaySettings: Sendable {
     public var membership: Membership.Settings
     public var sampling: PeerSampler.Settings
     public var discovery: Discovery.Settings
+    /// Push-sum averaging, for the nodes that average (the composite node is handed its
+    /// averager; drivers build it with these settings).
+    public var averaging: PushSumAverager.Settings
 
     public init(
         membership: Membership.Settings = .init(), sampling: PeerSampler.Settings = .init(),
-        discovery: Discovery.Settings = .init()
+        discovery: Discovery.Settings = .init(), averaging: PushSumAverager.Settings = .init()
     ) {
         self.membership = membership
         self.sampling = sampling
         self.discovery = discovery
+        self.averaging = averaging
     }
 
     /// A local network: sub-millisecond round trips, rare loss. The defaults.
@@ -36,6 +40,10 @@ public struct OverlaySettings: Sendable {
         s.discovery.beaconEndpoint = nil
         s.discovery.isolationTimeout = .seconds(120)
         s.discovery.reconnectInterval = .seconds(30)
+        // A share every second, retried after two: above a WAN round trip, so a slow ack is
+        // not taken for a loss.
+        s.averaging.tickInterval = .seconds(1)
+        s.averaging.retransmitInterval = .seconds(2)
         return s
     }
 
@@ -53,6 +61,8 @@ public struct OverlaySettings: Sendable {
         s.discovery.beaconInterval = .seconds(2)
         s.discovery.isolationTimeout = .seconds(10)
         s.discovery.reconnectInterval = .seconds(5)
+        s.averaging.tickInterval = .milliseconds(100)
+        s.averaging.retransmitInterval = .milliseconds(50)
         return s
     }
 }
@@ -186,5 +196,131 @@ extension Discovery {
         public var departedCapacity = 32
 
         public init() {}
+    }
+}
+
+/// A setting outside the range the protocol works in.
+public struct SettingsError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The setting's path, for example `membership.probeInterval`.
+    public var setting: String
+    /// What the setting holds.
+    public var value: String
+    /// What is allowed.
+    public var allowed: String
+
+    public var description: String { "setting \(setting) = \(value) is out of range: \(allowed)" }
+}
+
+/// Collects the checks of one settings struct under a path prefix.
+struct SettingsCheck {
+    let prefix: String
+
+    func positive(_ name: String, _ d: Duration) throws(SettingsError) {
+        guard d > .zero else { throw SettingsError(setting: prefix + name, value: "\(d)", allowed: "a duration above zero") }
+    }
+
+    func nonNegative(_ name: String, _ d: Duration) throws(SettingsError) {
+        guard d >= .zero else { throw SettingsError(setting: prefix + name, value: "\(d)", allowed: "a duration of zero or more") }
+    }
+
+    func atLeast(_ name: String, _ value: Int, _ minimum: Int) throws(SettingsError) {
+        guard value >= minimum else { throw SettingsError(setting: prefix + name, value: "\(value)", allowed: "at least \(minimum)") }
+    }
+
+    func within(_ name: String, _ value: Int, _ range: ClosedRange<Int>) throws(SettingsError) {
+        guard range.contains(value) else {
+            throw SettingsError(setting: prefix + name, value: "\(value)", allowed: "\(range.lowerBound) to \(range.upperBound)")
+        }
+    }
+
+    func fraction(_ name: String, _ value: Double, includingOne: Bool) throws(SettingsError) {
+        guard value > 0, includingOne ? value <= 1 : value < 1 else {
+            throw SettingsError(setting: prefix + name, value: "\(value)", allowed: includingOne ? "above 0, at most 1" : "strictly between 0 and 1")
+        }
+    }
+}
+
+extension OverlaySettings {
+    /// Checks every setting; the error names the first one out of range. A zero interval or
+    /// multiplier would make a node spin (a livelock in the simulator, a busy loop in a peer).
+    public func validate() throws(SettingsError) {
+        try membership.validate()
+        try sampling.validate()
+        try discovery.validate()
+        try averaging.validate()
+    }
+}
+
+extension Membership.Settings {
+    /// Checks every setting (see ``OverlaySettings/validate()``).
+    public func validate() throws(SettingsError) {
+        let c = SettingsCheck(prefix: "membership.")
+        try c.positive("probeInterval", probeInterval)
+        try c.positive("probeTimeout", probeTimeout)
+        guard probeTimeout <= probeInterval else {
+            throw SettingsError(setting: "membership.probeTimeout", value: "\(probeTimeout)",
+                                allowed: "at most membership.probeInterval (\(probeInterval)): the indirect round must fit")
+        }
+        try c.atLeast("indirectChecks", indirectChecks, 0)
+        try c.fraction("nackFraction", nackFraction, includingOne: false)
+        try c.atLeast("maxLocalHealthMultiplier", maxLocalHealthMultiplier, 1)
+        try c.atLeast("suspicionMultiplier", suspicionMultiplier, 1)
+        try c.atLeast("suspicionMaxTimeoutMultiplier", suspicionMaxTimeoutMultiplier, 1)
+        try c.atLeast("retransmitMultiplier", retransmitMultiplier, 1)
+        try c.positive("gossipInterval", gossipInterval)
+        try c.atLeast("gossipFanout", gossipFanout, 1)
+        try c.atLeast("maxUpdatesPerMessage", maxUpdatesPerMessage, 1)
+        // One update with a full address record must fit.
+        try c.atLeast("maxUpdateBytes", maxUpdateBytes, 256)
+        try c.atLeast("broadcastQueueCapacity", broadcastQueueCapacity, 1)
+        try c.atLeast("hearsayCapacity", hearsayCapacity, 1)
+        try c.atLeast("detectionSlackProbes", detectionSlackProbes, 1)
+        try c.nonNegative("leftReclaimDelay", leftReclaimDelay)
+        try c.positive("tombstoneLifetime", tombstoneLifetime)
+    }
+}
+
+extension PeerSampler.Settings {
+    /// Checks every setting (see ``OverlaySettings/validate()``).
+    public func validate() throws(SettingsError) {
+        let c = SettingsCheck(prefix: "sampling.")
+        try c.atLeast("viewSize", viewSize, 1)
+        try c.within("shuffleLength", shuffleLength, 1...max(1, viewSize))
+        try c.positive("shuffleInterval", shuffleInterval)
+        try c.positive("shuffleTimeout", shuffleTimeout)
+        try c.atLeast("maxShuffleFailures", maxShuffleFailures, 1)
+        try c.atLeast("retriesPerRound", retriesPerRound, 0)
+    }
+}
+
+extension Discovery.Settings {
+    /// Checks every setting (see ``OverlaySettings/validate()``).
+    public func validate() throws(SettingsError) {
+        let c = SettingsCheck(prefix: "discovery.")
+        try c.positive("beaconInterval", beaconInterval)
+        try c.positive("rebootstrapInitialDelay", rebootstrapInitialDelay)
+        guard rebootstrapMaxDelay >= rebootstrapInitialDelay else {
+            throw SettingsError(setting: "discovery.rebootstrapMaxDelay", value: "\(rebootstrapMaxDelay)",
+                                allowed: "at least discovery.rebootstrapInitialDelay (\(rebootstrapInitialDelay))")
+        }
+        try c.atLeast("joinFanout", joinFanout, 1)
+        try c.positive("isolationTimeout", isolationTimeout)
+        try c.atLeast("cacheCapacity", cacheCapacity, 1)
+        try c.positive("reconnectInterval", reconnectInterval)
+        try c.nonNegative("departedLifetime", departedLifetime)
+        try c.atLeast("departedCapacity", departedCapacity, 0)
+    }
+}
+
+extension PushSumAverager.Settings {
+    /// Checks every setting; the error names the first one out of range.
+    public func validate() throws(SettingsError) {
+        let c = SettingsCheck(prefix: "averaging.")
+        try c.positive("tickInterval", tickInterval)
+        try c.positive("retransmitInterval", retransmitInterval)
+        try c.fraction("shareFraction", shareFraction, includingOne: true)
+        try c.within("maxInFlight", maxInFlight, 1...PushSumAverager.maxInFlightLimit)
+        try c.atLeast("maxTrackedSenders", maxTrackedSenders, 1)
+        try c.positive("senderRetention", senderRetention)
     }
 }

@@ -1,7 +1,7 @@
 import Crypto
 
 /// Every message a ``GossipNode`` sends or receives.
-public enum GossipMessage: Sendable, WireSized {
+public enum GossipMessage: Sendable, WireSized, TraceIdentified {
     case membership(Membership.Message)
     case sampling(PeerSampler.Message)
     case discovery(Discovery.Message)
@@ -14,6 +14,34 @@ public enum GossipMessage: Sendable, WireSized {
     }
 
     public var wireSize: Int { GossipWire.size(of: self) }
+
+    /// The component and message kind, with sequence numbers where the message has them;
+    /// averaging messages name their transfer.
+    public var traceWord: UInt64 {
+        switch self {
+        case .membership(let m):
+            switch m {
+            case .ping(let sequence, _, _): return traceMix(0x11, UInt64(sequence))
+            case .ack(let sequence, _, _): return traceMix(0x12, UInt64(sequence))
+            case .pingRequest(let sequence, _, _, _): return traceMix(0x13, UInt64(sequence))
+            case .nack(let sequence, _, _): return traceMix(0x14, UInt64(sequence))
+            case .gossip(_, let updates): return traceMix(0x15, UInt64(updates.count))
+            }
+        case .sampling(let m):
+            switch m {
+            case .request(let id, let entries): return traceMix(0x21, UInt64(id), UInt64(entries.count))
+            case .reply(let id, let entries): return traceMix(0x22, UInt64(id), UInt64(entries.count))
+            }
+        case .discovery(let m):
+            switch m {
+            case .join(let r): return traceMix(0x31, r.sequence)
+            case .joinReply(let entries): return traceMix(0x32, UInt64(entries.count))
+            case .beacon(let r): return traceMix(0x33, r.sequence)
+            }
+        case .averaging(let m):
+            return traceMix(0x41, m.traceWord)
+        }
+    }
 }
 
 /// Timers of a ``GossipNode``.

@@ -1,0 +1,78 @@
+/// The one interpreter of ``NodeAction``: what sending, scheduling, cancelling and reporting
+/// mean, whatever drives the node (the simulator, a test harness, the libuv runtime).
+///
+/// A driver owns one interpreter per node. It hands the node's actions to ``perform(_:send:wake:report:)``
+/// with three closures: how to send a message, how to arm a wake-up at an instant, and where
+/// reports go. The interpreter keeps the timer table: scheduling a timer that is already
+/// pending replaces it (the earlier wake-up becomes stale), cancelling forgets it, and when a
+/// wake-up comes due the driver asks ``fire(_:token:)`` whether it is still the current one.
+/// A driver therefore never needs to cancel anything in its own clock: stale wake-ups are
+/// simply ignored.
+public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, Event: Sendable> {
+    public typealias Action = NodeAction<Message, Timer, Event>
+
+    /// The token of each pending timer's current schedule.
+    private var pending: [Timer: UInt64] = [:]
+    private var nextToken: UInt64 = 0
+
+    public init() {}
+
+    /// Timers scheduled and neither fired nor cancelled.
+    public var pendingTimers: Int { pending.count }
+
+    /// Whether `timer` is pending.
+    public func isPending(_ timer: Timer) -> Bool { pending[timer] != nil }
+
+    /// Carries out `actions` in order: `send` each message, `wake` the driver at each
+    /// scheduled instant with the token it must hand back to ``fire(_:token:)``, and pass each
+    /// report to `report`.
+    @inlinable
+    public mutating func perform(
+        _ actions: [Action],
+        send: (Message, Endpoint, Transport) -> Void,
+        wake: (Timer, UInt64, Instant) -> Void,
+        report: (Event) -> Void
+    ) {
+        for action in actions {
+            switch action {
+            case let .send(message, to, via):
+                send(message, to, via)
+            case let .schedule(timer, at):
+                wake(timer, schedule(timer), at)
+            case let .cancel(timer):
+                cancel(timer)
+            case let .report(event):
+                report(event)
+            }
+        }
+    }
+
+    /// Records a schedule of `timer`, replacing any pending one; returns its token.
+    @usableFromInline
+    mutating func schedule(_ timer: Timer) -> UInt64 {
+        let token = nextToken
+        nextToken &+= 1
+        pending[timer] = token
+        return token
+    }
+
+    /// Forgets a pending `timer`; its wake-up, if it comes, is stale.
+    @usableFromInline
+    mutating func cancel(_ timer: Timer) {
+        pending[timer] = nil
+    }
+
+    /// A wake-up with `token` came due: true if it is `timer`'s current schedule (which is
+    /// then no longer pending and the driver calls the node's `onTimer`), false if it was
+    /// replaced or cancelled since.
+    public mutating func fire(_ timer: Timer, token: UInt64) -> Bool {
+        guard pending[timer] == token else { return false }
+        pending[timer] = nil
+        return true
+    }
+
+    /// Forgets every pending timer (the node crashed or stopped).
+    public mutating func reset() {
+        pending.removeAll(keepingCapacity: true)
+    }
+}
