@@ -29,6 +29,8 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         .target(name: "DeterministicRandom"),
+        // What every command shares: the error and exit conventions of docs/cli.md.
+        .target(name: "CommandSupport", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "Crypto", dependencies: ["CSodium"]),
         .target(name: "Gossip", dependencies: ["Crypto", "DeterministicRandom", "CLibUV", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Learner", dependencies: ["DeterministicRandom", "CBLAS", "CZlib"]),
@@ -38,14 +40,14 @@ let package = Package(
         .executableTarget(
             name: "peer",
             dependencies: [
-                "Crypto", "Gossip", "Learner",
+                "Crypto", "Gossip", "Learner", "CommandSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "netsim",
-            dependencies: ["Simulation", "Gossip", "Learner", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Simulation", "Gossip", "Learner", "CommandSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "netsim/CLI"
         ),
         .executableTarget(
@@ -58,6 +60,8 @@ let package = Package(
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "Crypto"]),
         .testTarget(name: "LearnerTests", dependencies: ["Learner", "DeterministicRandom"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Gossip", "Crypto"]),
+        // Runs the built `peer` and `netsim` as a user would, and the commands the docs show.
+        .testTarget(name: "CLITests"),
     ],
     swiftLanguageModes: [.v6]
 )

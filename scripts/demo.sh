@@ -52,7 +52,7 @@ sed 's/^/   /' "$work/alice.log"
 sed 's/^/   /' "$work/bob.log"
 
 echo "== a peer without the network key gets no reply"
-"$PEER" network-key new --out "$work/other.key" > /dev/null
+"$PEER" network-key new --out "$work/other.key" > /dev/null 2>&1
 "$PEER" exchange --listen 127.0.0.1:0 --dir "$work/alice" --network-key "$work/network.key" --timeout 5 > "$work/alice2.log" 2>&1 &
 listener_pid=$!
 port=$(listening_port "$work/alice2.log")
@@ -63,7 +63,7 @@ sed 's/^/   /' "$work/alice2.log"
 echo "== push-sum averaging of 300 simulated nodes with 30% message loss (netsim, virtual time)"
 NETSIM=${NETSIM:-.build/release/netsim}
 echo "   acknowledged transfers (exact):"
-"$NETSIM" average --nodes 300 --loss 0.3 --seed 1 --rounds 150 | awk -F, 'NR==1 || NR%30==1 {printf "     %-6s %-7s %-24s %s\n", $1, $2, $3, $4}'
+"$NETSIM" average --nodes 300 --loss 0.3 --seed 1 --rounds 150 2>/dev/null | awk -F, 'NR==1 || NR%30==1 {printf "     %-6s %-7s %-24s %s\n", $1, $2, $3, $4}'
 echo "   plain push-sum (a lost message loses its mass):"
-"$NETSIM" average --nodes 300 --loss 0.3 --seed 1 --rounds 150 --plain | awk -F, 'NR==1 || NR%30==1 {printf "     %-6s %-7s %-24s %s\n", $1, $2, $3, $4}'
+"$NETSIM" average --nodes 300 --loss 0.3 --seed 1 --rounds 150 --plain 2>/dev/null | awk -F, 'NR==1 || NR%30==1 {printf "     %-6s %-7s %-24s %s\n", $1, $2, $3, $4}'
 echo "demo: done"

@@ -101,10 +101,14 @@ public enum DataFiles {
     }
 
     /// A labelled data set from an IDX images file (count × any further dimensions) and an IDX
-    /// labels file (count). `classCount` defaults to the largest label + 1.
-    public static func loadIDX(images: String, labels: String, classCount: Int? = nil) throws -> Dataset {
+    /// labels file (count). `classCount` defaults to the largest label + 1. With `featureCount`,
+    /// images of another size are refused before any label is looked at.
+    public static func loadIDX(images: String, labels: String, classCount: Int? = nil, featureCount: Int? = nil) throws -> Dataset {
         let x = try readIDX(images)
         let features = try idxFeatures(x, path: images)
+        if let featureCount, features.width != featureCount {
+            throw LearnerError.shapeMismatch("\(images) has \(features.width) features per sample, the model takes \(featureCount)")
+        }
         let y = try readIDX(labels)
         guard y.dimensions.count == 1 else {
             throw LearnerError.malformed(path: labels, location: "byte 3", reason: "a labels file has 1 dimension, this one has \(y.dimensions.count)")
@@ -153,14 +157,15 @@ public enum DataFiles {
         public var rows: Int { lineNumbers.count }
     }
 
-    /// Reads a comma-separated file of numbers. The first line is a header when any of its
-    /// fields is not a number. Blank lines are skipped; every other line must have as many
-    /// fields as the first. A field that is not a finite number is an error naming its line
-    /// and column.
+    /// Reads a comma-separated file of numbers (RFC 4180: a field may be quoted, `""` inside
+    /// quotes is one quote, and a quoted field may hold commas and line breaks). The first
+    /// record is a header when any of its fields is not a number. Blank lines are skipped;
+    /// every other record must have as many fields as the first. A field that is not a finite
+    /// number is an error naming its line and column.
     public static func readCSV(_ path: String) throws -> CSVTable {
         var bytes = try readBytes(path)
         bytes.append(0) // strtof needs a terminator after the last field
-        let comma = UInt8(ascii: ","), newline = UInt8(ascii: "\n"), cr = UInt8(ascii: "\r")
+        let comma = UInt8(ascii: ","), newline = UInt8(ascii: "\n"), cr = UInt8(ascii: "\r"), quote = UInt8(ascii: "\"")
         var header: [String]?
         var columns = 0
         var values: [Float] = []
@@ -168,58 +173,91 @@ public enum DataFiles {
         try bytes.withUnsafeBufferPointer { buf in
             guard let base = buf.baseAddress else { return }
             let end = buf.count - 1
-            var pos = 0, line = 0
+            func text(_ start: Int, _ stop: Int) -> String {
+                String(decoding: UnsafeBufferPointer(start: base + start, count: stop - start), as: UTF8.self)
+            }
+            var pos = 0, line = 1
             var fieldValues: [Float] = []
+            var fieldTexts: [String] = []
             while pos < end {
-                line += 1
-                var lineEnd = pos
-                while lineEnd < end && base[lineEnd] != newline { lineEnd += 1 }
-                var contentEnd = lineEnd
-                if contentEnd > pos && base[contentEnd - 1] == cr { contentEnd -= 1 }
-                defer { pos = lineEnd + 1 }
-                if (pos..<contentEnd).allSatisfy({ base[$0] == 32 || base[$0] == 9 }) { continue }
-                // Split into fields and parse each.
+                let recordLine = line
                 fieldValues.removeAll(keepingCapacity: true)
-                var fieldStart = pos
+                fieldTexts.removeAll(keepingCapacity: true)
                 var firstBad: (column: Int, text: String)?
                 var column = 0
-                while fieldStart <= contentEnd {
-                    var fieldEnd = fieldStart
-                    while fieldEnd < contentEnd && base[fieldEnd] != comma { fieldEnd += 1 }
+                var blank = false
+                // One record: fields up to an unquoted line break or the end of the file.
+                while true {
                     column += 1
-                    if let v = parseNumber(base, fieldStart, fieldEnd) {
+                    var fieldStart = pos
+                    while fieldStart < end && (base[fieldStart] == 32 || base[fieldStart] == 9) { fieldStart += 1 }
+                    var contentStart = pos, contentEnd: Int
+                    var quoted = false
+                    if fieldStart < end && base[fieldStart] == quote {
+                        quoted = true
+                        contentStart = fieldStart + 1
+                        var i = contentStart
+                        while true {
+                            guard i < end else {
+                                throw LearnerError.malformed(path: path, location: "line \(line), column \(column)",
+                                                             reason: "a quoted field is not closed (a missing \" ?)")
+                            }
+                            if base[i] == quote {
+                                if i + 1 < end && base[i + 1] == quote { i += 2; continue }
+                                break
+                            }
+                            if base[i] == newline { line += 1 }
+                            i += 1
+                        }
+                        contentEnd = i
+                        pos = i + 1
+                        while pos < end && (base[pos] == 32 || base[pos] == 9 || base[pos] == cr) { pos += 1 }
+                        guard pos >= end || base[pos] == comma || base[pos] == newline else {
+                            throw LearnerError.malformed(path: path, location: "line \(line), column \(column)",
+                                                         reason: "'\(text(pos, min(end, pos + 1)))' after a closing quote; a quoted field must end at a comma or a line break")
+                        }
+                    } else {
+                        pos = fieldStart
+                        while pos < end && base[pos] != comma && base[pos] != newline { pos += 1 }
+                        contentEnd = pos
+                        if contentEnd > contentStart && base[contentEnd - 1] == cr { contentEnd -= 1 }
+                    }
+                    if let v = parseNumber(base, contentStart, contentEnd) {
                         fieldValues.append(v)
                     } else if firstBad == nil {
-                        let text = String(decoding: UnsafeBufferPointer(start: base + fieldStart, count: fieldEnd - fieldStart), as: UTF8.self)
-                        firstBad = (column, text)
+                        firstBad = (column, text(contentStart, contentEnd))
                     }
-                    fieldStart = fieldEnd + 1
+                    if columns == 0 { // the first record may be a header: keep its texts
+                        let name = text(contentStart, contentEnd)
+                        fieldTexts.append((quoted ? name.replacingOccurrences(of: "\"\"", with: "\"") : name).trimmingCharacters(in: .whitespaces))
+                    }
+                    if column == 1 && !quoted && (pos >= end || base[pos] == newline)
+                        && (contentStart..<contentEnd).allSatisfy({ base[$0] == 32 || base[$0] == 9 }) {
+                        blank = true
+                    }
+                    if pos >= end || base[pos] == newline { break }
+                    pos += 1 // the comma
                 }
+                // Past the line break that ends the record.
+                pos += 1
+                line += 1
+                if blank { continue }
                 if columns == 0 {
                     columns = column
                     if firstBad != nil {
-                        var names: [String] = []
-                        var s = pos
-                        while s <= contentEnd {
-                            var e = s
-                            while e < contentEnd && base[e] != comma { e += 1 }
-                            names.append(String(decoding: UnsafeBufferPointer(start: base + s, count: e - s), as: UTF8.self)
-                                .trimmingCharacters(in: .whitespaces))
-                            s = e + 1
-                        }
-                        header = names
+                        header = fieldTexts
                         continue
                     }
                 }
                 guard column == columns else {
-                    throw LearnerError.malformed(path: path, location: "line \(line)", reason: "\(column) fields, expected \(columns)")
+                    throw LearnerError.malformed(path: path, location: "line \(recordLine)", reason: "\(column) fields, expected \(columns)")
                 }
                 if let bad = firstBad {
-                    throw LearnerError.malformed(path: path, location: "line \(line), column \(bad.column)",
+                    throw LearnerError.malformed(path: path, location: "line \(recordLine), column \(bad.column)",
                                                  reason: "'\(bad.text)' is not a finite number")
                 }
                 values.append(contentsOf: fieldValues)
-                lineNumbers.append(line)
+                lineNumbers.append(recordLine)
             }
         }
         guard !lineNumbers.isEmpty else { throw LearnerError.malformed(path: path, location: "line 1", reason: "no data rows") }
@@ -247,7 +285,8 @@ public enum DataFiles {
     }
 
     /// The column that holds labels: `requested` if given, else a header field named `label`
-    /// (any case), else the first column.
+    /// (any case), else, when the file has no header, the first column. A header without a
+    /// `label` field is an error: guessing would train on the wrong column.
     public static func labelColumn(of table: CSVTable, requested: Int? = nil) throws -> Int {
         if let requested {
             guard requested >= 0 && requested < table.columns else {
@@ -255,8 +294,18 @@ public enum DataFiles {
             }
             return requested
         }
-        return table.header?.firstIndex { $0.lowercased() == "label" } ?? 0
+        guard let header = table.header else { return 0 }
+        guard let named = header.firstIndex(where: { $0.lowercased() == "label" }) else {
+            throw LearnerError.malformed(path: table.path, location: "line 1",
+                                         reason: "the header (\(header.joined(separator: ", "))) has no 'label' column; name the label column with --label-column N, counted from 0")
+        }
+        return named
     }
+
+    /// The largest number of classes a data file may define: labels run from 0 to
+    /// `maxClassCount - 1`. A larger label is far more likely a feature read as a label than a
+    /// real class, and would silently build a huge output layer.
+    public static let maxClassCount = 1_000
 
     /// A labelled data set from a CSV table: one integer label column (0, 1, 2, ...) and numeric
     /// features in the others. `classCount` defaults to the largest label + 1.
@@ -271,9 +320,13 @@ public enum DataFiles {
                 for r in 0..<table.rows {
                     let row = r * table.columns
                     let v = src[row + labelColumn]
-                    guard v >= 0, v == v.rounded(), v < Float(Architecture.maxLayerWidth) else {
+                    guard v >= 0, v == v.rounded() else {
                         throw LearnerError.malformed(path: table.path, location: "line \(table.lineNumbers[r]), column \(labelColumn + 1)",
-                                                     reason: "label \(v) is not a class number (0, 1, 2, ...)")
+                                                     reason: "label \(v) is not a class number (0, 1, 2, ...); if the labels are in another column, name it with --label-column N, counted from 0")
+                    }
+                    guard v < Float(maxClassCount) else {
+                        throw LearnerError.malformed(path: table.path, location: "line \(table.lineNumbers[r]), column \(labelColumn + 1)",
+                                                     reason: "label \(Int(v)) is beyond the limit of \(maxClassCount) classes (labels 0 to \(maxClassCount - 1)); is column \(labelColumn) really the label column? (--label-column N)")
                     }
                     labels[r] = Int32(v)
                     maxLabel = max(maxLabel, labels[r])

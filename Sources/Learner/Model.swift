@@ -118,7 +118,7 @@ public struct Model: Hashable, Sendable {
             throw LearnerError.shapeMismatch("\(architecture.name) has \(architecture.parameterCount) parameters, got \(flat.count)")
         }
         if let bad = flat.firstIndex(where: { !$0.isFinite }) {
-            throw LearnerError.shapeMismatch("parameter \(bad) is \(flat[bad]); refusing non-finite parameters")
+            throw LearnerError.invalidArgument("non-finite parameter: parameter \(bad) is \(flat[bad]) (a diverged run or a damaged file)")
         }
         parameters = flat
     }

@@ -134,7 +134,8 @@ public enum ModelFile {
 
     static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
         func fail(_ what: String) -> LearnerError { .io(path: path, reason: "\(what): \(String(cString: strerror(errno)))") }
-        let directory = (path as NSString).deletingLastPathComponent
+        // Not NSString.deletingLastPathComponent: it traps on some short names on Linux.
+        let directory = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
         // mkstemp picks a fresh name and creates the file exclusively, so concurrent writers
         // of the same path never share a temporary file.
         var template = Array((path + ".tmp-XXXXXX").utf8CString)
@@ -165,7 +166,7 @@ public enum ModelFile {
         guard close(fd) == 0 else { throw fail("cannot close \(temporary)") }
         guard rename(temporary, path) == 0 else { throw fail("cannot rename \(temporary) over it") }
         ok = true
-        let dirfd = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let dirfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dirfd >= 0 {
             fsync(dirfd)
             close(dirfd)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandSupport
 import Crypto
 import Foundation
 import Gossip
@@ -33,10 +34,10 @@ struct Exchange: ParsableCommand {
     @Option(name: .customLong("network-key"), help: "Network key file.")
     var networkKey: String
 
-    @Option(name: .long, help: "Number of float32 elements in the delta this side sends.")
+    @Option(name: .long, parsing: .unconditional, help: "Number of float32 elements in the delta this side sends.")
     var elements: Int = 262_144
 
-    @Option(name: .long, help: "Give up after this many seconds (1...\(Exchange.maxTimeoutSeconds)).")
+    @Option(name: .long, parsing: .unconditional, help: "Give up after this many seconds (1...\(Exchange.maxTimeoutSeconds)).")
     var timeout: UInt64 = 20
 
     /// Longest accepted --timeout: a day is far beyond any exchange, and keeps the
@@ -53,6 +54,13 @@ struct Exchange: ParsableCommand {
     func validate() throws {
         guard (listen == nil) != (connect == nil) else { throw ValidationError("give exactly one of --listen or --connect") }
         if connect != nil && peer == nil { throw ValidationError("--connect needs --peer ID (the listener's `peer id`)") }
+        if let listen { _ = try HostPort(parsing: listen, flag: "--listen") }
+        if let connect {
+            guard try HostPort(parsing: connect, flag: "--connect").port != 0 else { throw ValidationError("--connect needs a port from 1 to 65535") }
+        }
+        if let peer, PeerID(hex: peer) == nil {
+            throw ValidationError("--peer must be a 64-character hex peer ID (the listener's `peer id --quiet`), got '\(peer)'")
+        }
         guard (1...Self.maxTimeoutSeconds).contains(timeout) else {
             throw ValidationError("--timeout must be between 1 and \(Self.maxTimeoutSeconds) seconds")
         }
@@ -75,49 +83,52 @@ struct Exchange: ParsableCommand {
         }
 
         if let listen {
-            let (host, port) = try parse(listen)
+            let address = try HostPort(parsing: listen, flag: "--listen").resolved()
             // One guard for every connection, made at start: a hello recorded earlier (or
             // before a restart) opens no handshake.
             let replayGuard = ReplayGuard.forHandshakes(startedAt: WallClock.milliseconds())
             var listener: TCPListener?
             var pending: [ObjectIdentifier: ExchangeSession] = [:]
             listener = try userFacing {
-                try TCPListener(loop: loop, host: host, port: port) { connection in
-                    guard session == nil, pending.count < Self.maxPendingHandshakes else { connection.close(); return }
-                    let candidate = makeSession()
-                    let id = ObjectIdentifier(candidate)
-                    pending[id] = candidate
-                    candidate.onHandshakeFailed = { message in
-                        pending[id] = nil
-                        FileHandle.standardError.write(Data("\(role): refused a connection: \(message); still listening\n".utf8))
+                do {
+                    return try TCPListener(loop: loop, host: address.host, port: address.port) { connection in
+                        guard session == nil, pending.count < Self.maxPendingHandshakes else { connection.close(); return }
+                        let candidate = makeSession()
+                        let id = ObjectIdentifier(candidate)
+                        pending[id] = candidate
+                        candidate.onHandshakeFailed = { message in
+                            pending[id] = nil
+                            printNote("\(role): refused a connection: \(message); still listening")
+                        }
+                        candidate.onEstablished = {
+                            session = candidate
+                            pending[id] = nil
+                            for other in pending.values { other.abandon() }
+                            pending = [:]
+                            listener?.close()
+                            listener = nil
+                        }
+                        let responder = HandshakeResponder(identity: identity, keyring: NetworkKeyring(current: key))
+                        candidate.attach(connection, SecureConnection(responder: responder, replayGuard: replayGuard))
                     }
-                    candidate.onEstablished = {
-                        session = candidate
-                        pending[id] = nil
-                        for other in pending.values { other.abandon() }
-                        pending = [:]
-                        listener?.close()
-                        listener = nil
-                    }
-                    let responder = HandshakeResponder(identity: identity, keyring: NetworkKeyring(current: key))
-                    candidate.attach(connection, SecureConnection(responder: responder, replayGuard: replayGuard))
+                } catch {
+                    throw UserFacingError("cannot listen on \(address): \(reason(error))")
                 }
             }
-            say("\(role): listening on \(host):\(listener?.port ?? 0)")
-        } else if let connect, let peer {
-            let (host, port) = try parse(connect)
-            guard let expected = PeerID(hex: peer) else { throw UserFacingError("--peer must be a 64-character hex peer ID") }
+            say("\(role): listening on \(HostPort(host: address.host, port: listener?.port ?? 0))")
+        } else if let connect, let peer, let expected = PeerID(hex: peer) {
+            let address = try HostPort(parsing: connect, flag: "--connect").resolved()
             let connector = makeSession()
             session = connector
             try userFacing {
-                try TCPConnection.connect(loop: loop, host: host, port: port) { result in
+                try TCPConnection.connect(loop: loop, host: address.host, port: address.port) { result in
                     switch result {
                     case let .success(connection):
-                        say("\(role): connected to \(host):\(port)")
+                        say("\(role): connected to \(address)")
                         let initiator = HandshakeInitiator(identity: identity, networkKey: key, expectedResponder: expected)
                         connector.attach(connection, SecureConnection(initiator: initiator))
                     case let .failure(error):
-                        connector.fail("connect: \(error)")
+                        connector.fail("cannot connect to \(address): \(reason(error))")
                     }
                 }
             }
@@ -125,7 +136,7 @@ struct Exchange: ParsableCommand {
         try userFacing {
             try loop.after(milliseconds: timeout * 1000, keepsLoopAlive: false) {
                 guard let current = session else {
-                    FileHandle.standardError.write(Data("\(role): error: timed out after \(timeout) s: no peer completed the handshake\n".utf8))
+                    CommandConventions.printError("\(role): timed out after \(timeout) s: no peer completed the handshake")
                     Foundation.exit(1)
                 }
                 if !current.isDone {
@@ -138,15 +149,6 @@ struct Exchange: ParsableCommand {
         // The failure was already reported on standard error.
         guard let session, session.failure == nil else { throw ExitCode.failure }
         say("\(role): done")
-    }
-
-    private func parse(_ text: String) throws -> (String, UInt16) {
-        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else {
-            throw ValidationError("expected HOST:PORT, got \(text)")
-        }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host, port)
     }
 }
 
@@ -323,12 +325,13 @@ final class ExchangeSession {
         }
         failure = message
         let received = secure.map { " (received \($0.bytesReceived) bytes from the peer)" } ?? ""
-        FileHandle.standardError.write(Data("\(role): error: \(message)\(received)\n".utf8))
+        CommandConventions.printError("\(role): \(message)\(received)")
         tcp?.close()
     }
 }
 
-/// Prints a line unbuffered, so a script watching the output sees it at once.
+/// Reports progress on standard error (the exchange prints no data), unbuffered, so a script
+/// watching it sees each line at once.
 func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    printNote(line)
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandSupport
 import Crypto
 import Foundation
 
@@ -13,16 +14,31 @@ enum KeyDirectory {
     static func identityPath(_ dir: String) -> String { dir + "/" + KeyFile.identityFileName }
 }
 
-/// A failure a person can act on: printed as is, exit status 1.
-struct UserFacingError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+/// A failure a person can act on: printed as `error: ...`, exit status 1.
+typealias UserFacingError = CommandFailure
+
+/// Runs `body`, turning any error into a plain message (printed as `error: ...`, exit 1).
+func userFacing<R>(_ body: () throws -> R) throws -> R {
+    do { return try body() } catch let error as UserFacingError { throw error } catch let error as KeyFileError {
+        throw UserFacingError(explained(error))
+    } catch {
+        throw UserFacingError("\(error)")
+    }
 }
 
-/// Runs `body`, turning any error into a plain message (ArgumentParser prints it).
-func userFacing<R>(_ body: () throws -> R) throws -> R {
-    do { return try body() } catch let error as UserFacingError { throw error } catch {
-        throw UserFacingError("\(error)")
+/// A key-file error in words a person can act on: the system errors a refused open gives
+/// are translated into what is wrong and what to do.
+func explained(_ error: KeyFileError) -> String {
+    guard case let .system(path, call, code) = error else { return "\(error)" }
+    switch code {
+    case EACCES:
+        return "\(path): permission denied (\(call)); run as the user who owns it, or give a path this user may use"
+    case ENOTDIR:
+        return "\(path): a component of the path is not a directory; check the path"
+    case EISDIR:
+        return "\(path) is a directory, not a key file; give the key file's path"
+    default:
+        return "\(error)"
     }
 }
 
@@ -44,7 +60,7 @@ struct Keygen: ParsableCommand {
             let identity = try Identity.generate()
             let path = KeyDirectory.identityPath(dir)
             try identity.save(to: path)
-            print("created \(path)")
+            printNote("created \(path)")
             print("peer id: \(identity.peerID)")
             print("fingerprint: \(identity.peerID.fingerprint)")
         }
@@ -98,13 +114,13 @@ struct NetworkKeyCommand: ParsableCommand {
 
         func run() throws {
             try userFacing {
-                let parent = (out as NSString).deletingLastPathComponent
-                if !parent.isEmpty && !FileManager.default.fileExists(atPath: parent) {
+                let parent = parentDirectory(of: out)
+                if !FileManager.default.fileExists(atPath: parent) {
                     try KeyFile.prepareDirectory(parent)
                 }
                 let key = try NetworkKey.generate()
                 try key.save(to: out)
-                print("created \(out)")
+                printNote("created \(out)")
                 print("network id: \(Hex.encode(key.id.prefix(8)))")
             }
         }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandSupport
 
 /// `peer`: run and manage a Murmuration node.
 @main
@@ -13,4 +14,7 @@ struct Peer: ParsableCommand {
             Predict.self,
         ]
     )
+
+    /// Runs under the conventions of docs/cli.md: `error: ...` on stderr, exit 64 or 1.
+    static func main() { CommandConventions.main(Peer.self) }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandSupport
 import Foundation
 import Learner
 
@@ -7,9 +8,10 @@ struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Predict classes for a CSV or IDX file with a saved model.",
         discussion: """
-        Prints one line per sample (index and predicted class). When the input has labels (an \
-        IDX images file with its labels file beside it, or a CSV with one column more than the \
-        model's inputs), also prints accuracy and the confusion matrix.
+        Prints one line per sample on standard output (index, a tab, the predicted class). On \
+        standard error it reports the sample count and, when the input has labels (an IDX images \
+        file with its labels file beside it, or a CSV with one column more than the model's \
+        inputs), accuracy and the confusion matrix.
         """
     )
 
@@ -17,21 +19,17 @@ struct Predict: ParsableCommand {
     var model: String
     @Option(help: "Input: a CSV file, an IDX images file or an IDX prefix, fashion-mnist or mnist:DIR (their test sets).")
     var input: String
-    @Option(name: .customLong("label-column"), help: "CSV label column, counted from 0 (default: a 'label' header, else 0).")
+    @Option(name: .customLong("label-column"), parsing: .unconditional,
+            help: "CSV label column, counted from 0 (default: a 'label' header; column 0 when there is no header).")
     var labelColumn: Int?
     @Flag(name: .customLong("summary-only"), help: "Do not print one line per sample.")
     var summaryOnly = false
 
-    func run() throws {
-        do {
-            try predict()
-        } catch let error as LearnerError {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-            throw ExitCode.failure
-        }
+    func validate() throws {
+        if let labelColumn, labelColumn < 0 { throw ValidationError("--label-column counts columns from 0, got \(labelColumn)") }
     }
 
-    func predict() throws {
+    func run() throws {
         let contents = try ModelFile.read(model)
         let net = contents.model
         let inputs = net.architecture.inputCount
@@ -43,12 +41,12 @@ struct Predict: ParsableCommand {
             for (i, p) in predictions.enumerated() { text += "\(i)\t\(p)\n" }
             FileHandle.standardOutput.write(Data(text.utf8))
         }
-        print("\(predictions.count) samples, model \(net.architecture)")
+        printNote("\(predictions.count) samples, model \(net.architecture)")
         if var labelled {
             try labelled.normalize(with: contents.normalizer)
             let evaluation = try net.evaluate(on: labelled)
-            print(String(format: "accuracy %.4f  loss %.4f", evaluation.accuracy, evaluation.loss))
-            print(evaluation.confusionTable(), terminator: "")
+            printNote(String(format: "accuracy %.4f  loss %.4f", evaluation.accuracy, evaluation.loss))
+            FileHandle.standardError.write(Data(evaluation.confusionTable().utf8))
         }
     }
 
@@ -58,6 +56,9 @@ struct Predict: ParsableCommand {
         switch source {
         case .csv(let path)?:
             let table = try DataFiles.readCSV(path)
+            if let labelColumn, table.columns == inputs {
+                throw LearnerError.invalidArgument("--label-column \(labelColumn): \(path) has \(table.columns) columns, exactly the model's \(inputs) inputs, so it has no label column; leave out --label-column")
+            }
             if table.columns == inputs + 1 {
                 let data = try DataFiles.dataset(from: table, labelColumn: try DataFiles.labelColumn(of: table, requested: labelColumn), classCount: classCount)
                 return (data.features, data)
@@ -68,15 +69,21 @@ struct Predict: ParsableCommand {
             }
             return (table.values, nil)
         case .idx(let train, let test)?:
+            try refuseLabelColumn()
             let pair = test ?? train
-            let data = try DataFiles.loadIDX(images: pair.images, labels: pair.labels, classCount: classCount)
-            guard data.featureCount == inputs else { throw LearnerError.shapeMismatch("\(pair.images) has \(data.featureCount) features per sample, the model takes \(inputs)") }
+            let data = try DataFiles.loadIDX(images: pair.images, labels: pair.labels, classCount: classCount, featureCount: inputs)
             return (data.features, data)
         case nil:
+            try refuseLabelColumn()
             // An IDX images file without labels beside it.
             let (values, width) = try DataFiles.loadIDXFeatures(images: input)
             guard width == inputs else { throw LearnerError.shapeMismatch("\(input) has \(width) features per sample, the model takes \(inputs)") }
             return (values, nil)
         }
+    }
+
+    /// --label-column names a CSV column; IDX input keeps its labels in a file of their own.
+    func refuseLabelColumn() throws {
+        if labelColumn != nil { throw LearnerError.invalidArgument("--label-column applies to CSV input only; \(input) is IDX") }
     }
 }

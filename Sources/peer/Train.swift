@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandSupport
 import Foundation
 import Learner
 
@@ -18,61 +19,93 @@ struct Train: ParsableCommand {
     var data: String
     @Option(help: "Model: softmax or mlp:H1[,H2...] (e.g. mlp:128).")
     var model: String
-    @Option(help: "Passes over the training set.")
+    // Numbers are parsed unconditionally, so `--lr -1` reaches validate() instead of being
+    // taken for a flag.
+    @Option(parsing: .unconditional, help: "Passes over the training set.")
     var epochs: Int
-    @Option(help: "Mini-batch size.")
+    @Option(parsing: .unconditional, help: "Mini-batch size.")
     var batch: Int = TrainerConfig().batchSize
-    @Option(help: "Learning rate.")
+    @Option(parsing: .unconditional, help: "Learning rate.")
     var lr: Float = SGDConfig().learningRate
-    @Option(help: "Momentum.")
+    @Option(parsing: .unconditional, help: "Momentum (0 to below 1).")
     var momentum: Float = SGDConfig().momentum
-    @Option(name: .customLong("weight-decay"), help: "L2 penalty on weights.")
+    @Option(name: .customLong("weight-decay"), parsing: .unconditional, help: "L2 penalty on weights.")
     var weightDecay: Float = SGDConfig().weightDecay
     @Option(help: "Learning-rate schedule: cosine (to 1% over the run), constant or step:EPOCHS:FACTOR.")
     var schedule: String = "cosine"
-    @Option(help: "Seed for initialisation, shuffling and splits.")
+    @Option(parsing: .unconditional, help: "Seed for initialisation, shuffling and splits (0 to 2^64-1).")
     var seed: UInt64 = 1
     @Option(help: "Input normalisation fitted on the training set: standardize, minmax or none.")
     var normalize: String = "standardize"
     @Option(help: "Test data (same forms as --data) when DATA has no test set.")
     var test: String?
-    @Option(name: .customLong("test-fraction"), help: "Hold out this fraction of DATA for testing when there is no test set.")
-    var testFraction: Double = 0.2
-    @Option(name: .customLong("label-column"), help: "CSV label column, counted from 0 (default: a 'label' header, else 0).")
+    @Option(name: .customLong("test-fraction"), parsing: .unconditional,
+            help: "Hold out this fraction of DATA for testing when it has no test set and no --test is given (default: \(Train.defaultTestFraction)).")
+    var testFraction: Double?
+    @Option(name: .customLong("label-column"), parsing: .unconditional, help: "CSV label column, counted from 0 (default: a 'label' header; column 0 when there is no header).")
     var labelColumn: Int?
-    @Option(help: "OpenBLAS threads; more than 1 can be faster on an idle machine but is not bit-for-bit reproducible.")
+    @Option(parsing: .unconditional, help: "OpenBLAS threads (at least 1); more than 1 can be faster on an idle machine but is not bit-for-bit reproducible.")
     var threads: Int = 1
     @Flag(help: "Show a progress bar on stderr even when it is not a terminal.")
     var progress = false
     @Option(help: "Where to write the model file.")
     var out: String
 
-    func run() throws {
+    /// Share of DATA held out for testing when nothing else provides a test set.
+    static let defaultTestFraction = 0.2
+
+    /// Every flag is checked here, before any data is read or any epoch is trained.
+    func validate() throws {
+        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
+        guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be a positive number, got \(lr)") }
+        guard momentum >= 0, momentum < 1 else { throw ValidationError("--momentum must be at least 0 and below 1, got \(momentum)") }
+        guard weightDecay >= 0, weightDecay.isFinite else { throw ValidationError("--weight-decay must be 0 or positive, got \(weightDecay)") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        if let labelColumn, labelColumn < 0 {
+            throw ValidationError("--label-column counts columns from 0, got \(labelColumn)")
+        }
+        if let testFraction {
+            guard testFraction > 0, testFraction < 1 else { throw ValidationError("--test-fraction must be between 0 and 1 (exclusive), got \(testFraction)") }
+            guard test == nil else { throw ValidationError("give --test or --test-fraction, not both") }
+        }
         do {
-            try train()
+            _ = try Normalizer.Kind(name: normalize)
+            _ = try Architecture.parse(model, inputCount: 1, classCount: 2)
+            _ = try Self.parseSchedule(schedule, stepsPerEpoch: 1, epochs: epochs)
         } catch let error as LearnerError {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-            throw ExitCode.failure
+            throw ValidationError("\(error)")
         }
     }
 
-    func train() throws {
-        guard epochs >= 1 else { throw LearnerError.invalidArgument("--epochs must be at least 1") }
-        let outDirectory = (out as NSString).deletingLastPathComponent
-        guard access(outDirectory.isEmpty ? "." : outDirectory, W_OK) == 0 else {
-            throw LearnerError.io(path: out, reason: "its directory does not exist or is not writable")
-        }
-        let normalizerKind = try Normalizer.Kind(name: normalize)
+    func run() throws {
+        try checkWritableFile(out, flag: "--out")
         let source = try DataSource.resolve(data)
+        if testFraction != nil, case .idx(_, test: .some) = source {
+            throw LearnerError.invalidArgument("--test-fraction: \(data) has its own test set, which is used; leave out --test-fraction (or give --test to use another)")
+        }
+        let testSource = try test.map { try DataSource.resolve($0) }
         var (trainSet, testSet) = try source.load(labelColumn: labelColumn)
-        if let test {
-            let loaded = try DataSource.resolve(test).load(labelColumn: labelColumn, classCount: trainSet.classCount)
-            testSet = loaded.train
+        if let testSource, let test {
+            // The shape first, then the labels: a wrong file is reported as such.
+            let loaded = try testSource.load(labelColumn: labelColumn).train
+            guard loaded.featureCount == trainSet.featureCount else {
+                throw LearnerError.shapeMismatch("--test \(test) has \(loaded.featureCount) features per sample, --data \(data) has \(trainSet.featureCount)")
+            }
+            if let largest = loaded.labels.max(), Int(largest) >= trainSet.classCount {
+                throw LearnerError.invalidArgument("--test \(test) has label \(largest), but --data \(data) has only \(trainSet.classCount) classes (labels 0 to \(trainSet.classCount - 1))")
+            }
+            testSet = try Dataset(features: loaded.features, labels: loaded.labels, featureCount: loaded.featureCount, classCount: trainSet.classCount)
         } else if testSet == nil {
-            let parts = try trainSet.split(holdOut: testFraction, seed: seed)
+            let parts = try trainSet.split(holdOut: testFraction ?? Self.defaultTestFraction, seed: seed)
             (trainSet, testSet) = (parts.train, parts.test)
         }
         guard var testSet else { throw LearnerError.invalidArgument("no test set") }
+        try train(on: &trainSet, testingOn: &testSet)
+    }
+
+    func train(on trainSet: inout Dataset, testingOn testSet: inout Dataset) throws {
+        let normalizerKind = try Normalizer.Kind(name: normalize)
         let normalizer = Normalizer.fit(normalizerKind, on: trainSet)
         try trainSet.normalize(with: normalizer)
         try testSet.normalize(with: normalizer)
@@ -87,7 +120,7 @@ struct Train: ParsableCommand {
         BLAS.setThreadCount(threads)
 
         var net = Model(architecture: architecture, seed: seed)
-        print("training \(architecture) on \(trainSet.count) samples, testing on \(testSet.count); batch \(batch), lr \(lr), momentum \(momentum), seed \(seed)")
+        printNote("training \(architecture) on \(trainSet.count) samples, testing on \(testSet.count); batch \(batch), lr \(lr), momentum \(momentum), seed \(seed)")
         var bar = ProgressBar(enabled: progress || isatty(STDERR_FILENO) == 1)
         let started = Date()
         var evaluation = try net.evaluate(on: testSet)
@@ -99,11 +132,11 @@ struct Train: ParsableCommand {
             }
             bar.finish()
             evaluation = try net.evaluate(on: testSet)
-            print(String(format: "epoch %d/%d  loss %.4f  test accuracy %.4f  test loss %.4f  (%.1f s)",
+            printNote(String(format: "epoch %d/%d  loss %.4f  test accuracy %.4f  test loss %.4f  (%.1f s)",
                          e, epochs, stats.meanLoss, evaluation.accuracy, evaluation.loss, Date().timeIntervalSince(epochStart)))
         }
         try ModelFile.write(ModelFile.Contents(model: net, normalizer: normalizer), to: out)
-        print(String(format: "test accuracy %.4f after %d epochs in %.1f s; model written to %@",
+        printNote(String(format: "test accuracy %.4f after %d epochs in %.1f s; model written to %@",
                      evaluation.accuracy, epochs, Date().timeIntervalSince(started), out))
     }
 

@@ -90,6 +90,44 @@ struct DataFileTests {
         #expect(data.features == [1.5, 2, -3, 0.4, 0.5, 1])
     }
 
+    @Test func csv_rfc4180Quoting() throws {
+        let dir = try temporaryDirectory()
+        let path = dir + "/q.csv"
+        // Quoted names with a comma, a doubled quote and a line break; quoted numbers; CRLF.
+        try "\"a, b\",\"say \"\"hi\"\"\",\"two\nlines\",\"Label\"\r\n\"0.5\",1, \"2\" ,\"1\"\r\n1.5,3,4,0\n"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let table = try DataFiles.readCSV(path)
+        #expect(table.header == ["a, b", "say \"hi\"", "two\nlines", "Label"])
+        #expect(table.values == [0.5, 1, 2, 1, 1.5, 3, 4, 0])
+        #expect(table.lineNumbers == [3, 4])
+        let (data, _) = try DataSource.resolve(path).load()
+        #expect(data.labels == [1, 0] && data.features == [0.5, 1, 2, 1.5, 3, 4])
+
+        try "a,b\n\"1,2\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(errorMessage { _ = try DataFiles.readCSV(path) }.contains("not closed"))
+        try "a,b\n\"1\"x,2\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(errorMessage { _ = try DataFiles.readCSV(path) }.contains("line 2, column 1"))
+    }
+
+    @Test func csv_headerWithoutLabel_pointsToLabelColumn() throws {
+        let dir = try temporaryDirectory()
+        let path = dir + "/d.csv"
+        try "a,b\n0.5,1\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let message = errorMessage { _ = try DataSource.resolve(path).load() }
+        #expect(message.contains("no 'label' column") && message.contains("--label-column"))
+        let (data, _) = try DataSource.resolve(path).load(labelColumn: 1)
+        #expect(data.labels == [1] && data.features == [0.5])
+    }
+
+    @Test func csv_labelBeyondClassLimit_statesTheLimit() throws {
+        let dir = try temporaryDirectory()
+        let path = dir + "/d.csv"
+        try "label,a\n\(DataFiles.maxClassCount),1\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(errorMessage { _ = try DataSource.resolve(path).load() }.contains("limit of \(DataFiles.maxClassCount) classes"))
+        try "label,a\n\(DataFiles.maxClassCount - 1),1\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try DataSource.resolve(path).load().train.classCount == DataFiles.maxClassCount)
+    }
+
     @Test func csv_withoutHeader_firstColumnIsLabel() throws {
         let dir = try temporaryDirectory()
         let path = dir + "/d.csv"
