@@ -52,6 +52,55 @@ struct KeyAndExchangeTests {
         #expect(connector.stderr.contains("connected to 127.0.0.1:\(port)"))
     }
 
+    @Test("the listener survives a port scan and a peer without the network key, then serves the real peer")
+    func listenerSurvivesScans() throws {
+        let scratch = try Scratch()
+        let aliceID = try makeKeys(in: scratch, name: "alice")
+        _ = try makeKeys(in: scratch, name: "bob")
+        let listener = try CommandRunner.start("peer", ["exchange", "--listen", "127.0.0.1:0", "--dir", "alice", "--network-key", "net.key",
+                                                        "--elements", "1024", "--timeout", "20"], in: scratch.url)
+        let line = try #require(listener.waitForStderrLine(containing: "listening on 127.0.0.1:"), "\(listener.stderrSoFar)")
+        let port = try #require(line.split(separator: ":").last.flatMap { UInt16($0) })
+        // A port scan: connect and close. Then garbage the size of a hello.
+        try tcpPoke(port: port, sending: [])
+        try tcpPoke(port: port, sending: [UInt8](repeating: 0x5a, count: 74))
+        // A peer holding another network key.
+        let other = try CommandRunner.peer("network-key", "new", "--out", "other.key", in: scratch.url)
+        #expect(other.status == 0)
+        let outsider = try CommandRunner.peer("exchange", "--connect", "127.0.0.1:\(port)", "--peer", aliceID, "--dir", "bob",
+                                              "--network-key", "other.key", "--elements", "1024", "--timeout", "5", in: scratch.url)
+        #expect(outsider.status == 1)
+        // The real peer is still served.
+        let connector = try CommandRunner.peer("exchange", "--connect", "127.0.0.1:\(port)", "--peer", aliceID, "--dir", "bob",
+                                               "--network-key", "net.key", "--elements", "1024", in: scratch.url)
+        let served = try listener.wait()
+        #expect(connector.status == 0, "\(connector.stderr)")
+        #expect(served.status == 0, "\(served.stderr)")
+        #expect(served.stderr.contains("refused a connection"), "\(served.stderr)")
+        #expect(served.stderr.contains("delta verified"))
+    }
+
+    @Test("repeated exchanges between the same peers pass, and each keeps its sequence ledger in its key directory")
+    func ledgerPersists() throws {
+        // Each run signs with a fresh sequence (the clock), so two honest runs both pass; the
+        // ledger's refusal of a replay, also after a restart, is tested in CryptoTests.
+        let scratch = try Scratch()
+        let aliceID = try makeKeys(in: scratch, name: "alice")
+        _ = try makeKeys(in: scratch, name: "bob")
+        for _ in 0..<2 {
+            let listener = try CommandRunner.start("peer", ["exchange", "--listen", "127.0.0.1:0", "--dir", "alice", "--network-key", "net.key",
+                                                            "--elements", "256", "--timeout", "20"], in: scratch.url)
+            let line = try #require(listener.waitForStderrLine(containing: "listening on 127.0.0.1:"), "\(listener.stderrSoFar)")
+            let port = try #require(line.split(separator: ":").last.map(String.init))
+            let connector = try CommandRunner.peer("exchange", "--connect", "127.0.0.1:\(port)", "--peer", aliceID, "--dir", "bob",
+                                                   "--network-key", "net.key", "--elements", "256", in: scratch.url)
+            let served = try listener.wait()
+            #expect(connector.status == 0 && served.status == 0, "\(connector.stderr)\n\(served.stderr)")
+        }
+        let ledger = try Data(contentsOf: scratch.url.appendingPathComponent("alice/delta-sequences"))
+        #expect(ledger.count % 41 == 0 && ledger.count >= 41)
+    }
+
     @Test("a malformed --peer is a usage error before any key is loaded or printed")
     func malformedPeer() throws {
         let scratch = try Scratch()
@@ -172,4 +221,21 @@ struct KeyAndExchangeTests {
         expectError(result, status: 1, mentions: ["shared", "chmod go-w"])
         #expect(!FileManager.default.fileExists(atPath: scratch.path("shared/net.key")))
     }
+}
+
+/// Connects to 127.0.0.1:`port`, writes `bytes`, and closes: what a port scan or a stray
+/// client does to a listener.
+func tcpPoke(port: UInt16, sending bytes: [UInt8]) throws {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXError(.EIO) }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+    if !bytes.isEmpty { _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
 }
