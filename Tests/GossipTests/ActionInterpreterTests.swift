@@ -41,7 +41,7 @@ private func check(_ condition: Bool, sourceLocation: SourceLocation = #_sourceL
 
     @Test func actionInterpreter_sendsAndReports_inActionOrder() {
         var interpreter = Interpreter()
-        let out = run(&interpreter, [.send("x", to: Endpoint(host: "h", port: 1), via: .datagram), .report(1),
+        let out = run(&interpreter, [.send("x", to: Endpoint(host: "h", port: 1), via: .datagram(to: nil)), .report(1),
                                      .send("y", to: Endpoint(host: "h", port: 2), via: .session(averagingTestPeer(1))), .report(2)])
         #expect(out.sent == ["x", "y"])
         #expect(out.reports == [1, 2])

@@ -41,7 +41,7 @@ import Testing
     #expect(!d.isBootstrapping)  // nobody to ask yet: beacons only
     #expect(start.contains { if case .schedule(.beacon, testT0) = $0 { return true }; return false })
     let out = d.onTimer(.beacon, me: testRecord(0), at: testT0)
-    #expect(out.contains { if case let .send(.beacon(r), to, .datagram) = $0 { return r == testRecord(0) && to == Discovery.Settings().beaconEndpoint }; return false })
+    #expect(out.contains { if case let .send(.beacon(r), to, .datagram(to: nil)) = $0 { return r == testRecord(0) && to == Discovery.Settings().beaconEndpoint }; return false })
     #expect(out.contains { if case .schedule(.beacon, testT0 + .seconds(10)) = $0 { return true }; return false })
 }
 

@@ -71,12 +71,12 @@ struct IdentityTests {
             let to = SimAddress.endpoint(target)
             sim.inject(Self.attacker, at: sim.now) { _, _ in
                 [
-                    .send(.sampling(.request(id: 1, entries: [PeerSampler.Entry(record: forged, age: 0)])), to: to, via: .datagram),
-                    .send(.membership(.gossip(from: x, updates: [.alive(AliveClaim(signedBy: attackerIdentity, record: forged, incarnation: 9))])), to: to, via: .datagram),
-                    .send(.discovery(.beacon(forged)), to: to, via: .datagram),
-                    .send(.discovery(.join(forged)), to: to, via: .datagram),
-                    .send(.sampling(.request(id: 2, entries: [PeerSampler.Entry(record: oldRecord, age: 0)])), to: to, via: .datagram),
-                    .send(.membership(.gossip(from: x, updates: [.alive(AliveClaim(signedBy: attackerIdentity, record: oldRecord, incarnation: 50))])), to: to, via: .datagram),
+                    .send(.sampling(.request(id: 1, entries: [PeerSampler.Entry(record: forged, age: 0)])), to: to, via: .datagram(to: world.identity(target).peerID)),
+                    .send(.membership(.gossip(from: x, updates: [.alive(AliveClaim(signedBy: attackerIdentity, record: forged, incarnation: 9))])), to: to, via: .datagram(to: world.identity(target).peerID)),
+                    .send(.discovery(.beacon(forged)), to: to, via: .datagram(to: world.identity(target).peerID)),
+                    .send(.discovery(.join(forged)), to: to, via: .datagram(to: world.identity(target).peerID)),
+                    .send(.sampling(.request(id: 2, entries: [PeerSampler.Entry(record: oldRecord, age: 0)])), to: to, via: .datagram(to: world.identity(target).peerID)),
+                    .send(.membership(.gossip(from: x, updates: [.alive(AliveClaim(signedBy: attackerIdentity, record: oldRecord, incarnation: 50))])), to: to, via: .datagram(to: world.identity(target).peerID)),
                 ]
             }
         }

@@ -42,7 +42,7 @@ struct Prober: ProtocolNode {
         var actions: [Action] = []
         // A zero interval sends the whole burst at once, to exercise queueing.
         repeat {
-            actions.append(.send(Probe(sequence: sent, size: size, sentAt: now.nanoseconds), to: SimAddress.endpoint(1), via: .datagram))
+            actions.append(.send(Probe(sequence: sent, size: size, sentAt: now.nanoseconds), to: SimAddress.endpoint(1), via: .datagram(to: SimAddress.peer(1))))
             sent += 1
         } while interval == .zero && sent < count
         if sent < count { actions.append(.schedule(.send, at: now + interval)) }

@@ -106,7 +106,10 @@ public struct Sender: Hashable, Sendable, CustomStringConvertible {
 /// authenticated session with one peer (TCP behind the secret handshake). The simulator
 /// models both as links.
 public enum Transport: Sendable, Hashable {
-    case datagram
+    /// A datagram sealed for this peer (its ID is bound into the seal, so it opens nowhere
+    /// else), or, when nil, addressed to any member: only for messages that introduce a peer
+    /// whose identity is not known yet (a join to a bootstrap address, a LAN beacon).
+    case datagram(to: PeerID?)
     /// Over the session with this peer: the driver delivers only if the peer at the endpoint
     /// proves to be it, and the receiver learns the sender's identity.
     case session(PeerID)

@@ -106,14 +106,14 @@ public struct Discovery: Sendable {
         switch timer {
         case .beacon:
             guard let group = settings.beaconEndpoint else { return [] }
-            return [.send(.beacon(me), to: group, via: .datagram), .schedule(.beacon, at: now + settings.beaconInterval)]
+            return [.send(.beacon(me), to: group, via: .datagram(to: nil)), .schedule(.beacon, at: now + settings.beaconInterval)]
         case .reconnect:
             var out: [Action] = [.schedule(.reconnect, at: now + settings.reconnectInterval)]
             let horizon = now.nanoseconds - settings.departedLifetime.nanosecondsClamped
             departed.removeAll { $0.since.nanoseconds <= horizon }
             guard !departed.isEmpty else { return out }
             let pick = departed[Int(rng.next(upperBound: UInt64(departed.count)))].record
-            out.append(.send(.join(me), to: pick.primary, via: .datagram))
+            out.append(.send(.join(me), to: pick.primary, via: .datagram(to: pick.peer)))
             out.append(.report(.reconnectAttempt(pick.peer)))
             return out
         case .rebootstrap:
@@ -128,7 +128,10 @@ public struct Discovery: Sendable {
             let spread = Int64(Double(base) * Self.jitter)
             let offset = Int64(rng.next(upperBound: UInt64(max(1, 2 * spread))))
             let delay = Duration.nanoseconds(base - spread + offset)
-            var out: [Action] = contacted.map { .send(.join(me), to: $0, via: .datagram) }
+            // A cached peer's join is sealed for it; a bootstrap address's peer is not known yet.
+            var out: [Action] = contacted.map { endpoint in
+                .send(.join(me), to: endpoint, via: .datagram(to: cache.records.first { $0.primary == endpoint }?.peer))
+            }
             out.append(.schedule(.rebootstrap, at: now + delay))
             out.append(.report(.rebootstrapAttempt(attempt: attempt, contacted: contacted, delay: delay)))
             return out

@@ -67,6 +67,14 @@ public struct Membership: Sendable {
         case nack(sequence: UInt32, from: PeerID, updates: [Update])
         /// Pending updates, sent every gossip interval while there are some.
         case gossip(from: PeerID, updates: [Update])
+
+        /// The peer the message says it is from (its `from`): where replies are addressed.
+        public var sender: PeerID {
+            switch self {
+            case let .ping(_, from, _), let .ack(_, from, _), let .pingRequest(_, from, _, _), let .nack(_, from, _), let .gossip(from, _):
+                return from
+            }
+        }
     }
 
     public enum Timer: Hashable, Sendable {
@@ -160,6 +168,7 @@ public struct Membership: Sendable {
 
     struct Relay: Sendable {
         var requester: Endpoint
+        var requesterPeer: PeerID
         var sequence: UInt32
         var started: Instant
     }
@@ -291,7 +300,7 @@ public struct Membership: Sendable {
         case .indirectTimeout(let seq): if probe?.sequence == seq { finishFailedProbe(at: now, into: &out) }
         case .relayNack(let seq):
             if let relay = relays[seq] {
-                out.append(.send(.nack(sequence: relay.sequence, from: me.peer, updates: piggyback()), to: relay.requester, via: .datagram))
+                out.append(.send(.nack(sequence: relay.sequence, from: me.peer, updates: piggyback()), to: relay.requester, via: .datagram(to: relay.requesterPeer)))
             }
         case .suspicion(let peer): suspicionExpired(peer, at: now, into: &out)
         case .gossip:
@@ -303,7 +312,7 @@ public struct Membership: Sendable {
                 guard let member = table[peer] else { continue }
                 let updates = piggyback()
                 if updates.isEmpty { break }
-                out.append(.send(.gossip(from: me.peer, updates: updates), to: member.record.primary, via: .datagram))
+                out.append(.send(.gossip(from: me.peer, updates: updates), to: member.record.primary, via: .datagram(to: peer)))
             }
         }
         return out
@@ -314,9 +323,9 @@ public struct Membership: Sendable {
         accused = false
         defer { accused = false }
         switch message {
-        case let .ping(seq, _, updates):
+        case let .ping(seq, from, updates):
             apply(updates, at: now, into: &out)
-            out.append(.send(.ack(sequence: seq, from: me.peer, updates: answer()), to: sender, via: .datagram))
+            out.append(.send(.ack(sequence: seq, from: me.peer, updates: answer()), to: sender, via: .datagram(to: from)))
             return out
         case let .ack(seq, from, updates):
             apply(updates, at: now, into: &out)
@@ -327,19 +336,19 @@ public struct Membership: Sendable {
                 out.append(.cancel(.indirectTimeout(seq)))
             } else if let relay = relays.removeValue(forKey: seq) {
                 out.append(.cancel(.relayNack(seq)))
-                out.append(.send(.ack(sequence: relay.sequence, from: from, updates: piggyback()), to: relay.requester, via: .datagram))
+                out.append(.send(.ack(sequence: relay.sequence, from: from, updates: piggyback()), to: relay.requester, via: .datagram(to: relay.requesterPeer)))
             }
-        case let .pingRequest(seq, _, target, updates):
+        case let .pingRequest(seq, requester, target, updates):
             apply(updates, at: now, into: &out)
             guard target.peer != me.peer, verifier.isValid(target) else { break }
             let mine = takeSequence()
             if relays.count >= Self.maxRelays, let oldest = relays.min(by: { ($0.value.started, $0.key) < ($1.value.started, $1.key) })?.key {
                 relays.removeValue(forKey: oldest)
             }
-            relays[mine] = Relay(requester: sender, sequence: seq, started: now)
-            out.append(.send(.ping(sequence: mine, from: me.peer, updates: piggyback()), to: target.primary, via: .datagram))
+            relays[mine] = Relay(requester: sender, requesterPeer: requester, sequence: seq, started: now)
+            out.append(.send(.ping(sequence: mine, from: me.peer, updates: piggyback()), to: target.primary, via: .datagram(to: target.peer)))
             for endpoint in target.endpoints.dropFirst() {
-                out.append(.send(.ping(sequence: mine, from: me.peer, updates: []), to: endpoint, via: .datagram))
+                out.append(.send(.ping(sequence: mine, from: me.peer, updates: []), to: endpoint, via: .datagram(to: target.peer)))
             }
             let nackAfter = Duration.nanoseconds(Int64(settings.probeTimeout.seconds * settings.nackFraction * 1e9))
             out.append(.schedule(.relayNack(mine), at: now + nackAfter))
@@ -352,7 +361,7 @@ public struct Membership: Sendable {
         // Refute straight back to the accuser, not only through gossip: a suspicion that
         // missed the refutation flood would otherwise run to its end.
         if accused {
-            out.append(.send(.gossip(from: me.peer, updates: answer()), to: sender, via: .datagram))
+            out.append(.send(.gossip(from: me.peer, updates: answer()), to: sender, via: .datagram(to: message.sender)))
         }
         return out
     }
@@ -418,7 +427,7 @@ public struct Membership: Sendable {
         var out: [Action] = []
         for peer in reachable {
             guard let m = table[peer] else { continue }
-            out.append(.send(.gossip(from: me.peer, updates: [.left(notice)]), to: m.record.primary, via: .datagram))
+            out.append(.send(.gossip(from: me.peer, updates: [.left(notice)]), to: m.record.primary, via: .datagram(to: peer)))
         }
         return out
     }
@@ -445,7 +454,7 @@ public struct Membership: Sendable {
             updates.append(.suspect(target.record.peer, target.version, by: me.peer))
         }
         updates += piggyback(excluding: target.record.peer)
-        out.append(.send(.ping(sequence: seq, from: me.peer, updates: updates), to: target.record.primary, via: .datagram))
+        out.append(.send(.ping(sequence: seq, from: me.peer, updates: updates), to: target.record.primary, via: .datagram(to: target.record.peer)))
         out.append(.schedule(.probeTimeout(seq), at: now + scaled(settings.probeTimeout)))
         out.append(.schedule(.indirectTimeout(seq), at: now + scaled(settings.probeInterval)))
     }
@@ -478,14 +487,14 @@ public struct Membership: Sendable {
         guard var p = probe, p.sequence == seq else { return }
         // The target's other addresses (say a LAN and a public one) get a direct ping too.
         for endpoint in p.target.endpoints.dropFirst() {
-            out.append(.send(.ping(sequence: seq, from: me.peer, updates: []), to: endpoint, via: .datagram))
+            out.append(.send(.ping(sequence: seq, from: me.peer, updates: []), to: endpoint, via: .datagram(to: p.target.peer)))
         }
         var helpers = reachable.filter { $0 != p.target.peer && table[$0]?.status == .alive }
         helpers.shuffle(using: &rng)
         for peer in helpers.prefix(settings.indirectChecks) {
             guard let helper = table[peer] else { continue }
             p.expectedNacks += 1
-            out.append(.send(.pingRequest(sequence: seq, from: me.peer, target: p.target, updates: piggyback()), to: helper.record.primary, via: .datagram))
+            out.append(.send(.pingRequest(sequence: seq, from: me.peer, target: p.target, updates: piggyback()), to: helper.record.primary, via: .datagram(to: peer)))
         }
         probe = p
     }
@@ -504,7 +513,7 @@ public struct Membership: Sendable {
             startSuspicion(&m, version: m.version, accuser: me.peer, at: now, into: &out)
             table[m.record.peer] = m
             // Buddy system: tell the suspect directly, not only through gossip.
-            out.append(.send(.gossip(from: me.peer, updates: [.suspect(m.record.peer, m.version, by: me.peer)]), to: m.record.primary, via: .datagram))
+            out.append(.send(.gossip(from: me.peer, updates: [.suspect(m.record.peer, m.version, by: me.peer)]), to: m.record.primary, via: .datagram(to: m.record.peer)))
         }
         if !m.inView && m.status == .alive { table.removeValue(forKey: m.record.peer) }
     }

@@ -90,10 +90,10 @@ public struct GossipNode: ProtocolNode {
             }
             let offer = [PeerSampler.Entry(record: record, age: 0)]
                 + sampler.sample(settings.sampling.viewSize - 1, excluding: joiner.peer)
-            out.append(.send(.discovery(.joinReply(offer)), to: sender, via: .datagram))
+            out.append(.send(.discovery(.joinReply(offer)), to: sender, via: .datagram(to: joiner.peer)))
             // A joiner we hold dead (the other side of a healed partition) hears so and refutes.
             if let accusation = membership.accusation(of: joiner) {
-                out.append(.send(.membership(accusation), to: sender, via: .datagram))
+                out.append(.send(.membership(accusation), to: sender, via: .datagram(to: joiner.peer)))
             }
             withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert([PeerSampler.Entry(record: joiner, age: 0)], me: me, admit: admit) }
         case .discovery(.joinReply(let entries)):
@@ -123,7 +123,7 @@ public struct GossipNode: ProtocolNode {
             for case let .report(.reconnectAttempt(peer)) in actions {
                 if let r = discovery.reconnectCandidates.first(where: { $0.peer == peer }),
                    let accusation = membership.accusation(of: r) {
-                    out.append(.send(.membership(accusation), to: r.primary, via: .datagram))
+                    out.append(.send(.membership(accusation), to: r.primary, via: .datagram(to: r.peer)))
                 }
             }
             absorb(actions, at: now, into: &out)

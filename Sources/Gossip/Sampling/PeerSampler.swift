@@ -132,7 +132,7 @@ public struct PeerSampler: Sendable {
             var offer = slots.filter { $0.entry.peer != initiator }.map(\.entry)
             offer.shuffle(using: &rng)
             offer = Array(offer.prefix(settings.shuffleLength))
-            out.append(.send(.reply(id: id, entries: offer), to: sender, via: .datagram))
+            out.append(.send(.reply(id: id, entries: offer), to: sender, via: .datagram(to: initiator)))
             integrate(entries, replacing: offer.map(\.peer), me: me, admit: admit, into: &out)
         case let .reply(id, entries):
             guard let p = pending, p.id == id else { break }
@@ -217,7 +217,8 @@ public struct PeerSampler: Sendable {
         let id = nextID
         nextID &+= 1
         pending = Pending(id: id, partner: partner, sent: offer.map(\.peer))
-        out.append(.send(.request(id: id, entries: [Entry(record: me, age: 0)] + offer), to: partner.entry.record.primary, via: .datagram))
+        out.append(.send(.request(id: id, entries: [Entry(record: me, age: 0)] + offer), to: partner.entry.record.primary,
+                         via: .datagram(to: partner.entry.record.peer)))
         out.append(.schedule(.shuffleTimeout(id), at: now + settings.shuffleTimeout))
     }
 
