@@ -51,8 +51,8 @@ enum GossipBench {
         let samples = sampleCounts(n)
         let settings = PushSumAverager.Settings()
         // With crypto every node signs as itself; without, synthetic identities suffice.
-        let wire = crypto ? try CryptoWire(nodes: n) : nil
-        let peers = wire?.identities.map(\.peerID) ?? (0..<n).map(SimAddress.peer)
+        let identities = crypto ? try (0..<n).map(benchIdentity) : []
+        let peers = crypto ? identities.map(\.peerID) : (0..<n).map(SimAddress.peer)
         var peerIndex: [PeerID: Int32] = [:]
         for (i, p) in peers.enumerated() { peerIndex[p] = Int32(i) }
         // Nodes send only to their view, so no topology filter is needed on top.
@@ -66,8 +66,9 @@ enum GossipBench {
                 pairs.append((i, Int32(node)))
             }
         }
-        if let wire {
-            sim.wire = wire.mode(resolve: { [unowned sim] in sim.index(of: $0) }, clock: { [unowned sim] in sim.now })
+        if crypto {
+            let key = try NetworkKey(bytes: [UInt8](repeating: 7, count: NetworkKey.length))
+            sim.wire = SecureWireMode.averaging(sim, wires: try SecureWireMode.wires(identities: identities, keyring: NetworkKeyring(current: key)))
         }
         sim.startAll()
         sim.run(until: .zero)
@@ -147,11 +148,11 @@ enum GossipBench {
         let on = try simulate(nodes: n, rounds: cryptoRounds, crypto: true)
         let onRate = Double(n * cryptoRounds) / on.seconds
         report.add(BenchFigure(
-            name: "node-rounds/s, signed+sealed", value: onRate, unit: "node-rounds/s", baseline: offRate,
+            name: "node-rounds/s, secure wire", value: onRate, unit: "node-rounds/s", baseline: offRate,
             ratio: onRate / offRate,
-            note: "\(cryptoRounds) rounds; Ed25519 envelope + XChaCha20-Poly1305 datagram per message; baseline: crypto off"))
+            note: "\(cryptoRounds) rounds; SecureWire: every transfer an Ed25519-signed envelope checked against the session's peer; baseline: crypto off"))
         report.add(BenchFigure(name: "rejected in wire mode", value: Double(on.counters.dropped(.rejected)), unit: "messages",
-                               note: "replay-window or verification refusals (retransmitted)"))
+                               note: "envelope refusals (wrong author or recipient, bad signature); expected 0"))
         let peak = peakResidentBytes()
         report.add(BenchFigure(name: "peak memory (simulation, crypto off)", value: Double(simPeak) / Double(1 << 30), unit: "GiB",
                                note: "VmHWM after the crypto-off run; target < 8 GiB"))
@@ -161,57 +162,9 @@ enum GossipBench {
     }
 }
 
-/// Wire mode for the benchmark: transfers signed as push-sum envelopes addressed to their
-/// recipient, every message sealed as a datagram for the recipient under the network key,
-/// opened (replay guard on the virtual clock) and verified by the receiver, who checks that
-/// the author is the session's peer.
-final class CryptoWire {
-    /// One identity per node.
-    let identities: [Identity]
-    let sealer: DatagramSealer
-    var openers: [DatagramOpener]
-    let keyring: NetworkKeyring
-
-    init(nodes: Int) throws {
-        let key = try NetworkKey(bytes: [UInt8](repeating: 7, count: NetworkKey.length))
-        keyring = NetworkKeyring(current: key)
-        identities = try (0..<nodes).map { i in
-            var seed = [UInt8](repeating: 0, count: Identity.seedLength)
-            withUnsafeBytes(of: UInt64(i).littleEndian) { seed.replaceSubrange(0..<8, with: $0) }
-            return try Identity(seed: seed)
-        }
-        sealer = try DatagramSealer(networkKey: key)
-        // One set of derived keys for every opener: each key lives in `sodium_malloc` memory
-        // (a few mappings each), and one per node would approach the kernel's map-count limit
-        // beside the 10,000 identities. Costs per message are the same.
-        let first = try DatagramOpener(keyring: keyring, localPeer: identities[0].peerID,
-                                       replayGuard: .forDatagrams(startedAt: CryptoWire.epochMilliseconds))
-        openers = [first] + identities.dropFirst().map { identity in
-            DatagramOpener(sharingKeysWith: first, localPeer: identity.peerID,
-                           replayGuard: .forDatagrams(startedAt: CryptoWire.epochMilliseconds))
-        }
-    }
-
-    /// The wall-clock time the virtual clock's zero stands for (any fixed value: a run is reproducible).
-    static let epochMilliseconds: UInt64 = 1_800_000_000_000
-
-    enum Refusal: Error { case unknownEndpoint, notASession }
-
-    func mode(resolve: @escaping (Endpoint) -> Int?, clock: @escaping () -> Instant) -> WireMode<PushSumAverager.Message> {
-        let networkID = keyring.current.id
-        func milliseconds() -> UInt64 { CryptoWire.epochMilliseconds + UInt64(max(0, clock().nanoseconds) / 1_000_000) + 1 }
-        return WireMode(
-            encode: { [self] message, from, _, via in
-                guard let i = resolve(from.endpoint) else { throw Refusal.unknownEndpoint }
-                guard case .session(let recipient) = via else { throw Refusal.notASession }
-                let plain = try AveragingEnvelope.encode(message, identity: identities[i], networkID: networkID, to: recipient)
-                return try sealer.seal(plain, to: .peer(recipient), now: milliseconds())
-            },
-            decode: { [self] bytes, from, to in
-                guard let j = resolve(to.endpoint) else { throw Refusal.unknownEndpoint }
-                guard let author = from.peer else { throw Refusal.notASession }
-                let opened = try openers[j].open(bytes, now: milliseconds())
-                return try AveragingEnvelope.decode(opened.plaintext, keyring: keyring, from: author, localPeer: to.peer)
-            })
-    }
+/// Node `i`'s identity in the signed benchmark runs.
+func benchIdentity(_ i: Int) throws -> Identity {
+    var seed = [UInt8](repeating: 0, count: Identity.seedLength)
+    withUnsafeBytes(of: UInt64(i).littleEndian) { seed.replaceSubrange(0..<8, with: $0) }
+    return try Identity(seed: seed)
 }

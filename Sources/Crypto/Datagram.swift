@@ -152,6 +152,8 @@ public final class DatagramOpener {
         public var stale = 0
         public var ahead = 0
         public var total: Int { malformed + authentication + replayed + stale + ahead }
+
+        public init() {}
     }
 
     /// A datagram that opened.

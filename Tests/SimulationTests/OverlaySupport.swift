@@ -19,6 +19,8 @@ final class OverlayWorld: @unchecked Sendable {
     var settings: OverlaySettings
     var bootstrap: [Endpoint]
     let memo = RecordVerifier.Memo()
+    /// When set, node `i` averages `averaging(i)` (its vector and sample count).
+    var averaging: ((Int) -> (vector: [Float], samples: Double))?
 
     init(settings: OverlaySettings = .lan, bootstrap: [Endpoint] = [SimAddress.endpoint(0)]) {
         var s = settings
@@ -38,9 +40,14 @@ final class OverlayWorld: @unchecked Sendable {
     func makeNode(_ context: NodeContext) -> GossipNode {
         var s = settings
         s.discovery.bootstrap = bootstrap.filter { $0 != context.endpoint }
+        let averager = averaging.map { input in
+            let (vector, samples) = input(context.index)
+            return PushSumAverager(peer: identity(context.index).peerID, initial: vector, sampleCount: samples,
+                                   settings: s.averaging, rng: SplitMix64(seed: context.seed ^ 0xA5A5))
+        }
         return GossipNode(
             identity: identity(context.index), endpoints: [context.endpoint], settings: s,
-            cache: caches[context.index] ?? PeerCache(), seed: context.seed, verifier: RecordVerifier(sharing: memo))
+            cache: caches[context.index] ?? PeerCache(), averager: averager, seed: context.seed, verifier: RecordVerifier(sharing: memo))
     }
 
     func simulator(nodeCount: Int, seed: UInt64, links: LinkPolicy = LinkPolicy()) -> Simulator<GossipNode> {

@@ -133,20 +133,50 @@ struct OverlayPartitionTests {
     }
 }
 
-/// The same protocol with every message encoded and decoded by `GossipWire`, as the runtime
-/// will send it: the overlay forms, and no message is refused by the decoder.
+/// The same protocol with every message through the library's `SecureWire`, as the runtime
+/// sends it: datagrams sealed for their recipient and opened by it, transfers signed and
+/// checked against the session's peer.
 struct OverlayWireTests {
-    @Test func overlay_inWireMode_formsAndEveryMessageDecodes() {
+    @Test func overlay_inSecureWireMode_formsAndEveryMessageOpens() throws {
         let world = OverlayWorld()
         let sim = world.simulator(nodeCount: 200, seed: 10, links: LinkPolicy(default: LinkModel(latency: .milliseconds(2), jitter: .milliseconds(3))))
-        sim.wire = WireMode(encode: { message, _, _, _ in GossipWire.encode(message) }, decode: { bytes, _, _ in try GossipWire.decode(bytes) })
+        let key = try NetworkKey(bytes: [UInt8](repeating: 9, count: NetworkKey.length))
+        sim.wire = SecureWireMode.gossip(sim, wires: try SecureWireMode.wires(identities: (0..<200).map(world.identity), keyring: NetworkKeyring(current: key)))
         for i in 0..<200 { sim.start(i, at: .zero + .milliseconds(10) * i) }
         sim.run(until: .zero + .seconds(40))
         let shape = OverlayShape(sim)
-        print("wire mode: 200 nodes, connected \(shape.stronglyConnected), in-degree mean \(shape.mean) max \(shape.maximum), \(sim.counters.sent) messages, \(sim.counters.bytesSent / max(1, sim.counters.sent)) bytes each on average, rejected \(sim.counters.dropped(.rejected))")
+        print("secure wire mode: 200 nodes, connected \(shape.stronglyConnected), in-degree mean \(shape.mean) max \(shape.maximum), \(sim.counters.sent) messages, \(sim.counters.bytesSent / max(1, sim.counters.sent)) bytes each on average, rejected \(sim.counters.dropped(.rejected))")
         #expect(shape.stronglyConnected)
+        #expect(shape.live == 200)
         #expect(sim.counters.dropped(.rejected) == 0)
         #expect(sim.counters.delivered > 0)
+    }
+
+    @Test func averaging_inSecureWireModeUnderLoss_convergesToTheExactWeightedMean() throws {
+        let n = 40
+        let world = OverlayWorld(settings: .local)
+        let vectors = (0..<n).map { i in [Float(i), Float(i % 7) - 3, 1] }
+        let samples = (0..<n).map { Double(1 + $0 % 5) }
+        world.averaging = { (vectors[$0], samples[$0]) }
+        let sim = world.simulator(nodeCount: n, seed: 12, links: LinkPolicy(default: LinkModel(loss: 0.1, latency: .milliseconds(2), jitter: .milliseconds(3))))
+        let key = try NetworkKey(bytes: [UInt8](repeating: 9, count: NetworkKey.length))
+        sim.wire = SecureWireMode.gossip(sim, wires: try SecureWireMode.wires(identities: (0..<n).map(world.identity), keyring: NetworkKeyring(current: key)))
+        for i in 0..<n { sim.start(i, at: .zero + .milliseconds(10) * i) }
+        // The mean from the inputs, not from the averagers.
+        let mean = (0..<3).map { k in zip(vectors, samples).reduce(0.0) { $0 + Double($1.0[k]) * $1.1 } / samples.reduce(0, +) }
+        var worst = Double.infinity
+        sim.run(until: .zero + .seconds(120), every: .seconds(5)) { sim in
+            worst = (0..<n).reduce(0.0) { w, i in
+                guard let estimate = sim.node(i)?.averager?.estimate else { return .infinity }
+                return max(w, (0..<3).reduce(0.0) { max($0, abs(estimate[$1] - mean[$1]) / abs(mean[$1] == 0 ? 1 : mean[$1])) })
+            }
+            return worst > 1e-6
+        }
+        let applied = (0..<n).reduce(0) { $0 + (sim.node($1)?.averager?.counters.applied ?? 0) }
+        print("secure wire averaging: \(n) nodes, 10% loss, worst relative error \(worst), \(applied) transfers applied, rejected \(sim.counters.dropped(.rejected))")
+        #expect(worst <= 1e-6)
+        #expect(applied > 10 * n)
+        #expect(sim.counters.dropped(.rejected) == 0)
     }
 }
 

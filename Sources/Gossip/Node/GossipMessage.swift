@@ -1,7 +1,7 @@
 import Crypto
 
 /// Every message a ``GossipNode`` sends or receives.
-public enum GossipMessage: Sendable, WireSized, TraceIdentified {
+public enum GossipMessage: Sendable, Equatable, WireSized, TraceIdentified {
     case membership(Membership.Message)
     case sampling(PeerSampler.Message)
     case discovery(Discovery.Message)

@@ -1,6 +1,8 @@
 import Crypto
 
-/// The binary encoding of ``GossipMessage`` (big-endian; see `docs/membership.md`, "Wire format").
+/// The binary encoding of the ``GossipMessage``s that travel as datagrams: membership,
+/// sampling and discovery (big-endian; see `docs/membership.md`, "Wire format"). Averaging
+/// messages never travel as datagrams: they go over the peer's session (``SecureWire``).
 ///
 /// A message is a version byte (1), a kind byte, then the kind's fields. Decoding is total:
 /// every malformed input ends in a ``WireError`` naming the field, and every count or length
@@ -17,15 +19,14 @@ public enum GossipWire {
         case ping = 1, ack = 2, pingRequest = 3, nack = 4, gossip = 5
         case shuffleRequest = 16, shuffleReply = 17
         case join = 32, joinReply = 33, beacon = 34
-        case averaging = 48
     }
 
     enum UpdateKind: UInt8 { case alive = 0, suspect = 1, dead = 2, left = 3 }
 
     // MARK: Encoding
 
-    /// The bytes of `message`.
-    public static func encode(_ message: GossipMessage) -> [UInt8] {
+    /// The bytes of `message`; an averaging message is refused (it travels over a session).
+    public static func encode(_ message: GossipMessage) throws(WireError) -> [UInt8] {
         var w = ByteWriter(capacity: size(of: message))
         w.write(version)
         switch message {
@@ -54,9 +55,8 @@ public enum GossipWire {
             case .joinReply(let entries): w.write(Kind.joinReply.rawValue); write(entries, &w)
             case .beacon(let r): w.write(Kind.beacon.rawValue); write(r, to: &w)
             }
-        case .averaging(let m):
-            w.write(Kind.averaging.rawValue)
-            w.write(bytes: AveragingWire.encode(m))
+        case .averaging:
+            throw .invalidValue(field: "message", reason: "averaging messages travel over a peer's session, never in a datagram")
         }
         return w.bytes
     }
@@ -140,7 +140,7 @@ public enum GossipWire {
     static func size(of updates: [Membership.Update]) -> Int { 1 + updates.reduce(0) { $0 + size(of: $1) } }
     static func size(of entries: [PeerSampler.Entry]) -> Int { 1 + entries.reduce(0) { $0 + size(of: $1.record) + 2 } }
 
-    /// Encoded size of `message` in bytes.
+    /// Encoded size of `message` in bytes (for an averaging message, its size on the session).
     public static func size(of message: GossipMessage) -> Int {
         2 + {
             switch message {
@@ -195,13 +195,6 @@ public enum GossipWire {
         case .join: message = .discovery(.join(try readRecord(&r)))
         case .joinReply: message = .discovery(.joinReply(try readEntries(&r)))
         case .beacon: message = .discovery(.beacon(try readRecord(&r)))
-        case .averaging:
-            let rest = try r.readBytes(r.remaining, "averaging message")
-            do {
-                return .averaging(try AveragingWire.decode(rest))
-            } catch {
-                throw .invalidValue(field: "averaging message", reason: "\(error)")
-            }
         }
         try r.expectEnd()
         return message
