@@ -7,16 +7,20 @@
 # first, in dependency order, as instrumented static libraries; each is rebuilt only when its
 # sources change. Needs swiftc with libFuzzer (Swift's Linux toolchain ships it; Debian's
 # libclang-rt-14-dev provides the same runtime for clang), libsodium-dev, libuv1-dev,
-# libopenblas-dev, zlib1g-dev and pkg-config. Seed corpora go to fuzz/bin/corpus (not
-# committed): the hex vectors of docs/wire.md for the Crypto targets, and round-trip encodings
-# that the other targets write from their own encoders at start-up (fuzz/support).
+# libopenblas-dev, zlib1g-dev and pkg-config. Each target first replays, once each, the inputs
+# in fuzz/regressions/TARGET/ (a crash file that was found and fixed goes there, so the fix stays
+# tested), then fuzzes from three seed sources: the committed, minimised corpus in
+# fuzz/corpus/TARGET/ (refresh it with `scripts/fuzz.sh --minimize`), the hex vectors of
+# docs/wire.md, and the round-trip encodings the targets write from their own encoders at
+# start-up (fuzz/support). New inputs go to fuzz/bin/corpus (not committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode="" seconds=""
 case "${1:-}" in
-  --each|--total) mode=$1; seconds=${2:?"usage: $0 --each N | --total N"} ;;
-  *) echo "usage: $0 --each N | --total N" >&2; exit 2 ;;
+  --each|--total) mode=$1; seconds=${2:?"usage: $0 --each N | --total N | --minimize"} ;;
+  --minimize) mode=$1; seconds=0 ;;
+  *) echo "usage: $0 --each N | --total N | --minimize" >&2; exit 2 ;;
 esac
 
 BIN=fuzz/bin
@@ -125,9 +129,32 @@ export TMPDIR="$BIN/tmp"
 rm -rf "$TMPDIR"; mkdir -p "$TMPDIR"
 
 failed=0
+if [ "$mode" = "--minimize" ]; then
+  # Merge what fuzzing found into the committed corpus, keeping only inputs that add coverage.
+  for t in "${targets[@]}"; do
+    mkdir -p "fuzz/corpus/$t" "$BIN/corpus/$t"
+    fresh="$BIN/minimized-$t"; rm -rf "$fresh"; mkdir -p "$fresh"
+    "$BIN/$t" -merge=1 "$fresh" "fuzz/corpus/$t" "$BIN/corpus/$t" > "$BIN/$t.merge.log" 2>&1 \
+      || { echo "fuzz: minimizing $t failed — see $BIN/$t.merge.log" >&2; exit 1; }
+    rm -rf "fuzz/corpus/$t"; mv "$fresh" "fuzz/corpus/$t"
+    echo "fuzz: $t corpus: $(ls "fuzz/corpus/$t" | wc -l) inputs"
+  done
+  exit 0
+fi
 for i in "${!targets[@]}"; do
   t=${targets[i]}
   log="$BIN/$t.log"
+  regressions=(); [ -d "fuzz/regressions/$t" ] && mapfile -t regressions < <(find "fuzz/regressions/$t" -type f | sort)
+  if [ "${#regressions[@]}" -gt 0 ]; then
+    if ! "$BIN/$t" "${regressions[@]}" > "$BIN/$t.regressions.log" 2>&1; then
+      echo "fuzz: $t FAILED on a recorded regression input — see $BIN/$t.regressions.log" >&2
+      tail -30 "$BIN/$t.regressions.log" >&2
+      failed=1
+      continue
+    fi
+    echo "fuzz: $t replayed ${#regressions[@]} regression inputs"
+  fi
+  committed=(); [ -d "fuzz/corpus/$t" ] && committed=("fuzz/corpus/$t")
   if [ "$mode" = "--total" ]; then
     left=$(( seconds - (SECONDS - fuzz_start) ))
     per=$(( left / (${#targets[@]} - i) - startup )); [ "$per" -ge 1 ] || per=1
@@ -137,7 +164,7 @@ for i in "${!targets[@]}"; do
   mkdir -p "$BIN/corpus/$t"
   # Targets with an LLVMFuzzerInitialize write round-trip seeds from their own encoders here.
   if FUZZ_SEED_DIR="$BIN/corpus/$t" "$BIN/$t" -max_total_time="$per" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
-       -artifact_prefix="$BIN/artifacts/$t-" "$BIN/corpus/$t" > "$log" 2>&1; then
+       -artifact_prefix="$BIN/artifacts/$t-" "$BIN/corpus/$t" "${committed[@]}" > "$log" 2>&1; then
     runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -1 || true)
     echo "fuzz: $t ok (${per}s, ${runs:-no summary})"
   else

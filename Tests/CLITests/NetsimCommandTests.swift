@@ -39,6 +39,20 @@ struct NetsimCommandTests {
         #expect(result.stderr.contains("Usage: netsim average"))
     }
 
+    @Test("one seed gives one run in any process: two separate runs print the same trace and CSV")
+    func reproducibleAcrossProcesses() throws {
+        // Swift seeds Hasher per process: a tie broken by dictionary order would show here.
+        let scratch = try Scratch()
+        let args = ["average", "--nodes", "60", "--rounds", "20", "--loss", "0.2", "--duplication", "0.05", "--seed", "9"]
+        let first = try CommandRunner.run("netsim", args, in: scratch.url)
+        let second = try CommandRunner.run("netsim", args, in: scratch.url)
+        #expect(first.status == 0 && second.status == 0, "\(first.stderr)")
+        #expect(first.stderr.hasPrefix("trace ") && first.stderr == second.stderr)
+        #expect(first.stdout == second.stdout && !first.stdout.isEmpty)
+        let other = try CommandRunner.run("netsim", Array(args.dropLast()) + ["10"], in: scratch.url)
+        #expect(other.stderr != first.stderr, "another seed, another run")
+    }
+
     @Test("an unwritable --trace fails before the run")
     func traceIntoDirectory() throws {
         let scratch = try Scratch()

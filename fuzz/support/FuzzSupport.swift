@@ -2,6 +2,13 @@ import Glibc
 
 // Helpers compiled into every fuzz target (see scripts/fuzz.sh).
 
+/// The fixed state a target fuzzes against (a key, an identity, an opener), made once. A
+/// setup that fails traps at once with a message: a target that silently returned early
+/// would fuzz nothing and still pass.
+func fuzzSetup<T>(_ what: String, _ make: () throws -> T) -> T {
+    do { return try make() } catch { fatalError("fuzz: setting up \(what) failed: \(error)") }
+}
+
 /// The fuzzer's input as an array.
 func fuzzInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> [UInt8] {
     guard let data else { return [] }

@@ -4,17 +4,13 @@ import Gossip
 /// Fuzzes the push-sum share decoders: `AveragingWire.decode` (unsigned encoding; canonical, so
 /// a decoded message must re-encode to its input) and `AveragingEnvelope.decode` (signed
 /// transfers from a fixed author to a fixed recipient, plain acknowledgements) under a fixed network key.
-let keyring: NetworkKeyring? = {
-    guard let key = try? NetworkKey(bytes: (0..<32).map { UInt8(0x40 + $0) }) else { return nil }
-    return NetworkKeyring(current: key)
-}()
-let author = try? Identity(seed: [UInt8](repeating: 3, count: 32))
-let recipient = try? Identity(seed: [UInt8](repeating: 4, count: 32))
+let keyring = fuzzSetup("network key") { NetworkKeyring(current: try NetworkKey(bytes: (0..<32).map { UInt8(0x40 + $0) })) }
+let author = fuzzSetup("author identity") { try Identity(seed: [UInt8](repeating: 3, count: 32)) }
+let recipient = fuzzSetup("recipient identity") { try Identity(seed: [UInt8](repeating: 4, count: 32)) }
 
 /// Opens a signed averaging message as the fixed recipient would from the fixed author.
 func openSigned(_ bytes: [UInt8]) -> PushSumAverager.Message? {
-    guard let keyring, let author, let recipient else { return nil }
-    return try? AveragingEnvelope.decode(bytes, keyring: keyring, from: author.peerID, localPeer: recipient.peerID)
+    try? AveragingEnvelope.decode(bytes, keyring: keyring, from: author.peerID, localPeer: recipient.peerID)
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -37,7 +33,7 @@ func checkShape(_ message: PushSumAverager.Message) {
 
 @_cdecl("LLVMFuzzerInitialize")
 public func fuzzInitialize(_ argc: FuzzArgc, _ argv: FuzzArgv) -> Int32 {
-    guard let keyring, let author, let recipient else { return 0 }
+
     // `Transfer` has no public initialiser: build messages by decoding hand-written encodings.
     let identity = IdentityShareCodec().identifier
     let floats: [Float] = [1, 2, -3, 0.5]
