@@ -123,8 +123,9 @@ public struct Trainer: Sendable {
     public private(set) var optimizer: SGD
     public let architecture: Architecture
     private var rng: SplitMix64
-    private var order: [Int] = []
-    private var cursor = 0
+    /// The current pass's sample order and how far into it the steps are (tests read both).
+    private(set) var order: [Int] = []
+    private(set) var cursor = 0
     private var workspace: Workspace
     private var gradient: [Float]
     private var batchFeatures: [Float]

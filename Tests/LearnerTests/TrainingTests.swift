@@ -74,9 +74,16 @@ struct TrainingTests {
         let arch = try Architecture(inputCount: 6, classCount: 3)
         var model = Model(architecture: arch, seed: 1)
         var trainer = try Trainer(architecture: arch, config: TrainerConfig(batchSize: 32, seed: 1))
+        // Start mid-pass: the epoch must still be one whole fresh pass.
+        try trainer.step(&model, on: data)
+        #expect(trainer.cursor == 32)
         let stats = try trainer.trainEpoch(&model, on: data)
         #expect(stats.steps == 4)
         #expect(stats.samples == 100)
+        // The steps walked the whole of one permutation of the samples: each visited once.
+        #expect(trainer.order.sorted() == Array(0..<100))
+        #expect(trainer.cursor == 100)
+        #expect(trainer.order != Array(0..<100), "the order is shuffled")
     }
 
     @Test func model_loadFlat_wrongLengthOrNaN_isRefused() throws {
