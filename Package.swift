@@ -40,7 +40,7 @@ let package = Package(
         .executableTarget(
             name: "peer",
             dependencies: [
-                "Crypto", "Gossip", "Learner", "CommandSupport",
+                "Crypto", "Gossip", "Learner", "CommandSupport", "DeterministicRandom",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Demo: two identities and a network key in a temporary directory, two `peer` processes on
 # loopback that run the secret handshake over TCP (libuv) and exchange one signed, encrypted
-# model delta in each direction; then push-sum averaging of simulated nodes under heavy
-# loss, exact and plain. Uses the release binaries built by `make build`.
+# model delta in each direction; then five `peer join` nodes on loopback that find each other
+# and average their vectors to the exact weighted mean, shown by `peer status`; then push-sum
+# averaging of simulated nodes under heavy loss, exact and plain. Uses the release binaries
+# built by `make build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEER=${PEER:-.build/release/peer}
@@ -10,8 +12,10 @@ PEER=${PEER:-.build/release/peer}
 
 work=$(mktemp -d)
 listener_pid=""
+node_pids=()
 cleanup() {
   if [ -n "$listener_pid" ]; then kill "$listener_pid" 2>/dev/null || true; fi
+  for pid in "${node_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -60,6 +64,24 @@ port=$(listening_port "$work/alice2.log")
 wait "$listener_pid" 2>/dev/null || true
 listener_pid=""
 sed 's/^/   /' "$work/alice2.log"
+echo "== five real peers on loopback: peer join, bootstrapped to the first; averaging 3-element vectors"
+mean=$(python3 -c 'print(", ".join("%.6f" % (sum((i*10+k)*(i+1) for i in range(5))/15) for k in range(3)))')
+for i in 0 1 2 3 4; do
+  printf '%s\n' "$((i*10)),$((i*10+1)),$((i*10+2))" > "$work/v$i.txt"
+  boot=(); [ "$i" -gt 0 ] && boot=(--bootstrap "127.0.0.1:$first")
+  "$PEER" join --dir "$work/n$i" --network-key "$work/network.key" --listen 127.0.0.1:0 --data-dir "$work/d$i" \
+    --profile local --vector "$work/v$i.txt" --samples $((i + 1)) "${boot[@]}" > "$work/n$i.out" 2> "$work/n$i.log" &
+  node_pids+=($!)
+  port=$(listening_port "$work/n$i.log")
+  [ -n "$port" ] || { cat "$work/n$i.log"; echo "demo: node $i did not start" >&2; exit 1; }
+  [ "$i" -eq 0 ] && first=$port
+done
+echo "   weighted mean of the inputs: $mean"
+sleep 6
+"$PEER" status --data-dir "$work/d4" | sed 's/^/   /'
+for i in 0 1 2 3 4; do "$PEER" leave --data-dir "$work/d$i" > /dev/null 2>&1 || true; done
+for pid in "${node_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+node_pids=()
 echo "== push-sum averaging of 300 simulated nodes with 30% message loss (netsim, virtual time)"
 NETSIM=${NETSIM:-.build/release/netsim}
 echo "   acknowledged transfers (exact):"

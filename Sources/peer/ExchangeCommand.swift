@@ -87,11 +87,11 @@ struct Exchange: ParsableCommand {
             // One guard for every connection, made at start: a hello recorded earlier (or
             // before a restart) opens no handshake.
             let replayGuard = ReplayGuard.forHandshakes(startedAt: WallClock.milliseconds())
-            var listener: TCPListener?
+            var listener: StreamListener?
             var pending: [ObjectIdentifier: ExchangeSession] = [:]
             listener = try userFacing {
                 do {
-                    return try TCPListener(loop: loop, host: address.host, port: address.port) { connection in
+                    return try StreamListener(loop: loop, host: address.host, port: address.port) { connection in
                         guard session == nil, pending.count < Self.maxPendingHandshakes else { connection.close(); return }
                         let candidate = makeSession()
                         let id = ObjectIdentifier(candidate)
@@ -121,7 +121,7 @@ struct Exchange: ParsableCommand {
             let connector = makeSession()
             session = connector
             try userFacing {
-                try TCPConnection.connect(loop: loop, host: address.host, port: address.port) { result in
+                try StreamConnection.connect(loop: loop, host: address.host, port: address.port) { result in
                     switch result {
                     case let .success(connection):
                         say("\(role): connected to \(address)")
@@ -152,7 +152,7 @@ struct Exchange: ParsableCommand {
     }
 }
 
-/// Drives one ``SecureConnection`` over one ``TCPConnection`` for the exchange.
+/// Drives one ``SecureConnection`` over one ``StreamConnection`` for the exchange.
 final class ExchangeSession {
     let loop: EventLoop
     let identity: Identity
@@ -165,7 +165,7 @@ final class ExchangeSession {
     /// If set, a failure before the handshake completed is reported here (the listener goes
     /// on listening) instead of failing the exchange.
     var onHandshakeFailed: ((String) -> Void)?
-    private var tcp: TCPConnection?
+    private var tcp: StreamConnection?
     private var secure: SecureConnection?
     private var assembler: DeltaAssembler?
     private var sentFinal = false
@@ -183,7 +183,7 @@ final class ExchangeSession {
         self.role = role
     }
 
-    func attach(_ connection: TCPConnection, _ secure: SecureConnection) {
+    func attach(_ connection: StreamConnection, _ secure: SecureConnection) {
         tcp = connection
         self.secure = secure
         connection.onRead = { [unowned self] bytes in

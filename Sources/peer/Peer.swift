@@ -9,6 +9,7 @@ struct Peer: ParsableCommand {
         abstract: "A serverless peer-to-peer node for gossip federated learning.",
         subcommands: [
             Keygen.self, ShowID.self, NetworkKeyCommand.self,
+            Join.self, Status.self, Leave.self,
             Exchange.self,
             Train.self,
             Predict.self,

@@ -9,7 +9,7 @@ import Testing
     final class Side {
         let name: String
         let secure: SecureConnection
-        var tcp: TCPConnection?
+        var tcp: StreamConnection?
         var received: [[UInt8]] = []
         var peerFinished = false
         var established: PeerID?
@@ -21,7 +21,7 @@ import Testing
             self.secure = secure
         }
 
-        func attach(_ connection: TCPConnection) {
+        func attach(_ connection: StreamConnection) {
             tcp = connection
             connection.onRead = { [unowned self] bytes in
                 do { handle(try secure.receive(bytes)) } catch { fail("\(error)") }
@@ -71,7 +71,7 @@ import Testing
         let client = Side(name: "alice", secure: SecureConnection(
             initiator: HandshakeInitiator(identity: alice, networkKey: key, expectedResponder: bob.peerID)))
 
-        var listener: TCPListener?
+        var listener: StreamListener?
         var connectError: String?
         func closeAllIfDone() {
             guard server.isDone && client.isDone else { return }
@@ -83,10 +83,10 @@ import Testing
         server.onProgress = closeAllIfDone
         client.onProgress = closeAllIfDone
 
-        listener = try TCPListener(loop: loop, host: "127.0.0.1", port: 0) { connection in server.attach(connection) }
+        listener = try StreamListener(loop: loop, host: "127.0.0.1", port: 0) { connection in server.attach(connection) }
         let port = try #require(listener?.port)
         #expect(port != 0)
-        try TCPConnection.connect(loop: loop, host: "127.0.0.1", port: port) { result in
+        try StreamConnection.connect(loop: loop, host: "127.0.0.1", port: port) { result in
             switch result {
             case let .success(connection): client.attach(connection)
             case let .failure(error):
@@ -118,9 +118,9 @@ import Testing
     @Test func tcpConnection_closedWhileDataArrives_deliversNoMoreReads() throws {
         let loop = try EventLoop()
         var reads = 0
-        var listener: TCPListener?
-        var client: TCPConnection?
-        listener = try TCPListener(loop: loop, host: "127.0.0.1", port: 0) { connection in
+        var listener: StreamListener?
+        var client: StreamConnection?
+        listener = try StreamListener(loop: loop, host: "127.0.0.1", port: 0) { connection in
             listener?.close()
             listener = nil
             connection.onRead = { _ in
@@ -131,7 +131,7 @@ import Testing
             do { try connection.startReading() } catch { connection.close() }
         }
         let port = try #require(listener?.port)
-        try TCPConnection.connect(loop: loop, host: "127.0.0.1", port: port) { result in
+        try StreamConnection.connect(loop: loop, host: "127.0.0.1", port: port) { result in
             guard case let .success(connection) = result else { return }
             client = connection
             // Many writes queued at once, so more data is pending when the receiver closes.

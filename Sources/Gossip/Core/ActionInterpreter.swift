@@ -24,13 +24,15 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
     public func isPending(_ timer: Timer) -> Bool { pending[timer] != nil }
 
     /// Carries out `actions` in order: `send` each message, `wake` the driver at each
-    /// scheduled instant with the token it must hand back to ``fire(_:token:)``, and pass each
-    /// report to `report`.
+    /// scheduled instant with the token it must hand back to ``fire(_:token:)``, tell it
+    /// through `cancelled` which timers were cancelled (so a driver with real timers can stop
+    /// them; a stale wake-up is ignored anyway), and pass each report to `report`.
     @inlinable
     public mutating func perform(
         _ actions: [Action],
         send: (Message, Endpoint, Transport) -> Void,
         wake: (Timer, UInt64, Instant) -> Void,
+        cancelled: (Timer) -> Void = { _ in },
         report: (Event) -> Void
     ) {
         for action in actions {
@@ -41,6 +43,7 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
                 wake(timer, schedule(timer), at)
             case let .cancel(timer):
                 cancel(timer)
+                cancelled(timer)
             case let .report(event):
                 report(event)
             }

@@ -276,6 +276,14 @@ public struct Membership: Sendable {
         table[peer]?.status ?? hearsay[peer]?.status
     }
 
+    /// Every peer this node knows a status of, watched or heard of, in key order.
+    public var knownPeers: [(peer: PeerID, status: Status)] {
+        var all: [PeerID: Status] = [:]
+        for (peer, h) in hearsay { all[peer] = h.status }
+        for (peer, m) in table { all[peer] = m.status }
+        return all.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
     // MARK: Driver entry points
 
     /// Starts probing and gossip (also after a restart that kept the state: the driver

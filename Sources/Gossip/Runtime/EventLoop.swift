@@ -75,9 +75,128 @@ public final class EventLoop {
     }
 }
 
+/// A restartable one-shot timer on an ``EventLoop``: starting it again replaces the pending
+/// wake-up, stopping it cancels it. Close it when done.
+public final class LoopTimer {
+    private let handle: UnsafeMutablePointer<uv_timer_t>
+    private var body: (() -> Void)?
+
+    public init(loop: EventLoop) {
+        handle = .allocate(capacity: 1)
+        uv_timer_init(loop.loop, handle)
+        handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    /// Calls `body` once after `milliseconds`, replacing any pending call.
+    public func start(after milliseconds: UInt64, _ body: @escaping () -> Void) {
+        self.body = body
+        uv_timer_start(handle, { t in
+            guard let t, let data = t.pointee.data else { return }
+            let timer = Unmanaged<LoopTimer>.fromOpaque(data).takeUnretainedValue()
+            let body = timer.body
+            timer.body = nil
+            body?()
+        }, milliseconds, 0)
+    }
+
+    /// Cancels the pending call, if any.
+    public func stop() {
+        body = nil
+        uv_timer_stop(handle)
+    }
+
+    /// Stops the timer and releases its handle.
+    public func close() {
+        stop()
+        handle.pointee.data = nil
+        uv_close(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self)) { h in
+            UnsafeMutableRawPointer(h)?.deallocate()
+        }
+    }
+}
+
+/// Stops the loop from another handle's callback: ``EventLoop/run()`` returns once the
+/// current iteration ends.
+extension EventLoop {
+    public func stop() { uv_stop(loop) }
+
+}
+
+/// Calls a closure on the loop's thread each time the process receives a signal. Does not by
+/// itself keep the loop running. It keeps itself alive until ``close()``.
+public final class SignalWatcher {
+    private let handle: UnsafeMutablePointer<uv_signal_t>
+    private let body: (Int32) -> Void
+
+    public init(loop: EventLoop, signal number: Int32, _ body: @escaping (Int32) -> Void) throws {
+        self.body = body
+        // A process started by a parent that blocks the signal (a thread pool, a test runner)
+        // inherits the block: the handler would never run.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, number)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        handle = .allocate(capacity: 1)
+        uv_signal_init(loop.loop, handle)
+        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        uv_unref(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self))
+        let rc = uv_signal_start(handle, { h, signum in
+            guard let h, let data = h.pointee.data else { return }
+            Unmanaged<SignalWatcher>.fromOpaque(data).takeUnretainedValue().body(signum)
+        }, number)
+        guard rc == 0 else {
+            close()
+            throw UVError(rc, "uv_signal_start")
+        }
+    }
+
+    /// Stops watching and releases the watcher.
+    public func close() {
+        guard let data = handle.pointee.data else { return }
+        handle.pointee.data = nil
+        uv_signal_stop(handle)
+        uv_close(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self)) { h in
+            UnsafeMutableRawPointer(h)?.deallocate()
+        }
+        Unmanaged<SignalWatcher>.fromOpaque(data).release()
+    }
+}
+
 /// An IPv4 or IPv6 socket address parsed by libuv.
 struct SocketAddress {
     var storage = sockaddr_storage()
+
+    init(storage: sockaddr_storage) { self.storage = storage }
+
+    /// The address a socket is bound to, read by `getsockname` (one of libuv's
+    /// `uv_*_getsockname` calls); nil if the call fails.
+    static func bound(_ getsockname: (UnsafeMutablePointer<sockaddr>?, UnsafeMutablePointer<Int32>) -> Int32) -> Endpoint? {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutableBytes(of: &storage) { raw in getsockname(raw.baseAddress?.assumingMemoryBound(to: sockaddr.self), &length) }
+        guard rc == 0 else { return nil }
+        return SocketAddress(storage: storage).endpoint
+    }
+
+    /// The numeric host and port, nil for a family other than IPv4 and IPv6.
+    var endpoint: Endpoint? {
+        var name = [CChar](repeating: 0, count: 64)
+        let family = Int32(storage.ss_family)
+        return withUnsafeBytes(of: storage) { raw -> Endpoint? in
+            switch family {
+            case AF_INET:
+                var sin = raw.load(as: sockaddr_in.self)
+                guard uv_ip4_name(&sin, &name, name.count) == 0 else { return nil }
+                return Endpoint(host: String(cString: name), port: UInt16(bigEndian: sin.sin_port))
+            case AF_INET6:
+                var sin6 = raw.load(as: sockaddr_in6.self)
+                guard uv_ip6_name(&sin6, &name, name.count) == 0 else { return nil }
+                return Endpoint(host: String(cString: name), port: UInt16(bigEndian: sin6.sin6_port))
+            default:
+                return nil
+            }
+        }
+    }
 
     init(host: String, port: UInt16) throws {
         var rc = withUnsafeMutableBytes(of: &storage) { raw in

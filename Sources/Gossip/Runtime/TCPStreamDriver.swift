@@ -1,9 +1,12 @@
 import CLibUV
 
-/// A TCP connection on an ``EventLoop``: bytes in through ``onRead``, bytes out through
-/// ``write(_:)``. It keeps itself alive while the socket is open and releases itself when closed.
-public final class TCPConnection {
-    let handle: UnsafeMutablePointer<uv_tcp_t>
+/// A stream connection on an ``EventLoop`` (a TCP socket, or a Unix-domain socket for the
+/// control channel): bytes in through ``onRead``, bytes out through ``write(_:)``. It keeps
+/// itself alive while the socket is open and releases itself when closed.
+public final class StreamConnection {
+    /// The libuv handle: a `uv_tcp_t` or a `uv_pipe_t`, both `uv_stream_t`s.
+    let raw: UnsafeMutableRawPointer
+    var handle: UnsafeMutablePointer<uv_tcp_t> { raw.assumingMemoryBound(to: uv_tcp_t.self) }
     /// Called with each chunk of received bytes.
     public var onRead: (([UInt8]) -> Void)?
     /// Called once when the stream ends: nil for a clean end of stream, else the error.
@@ -15,22 +18,36 @@ public final class TCPConnection {
     public private(set) var bytesWritten = 0
     public private(set) var bytesRead = 0
 
-    init(loop: EventLoop) throws {
-        handle = .allocate(capacity: 1)
-        let rc = uv_tcp_init(loop.loop, handle)
+    /// A TCP socket (`pipe: false`) or a Unix-domain socket (`pipe: true`), not yet connected.
+    init(loop: EventLoop, pipe: Bool = false) throws {
+        let size = pipe ? MemoryLayout<uv_pipe_t>.size : MemoryLayout<uv_tcp_t>.size
+        raw = .allocate(byteCount: size, alignment: 16)
+        let rc = pipe ? uv_pipe_init(loop.loop, raw.assumingMemoryBound(to: uv_pipe_t.self), 0)
+                      : uv_tcp_init(loop.loop, raw.assumingMemoryBound(to: uv_tcp_t.self))
         guard rc == 0 else {
-            handle.deallocate()
-            throw UVError(rc, "uv_tcp_init")
+            raw.deallocate()
+            throw UVError(rc, pipe ? "uv_pipe_init" : "uv_tcp_init")
         }
         // Retained until the close callback.
-        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        raw.assumingMemoryBound(to: uv_handle_t.self).pointee.data = Unmanaged.passRetained(self).toOpaque()
     }
 
-    var stream: UnsafeMutablePointer<uv_stream_t> { UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_stream_t.self) }
+    var stream: UnsafeMutablePointer<uv_stream_t> { raw.assumingMemoryBound(to: uv_stream_t.self) }
 
-    static func from(_ p: UnsafeMutableRawPointer?) -> TCPConnection? {
+    static func from(_ p: UnsafeMutableRawPointer?) -> StreamConnection? {
         guard let p, let data = p.assumingMemoryBound(to: uv_handle_t.self).pointee.data else { return nil }
-        return Unmanaged<TCPConnection>.fromOpaque(data).takeUnretainedValue()
+        return Unmanaged<StreamConnection>.fromOpaque(data).takeUnretainedValue()
+    }
+
+    /// The remote address of a TCP connection, if the socket has one.
+    public var remoteEndpoint: Endpoint? {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutableBytes(of: &storage) { b in
+            uv_tcp_getpeername(handle, b.baseAddress?.assumingMemoryBound(to: sockaddr.self), &length)
+        }
+        guard rc == 0 else { return nil }
+        return SocketAddress(storage: storage).endpoint
     }
 
     /// Starts delivering received bytes to ``onRead``.
@@ -41,7 +58,7 @@ public final class TCPConnection {
             buf.pointee = uv_buf_init(UnsafeMutablePointer<CChar>.allocate(capacity: size), UInt32(size))
         }, { s, nread, buf in
             defer { buf?.pointee.base?.deallocate() }
-            guard let connection = TCPConnection.from(UnsafeMutableRawPointer(s)), !connection.closing else { return }
+            guard let connection = StreamConnection.from(UnsafeMutableRawPointer(s)), !connection.closing else { return }
             if nread > 0, let base = buf?.pointee.base {
                 connection.bytesRead += nread
                 let bytes = UnsafeRawBufferPointer(start: base, count: nread)
@@ -68,7 +85,7 @@ public final class TCPConnection {
         let rc = uv_write(request, stream, &buf, 1) { req, status in
             guard let req else { return }
             req.pointee.data?.deallocate()
-            if status < 0, let s = req.pointee.handle, let connection = TCPConnection.from(UnsafeMutableRawPointer(s)) {
+            if status < 0, let s = req.pointee.handle, let connection = StreamConnection.from(UnsafeMutableRawPointer(s)) {
                 let end = connection.onEnd
                 connection.onEnd = nil
                 end?(UVError(status, "write"))
@@ -94,7 +111,7 @@ public final class TCPConnection {
         uv_read_stop(stream)
         let shutdown = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
         let rc = uv_shutdown(shutdown, stream) { req, _ in
-            if let s = req?.pointee.handle, let connection = TCPConnection.from(UnsafeMutableRawPointer(s)) {
+            if let s = req?.pointee.handle, let connection = StreamConnection.from(UnsafeMutableRawPointer(s)) {
                 connection.closeHandle()
             }
             req?.deallocate()
@@ -108,20 +125,20 @@ public final class TCPConnection {
     private func closeHandle() {
         uv_close(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self)) { h in
             guard let h, let data = h.pointee.data else { return }
-            let connection = Unmanaged<TCPConnection>.fromOpaque(data).takeRetainedValue()
+            let connection = Unmanaged<StreamConnection>.fromOpaque(data).takeRetainedValue()
             h.pointee.data = nil
             connection.onClose?()
             connection.onClose = nil
             connection.onRead = nil
-            connection.handle.deallocate()
+            connection.raw.deallocate()
         }
     }
 
     /// Connects to `host:port`; `completion` receives the connection or the error.
     public static func connect(loop: EventLoop, host: String, port: UInt16,
-                               completion: @escaping (Result<TCPConnection, UVError>) -> Void) throws {
+                               completion: @escaping (Result<StreamConnection, UVError>) -> Void) throws {
         let address = try SocketAddress(host: host, port: port)
-        let connection = try TCPConnection(loop: loop)
+        let connection = try StreamConnection(loop: loop)
         let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
         request.pointee.data = Unmanaged.passRetained(ConnectBox(completion)).toOpaque()
         let rc = address.withSockaddr { sa in
@@ -130,7 +147,7 @@ public final class TCPConnection {
                 defer { req.deallocate() }
                 guard let data = req.pointee.data else { return }
                 let box = Unmanaged<ConnectBox>.fromOpaque(data).takeRetainedValue()
-                guard let s = req.pointee.handle, let connection = TCPConnection.from(UnsafeMutableRawPointer(s)) else { return }
+                guard let s = req.pointee.handle, let connection = StreamConnection.from(UnsafeMutableRawPointer(s)) else { return }
                 if status < 0 {
                     connection.closeHandle()
                     box.completion(.failure(UVError(status, "connect")))
@@ -148,38 +165,60 @@ public final class TCPConnection {
     }
 
     private final class ConnectBox {
-        let completion: (Result<TCPConnection, UVError>) -> Void
-        init(_ completion: @escaping (Result<TCPConnection, UVError>) -> Void) { self.completion = completion }
+        let completion: (Result<StreamConnection, UVError>) -> Void
+        init(_ completion: @escaping (Result<StreamConnection, UVError>) -> Void) { self.completion = completion }
     }
 }
 
-/// A listening TCP socket that hands each accepted connection to ``onAccept``.
-public final class TCPListener {
-    private let handle: UnsafeMutablePointer<uv_tcp_t>
-    private let onAccept: (TCPConnection) -> Void
+/// A listening socket (TCP, or a Unix-domain socket for the control channel) that hands each
+/// accepted connection to ``onAccept``.
+public final class StreamListener {
+    private let raw: UnsafeMutableRawPointer
+    private var handle: UnsafeMutablePointer<uv_tcp_t> { raw.assumingMemoryBound(to: uv_tcp_t.self) }
+    private let isPipe: Bool
+    private let onAccept: (StreamConnection) -> Void
     private let loop: EventLoop
     /// Pending-connection queue length passed to `listen(2)`; small because a node accepts
     /// few concurrent model transfers.
     public static let backlog: Int32 = 64
 
-    /// Binds `host:port` and starts listening.
-    public init(loop: EventLoop, host: String, port: UInt16, onAccept: @escaping (TCPConnection) -> Void) throws {
+    /// Binds TCP `host:port` and starts listening.
+    public convenience init(loop: EventLoop, host: String, port: UInt16, onAccept: @escaping (StreamConnection) -> Void) throws {
+        let address = try SocketAddress(host: host, port: port)
+        try self.init(loop: loop, pipe: false, what: Endpoint(host: host, port: port).description, onAccept: onAccept) { raw in
+            address.withSockaddr { uv_tcp_bind(raw.assumingMemoryBound(to: uv_tcp_t.self), $0, 0) }
+        }
+    }
+
+    /// Binds the Unix-domain socket at `path` and starts listening. The socket file is made
+    /// with mode 0600 (only this user may connect); an existing file at `path` is refused.
+    public convenience init(loop: EventLoop, unixPath path: String, onAccept: @escaping (StreamConnection) -> Void) throws {
+        let previous = umask(0o177)
+        defer { umask(previous) }
+        try self.init(loop: loop, pipe: true, what: path, onAccept: onAccept) { raw in
+            uv_pipe_bind(raw.assumingMemoryBound(to: uv_pipe_t.self), path)
+        }
+    }
+
+    private init(loop: EventLoop, pipe: Bool, what: String, onAccept: @escaping (StreamConnection) -> Void,
+                 bind: (UnsafeMutableRawPointer) -> Int32) throws {
         self.loop = loop
         self.onAccept = onAccept
-        handle = .allocate(capacity: 1)
-        var rc = uv_tcp_init(loop.loop, handle)
+        isPipe = pipe
+        raw = .allocate(byteCount: pipe ? MemoryLayout<uv_pipe_t>.size : MemoryLayout<uv_tcp_t>.size, alignment: 16)
+        var rc = pipe ? uv_pipe_init(loop.loop, raw.assumingMemoryBound(to: uv_pipe_t.self), 0)
+                      : uv_tcp_init(loop.loop, raw.assumingMemoryBound(to: uv_tcp_t.self))
         guard rc == 0 else {
-            handle.deallocate()
-            throw UVError(rc, "uv_tcp_init")
+            raw.deallocate()
+            throw UVError(rc, pipe ? "uv_pipe_init" : "uv_tcp_init")
         }
-        handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-        let address = try SocketAddress(host: host, port: port)
-        rc = address.withSockaddr { uv_tcp_bind(handle, $0, 0) }
+        raw.assumingMemoryBound(to: uv_handle_t.self).pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        rc = bind(raw)
         if rc == 0 {
-            rc = uv_listen(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_stream_t.self), Self.backlog) { server, status in
+            rc = uv_listen(raw.assumingMemoryBound(to: uv_stream_t.self), Self.backlog) { server, status in
                 guard status >= 0, let server, let data = server.pointee.data else { return }
-                let listener = Unmanaged<TCPListener>.fromOpaque(data).takeUnretainedValue()
-                guard let client = try? TCPConnection(loop: listener.loop) else { return }
+                let listener = Unmanaged<StreamListener>.fromOpaque(data).takeUnretainedValue()
+                guard let client = try? StreamConnection(loop: listener.loop, pipe: listener.isPipe) else { return }
                 if uv_accept(server, client.stream) == 0 {
                     listener.onAccept(client)
                 } else {
@@ -189,29 +228,19 @@ public final class TCPListener {
         }
         guard rc == 0 else {
             close()
-            throw UVError(rc, "listen on \(host):\(port)")
+            throw UVError(rc, "listen on \(what)")
         }
     }
 
     /// The port actually bound (useful with port 0).
-    public var port: UInt16 {
-        var storage = sockaddr_storage()
-        var length = Int32(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutableBytes(of: &storage) { raw in
-            uv_tcp_getsockname(handle, raw.baseAddress?.assumingMemoryBound(to: sockaddr.self), &length)
-        }
-        guard rc == 0 else { return 0 }
-        return withUnsafeBytes(of: storage) { raw in
-            let sin = raw.load(as: sockaddr_in.self)
-            return UInt16(bigEndian: sin.sin_port)
-        }
-    }
+    public var port: UInt16 { SocketAddress.bound { uv_tcp_getsockname(handle, $0, $1) }?.port ?? 0 }
 
     /// Stops listening.
     public func close() {
-        guard handle.pointee.data != nil else { return }
-        handle.pointee.data = nil
-        uv_close(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self)) { h in
+        let h = raw.assumingMemoryBound(to: uv_handle_t.self)
+        guard h.pointee.data != nil else { return }
+        h.pointee.data = nil
+        uv_close(h) { h in
             UnsafeMutableRawPointer(h)?.deallocate()
         }
     }

@@ -1,0 +1,484 @@
+import CLibUV
+import Crypto
+import Foundation
+
+/// Runs a ``GossipNode`` on real sockets: the thin libuv driver of the sans-IO core.
+///
+/// One loop per node. Datagrams go over one UDP socket, sealed and opened by the node's
+/// ``SecureWire``; session messages (averaging) over one TCP session per peer behind the secret
+/// handshake and the secure channel, reused while it lives. Timers are libuv timers driven by
+/// the one ``ActionInterpreter``. Nothing about the protocol is decided here: the runtime moves
+/// bytes, keeps time and counts what it had to drop.
+public final class NodeRuntime {
+    /// Where the node listens and what it tells others.
+    public struct Configuration {
+        /// The numeric address to bind, UDP and TCP on the same port (0 picks a free one).
+        public var listen: Endpoint
+        /// The address others should use, when it differs from the bound one (NAT, relay).
+        public var advertise: Endpoint?
+        public var settings: OverlaySettings
+        /// Directory of the node's state: the peer cache and the control socket.
+        public var dataDirectory: String
+
+        public init(listen: Endpoint, advertise: Endpoint? = nil, settings: OverlaySettings, dataDirectory: String) {
+            self.listen = listen
+            self.advertise = advertise
+            self.settings = settings
+            self.dataDirectory = dataDirectory
+        }
+    }
+
+    /// What the runtime had to refuse or drop, by reason (the wire's refusals are separate).
+    public struct Counters: Sendable {
+        public var sessionsOpened = 0
+        public var sessionsRefused = 0
+        public var handshakeFailures = 0
+        public var sessionMessagesDropped = 0
+        public var connectFailures = 0
+    }
+
+    /// Most handshakes in progress at once, and from one source address. A port scan or a flood
+    /// from one address fills its own share and no more; a peer's session, once authenticated,
+    /// is never counted here.
+    public static let maxPendingHandshakes = 64
+    public static let maxPendingHandshakesPerAddress = 16
+    /// Messages waiting for a session to open. A peer that cannot be reached loses them (the
+    /// averager retransmits what matters).
+    public static let maxQueuedSessionMessages = 64
+    /// A session idle this long is closed; the next message opens a new one.
+    public static let sessionIdleMilliseconds: UInt64 = 120_000
+    /// File names inside the data directory.
+    public static let controlSocketName = "control.sock"
+    public static let peerCacheName = "peer-cache"
+
+    public let loop: EventLoop
+    public private(set) var node: GossipNode
+    public let configuration: Configuration
+    /// The address the node is reached at (the advertised one, or the bound one).
+    public let endpoint: Endpoint
+    public private(set) var counters = Counters()
+    /// Every event the node reports, for the command's log.
+    public var onEvent: ((GossipEvent) -> Void)?
+
+    private var interpreter = ActionInterpreter<GossipMessage, GossipTimer, GossipEvent>()
+    private let wire: SecureWire
+    private let keyring: NetworkKeyring
+    private let udp: UDPSocket
+    private var tcpListener: StreamListener?
+    private var controlListener: StreamListener?
+    private let handshakeGuard: ReplayGuard
+    private var timers: [GossipTimer: LoopTimer] = [:]
+    /// The session used to send to each peer.
+    private var sessions: [PeerID: Session] = [:]
+    /// Every open session, sending or not, by identity.
+    private var open: [ObjectIdentifier: Session] = [:]
+    private var pendingByAddress: [String: Int] = [:]
+    private let housekeeping: LoopTimer
+    private var lastCache: [UInt8] = []
+    private var stopping = false
+
+    /// Binds the sockets and creates the node; call ``start()`` to run it.
+    public init(identity: Identity, keyring: NetworkKeyring, configuration: Configuration,
+                averager: PushSumAverager?, seed: UInt64) throws {
+        let loop = try EventLoop()
+        self.loop = loop
+        self.configuration = configuration
+        self.keyring = keyring
+        let started = WallClock.milliseconds()
+        handshakeGuard = .forHandshakes(startedAt: started)
+        wire = try SecureWire(identity: identity, keyring: keyring, replayGuard: .forDatagrams(startedAt: started))
+        udp = try UDPSocket(loop: loop, host: configuration.listen.host, port: configuration.listen.port)
+        let port = udp.port
+        let bound = Endpoint(host: configuration.listen.host, port: port)
+        endpoint = configuration.advertise ?? bound
+        let cachePath = configuration.dataDirectory + "/" + Self.peerCacheName
+        let cache = (try? Data(contentsOf: URL(fileURLWithPath: cachePath))).flatMap { try? PeerCache(decoding: Array($0)) } ?? PeerCache()
+        node = GossipNode(identity: identity, endpoints: [endpoint], settings: configuration.settings, cache: cache,
+                          averager: averager, seed: seed)
+        housekeeping = LoopTimer(loop: loop)
+        tcpListener = try StreamListener(loop: loop, host: bound.host, port: port) { [unowned self] connection in accept(connection) }
+        udp.onReceive = { [unowned self] bytes, from in receiveDatagram(bytes, from: from) }
+    }
+
+    /// The current instant on the node's monotonic clock.
+    private var now: Instant { Instant(nanoseconds: Int64(loop.nowMilliseconds) * 1_000_000) }
+
+    /// Starts the node and its control socket; returns at once (run the loop with ``run()``).
+    public func start() throws {
+        let controlPath = configuration.dataDirectory + "/" + Self.controlSocketName
+        try? FileManager.default.removeItem(atPath: controlPath)
+        controlListener = try StreamListener(loop: loop, unixPath: controlPath) { [unowned self] connection in control(connection) }
+        perform(node.onStart(at: now))
+        scheduleHousekeeping()
+    }
+
+    /// Runs the loop until ``stop()``.
+    public func run() { loop.run() }
+
+    // MARK: Actions
+
+    private func perform(_ actions: [GossipNode.Action]) {
+        var interpreter = interpreter
+        interpreter.perform(
+            actions,
+            send: { message, to, via in send(message, to: to, via: via) },
+            wake: { timer, token, at in wake(timer, token: token, at: at) },
+            cancelled: { timer in timers.removeValue(forKey: timer)?.close() },
+            report: { event in onEvent?(event) })
+        self.interpreter = interpreter
+        persistCacheIfChanged()
+    }
+
+    private func wake(_ timer: GossipTimer, token: UInt64, at: Instant) {
+        let handle = timers[timer] ?? LoopTimer(loop: loop)
+        timers[timer] = handle
+        let delay = max(0, at.nanoseconds - now.nanoseconds) / 1_000_000
+        handle.start(after: UInt64(delay)) { [unowned self] in
+            timers.removeValue(forKey: timer)?.close()
+            guard interpreter.fire(timer, token: token) else { return }
+            perform(node.onTimer(timer, at: now))
+        }
+    }
+
+    private func send(_ message: GossipMessage, to endpoint: Endpoint, via transport: Transport) {
+        switch transport {
+        case .datagram(let recipient):
+            guard let bytes = try? wire.sealDatagram(message, to: recipient, now: WallClock.milliseconds()) else { return }
+            udp.send(bytes, to: endpoint)
+        case .session(let peer):
+            guard let bytes = try? wire.encodeSession(message, to: peer) else { return }
+            sendSession(bytes, to: peer, at: endpoint)
+        }
+    }
+
+    private func receiveDatagram(_ bytes: [UInt8], from: Endpoint) {
+        guard !stopping, let message = try? wire.openDatagram(bytes, now: WallClock.milliseconds()) else { return }
+        perform(node.onMessage(message, from: Sender(endpoint: from), at: now))
+    }
+
+    // MARK: Sessions
+
+    /// One TCP connection with the secure channel on top, and the framing of session messages
+    /// larger than one channel frame (a leading byte: 1 = more pieces follow, 0 = last).
+    private final class Session {
+        var tcp: StreamConnection?
+        let secure: SecureConnection
+        let incoming: Bool
+        /// Known from the start for an outgoing session, after the handshake for an incoming one.
+        var remote: PeerID?
+        let sourceAddress: String
+        var countedPending: Bool
+        var queue: [[UInt8]] = []
+        var reassembly: [UInt8] = []
+        var lastActivity: UInt64
+        var established: Bool { secure.isEstablished }
+
+        init(tcp: StreamConnection?, secure: SecureConnection, incoming: Bool, remote: PeerID?, sourceAddress: String, now: UInt64) {
+            self.tcp = tcp
+            self.secure = secure
+            self.incoming = incoming
+            self.remote = remote
+            self.sourceAddress = sourceAddress
+            countedPending = incoming
+            lastActivity = now
+        }
+    }
+
+    /// Largest piece of a session message in one channel frame (one byte goes to the framing).
+    static let pieceLength = SecureChannelSettings().maxPlaintextLength - 1
+    /// Largest session message: the largest signed delta and its head.
+    static let maxSessionMessage = DeltaLimits().maxPayloadLength + (1 << 20)
+    private var pendingTotal = 0
+
+    private func sendSession(_ bytes: [UInt8], to peer: PeerID, at endpoint: Endpoint) {
+        if let session = sessions[peer] {
+            if session.established { write(bytes, on: session) } else { enqueue(bytes, on: session) }
+            return
+        }
+        let initiator = HandshakeInitiator(identity: node.identity, networkKey: keyring.current, expectedResponder: peer)
+        let session = Session(tcp: nil, secure: SecureConnection(initiator: initiator), incoming: false, remote: peer,
+                              sourceAddress: endpoint.host, now: loop.nowMilliseconds)
+        sessions[peer] = session
+        open[ObjectIdentifier(session)] = session
+        enqueue(bytes, on: session)
+        do {
+            try StreamConnection.connect(loop: loop, host: endpoint.host, port: endpoint.port) { [unowned self] result in
+                switch result {
+                case .success(let connection):
+                    guard open[ObjectIdentifier(session)] != nil else { connection.close(); return }
+                    attach(connection, to: session)
+                    do { run(session, try session.secure.start()) } catch { close(session) }
+                case .failure:
+                    counters.connectFailures += 1
+                    close(session)
+                }
+            }
+        } catch {
+            counters.connectFailures += 1
+            close(session)
+        }
+    }
+
+    private func accept(_ connection: StreamConnection) {
+        let address = connection.remoteEndpoint?.host ?? "unknown"
+        guard !stopping, pendingTotal < Self.maxPendingHandshakes,
+              pendingByAddress[address, default: 0] < Self.maxPendingHandshakesPerAddress else {
+            counters.sessionsRefused += 1
+            connection.close()
+            return
+        }
+        pendingTotal += 1
+        pendingByAddress[address, default: 0] += 1
+        let responder = HandshakeResponder(identity: node.identity, keyring: keyring)
+        let session = Session(tcp: connection, secure: SecureConnection(responder: responder, replayGuard: handshakeGuard),
+                              incoming: true, remote: nil, sourceAddress: address, now: loop.nowMilliseconds)
+        open[ObjectIdentifier(session)] = session
+        attach(connection, to: session)
+    }
+
+    private func attach(_ connection: StreamConnection, to session: Session) {
+        session.tcp = connection
+        connection.onRead = { [unowned self] bytes in receive(bytes, on: session) }
+        connection.onEnd = { [unowned self] _ in close(session) }
+        connection.onClose = { [unowned self] in close(session) }
+        do { try connection.startReading() } catch { close(session) }
+        // A peer that stalls the handshake loses the connection.
+        try? loop.after(milliseconds: SecureConnection.handshakeDeadlineMilliseconds, keepsLoopAlive: false) { [weak self, weak session] in
+            guard let self, let session, !session.established else { return }
+            counters.handshakeFailures += 1
+            close(session)
+        }
+    }
+
+    private func receive(_ bytes: [UInt8], on session: Session) {
+        session.lastActivity = loop.nowMilliseconds
+        do {
+            run(session, try session.secure.receive(bytes))
+        } catch {
+            if !session.established { counters.handshakeFailures += 1 }
+            close(session)
+        }
+    }
+
+    private func run(_ session: Session, _ events: [SecureConnection.Event]) {
+        for event in events {
+            guard open[ObjectIdentifier(session)] != nil else { return }
+            switch event {
+            case .send(let bytes):
+                session.tcp?.write(bytes)
+            case .established(let remote):
+                releasePending(session)
+                session.remote = remote
+                counters.sessionsOpened += 1
+                if sessions[remote] == nil { sessions[remote] = session }
+                let queued = session.queue
+                session.queue = []
+                for bytes in queued { write(bytes, on: session) }
+            case .message(let piece):
+                guard let more = piece.first, session.reassembly.count + piece.count <= Self.maxSessionMessage else {
+                    close(session)
+                    return
+                }
+                session.reassembly.append(contentsOf: piece.dropFirst())
+                if more == 0 {
+                    let message = session.reassembly
+                    session.reassembly = []
+                    deliver(message, on: session)
+                }
+            case .peerFinished:
+                close(session)
+            }
+        }
+    }
+
+    private func deliver(_ bytes: [UInt8], on session: Session) {
+        guard !stopping || node.averager != nil, let remote = session.remote,
+              let message = try? wire.decodeSession(bytes, from: remote) else { return }
+        let from = Sender(endpoint: session.tcp?.remoteEndpoint ?? Endpoint(host: session.sourceAddress, port: 0), peer: remote)
+        perform(node.onMessage(message, from: from, at: now))
+    }
+
+    private func enqueue(_ bytes: [UInt8], on session: Session) {
+        guard session.queue.count < Self.maxQueuedSessionMessages else {
+            counters.sessionMessagesDropped += 1
+            return
+        }
+        session.queue.append(bytes)
+    }
+
+    private func write(_ bytes: [UInt8], on session: Session) {
+        session.lastActivity = loop.nowMilliseconds
+        var offset = 0
+        repeat {
+            let end = min(bytes.count, offset + Self.pieceLength)
+            let more: UInt8 = end < bytes.count ? 1 : 0
+            guard case .send(let frame)? = try? session.secure.send([more] + bytes[offset..<end]) else {
+                close(session)
+                return
+            }
+            session.tcp?.write(frame)
+            offset = end
+        } while offset < bytes.count
+    }
+
+    private func releasePending(_ session: Session) {
+        guard session.countedPending else { return }
+        session.countedPending = false
+        pendingTotal -= 1
+        pendingByAddress[session.sourceAddress, default: 1] -= 1
+        if pendingByAddress[session.sourceAddress] == 0 { pendingByAddress[session.sourceAddress] = nil }
+    }
+
+    private func close(_ session: Session) {
+        guard open.removeValue(forKey: ObjectIdentifier(session)) != nil else { return }
+        releasePending(session)
+        if let remote = session.remote, sessions[remote] === session { sessions[remote] = nil }
+        counters.sessionMessagesDropped += session.queue.count
+        session.queue = []
+        session.tcp?.close()
+    }
+
+    private func scheduleHousekeeping() {
+        housekeeping.start(after: 5_000) { [unowned self] in
+            let cutoff = loop.nowMilliseconds > Self.sessionIdleMilliseconds ? loop.nowMilliseconds - Self.sessionIdleMilliseconds : 0
+            for session in open.values where session.lastActivity < cutoff { close(session) }
+            scheduleHousekeeping()
+        }
+    }
+
+    // MARK: State on disk
+
+    /// Writes the peer cache whenever it changed (atomically: a temporary file renamed into
+    /// place), so a restart finds its peers even after `kill -9`.
+    private func persistCacheIfChanged() {
+        let bytes = node.peerCache.encoded()
+        guard bytes != lastCache else { return }
+        lastCache = bytes
+        let path = configuration.dataDirectory + "/" + Self.peerCacheName
+        let temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else { return }
+        _ = rename(temporary, path)
+    }
+
+    // MARK: Control
+
+    /// Answers one request on the control socket: `status` (the node's state as JSON) or
+    /// `leave` (start a graceful leave). One line in, one JSON line out, then the connection closes.
+    private func control(_ connection: StreamConnection) {
+        var request: [UInt8] = []
+        connection.onRead = { [unowned self, unowned connection] bytes in
+            request += bytes
+            guard let newline = request.firstIndex(of: 10) else {
+                if request.count > 256 { connection.close() }
+                return
+            }
+            let command = String(decoding: request[..<newline], as: UTF8.self).trimmingCharacters(in: .whitespaces)
+            let reply: [String: Any]
+            switch command {
+            case "status": reply = status()
+            case "leave":
+                leave()
+                reply = ["leaving": true, "peer": node.peerID.description]
+            default: reply = ["error": "unknown request '\(command)'; send status or leave"]
+            }
+            let data = (try? JSONSerialization.data(withJSONObject: reply, options: [.sortedKeys])) ?? Data("{}".utf8)
+            connection.write(Array(data) + [10])
+            connection.close()
+        }
+        do { try connection.startReading() } catch { connection.close() }
+    }
+
+    /// The node's state for `peer status`.
+    public func status() -> [String: Any] {
+        let me = node.peerID
+        var result: [String: Any] = [
+            "peer": me.description,
+            "addresses": node.record.endpoints.map(\.description),
+            "members": node.membership.knownPeers.filter { $0.peer != me }.map { ["peer": $0.peer.description, "state": Self.name($0.status)] },
+            "view": node.sampler.view.count,
+        ]
+        if let a = node.averager {
+            var averaging: [String: Any] = [
+                "weight": a.weight, "dimension": a.dimension, "inFlight": a.pendingTransfers.count,
+                "sent": a.counters.sent, "applied": a.counters.applied, "acked": a.counters.acked,
+                "reclaimed": a.counters.reclaimed, "rejected": a.counters.rejected, "duplicates": a.counters.duplicates,
+            ]
+            let estimate = a.estimate
+            averaging["norm"] = estimate.map { e in e.reduce(0) { $0 + $1 * $1 }.squareRoot() } ?? NSNull()
+            if a.dimension <= 1_024 { averaging["estimate"] = estimate ?? NSNull() }
+            result["averaging"] = averaging
+        }
+        let r = wire.refusals
+        result["rejected"] = [
+            "datagramMalformed": r.datagrams.malformed, "datagramAuthentication": r.datagrams.authentication,
+            "datagramReplayed": r.datagrams.replayed, "datagramStale": r.datagrams.stale, "datagramAhead": r.datagrams.ahead,
+            "messageMalformed": r.malformedMessages, "misaddressed": r.misaddressed, "sessionMessages": r.sessionMessages,
+            "handshakeFailures": counters.handshakeFailures, "sessionsRefused": counters.sessionsRefused,
+        ]
+        result["traffic"] = [
+            "datagramsSent": udp.sent, "datagramsReceived": udp.received, "datagramsDropped": udp.dropped,
+            "sessionsOpen": open.count, "sessionsOpened": counters.sessionsOpened, "connectFailures": counters.connectFailures,
+            "sessionMessagesDropped": counters.sessionMessagesDropped,
+        ]
+        return result
+    }
+
+    static func name(_ status: Membership.Status) -> String {
+        switch status {
+        case .alive: return "alive"
+        case .suspect: return "suspect"
+        case .dead: return "dead"
+        case .left: return "left"
+        }
+    }
+
+    // MARK: Leaving
+
+    /// Most time a leave waits for the averager to hand off its mass before the node stops
+    /// anyway (keeping what it could not hand off, and saying so).
+    public static let leaveDeadlineMilliseconds: UInt64 = 15_000
+    /// Called once the node stopped: true if every bit of averaging mass was handed off (or
+    /// the node did not average).
+    public var onStopped: ((Bool) -> Void)?
+    private var handedOff = false
+
+    /// Starts a graceful leave: a signed leave notice, the averager's hand-off, then a second
+    /// of lingering so shares still arriving are acknowledged, then stop.
+    public func leave() {
+        guard !stopping else { return }
+        stopping = true
+        let previous = onEvent
+        onEvent = { [unowned self] event in
+            previous?(event)
+            if case .averaging(.handOffComplete) = event, !handedOff {
+                handedOff = true
+                try? loop.after(milliseconds: 1_000) { [unowned self] in stop() }
+            }
+        }
+        perform(node.leave(at: now))
+        if node.averager == nil {
+            handedOff = true
+            try? loop.after(milliseconds: 1_000) { [unowned self] in stop() }
+        }
+        try? loop.after(milliseconds: Self.leaveDeadlineMilliseconds, keepsLoopAlive: false) { [unowned self] in stop() }
+    }
+
+    private var stopped = false
+
+    /// Stops at once: closes every socket and timer; ``run()`` returns.
+    public func stop() {
+        guard !stopped else { return }
+        stopped = true
+        persistCacheIfChanged()
+        for timer in timers.values { timer.close() }
+        timers = [:]
+        housekeeping.close()
+        for session in Array(open.values) { close(session) }
+        tcpListener?.close()
+        controlListener?.close()
+        udp.close()
+        try? FileManager.default.removeItem(atPath: configuration.dataDirectory + "/" + Self.controlSocketName)
+        loop.stop()
+        onStopped?(handedOff)
+    }
+}

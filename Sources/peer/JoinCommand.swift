@@ -1,0 +1,335 @@
+import ArgumentParser
+import CommandSupport
+import Crypto
+import DeterministicRandom
+import Foundation
+import Gossip
+
+/// `peer join`: run a node until it is told to leave (SIGINT, SIGTERM or `peer leave`).
+struct Join: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a node: join the network, keep a membership view, average a vector with its peers.",
+        discussion: """
+        The node listens on one port for UDP (membership, peer sampling, discovery) and TCP (averaging \
+        sessions behind the secret handshake). It finds its peers through --bootstrap addresses and the \
+        peer cache it keeps in --data-dir. Watch it with `peer status --data-dir DIR`; stop it with \
+        SIGINT/SIGTERM or `peer leave --data-dir DIR`: it leaves gracefully, hands its averaging mass to a \
+        neighbour, and exits 0. A second signal exits at once. See docs/operators.md.
+
+        Example:
+          peer join --dir keys --network-key net.key --listen 127.0.0.1:7000 --data-dir node1 --vector random:8:1 --samples 10
+        """
+    )
+
+    @Option(name: .long, help: "Key directory holding identity.key (created with a new identity if it has none).")
+    var dir: String = KeyDirectory.defaultPath
+
+    @Option(name: .customLong("network-key"), help: "Network key file.")
+    var networkKey: String
+
+    @Option(name: .long, help: "Listen on HOST:PORT, UDP and TCP (port 0 picks a free one).")
+    var listen: String = "0.0.0.0:7946"
+
+    @Option(name: .long, help: "The HOST:PORT others should use to reach this node (behind NAT, a relay, or when listening on 0.0.0.0).")
+    var advertise: String?
+
+    @Option(name: .long, help: "A peer's HOST:PORT to join through (repeatable).")
+    var bootstrap: [String] = []
+
+    @Option(name: .customLong("data-dir"), help: "Directory of the node's state: peer cache and control socket (created 0700).")
+    var dataDir: String
+
+    @Option(name: .long, help: "Timing profile: lan, wan or local (one machine).")
+    var profile: String = "lan"
+
+    @Option(name: .long, help: "The vector to average: a file of numbers separated by commas or newlines, or random:DIM:SEED.")
+    var vector: String?
+
+    @Option(name: .long, parsing: .unconditional, help: "The vector's weight: this node's sample count (> 0).")
+    var samples: Double = 1
+
+    @Option(name: .customLong("log-level"), help: "quiet, info (membership changes; the default) or debug (every event).")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        let listenAddress = try HostPort(parsing: listen, flag: "--listen")
+        if let advertise {
+            guard try HostPort(parsing: advertise, flag: "--advertise").port != 0 else { throw ValidationError("--advertise needs a port from 1 to 65535") }
+        } else if (listenAddress.host == "0.0.0.0" || listenAddress.host == "::") && listenAddress.port == 0 {
+            throw ValidationError("--listen \(listen) picks a port on every interface; give --advertise HOST:PORT, the address others should use")
+        }
+        for b in bootstrap {
+            guard try HostPort(parsing: b, flag: "--bootstrap").port != 0 else { throw ValidationError("--bootstrap needs a port from 1 to 65535, got '\(b)'") }
+        }
+        guard Self.profiles[profile] != nil else { throw ValidationError("--profile must be lan, wan or local, got '\(profile)'") }
+        guard samples > 0, samples.isFinite else { throw ValidationError("--samples must be a number above 0, got \(samples)") }
+        guard ["quiet", "info", "debug"].contains(logLevel) else { throw ValidationError("--log-level must be quiet, info or debug, got '\(logLevel)'") }
+        if let vector, vector.hasPrefix("random:") { _ = try Self.randomSpec(vector) }
+    }
+
+    static let profiles: [String: OverlaySettings] = ["lan": .lan, "wan": .wan, "local": .local]
+
+    /// `random:DIM:SEED` → (dimension, seed).
+    static func randomSpec(_ text: String) throws -> (Int, UInt64) {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 3, let dim = Int(parts[1]), (1...(1 << 24)).contains(dim), let seed = UInt64(parts[2]) else {
+            throw ValidationError("--vector random:DIM:SEED needs DIM from 1 to 16777216 and a SEED of 0 or more, got '\(text)'")
+        }
+        return (dim, seed)
+    }
+
+    func run() throws {
+        try prepareDataDirectory()
+        let identity = try loadOrCreateIdentity()
+        let key = try userFacing { try NetworkKey.load(from: networkKey) }
+        let listenAddress = try HostPort(parsing: listen, flag: "--listen").resolved()
+        var advertised = try advertise.map { try HostPort(parsing: $0, flag: "--advertise").resolved() }
+        if advertised == nil, listenAddress.host == "0.0.0.0" || listenAddress.host == "::" {
+            // Bound to every interface: others reach it at this machine's first LAN address.
+            guard let lan = Self.firstLANAddress() else {
+                throw UserFacingError("--listen \(listen) binds every interface but this machine has no non-loopback IPv4 address; give --advertise HOST:PORT")
+            }
+            advertised = HostPort(host: lan, port: listenAddress.port)
+        }
+        var settings = Self.profiles[profile] ?? .lan
+        settings.discovery.bootstrap = try bootstrap.map { b in
+            let r = try HostPort(parsing: b, flag: "--bootstrap").resolved()
+            return Endpoint(host: r.host, port: r.port)
+        }
+        // LAN multicast beacons are not sent by this runtime yet: peers find each other
+        // through bootstrap addresses, peer exchange and the peer cache.
+        settings.discovery.beaconEndpoint = nil
+        try userFacing { try settings.validate() }
+        let initial = try loadVector()
+        var seedSource = SystemRandomNumberGenerator()
+        let averager = initial.map { vector in
+            PushSumAverager(peer: identity.peerID, initial: vector, sampleCount: samples, settings: settings.averaging,
+                            rng: SplitMix64(seed: seedSource.next()))
+        }
+        let configuration = NodeRuntime.Configuration(
+            listen: Endpoint(host: listenAddress.host, port: listenAddress.port),
+            advertise: advertised.map { Endpoint(host: $0.host, port: $0.port) }, settings: settings, dataDirectory: dataDir)
+        let runtime = try userFacing {
+            try NodeRuntime(identity: identity, keyring: NetworkKeyring(current: key), configuration: configuration,
+                            averager: averager, seed: seedSource.next())
+        }
+        runtime.onEvent = { event in Self.log(event, level: logLevel) }
+        var handedOff = false
+        runtime.onStopped = { handedOff = $0 }
+        var signals = 0
+        let onSignal: (Int32) -> Void = { number in
+            signals += 1
+            if signals > 1 {
+                printNote("second signal: exiting at once")
+                Foundation.exit(0)
+            }
+            printNote("signal \(number): leaving gracefully (send it again to exit at once)")
+            runtime.leave()
+        }
+        let watchers = try userFacing {
+            [try SignalWatcher(loop: runtime.loop, signal: SIGINT, onSignal), try SignalWatcher(loop: runtime.loop, signal: SIGTERM, onSignal)]
+        }
+        try userFacing { try runtime.start() }
+        printNote("peer \(identity.peerID) (\(identity.peerID.fingerprint)) listening on \(runtime.endpoint), UDP and TCP; profile \(profile)")
+        FileHandle.standardOutput.write(Data((identity.peerID.description + "\n").utf8))
+        runtime.run()
+        for watcher in watchers { watcher.close() }
+        if runtime.node.averager != nil {
+            printNote(handedOff ? "left: averaging mass handed to a neighbour" : "left: kept its averaging mass (no neighbour took it in time)")
+        } else {
+            printNote("left")
+        }
+    }
+
+    private func prepareDataDirectory() throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: dataDir, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw UserFacingError("--data-dir \(dataDir) is not a directory") }
+        } else {
+            do {
+                try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw UserFacingError("--data-dir \(dataDir) cannot be created: \(error.localizedDescription)")
+            }
+        }
+        guard access(dataDir, W_OK) == 0 else { throw UserFacingError("--data-dir \(dataDir) is not writable by this user") }
+        if (try? ControlClient.request("status", dataDirectory: dataDir)) != nil {
+            throw UserFacingError("a node already runs with --data-dir \(dataDir); stop it with `peer leave --data-dir \(dataDir)` or use another directory")
+        }
+    }
+
+    private func loadOrCreateIdentity() throws -> Identity {
+        let path = KeyDirectory.identityPath(dir)
+        if !FileManager.default.fileExists(atPath: path) {
+            return try userFacing {
+                try KeyFile.prepareDirectory(dir)
+                let identity = try Identity.generate()
+                try identity.save(to: path)
+                printNote("created \(path): a new identity for this node")
+                return identity
+            }
+        }
+        return try userFacing { try Identity.load(from: path) }
+    }
+
+    /// The first up, non-loopback IPv4 address of this machine, if any.
+    static func firstLANAddress() -> String? {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0, let first = list else { return nil }
+        defer { freeifaddrs(list) }
+        var next: UnsafeMutablePointer<ifaddrs>? = first
+        while let entry = next {
+            next = entry.pointee.ifa_next
+            let flags = Int32(entry.pointee.ifa_flags)
+            guard flags & Int32(IFF_UP) != 0, flags & Int32(IFF_LOOPBACK) == 0,
+                  let addr = entry.pointee.ifa_addr, addr.pointee.sa_family == sa_family_t(AF_INET) else { continue }
+            var name = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            guard getnameinfo(addr, socklen_t(MemoryLayout<sockaddr_in>.size), &name, socklen_t(name.count), nil, 0, NI_NUMERICHOST) == 0 else { continue }
+            return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        return nil
+    }
+
+    /// The vector to average, or nil to run membership only.
+    private func loadVector() throws -> [Float]? {
+        guard let vector else { return nil }
+        if vector.hasPrefix("random:") {
+            let (dimension, seed) = try Self.randomSpec(vector)
+            var rng = SplitMix64(seed: seed)
+            return (0..<dimension).map { _ in Float(rng.next() >> 40) / Float(1 << 24) * 2 - 1 }
+        }
+        let text: String
+        do { text = try String(contentsOfFile: vector, encoding: .utf8) } catch {
+            throw UserFacingError("--vector \(vector) cannot be read: \(error.localizedDescription)")
+        }
+        var values: [Float] = []
+        for (i, field) in text.split(whereSeparator: { $0 == "," || $0 == "\n" || $0 == "\r" }).enumerated() {
+            let trimmed = field.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty { continue }
+            guard let v = Float(trimmed), v.isFinite else {
+                throw UserFacingError("--vector \(vector): value \(i + 1), '\(trimmed)', is not a finite number")
+            }
+            values.append(v)
+        }
+        guard !values.isEmpty else { throw UserFacingError("--vector \(vector) holds no numbers") }
+        return values
+    }
+
+    /// One line per membership change at `info`, every event at `debug`, on standard error.
+    static func log(_ event: GossipEvent, level: String) {
+        guard level != "quiet" else { return }
+        switch event {
+        case .membership(let e):
+            switch e {
+            case .alive(let p): printNote("member \(p.fingerprint) alive")
+            case .suspect(let p): printNote("member \(p.fingerprint) suspected")
+            case .dead(let p): printNote("member \(p.fingerprint) dead")
+            case .left(let p): printNote("member \(p.fingerprint) left")
+            default: if level == "debug" { printNote("\(event)") }
+            }
+        case .refused(let from, let reason):
+            printNote("warning: refused a message from \(from): \(reason)")
+        default:
+            if level == "debug" { printNote("\(event)") }
+        }
+    }
+}
+
+/// The client side of a node's control socket (`DATA_DIR/control.sock`).
+enum ControlClient {
+    /// Sends one request line and returns the JSON object the node answers.
+    static func request(_ command: String, dataDirectory: String) throws -> [String: Any] {
+        let path = dataDirectory + "/" + NodeRuntime.controlSocketName
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw UserFacingError("cannot open a socket: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw UserFacingError("--data-dir \(dataDirectory): the control socket path is too long; use a shorter directory")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            throw UserFacingError("no node runs with --data-dir \(dataDirectory) (nothing answers at \(path)); start one with `peer join`")
+        }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let line = Array((command + "\n").utf8)
+        guard line.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == line.count else {
+            throw UserFacingError("the node at \(path) closed the control socket")
+        }
+        var reply: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            reply += buffer[..<n]
+            guard reply.count < 64 << 20 else { break }
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(reply)) as? [String: Any] else {
+            throw UserFacingError("the node at \(path) gave no valid answer (\(reply.count) bytes)")
+        }
+        return object
+    }
+}
+
+/// `peer status`: what a running node knows.
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show a running node's state: identity, addresses, members, averaging, traffic, refusals.",
+        discussion: "Asks the node through its control socket in DIR (mode 0600). Exits 1 if no node runs there."
+    )
+
+    @Option(name: .customLong("data-dir"), help: "The node's --data-dir.")
+    var dataDir: String
+
+    @Flag(name: .long, help: "Print the state as one JSON object (for scripts).")
+    var json = false
+
+    func run() throws {
+        let state = try ControlClient.request("status", dataDirectory: dataDir)
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: state, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print("peer: \(state["peer"] as? String ?? "?")")
+        print("addresses: \((state["addresses"] as? [String] ?? []).joined(separator: " "))")
+        let members = state["members"] as? [[String: Any]] ?? []
+        print("members: \(members.count)")
+        for m in members { print("  \(m["peer"] as? String ?? "?") \(m["state"] as? String ?? "?")") }
+        if let a = state["averaging"] as? [String: Any] {
+            print("averaging: weight \(a["weight"] ?? "?"), estimate norm \(a["norm"] ?? "?"), in flight \(a["inFlight"] ?? "?"), applied \(a["applied"] ?? "?"), sent \(a["sent"] ?? "?")")
+            if let estimate = a["estimate"] as? [Double] {
+                let shown = estimate.prefix(8).map { String(format: "%.6f", $0) }.joined(separator: ", ")
+                print("estimate: \(shown)\(estimate.count > 8 ? ", ... (\(estimate.count) elements)" : "")")
+            }
+        }
+        if let r = state["rejected"] as? [String: Int] {
+            print("rejected: " + r.sorted { $0.key < $1.key }.filter { $0.value > 0 }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
+    }
+}
+
+/// `peer leave`: ask a running node to leave gracefully.
+struct Leave: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Ask a running node to leave the network gracefully and exit.",
+        discussion: "Same as SIGTERM: a signed leave notice, the averaging mass handed to a neighbour, then exit 0."
+    )
+
+    @Option(name: .customLong("data-dir"), help: "The node's --data-dir.")
+    var dataDir: String
+
+    func run() throws {
+        let reply = try ControlClient.request("leave", dataDirectory: dataDir)
+        printNote("node \(reply["peer"] as? String ?? "?") is leaving")
+    }
+}

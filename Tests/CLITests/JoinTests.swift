@@ -1,0 +1,135 @@
+import Foundation
+import Testing
+
+/// A network of real `peer join` processes on loopback.
+final class PeerNetwork {
+    let scratch: Scratch
+    var processes: [Int: RunningCommand] = [:]
+    var ports: [Int: UInt16] = [:]
+    var vectors: [Int: [Double]] = [:]
+    var samples: [Int: Double] = [:]
+
+    init() throws {
+        scratch = try Scratch()
+        #expect(try CommandRunner.peer("network-key", "new", "--out", "net.key", in: scratch.url).status == 0)
+        #expect(try CommandRunner.peer("network-key", "new", "--out", "other.key", in: scratch.url).status == 0)
+    }
+
+    deinit {
+        for p in processes.values where p.process.isRunning { p.process.interrupt(); kill(p.process.processIdentifier, SIGKILL) }
+    }
+
+    /// Starts peer `i` averaging a known vector with weight `i + 1`, bootstrapped to peer 0.
+    @discardableResult
+    func start(_ i: Int, networkKey: String = "net.key", extra: [String] = []) throws -> UInt16 {
+        let vector = (0..<3).map { Double(i * 10 + $0) - 7.5 }
+        vectors[i] = vector
+        samples[i] = Double(i + 1)
+        try scratch.write("v\(i).txt", vector.map { String($0) }.joined(separator: ","))
+        var args = ["join", "--dir", "k\(i)", "--network-key", networkKey, "--listen", "127.0.0.1:0", "--data-dir", "d\(i)",
+                    "--profile", "local", "--vector", "v\(i).txt", "--samples", String(i + 1)]
+        if let first = ports[0], i != 0 { args += ["--bootstrap", "127.0.0.1:\(first)"] }
+        let process = try CommandRunner.start("peer", args + extra, in: scratch.url)
+        let line = try #require(process.waitForStderrLine(containing: "listening on 127.0.0.1:"), "\(process.stderrSoFar)")
+        let port = try #require(line.split(separator: " ").first { $0.hasPrefix("127.0.0.1:") }.flatMap { UInt16($0.split(separator: ":")[1].split(separator: ",")[0]) })
+        processes[i] = process
+        ports[i] = port
+        return port
+    }
+
+    /// `peer status --json` of peer `i`.
+    func status(_ i: Int) throws -> [String: Any] {
+        let result = try CommandRunner.peer("status", "--data-dir", "d\(i)", "--json", in: scratch.url)
+        #expect(result.status == 0, "\(result.stderr)")
+        return try #require(JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+    }
+
+    /// The weighted mean of the vectors of `nodes`, from the inputs.
+    func mean(of nodes: [Int]) -> [Double] {
+        let total = nodes.reduce(0.0) { $0 + (samples[$1] ?? 0) }
+        return (0..<3).map { k in nodes.reduce(0.0) { $0 + (vectors[$1]?[k] ?? 0) * (samples[$1] ?? 0) } / total }
+    }
+
+    /// Polls until `done` holds for every status of `nodes`, or `seconds` pass.
+    func waitUntil(_ nodes: [Int], seconds: Double, _ done: ([String: Any]) -> Bool) throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try nodes.allSatisfy({ try done(status($0)) }) { return true }
+            usleep(300_000)
+        }
+        return false
+    }
+}
+
+/// The worst relative error of a status's estimate against `mean`.
+func relativeError(_ status: [String: Any], to mean: [Double]) -> Double {
+    guard let averaging = status["averaging"] as? [String: Any], let estimate = averaging["estimate"] as? [Double],
+          estimate.count == mean.count else { return .infinity }
+    let scale = mean.map(abs).max() ?? 1
+    return zip(estimate, mean).map { abs($0 - $1) }.max().map { $0 / scale } ?? .infinity
+}
+
+func members(_ status: [String: Any]) -> [String: String] {
+    var result: [String: String] = [:]
+    for m in status["members"] as? [[String: Any]] ?? [] {
+        if let peer = m["peer"] as? String, let state = m["state"] as? String { result[peer] = state }
+    }
+    return result
+}
+
+@Suite("real peers on loopback", .serialized)
+struct JoinTests {
+    @Test("eight peers find each other and converge to the exact weighted mean; an outsider is refused and counted")
+    func eightPeersConverge() throws {
+        let net = try PeerNetwork()
+        for i in 0..<8 { try net.start(i) }
+        let everyone = Array(0..<8)
+        let mean = net.mean(of: everyone)
+        let converged = try net.waitUntil(everyone, seconds: 60) { status in
+            members(status).values.filter { $0 == "alive" }.count == 7 && relativeError(status, to: mean) <= 1e-6
+        }
+        #expect(converged, "statuses: \(everyone.map { (try? net.status($0)) ?? [:] })")
+        for i in everyone {
+            let status = try net.status(i)
+            #expect((status["peer"] as? String)?.count == 64)
+            #expect(members(status).count == 7)
+            #expect(relativeError(status, to: mean) <= 1e-6)
+        }
+        // A peer with another network key bootstraps to peer 0: it never enters a view, and
+        // its datagrams are refused and counted.
+        let before = try net.status(0)
+        let beforeRefused = ((before["rejected"] as? [String: Int])?["datagramAuthentication"]) ?? 0
+        try net.start(8, networkKey: "other.key")
+        usleep(3_000_000)
+        let outsider = try #require(try net.status(8)["peer"] as? String)
+        for i in everyone { #expect(members(try net.status(i))[outsider] == nil, "peer \(i) knows the outsider") }
+        let refused = ((try net.status(0)["rejected"] as? [String: Int])?["datagramAuthentication"]) ?? 0
+        #expect(refused > beforeRefused, "the outsider's datagrams are counted as rejected")
+    }
+
+    @Test("SIGTERM: the peer leaves gracefully, the others see it left, and no mass is lost")
+    func sigtermLeaves() throws {
+        let net = try PeerNetwork()
+        for i in 0..<4 { try net.start(i) }
+        let everyone = Array(0..<4)
+        let mean = net.mean(of: everyone)
+        #expect(try net.waitUntil(everyone, seconds: 40) { members($0).values.filter { $0 == "alive" }.count == 3 && relativeError($0, to: mean) <= 1e-3 })
+        let leaverID = try #require(try net.status(3)["peer"] as? String)
+        let leaver = try #require(net.processes[3])
+        leaver.process.terminate()
+        let result = try leaver.wait()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("averaging mass handed to a neighbour"), "\(result.stderr)")
+        let rest = Array(0..<3)
+        // The leaver's mass went to the others: they still converge to everyone's mean.
+        let settled = try net.waitUntil(rest, seconds: 40) { members($0)[leaverID] == "left" && relativeError($0, to: mean) <= 1e-6 }
+        #expect(settled, "statuses: \(rest.map { (try? net.status($0)) ?? [:] })")
+    }
+
+    @Test("status without a running node is a clear failure")
+    func statusWithoutNode() throws {
+        let scratch = try Scratch()
+        let result = try CommandRunner.peer("status", "--data-dir", "nowhere", in: scratch.url)
+        expectError(result, status: 1, mentions: ["no node runs", "nowhere", "peer join"])
+    }
+}
