@@ -25,6 +25,15 @@ public struct SequenceWindow: Sendable, Hashable {
         bits = .max
     }
 
+    /// A window restored from its ``highest`` and ``bitmap`` (saved state).
+    public init(highest: UInt64, bitmap: UInt64) {
+        self.highest = highest
+        bits = bitmap
+    }
+
+    /// Bit i set: sequence `highest - i` accepted (for saving the window).
+    public var bitmap: UInt64 { bits }
+
     /// Whether `sequence` counts as accepted: marked, or older than the window.
     public func contains(_ sequence: UInt64) -> Bool {
         guard sequence <= highest else { return false }

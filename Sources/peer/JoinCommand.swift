@@ -100,11 +100,18 @@ struct Join: ParsableCommand {
         // through bootstrap addresses, peer exchange and the peer cache.
         settings.discovery.beaconEndpoint = nil
         try userFacing { try settings.validate() }
-        let initial = try loadVector()
         var seedSource = SystemRandomNumberGenerator()
-        let averager = initial.map { vector in
-            PushSumAverager(peer: identity.peerID, initial: vector, sampleCount: samples, settings: settings.averaging,
-                            rng: SplitMix64(seed: seedSource.next()))
+        let averager: PushSumAverager?
+        if let saved = try loadAveragingState(for: identity) {
+            // A restart resumes exactly where the last run stopped: its own vector is already
+            // in the network's mass and is not added again.
+            printNote("resuming the averaging state saved in \(dataDir) (weight \(saved.weight)); --vector and --samples are not added again")
+            averager = .resuming(saved, settings: settings.averaging, rng: SplitMix64(seed: seedSource.next()))
+        } else {
+            averager = try loadVector().map { vector in
+                PushSumAverager(peer: identity.peerID, initial: vector, sampleCount: samples, settings: settings.averaging,
+                                rng: SplitMix64(seed: seedSource.next()))
+            }
         }
         let configuration = NodeRuntime.Configuration(
             listen: Endpoint(host: listenAddress.host, port: listenAddress.port),
@@ -188,6 +195,20 @@ struct Join: ParsableCommand {
             return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
         return nil
+    }
+
+    /// The averaging state a previous run saved in the data directory, if any.
+    private func loadAveragingState(for identity: Identity) throws -> DurableState? {
+        let path = dataDir + "/" + NodeRuntime.averagingStateName
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        let state: DurableState
+        do { state = try DurableState(decoding: Array(data)) } catch {
+            throw UserFacingError("\(path) is not a valid averaging state (\(error)); move it away to start averaging afresh")
+        }
+        guard state.peer == identity.peerID else {
+            throw UserFacingError("\(path) belongs to peer \(state.peer.fingerprint), not to this identity (\(identity.peerID.fingerprint)); use that peer's --dir or another --data-dir")
+        }
+        return state
     }
 
     /// The vector to average, or nil to run membership only.

@@ -126,6 +126,40 @@ struct JoinTests {
         #expect(settled, "statuses: \(rest.map { (try? net.status($0)) ?? [:] })")
     }
 
+    @Test("kill -9: the others declare the peer dead within the profile's bound; restarted with the same key elsewhere it is the same peer, and the mean is still exact")
+    func killAndRestart() throws {
+        let net = try PeerNetwork()
+        for i in 0..<5 { try net.start(i) }
+        let everyone = Array(0..<5)
+        let mean = net.mean(of: everyone)
+        #expect(try net.waitUntil(everyone, seconds: 40) { members($0).values.filter { $0 == "alive" }.count == 4 && relativeError($0, to: mean) <= 1e-4 })
+        let victimID = try #require(try net.status(2)["peer"] as? String)
+        let victim = try #require(net.processes[2])
+        let killedAt = Date()
+        kill(victim.process.processIdentifier, SIGKILL)
+        _ = try victim.wait()
+        let rest = [0, 1, 3, 4]
+        // The local profile's documented bound (docs/membership.md): the longest suspicion,
+        // 6 × 3 × max(1, log10 n) × 1 s, plus 5 probe intervals of 1 s.
+        let bound = 6.0 * 3 * max(1, log10(5.0)) * 1 + 5
+        let dead = try net.waitUntil(rest, seconds: bound + 5) { members($0)[victimID] == "dead" }
+        let took = Date().timeIntervalSince(killedAt)
+        #expect(dead, "the others did not declare the killed peer dead")
+        #expect(took <= bound + 1, "declared dead after \(took) s; the bound is \(bound) s (plus the test's polling)")
+        // Restarted with the same key and data directory, on another port: it resumes its
+        // saved averaging state and is taken back as the same peer.
+        net.ports[2] = nil
+        let newPort = try net.start(2)
+        #expect(try net.status(2)["peer"] as? String == victimID)
+        let back = try net.waitUntil(everyone, seconds: 60) { status in
+            let ms = members(status)
+            let sees = status["peer"] as? String == victimID || ms[victimID] == "alive"
+            return sees && relativeError(status, to: mean) <= 1e-6
+        }
+        #expect(back, "statuses: \(everyone.map { (try? net.status($0)) ?? [:] })")
+        #expect(try net.status(2)["addresses"] as? [String] == ["127.0.0.1:\(newPort)"])
+    }
+
     @Test("status without a running node is a clear failure")
     func statusWithoutNode() throws {
         let scratch = try Scratch()

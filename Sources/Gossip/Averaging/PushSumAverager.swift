@@ -134,19 +134,19 @@ public struct PushSumAverager: ProtocolNode {
         public var skippedTicks = 0
     }
 
-    private struct InFlight {
+    struct InFlight {
         var to: PeerAddress
         var transfer: Transfer
     }
 
-    private struct SenderKey: Hashable, Comparable {
+    struct SenderKey: Hashable, Comparable {
         var peer: PeerID
         var epoch: UInt64
 
         static func < (a: SenderKey, b: SenderKey) -> Bool { (a.peer, a.epoch) < (b.peer, b.epoch) }
     }
 
-    private struct SenderRecord {
+    struct SenderRecord {
         /// Sequences applied (see ``PushSumAverager/dedupWindow``).
         var applied = SequenceWindow()
         var lastSeen: Instant
@@ -170,14 +170,14 @@ public struct PushSumAverager: ProtocolNode {
     public var neighbours: [PeerAddress]
     public private(set) var counters = Counters()
     /// The weight `w`.
-    public private(set) var weight: Double
-    private var value: [Double]
-    private let codec: any ShareCodec
+    public internal(set) var weight: Double
+    var value: [Double]
+    let codec: any ShareCodec
     private var rng: SplitMix64
-    private let epoch: UInt64
-    private var nextSequence: UInt64 = 1
-    private var inFlight: [InFlight] = []
-    private var senders: [SenderKey: SenderRecord] = [:]
+    let epoch: UInt64
+    var nextSequence: UInt64 = 1
+    var inFlight: [InFlight] = []
+    var senders: [SenderKey: SenderRecord] = [:]
     private var leaving = false
     private var handOffDone = false
     private var handOffsSent = 0
@@ -200,6 +200,28 @@ public struct PushSumAverager: ProtocolNode {
         self.codec = codec
         self.rng = rng
         self.epoch = self.rng.next()
+    }
+
+    /// A node resuming saved state (``DurableState``): its value, weight, epoch, sequence
+    /// numbers, transfers in flight and duplicate suppression, exactly as saved. Its own
+    /// vector is not added again.
+    init(restoring state: DurableState, settings: Settings, codec: any ShareCodec, rng: SplitMix64) {
+        var settings = settings
+        settings.maxInFlight = min(max(settings.maxInFlight, 1), Self.maxInFlightLimit)
+        self.settings = settings
+        peerID = state.peer
+        dimension = state.value.count
+        neighbours = []
+        weight = state.weight
+        value = state.value
+        self.codec = codec
+        self.rng = rng
+        epoch = state.epoch
+        nextSequence = state.nextSequence
+        inFlight = state.inFlight.map { InFlight(to: $0.to, transfer: $0.transfer) }
+        for s in state.senders {
+            senders[SenderKey(peer: s.peer, epoch: s.epoch)] = SenderRecord(applied: SequenceWindow(highest: s.highest, bitmap: s.bitmap), lastSeen: .zero)
+        }
     }
 
     // MARK: Reading the state

@@ -50,6 +50,7 @@ public final class NodeRuntime {
     /// File names inside the data directory.
     public static let controlSocketName = "control.sock"
     public static let peerCacheName = "peer-cache"
+    public static let averagingStateName = "averaging-state"
 
     public let loop: EventLoop
     public private(set) var node: GossipNode
@@ -118,6 +119,11 @@ public final class NodeRuntime {
     // MARK: Actions
 
     private func perform(_ actions: [GossipNode.Action]) {
+        // A transfer or acknowledgement must not leave before the state it reflects is on
+        // disk: after `kill -9`, a restart resumes exactly what peers have seen.
+        if node.averager != nil, actions.contains(where: { if case .send(_, _, .session) = $0 { return true } else { return false } }) {
+            persistAveragingState()
+        }
         var interpreter = interpreter
         interpreter.perform(
             actions,
@@ -348,16 +354,26 @@ public final class NodeRuntime {
 
     // MARK: State on disk
 
+    /// Writes the averager's durable state atomically (a temporary file renamed into place).
+    /// No fsync: the state must survive the process (`kill -9`), which the page cache does.
+    private func persistAveragingState() {
+        guard let averager = node.averager else { return }
+        writeAtomically(averager.durableState.encoded(), to: configuration.dataDirectory + "/" + Self.averagingStateName)
+    }
+
+    private func writeAtomically(_ bytes: [UInt8], to path: String) {
+        let temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else { return }
+        _ = rename(temporary, path)
+    }
+
     /// Writes the peer cache whenever it changed (atomically: a temporary file renamed into
     /// place), so a restart finds its peers even after `kill -9`.
     private func persistCacheIfChanged() {
         let bytes = node.peerCache.encoded()
         guard bytes != lastCache else { return }
         lastCache = bytes
-        let path = configuration.dataDirectory + "/" + Self.peerCacheName
-        let temporary = path + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else { return }
-        _ = rename(temporary, path)
+        writeAtomically(bytes, to: configuration.dataDirectory + "/" + Self.peerCacheName)
     }
 
     // MARK: Control
@@ -470,6 +486,7 @@ public final class NodeRuntime {
         guard !stopped else { return }
         stopped = true
         persistCacheIfChanged()
+        persistAveragingState()
         for timer in timers.values { timer.close() }
         timers = [:]
         housekeeping.close()

@@ -1,0 +1,130 @@
+import Crypto
+
+/// What a push-sum node must keep across a crash (`kill -9`, power kept) to resume without
+/// losing or creating mass: its value and weight, its epoch and next sequence number, the
+/// transfers it has in flight, and which transfers it has applied from whom. A runtime writes
+/// it (atomically) before any transfer or acknowledgement leaves the process, so the saved
+/// state is never behind what peers have seen.
+///
+/// Encoding (big-endian, like every other format of the project): `"MPS1" ‖ peer(32) ‖
+/// epoch u64 ‖ nextSequence u64 ‖ weight f64 bits ‖ dimension u32 ‖ value (f64 bits × dimension) ‖
+/// inFlight count u16 ‖ per transfer: endpoint, to-peer(32), the transfer (``AveragingWire``,
+/// length-prefixed) ‖ senders count u32 ‖ per sender: peer(32) ‖ epoch u64 ‖ highest u64 ‖ bitmap u64`.
+public struct DurableState: Equatable, Sendable {
+    static let magic = Array("MPS1".utf8)
+    /// Bounds checked before allocating, far above what one node holds.
+    static let maxDimension = AveragingWire.maxElements
+    static let maxSenders = 1 << 20
+
+    public var peer: PeerID
+    public var epoch: UInt64
+    public var nextSequence: UInt64
+    public var weight: Double
+    public var value: [Double]
+    public var inFlight: [(to: PeerAddress, transfer: PushSumAverager.Transfer)]
+    public var senders: [(peer: PeerID, epoch: UInt64, highest: UInt64, bitmap: UInt64)]
+
+    public static func == (a: DurableState, b: DurableState) -> Bool {
+        a.encoded() == b.encoded()
+    }
+
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: 64 + value.count * 8)
+        w.write(bytes: Self.magic)
+        w.write(bytes: peer.bytes)
+        w.writeUInt64(epoch)
+        w.writeUInt64(nextSequence)
+        w.writeUInt64(weight.bitPattern)
+        w.writeUInt32(UInt32(value.count))
+        for v in value { w.writeUInt64(v.bitPattern) }
+        w.writeUInt16(UInt16(inFlight.count))
+        for entry in inFlight {
+            w.writeString(entry.to.endpoint.host)
+            w.writeUInt16(entry.to.endpoint.port)
+            w.write(bytes: entry.to.peer.bytes)
+            w.writeLengthPrefixed(AveragingWire.encode(.transfer(entry.transfer)))
+        }
+        w.writeUInt32(UInt32(senders.count))
+        for s in senders {
+            w.write(bytes: s.peer.bytes)
+            w.writeUInt64(s.epoch)
+            w.writeUInt64(s.highest)
+            w.writeUInt64(s.bitmap)
+        }
+        return w.bytes
+    }
+
+    /// Reads saved state, refusing anything malformed with a ``WireError`` naming the field.
+    public init(decoding bytes: [UInt8]) throws(WireError) {
+        var r = ByteReader(bytes)
+        guard try r.readBytes(4, "state magic") == Self.magic else {
+            throw .invalidValue(field: "state magic", reason: "not a Murmuration averaging state (expected MPS1)")
+        }
+        peer = try Self.readPeer(&r)
+        epoch = try r.readUInt64("epoch")
+        nextSequence = try r.readUInt64("next sequence")
+        weight = Double(bitPattern: try r.readUInt64("weight"))
+        let dimension = Int(try r.readUInt32("dimension"))
+        guard dimension > 0, dimension <= Self.maxDimension else {
+            throw .lengthTooLarge(field: "dimension", declared: UInt64(dimension), maximum: Self.maxDimension)
+        }
+        var value: [Double] = []
+        value.reserveCapacity(dimension)
+        for _ in 0..<dimension { value.append(Double(bitPattern: try r.readUInt64("value"))) }
+        self.value = value
+        let transfers = Int(try r.readUInt16("in-flight count"))
+        guard transfers <= PushSumAverager.maxInFlightLimit else {
+            throw .lengthTooLarge(field: "in-flight count", declared: UInt64(transfers), maximum: PushSumAverager.maxInFlightLimit)
+        }
+        inFlight = []
+        for _ in 0..<transfers {
+            let host = try r.readString(maximum: 255, "endpoint host")
+            let port = try r.readUInt16("endpoint port")
+            let to = try Self.readPeer(&r)
+            let encoded = try r.readLengthPrefixed(maximum: AveragingWire.maxElements * 4 + 64, "transfer")
+            guard case .transfer(let t)? = try? AveragingWire.decode(encoded) else {
+                throw .invalidValue(field: "transfer", reason: "not a push-sum transfer")
+            }
+            inFlight.append((PeerAddress(peer: to, endpoint: Endpoint(host: host, port: port)), t))
+        }
+        let count = Int(try r.readUInt32("sender count"))
+        guard count <= Self.maxSenders else { throw .lengthTooLarge(field: "sender count", declared: UInt64(count), maximum: Self.maxSenders) }
+        senders = []
+        for _ in 0..<count {
+            senders.append((try Self.readPeer(&r), try r.readUInt64("sender epoch"), try r.readUInt64("highest"), try r.readUInt64("bitmap")))
+        }
+        try r.expectEnd()
+    }
+
+    private static func readPeer(_ r: inout ByteReader) throws(WireError) -> PeerID {
+        guard let peer = PeerID(bytes: try r.readSlice(PeerID.length, "peer")) else { throw .invalidValue(field: "peer", reason: "length") }
+        return peer
+    }
+
+    init(peer: PeerID, epoch: UInt64, nextSequence: UInt64, weight: Double, value: [Double],
+         inFlight: [(to: PeerAddress, transfer: PushSumAverager.Transfer)],
+         senders: [(peer: PeerID, epoch: UInt64, highest: UInt64, bitmap: UInt64)]) {
+        self.peer = peer
+        self.epoch = epoch
+        self.nextSequence = nextSequence
+        self.weight = weight
+        self.value = value
+        self.inFlight = inFlight
+        self.senders = senders
+    }
+}
+
+extension PushSumAverager {
+    /// The state to save so that a restart resumes this node exactly (see ``DurableState``).
+    public var durableState: DurableState {
+        DurableState(peer: peerID, epoch: epoch, nextSequence: nextSequence, weight: weight, value: value,
+                     inFlight: inFlight.map { ($0.to, $0.transfer) },
+                     senders: senders.sorted { $0.key < $1.key }.map { ($0.key.peer, $0.key.epoch, $0.value.applied.highest, $0.value.applied.bitmap) })
+    }
+
+    /// A node resuming `state` with these settings and codec.
+    public static func resuming(_ state: DurableState, settings: Settings = Settings(), codec: any ShareCodec = IdentityShareCodec(),
+                                rng: SplitMix64) -> PushSumAverager {
+        PushSumAverager(restoring: state, settings: settings, codec: codec, rng: rng)
+    }
+}
