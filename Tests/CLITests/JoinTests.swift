@@ -160,10 +160,75 @@ struct JoinTests {
         #expect(try net.status(2)["addresses"] as? [String] == ["127.0.0.1:\(newPort)"])
     }
 
+    @Test("garbage datagrams, garbage TCP, stalled connections and a handshake flood leave every node running and serving honest peers; each is counted by reason")
+    func hostileInput() throws {
+        let net = try PeerNetwork()
+        for i in 0..<3 { try net.start(i) }
+        let target = try #require(net.ports[0])
+        var rng = SystemRandomNumberGenerator()
+        func random(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) } }
+        // Datagrams: random, truncated, version-2-looking and oversized.
+        for size in [1, 20, 34, 49, 200, 1_400, 65_507] {
+            for _ in 0..<10 { try udpSend(port: target, random(size)) }
+            try udpSend(port: target, [2, 1] + random(size))
+        }
+        // Garbage TCP, a handshake flood (hello-sized junk), and stalled connections (slowloris),
+        // all from the address the honest peers share (127.0.0.1).
+        for _ in 0..<10 { try tcpPoke(port: target, sending: random(500)) }
+        for _ in 0..<30 { try tcpPoke(port: target, sending: [2, 1] + random(72)) }
+        let stalled = try (0..<40).map { _ in try tcpOpen(port: target) }
+        defer { for fd in stalled { close(fd) } }
+        // An honest peer joins through the node under attack and the network converges.
+        try net.start(3)
+        let everyone = Array(0..<4)
+        let mean = net.mean(of: everyone)
+        let converged = try net.waitUntil(everyone, seconds: 60) { members($0).values.filter { $0 == "alive" }.count == 3 && relativeError($0, to: mean) <= 1e-6 }
+        #expect(converged, "statuses: \(everyone.map { (try? net.status($0)) ?? [:] })")
+        let rejected = try #require(try net.status(0)["rejected"] as? [String: Int])
+        #expect((rejected["datagramMalformed"] ?? 0) + (rejected["datagramAuthentication"] ?? 0) >= 70, "\(rejected)")
+        #expect((rejected["handshakeFailures"] ?? 0) >= 30, "\(rejected)")
+        #expect((rejected["handshakesEvicted"] ?? 0) >= 20, "\(rejected)")
+        for i in everyone { #expect(net.processes[i]?.process.isRunning == true) }
+    }
+
     @Test("status without a running node is a clear failure")
     func statusWithoutNode() throws {
         let scratch = try Scratch()
         let result = try CommandRunner.peer("status", "--data-dir", "nowhere", in: scratch.url)
         expectError(result, status: 1, mentions: ["no node runs", "nowhere", "peer join"])
     }
+}
+
+/// Sends one UDP datagram to 127.0.0.1:`port`.
+func udpSend(port: UInt16, _ bytes: [UInt8]) throws {
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXError(.EIO) }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    _ = bytes.withUnsafeBytes { raw in
+        withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, raw.baseAddress, raw.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+    }
+}
+
+/// Opens a TCP connection to 127.0.0.1:`port` and leaves it idle; returns the descriptor.
+func tcpOpen(port: UInt16) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXError(.EIO) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else {
+        close(fd)
+        throw POSIXError(.ECONNREFUSED)
+    }
+    return fd
 }

@@ -31,15 +31,20 @@ public final class NodeRuntime {
     /// What the runtime had to refuse or drop, by reason (the wire's refusals are separate).
     public struct Counters: Sendable {
         public var sessionsOpened = 0
-        public var sessionsRefused = 0
+        /// Handshakes in progress closed to make room for a newer one (a stalled or flooding
+        /// source loses its oldest attempts, an honest handshake gets a slot).
+        public var handshakesEvicted = 0
         public var handshakeFailures = 0
         public var sessionMessagesDropped = 0
         public var connectFailures = 0
     }
 
-    /// Most handshakes in progress at once, and from one source address. A port scan or a flood
-    /// from one address fills its own share and no more; a peer's session, once authenticated,
-    /// is never counted here.
+    /// Most handshakes in progress at once, and from one source address. When either is
+    /// reached, the oldest handshake in progress (from that address, or at all) is closed to
+    /// make room: a stalled connection (slowloris) or a flood holds slots only until newer
+    /// attempts arrive, while an honest handshake, done in a round trip, keeps its slot, even
+    /// from an address it shares with the attacker. A session, once authenticated, is never
+    /// counted here.
     public static let maxPendingHandshakes = 64
     public static let maxPendingHandshakesPerAddress = 16
     /// Messages waiting for a session to open. A peer that cannot be reached loses them (the
@@ -73,7 +78,8 @@ public final class NodeRuntime {
     private var sessions: [PeerID: Session] = [:]
     /// Every open session, sending or not, by identity.
     private var open: [ObjectIdentifier: Session] = [:]
-    private var pendingByAddress: [String: Int] = [:]
+    /// Incoming handshakes in progress, oldest first.
+    private var pending: [Session] = []
     private let housekeeping: LoopTimer
     private var lastCache: [UInt8] = []
     private var stopping = false
@@ -194,7 +200,6 @@ public final class NodeRuntime {
     static let pieceLength = SecureChannelSettings().maxPlaintextLength - 1
     /// Largest session message: the largest signed delta and its head.
     static let maxSessionMessage = DeltaLimits().maxPayloadLength + (1 << 20)
-    private var pendingTotal = 0
 
     private func sendSession(_ bytes: [UInt8], to peer: PeerID, at endpoint: Endpoint) {
         if let session = sessions[peer] {
@@ -227,18 +232,24 @@ public final class NodeRuntime {
 
     private func accept(_ connection: StreamConnection) {
         let address = connection.remoteEndpoint?.host ?? "unknown"
-        guard !stopping, pendingTotal < Self.maxPendingHandshakes,
-              pendingByAddress[address, default: 0] < Self.maxPendingHandshakesPerAddress else {
-            counters.sessionsRefused += 1
+        guard !stopping else {
             connection.close()
             return
         }
-        pendingTotal += 1
-        pendingByAddress[address, default: 0] += 1
+        if pending.filter({ $0.sourceAddress == address }).count >= Self.maxPendingHandshakesPerAddress,
+           let oldest = pending.first(where: { $0.sourceAddress == address }) {
+            counters.handshakesEvicted += 1
+            close(oldest)
+        }
+        if pending.count >= Self.maxPendingHandshakes, let oldest = pending.first {
+            counters.handshakesEvicted += 1
+            close(oldest)
+        }
         let responder = HandshakeResponder(identity: node.identity, keyring: keyring)
         let session = Session(tcp: connection, secure: SecureConnection(responder: responder, replayGuard: handshakeGuard),
                               incoming: true, remote: nil, sourceAddress: address, now: loop.nowMilliseconds)
         open[ObjectIdentifier(session)] = session
+        pending.append(session)
         attach(connection, to: session)
     }
 
@@ -330,9 +341,7 @@ public final class NodeRuntime {
     private func releasePending(_ session: Session) {
         guard session.countedPending else { return }
         session.countedPending = false
-        pendingTotal -= 1
-        pendingByAddress[session.sourceAddress, default: 1] -= 1
-        if pendingByAddress[session.sourceAddress] == 0 { pendingByAddress[session.sourceAddress] = nil }
+        pending.removeAll { $0 === session }
     }
 
     private func close(_ session: Session) {
@@ -429,7 +438,7 @@ public final class NodeRuntime {
             "datagramMalformed": r.datagrams.malformed, "datagramAuthentication": r.datagrams.authentication,
             "datagramReplayed": r.datagrams.replayed, "datagramStale": r.datagrams.stale, "datagramAhead": r.datagrams.ahead,
             "messageMalformed": r.malformedMessages, "misaddressed": r.misaddressed, "sessionMessages": r.sessionMessages,
-            "handshakeFailures": counters.handshakeFailures, "sessionsRefused": counters.sessionsRefused,
+            "handshakeFailures": counters.handshakeFailures, "handshakesEvicted": counters.handshakesEvicted,
         ]
         result["traffic"] = [
             "datagramsSent": udp.sent, "datagramsReceived": udp.received, "datagramsDropped": udp.dropped,
