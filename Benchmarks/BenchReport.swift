@@ -76,9 +76,12 @@ func bestTime(repeats: Int = 3, _ body: () throws -> Void) rethrows -> Double {
 }
 
 /// Peak resident set size of this process so far, in bytes (from /proc/self/status VmHWM).
-func peakResidentBytes() -> Int {
-    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-    for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+func peakResidentBytes() -> Int { residentBytes(field: "VmHWM:") }
+
+/// A memory figure of `/proc/PID/status` (`VmRSS:` now, `VmHWM:` peak) in bytes; 0 if unreadable.
+func residentBytes(process: String = "self", field: String) -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/\(process)/status", encoding: .utf8) else { return 0 }
+    for line in text.split(separator: "\n") where line.hasPrefix(field) {
         let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
         return kb * 1024
     }

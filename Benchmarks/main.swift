@@ -7,6 +7,7 @@ let suites: [(name: String, run: () throws -> Void)] = [
     ("learner", runLearnerBench),
     ("gossip", GossipBench.run),
     ("overlay", OverlayBench.run),
+    ("runtime", RuntimeBench.run),
 ]
 
 let requested = Array(CommandLine.arguments.dropFirst())
