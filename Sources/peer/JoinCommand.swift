@@ -51,6 +51,9 @@ struct Join: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "quiet, info (membership changes; the default) or debug (every event).")
     var logLevel: String = "info"
 
+    @Flag(name: .customLong("no-beacons"), help: "Send and hear no LAN multicast beacons (the wan profile has none anyway).")
+    var noBeacons = false
+
     func validate() throws {
         let listenAddress = try HostPort(parsing: listen, flag: "--listen")
         if let advertise {
@@ -96,9 +99,7 @@ struct Join: ParsableCommand {
             let r = try HostPort(parsing: b, flag: "--bootstrap").resolved()
             return Endpoint(host: r.host, port: r.port)
         }
-        // LAN multicast beacons are not sent by this runtime yet: peers find each other
-        // through bootstrap addresses, peer exchange and the peer cache.
-        settings.discovery.beaconEndpoint = nil
+        if noBeacons { settings.discovery.beaconEndpoint = nil }
         try userFacing { try settings.validate() }
         var seedSource = SystemRandomNumberGenerator()
         let averager: PushSumAverager?
@@ -137,6 +138,7 @@ struct Join: ParsableCommand {
             [try SignalWatcher(loop: runtime.loop, signal: SIGINT, onSignal), try SignalWatcher(loop: runtime.loop, signal: SIGTERM, onSignal)]
         }
         try userFacing { try runtime.start() }
+        if let off = runtime.beaconsOff, !noBeacons, settings.discovery.beaconEndpoint != nil { printNote("warning: \(off)") }
         printNote("peer \(identity.peerID) (\(identity.peerID.fingerprint)) listening on \(runtime.endpoint), UDP and TCP; profile \(profile)")
         FileHandle.standardOutput.write(Data((identity.peerID.description + "\n").utf8))
         runtime.run()

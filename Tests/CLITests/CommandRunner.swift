@@ -29,8 +29,10 @@ enum CommandRunner {
 
     /// Starts `tool` with `arguments` in `directory`; its output goes to files in `directory`
     /// (so neither pipe can fill and stall it).
-    static func start(_ tool: String, _ arguments: [String], in directory: URL, environment: [String: String] = [:]) throws -> RunningCommand {
-        let path = executable(tool)
+    /// `executable` overrides where the program is (a system tool wrapping ours, say).
+    static func start(_ tool: String, _ arguments: [String], in directory: URL, environment: [String: String] = [:],
+                      executable override: String? = nil) throws -> RunningCommand {
+        let path = override.map { URL(fileURLWithPath: $0) } ?? executable(tool)
         guard FileManager.default.isExecutableFile(atPath: path.path) else {
             throw CommandNotBuilt(path: path.path)
         }

@@ -70,6 +70,10 @@ public final class NodeRuntime {
     private let wire: SecureWire
     private let keyring: NetworkKeyring
     private let udp: UDPSocket
+    /// Receives the LAN beacons' multicast group, when beacons are on.
+    private var beaconSocket: UDPSocket?
+    /// Why LAN beacons are off, if they are (for the log and `peer status`).
+    public private(set) var beaconsOff: String?
     private var tcpListener: StreamListener?
     private var controlListener: StreamListener?
     private let handshakeGuard: ReplayGuard
@@ -105,6 +109,23 @@ public final class NodeRuntime {
         housekeeping = LoopTimer(loop: loop)
         tcpListener = try StreamListener(loop: loop, host: bound.host, port: port) { [unowned self] connection in accept(connection) }
         udp.onReceive = { [unowned self] bytes, from in receiveDatagram(bytes, from: from) }
+        if let group = configuration.settings.discovery.beaconEndpoint {
+            // Beacons leave through the interface the node is reached at, and only it (TTL 1).
+            let interface = endpoint.host
+            do {
+                try udp.multicast(through: interface)
+                let socket = try UDPSocket(loop: loop, host: "0.0.0.0", port: group.port, shared: true)
+                beaconSocket = socket
+                try socket.join(group: group.host, interface: interface)
+                socket.onReceive = { [unowned self] bytes, from in receiveDatagram(bytes, from: from) }
+            } catch {
+                beaconSocket?.close()
+                beaconSocket = nil
+                beaconsOff = "LAN beacons are off: \(error)"
+            }
+        } else {
+            beaconsOff = "LAN beacons are off (none configured)"
+        }
     }
 
     /// The current instant on the node's monotonic clock.
@@ -421,6 +442,7 @@ public final class NodeRuntime {
             "addresses": node.record.endpoints.map(\.description),
             "members": node.membership.knownPeers.filter { $0.peer != me }.map { ["peer": $0.peer.description, "state": Self.name($0.status)] },
             "view": node.sampler.view.count,
+            "beacons": beaconsOff == nil,
         ]
         if let a = node.averager {
             var averaging: [String: Any] = [
@@ -503,6 +525,7 @@ public final class NodeRuntime {
         tcpListener?.close()
         controlListener?.close()
         udp.close()
+        beaconSocket?.close()
         try? FileManager.default.removeItem(atPath: configuration.dataDirectory + "/" + Self.controlSocketName)
         loop.stop()
         onStopped?(handedOff)

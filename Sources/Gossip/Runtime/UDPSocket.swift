@@ -19,8 +19,9 @@ public final class UDPSocket {
     public private(set) var sent = 0
     public private(set) var received = 0
 
-    /// Binds `host:port` (port 0 picks one) and starts receiving.
-    public init(loop: EventLoop, host: String, port: UInt16) throws {
+    /// Binds `host:port` (port 0 picks one) and starts receiving. With `shared`, other sockets
+    /// may bind the same address (every peer on a host receives the LAN beacons' group port).
+    public init(loop: EventLoop, host: String, port: UInt16, shared: Bool = false) throws {
         handle = .allocate(capacity: 1)
         var rc = uv_udp_init(loop.loop, handle)
         guard rc == 0 else {
@@ -29,7 +30,7 @@ public final class UDPSocket {
         }
         handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         let address = try SocketAddress(host: host, port: port)
-        rc = address.withSockaddr { uv_udp_bind(handle, $0, 0) }
+        rc = address.withSockaddr { uv_udp_bind(handle, $0, shared ? UInt32(UV_UDP_REUSEADDR.rawValue) : 0) }
         if rc == 0 {
             rc = uv_udp_recv_start(handle, { _, suggested, buf in
                 guard let buf else { return }
@@ -82,6 +83,21 @@ public final class UDPSocket {
         } else {
             sent += 1
         }
+    }
+
+    /// Sends multicast datagrams out of the interface with address `interface` only, to the
+    /// local network (TTL 1), and loops them back to other sockets of this host.
+    public func multicast(through interface: String) throws {
+        var rc = uv_udp_set_multicast_interface(handle, interface)
+        if rc == 0 { rc = uv_udp_set_multicast_ttl(handle, 1) }
+        if rc == 0 { rc = uv_udp_set_multicast_loop(handle, 1) }
+        guard rc == 0 else { throw UVError(rc, "multicast through \(interface)") }
+    }
+
+    /// Receives the multicast `group` on the interface with address `interface`.
+    public func join(group: String, interface: String) throws {
+        let rc = uv_udp_set_membership(handle, group, interface, UV_JOIN_GROUP)
+        guard rc == 0 else { throw UVError(rc, "join multicast group \(group) on \(interface)") }
     }
 
     /// Stops receiving and closes the socket.
