@@ -128,7 +128,7 @@ enum RuntimeBench {
             let port = 19_400 + i
             var args = ["join", "--dir", base.appendingPathComponent("k\(i)").path, "--network-key", base.appendingPathComponent("net.key").path,
                         "--listen", "127.0.0.1:\(port)", "--data-dir", base.appendingPathComponent("d\(i)").path, "--profile", "local",
-                        "--log-level", "quiet"]
+                        "--log-level", "error"]
             if i > 0 { args += ["--bootstrap", "127.0.0.1:19400"] }
             if let dimension { args += ["--vector", "random:\(dimension):\(i)", "--samples", "\(i + 1)"] }
             p.arguments = args

@@ -4,6 +4,7 @@ import Crypto
 import DeterministicRandom
 import Foundation
 import Gossip
+import Logging
 
 /// `peer join`: run a node until it is told to leave (SIGINT, SIGTERM or `peer leave`).
 struct Join: ParsableCommand {
@@ -48,8 +49,11 @@ struct Join: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "The vector's weight: this node's sample count (> 0).")
     var samples: Double = 1
 
-    @Option(name: .customLong("log-level"), help: "quiet, info (membership changes; the default) or debug (every event).")
+    @Option(name: .customLong("log-level"), help: "trace, debug (every event), info (membership changes; the default), notice, warning (refused input), error or critical.")
     var logLevel: String = "info"
+
+    @Option(name: .customLong("log-format"), help: "text, or json (one object per line) for log collectors.")
+    var logFormat: String = "text"
 
     @Flag(name: .customLong("no-beacons"), help: "Send and hear no LAN multicast beacons (the wan profile has none anyway).")
     var noBeacons = false
@@ -66,7 +70,10 @@ struct Join: ParsableCommand {
         }
         guard Self.profiles[profile] != nil else { throw ValidationError("--profile must be lan, wan or local, got '\(profile)'") }
         guard samples > 0, samples.isFinite else { throw ValidationError("--samples must be a number above 0, got \(samples)") }
-        guard ["quiet", "info", "debug"].contains(logLevel) else { throw ValidationError("--log-level must be quiet, info or debug, got '\(logLevel)'") }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of \(Logs.levels.joined(separator: ", ")), got '\(logLevel)'")
+        }
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json, got '\(logFormat)'") }
         if let vector, vector.hasPrefix("random:") { _ = try Self.randomSpec(vector) }
     }
 
@@ -82,6 +89,8 @@ struct Join: ParsableCommand {
     }
 
     func run() throws {
+        Logs.bootstrap(format: logFormat, level: Logger.Level(rawValue: logLevel) ?? .info)
+        let logger = Logger(label: "murmuration.peer")
         try prepareDataDirectory()
         let identity = try loadOrCreateIdentity()
         let key = try userFacing { try NetworkKey.load(from: networkKey) }
@@ -121,7 +130,7 @@ struct Join: ParsableCommand {
             try NodeRuntime(identity: identity, keyring: NetworkKeyring(current: key), configuration: configuration,
                             averager: averager, seed: seedSource.next())
         }
-        runtime.onEvent = { event in Self.log(event, level: logLevel) }
+        runtime.onEvent = { event in Self.log(event, to: logger) }
         var handedOff = false
         runtime.onStopped = { handedOff = $0 }
         var signals = 0
@@ -138,7 +147,7 @@ struct Join: ParsableCommand {
             [try SignalWatcher(loop: runtime.loop, signal: SIGINT, onSignal), try SignalWatcher(loop: runtime.loop, signal: SIGTERM, onSignal)]
         }
         try userFacing { try runtime.start() }
-        if let off = runtime.beaconsOff, !noBeacons, settings.discovery.beaconEndpoint != nil { printNote("warning: \(off)") }
+        if let off = runtime.beaconsOff, !noBeacons, settings.discovery.beaconEndpoint != nil { logger.warning("\(off)") }
         printNote("peer \(identity.peerID) (\(identity.peerID.fingerprint)) listening on \(runtime.endpoint), UDP and TCP; profile \(profile)")
         FileHandle.standardOutput.write(Data((identity.peerID.description + "\n").utf8))
         runtime.run()
@@ -238,22 +247,23 @@ struct Join: ParsableCommand {
         return values
     }
 
-    /// One line per membership change at `info`, every event at `debug`, on standard error.
-    static func log(_ event: GossipEvent, level: String) {
-        guard level != "quiet" else { return }
+    /// One line per membership change at `info`, refused input at `warning`, every event at `debug`.
+    static func log(_ event: GossipEvent, to logger: Logger) {
         switch event {
         case .membership(let e):
             switch e {
-            case .alive(let p): printNote("member \(p.fingerprint) alive")
-            case .suspect(let p): printNote("member \(p.fingerprint) suspected")
-            case .dead(let p): printNote("member \(p.fingerprint) dead")
-            case .left(let p): printNote("member \(p.fingerprint) left")
-            default: if level == "debug" { printNote("\(event)") }
+            case .alive(let p): logger.info("member alive", metadata: ["peer": "\(p)"])
+            case .suspect(let p): logger.info("member suspected", metadata: ["peer": "\(p)"])
+            case .dead(let p): logger.info("member dead", metadata: ["peer": "\(p)"])
+            case .left(let p): logger.info("member left", metadata: ["peer": "\(p)"])
+            default: logger.debug("\(event)")
             }
+        case .sampling(.added(let r)):
+            logger.info("peer in view", metadata: ["peer": "\(r.peer)", "address": "\(r.primary)"])
         case .refused(let from, let reason):
-            printNote("warning: refused a message from \(from): \(reason)")
+            logger.warning("refused a message", metadata: ["from": "\(from)", "reason": "\(reason)"])
         default:
-            if level == "debug" { printNote("\(event)") }
+            logger.debug("\(event)")
         }
     }
 }

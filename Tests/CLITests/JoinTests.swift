@@ -191,6 +191,22 @@ struct JoinTests {
         for i in everyone { #expect(net.processes[i]?.process.isRunning == true) }
     }
 
+    @Test("--log-format json logs one JSON object per line; bad log flags are usage errors")
+    func jsonLogs() throws {
+        let net = try PeerNetwork()
+        try net.start(0, extra: ["--log-format", "json", "--log-level", "debug", "--no-beacons"])
+        try net.start(1, extra: ["--no-beacons"])
+        #expect(try net.waitUntil([0], seconds: 20) { members($0).values.contains("alive") })
+        let lines = try #require(net.processes[0]).stderrSoFar.split(separator: "\n").filter { $0.hasPrefix("{") }
+        #expect(!lines.isEmpty)
+        for line in lines {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object?["message"] is String && object?["level"] is String, "\(line)")
+        }
+        let bad = try CommandRunner.peer("join", "--network-key", "net.key", "--data-dir", "x", "--log-format", "xml", in: net.scratch.url)
+        expectError(bad, status: 64, mentions: ["--log-format", "xml"])
+    }
+
     @Test("status without a running node is a clear failure")
     func statusWithoutNode() throws {
         let scratch = try Scratch()
