@@ -5,6 +5,7 @@ import DeterministicRandom
 import Foundation
 import Gossip
 import Logging
+import Prometheus
 
 /// `peer join`: run a node until it is told to leave (SIGINT, SIGTERM or `peer leave`).
 struct Join: ParsableCommand {
@@ -317,7 +318,11 @@ enum ControlClient {
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show a running node's state: identity, addresses, members, averaging, traffic, refusals.",
-        discussion: "Asks the node through its control socket in DIR (mode 0600). Exits 1 if no node runs there."
+        discussion: """
+        Asks the node through its control socket in DIR (mode 0600). Exits 1 if no node runs there. \
+        --json prints one JSON object for scripts; --prometheus the Prometheus text format (for a \
+        node_exporter textfile collector); --watch refreshes the text view every second until interrupted.
+        """
     )
 
     @Option(name: .customLong("data-dir"), help: "The node's --data-dir.")
@@ -326,27 +331,94 @@ struct Status: ParsableCommand {
     @Flag(name: .long, help: "Print the state as one JSON object (for scripts).")
     var json = false
 
+    @Flag(name: .long, help: "Print the state in the Prometheus text exposition format.")
+    var prometheus = false
+
+    @Flag(name: .long, help: "Refresh the text view in place every second, until interrupted.")
+    var watch = false
+
+    func validate() throws {
+        guard [json, prometheus, watch].filter({ $0 }).count <= 1 else {
+            throw ValidationError("give at most one of --json, --prometheus and --watch")
+        }
+    }
+
     func run() throws {
+        if watch {
+            while true {
+                let state = try ControlClient.request("status", dataDirectory: dataDir)
+                // Home the cursor and clear the screen, then redraw.
+                print("\u{1b}[H\u{1b}[2J", terminator: "")
+                print(Self.text(state), terminator: "")
+                fflush(nil)
+                sleep(1)
+            }
+        }
         let state = try ControlClient.request("status", dataDirectory: dataDir)
         if json {
             let data = try JSONSerialization.data(withJSONObject: state, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
-            return
+        } else if prometheus {
+            print(Self.prometheusText(state), terminator: "")
+        } else {
+            print(Self.text(state), terminator: "")
         }
-        print("peer: \(state["peer"] as? String ?? "?")")
-        print("addresses: \((state["addresses"] as? [String] ?? []).joined(separator: " "))")
+    }
+
+    /// The human-readable view.
+    static func text(_ state: [String: Any]) -> String {
+        var out = "peer: \(state["peer"] as? String ?? "?")\n"
+        out += "addresses: \((state["addresses"] as? [String] ?? []).joined(separator: " "))\n"
         let members = state["members"] as? [[String: Any]] ?? []
-        print("members: \(members.count)")
-        for m in members { print("  \(m["peer"] as? String ?? "?") \(m["state"] as? String ?? "?")") }
+        out += "members: \(members.count)\n"
+        for m in members { out += "  \(m["peer"] as? String ?? "?") \(m["state"] as? String ?? "?")\n" }
         if let a = state["averaging"] as? [String: Any] {
-            print("averaging: weight \(a["weight"] ?? "?"), estimate norm \(a["norm"] ?? "?"), in flight \(a["inFlight"] ?? "?"), applied \(a["applied"] ?? "?"), sent \(a["sent"] ?? "?")")
+            out += "averaging: weight \(a["weight"] ?? "?"), estimate norm \(a["norm"] ?? "?"), in flight \(a["inFlight"] ?? "?"), applied \(a["applied"] ?? "?"), sent \(a["sent"] ?? "?")\n"
             if let estimate = a["estimate"] as? [Double] {
                 let shown = estimate.prefix(8).map { String(format: "%.6f", $0) }.joined(separator: ", ")
-                print("estimate: \(shown)\(estimate.count > 8 ? ", ... (\(estimate.count) elements)" : "")")
+                out += "estimate: \(shown)\(estimate.count > 8 ? ", ... (\(estimate.count) elements)" : "")\n"
             }
         }
         if let r = state["rejected"] as? [String: Int] {
-            print("rejected: " + r.sorted { $0.key < $1.key }.filter { $0.value > 0 }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            out += "rejected: " + r.sorted { $0.key < $1.key }.filter { $0.value > 0 }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "\n"
+        }
+        return out
+    }
+
+    /// The Prometheus text exposition of the state, built with swift-prometheus.
+    static func prometheusText(_ state: [String: Any]) -> String {
+        let registry = PrometheusCollectorRegistry()
+        let peer = state["peer"] as? String ?? "unknown"
+        var byState: [String: Int] = ["alive": 0, "suspect": 0, "dead": 0, "left": 0]
+        for m in state["members"] as? [[String: Any]] ?? [] {
+            if let s = m["state"] as? String { byState[s, default: 0] += 1 }
+        }
+        for (s, n) in byState.sorted(by: { $0.key < $1.key }) {
+            registry.makeGauge(name: "murmuration_members", labels: [("peer", peer), ("state", s)], help: "Known peers by membership state").set(Double(n))
+        }
+        if let a = state["averaging"] as? [String: Any] {
+            for (key, help) in [("weight", "Push-sum weight held"), ("inFlight", "Transfers in flight"), ("norm", "Euclidean norm of the estimate")] {
+                if let v = a[key] as? Double { registry.makeGauge(name: "murmuration_averaging_\(snake(key))", labels: [("peer", peer)], help: help).set(v) }
+            }
+            for key in ["sent", "applied", "acked", "reclaimed", "rejected", "duplicates"] {
+                if let v = a[key] as? Double {
+                    registry.makeCounter(name: "murmuration_averaging_\(snake(key))_total", labels: [("peer", peer)], help: "Averaging transfers \(key)").increment(by: Int64(v))
+                }
+            }
+        }
+        for (reason, n) in (state["rejected"] as? [String: Int] ?? [:]).sorted(by: { $0.key < $1.key }) {
+            registry.makeCounter(name: "murmuration_rejected_total", labels: [("peer", peer), ("reason", snake(reason))], help: "Refused input by reason").increment(by: Int64(n))
+        }
+        for (key, n) in (state["traffic"] as? [String: Int] ?? [:]).sorted(by: { $0.key < $1.key }) {
+            registry.makeGauge(name: "murmuration_\(snake(key))", labels: [("peer", peer)], help: "Traffic: \(key)").set(Double(n))
+        }
+        return registry.emitToString()
+    }
+
+    /// `camelCase` as `snake_case`, for metric names and labels.
+    static func snake(_ name: String) -> String {
+        name.reduce(into: "") { out, c in
+            if c.isUppercase { out += "_" + c.lowercased() } else { out.append(c) }
         }
     }
 }

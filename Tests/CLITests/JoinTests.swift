@@ -191,7 +191,7 @@ struct JoinTests {
         for i in everyone { #expect(net.processes[i]?.process.isRunning == true) }
     }
 
-    @Test("--log-format json logs one JSON object per line; bad log flags are usage errors")
+    @Test("--log-format json logs one JSON object per line; status --prometheus prints the text format; bad flags are usage errors")
     func jsonLogs() throws {
         let net = try PeerNetwork()
         try net.start(0, extra: ["--log-format", "json", "--log-level", "debug", "--no-beacons"])
@@ -205,6 +205,14 @@ struct JoinTests {
         }
         let bad = try CommandRunner.peer("join", "--network-key", "net.key", "--data-dir", "x", "--log-format", "xml", in: net.scratch.url)
         expectError(bad, status: 64, mentions: ["--log-format", "xml"])
+        // The Prometheus text format, for a textfile collector.
+        let metrics = try CommandRunner.peer("status", "--data-dir", "d0", "--prometheus", in: net.scratch.url)
+        #expect(metrics.status == 0 && metrics.stderr.isEmpty)
+        #expect(metrics.stdout.contains("# TYPE murmuration_members gauge"))
+        #expect(metrics.stdout.contains("murmuration_members{") && metrics.stdout.contains("state=\"alive\"} 1"), "\(metrics.stdout)")
+        #expect(metrics.stdout.contains("murmuration_averaging_applied_total"))
+        let both = try CommandRunner.peer("status", "--data-dir", "d0", "--json", "--prometheus", in: net.scratch.url)
+        expectError(both, status: 64, mentions: ["--json", "--prometheus"])
     }
 
     @Test("status without a running node is a clear failure")
