@@ -1,3 +1,5 @@
+import Gossip
+
 /// How a directed link treats a message: loss (i.i.d. or bursty), latency, jitter,
 /// bandwidth, duplication and reordering.
 public struct LinkModel: Sendable, Hashable {
@@ -42,6 +44,60 @@ public struct LinkModel: Sendable, Hashable {
 
     /// Whether the link keeps per-link state (burst chain or transmit queue).
     var isStateful: Bool { burst != nil || bandwidth != nil }
+}
+
+/// What one directed link does to the messages it carries: the one implementation of
+/// ``LinkModel`` used by the simulator and by `netsim relay` (real traffic). Holds the link's
+/// state (the burst chain, the transmit queue); draws from the caller's generator.
+public struct LinkChannel: Sendable {
+    public let model: LinkModel
+    private var bad = false
+    private var busyUntil: Int64 = 0
+
+    public init(model: LinkModel) { self.model = model }
+
+    /// When a message arrives: its delay (ns after sending), and a second delay when the
+    /// link duplicates it.
+    public struct Arrivals: Sendable {
+        public var first: Int64
+        public var duplicate: Int64?
+    }
+
+    /// What happens to a message of `size` bytes sent at `now` (ns): nil if it is lost.
+    public mutating func transmit(size: Int, at now: Int64, rng: inout SplitMix64) -> Arrivals? {
+        let lost: Bool
+        if let ge = model.burst {
+            bad = bad ? !Self.chance(ge.badToGood, &rng) : Self.chance(ge.goodToBad, &rng)
+            lost = Self.chance(bad ? ge.lossInBad : ge.lossInGood, &rng)
+        } else {
+            lost = Self.chance(model.loss, &rng)
+        }
+        if lost { return nil }
+        var departure = now
+        if let bandwidth = model.bandwidth, bandwidth > 0 {
+            let start = max(departure, busyUntil)
+            departure = start + Int64((Double(size) / bandwidth * 1e9).rounded(.up))
+            busyUntil = departure
+        }
+        var arrivals = Arrivals(first: departure - now + delay(&rng), duplicate: nil)
+        if Self.chance(model.duplication, &rng) { arrivals.duplicate = departure - now + delay(&rng) }
+        return arrivals
+    }
+
+    /// Propagation delay, jitter and (sometimes) reorder hold-back of one message.
+    private func delay(_ rng: inout SplitMix64) -> Int64 {
+        var d = model.latency.nanosecondsClamped
+        let jitter = model.jitter.nanosecondsClamped
+        if jitter > 0 { d += Int64(rng.next(upperBound: UInt64(jitter) + 1)) }
+        if Self.chance(model.reorder, &rng) { d += model.reorderDelay.nanosecondsClamped }
+        return d
+    }
+
+    /// True with probability `p`.
+    static func chance(_ p: Double, _ rng: inout SplitMix64) -> Bool {
+        guard p > 0 else { return false }
+        return Double(rng.next() >> 11) * 0x1p-53 < p
+    }
 }
 
 /// The Gilbert–Elliott two-state loss model: a good and a bad state, each with its own

@@ -103,13 +103,9 @@ public final class Simulator<Node: ProtocolNode> {
     private var interpreters: [ActionInterpreter<Node.Message, Node.Timer, Node.Event>]
     private let endpoints: [Endpoint]
     private var indexOf: [Endpoint: Int32] = [:]
-    private var linkStates: [UInt64: LinkState] = [:]
+    private var linkStates: [UInt64: LinkChannel] = [:]
     private var partitions: [(sides: [Int], active: Bool)] = []
 
-    private struct LinkState {
-        var bad = false
-        var busyUntil: Int64 = 0
-    }
 
     /// A network of `nodeCount` nodes (none started yet) made by `factory`.
     public init(
@@ -284,45 +280,27 @@ public final class Simulator<Node: ProtocolNode> {
             return drop(.partition, from: from, to: to, size: size, trace: trace)
         }
         let model = links.model(from: from, to: to)
-        var departure = now.nanoseconds
-        var lost: Bool
+        let arrivals: LinkChannel.Arrivals?
         if model.isStateful {
             let key = LinkPolicy.key(from, to)
-            var state = linkStates[key] ?? LinkState()
-            if let ge = model.burst {
-                state.bad = state.bad ? !chance(ge.badToGood) : chance(ge.goodToBad)
-                lost = chance(state.bad ? ge.lossInBad : ge.lossInGood)
-            } else {
-                lost = chance(model.loss)
-            }
-            if let bandwidth = model.bandwidth, bandwidth > 0, !lost {
-                let start = max(departure, state.busyUntil)
-                departure = start + Int64((Double(size) / bandwidth * 1e9).rounded(.up))
-                state.busyUntil = departure
-            }
-            linkStates[key] = state
+            var channel = linkStates[key] ?? LinkChannel(model: model)
+            arrivals = channel.transmit(size: size, at: now.nanoseconds, rng: &rng)
+            linkStates[key] = channel
         } else {
-            lost = chance(model.loss)
+            // Stateless links need no stored channel: one made here behaves the same.
+            var channel = LinkChannel(model: model)
+            arrivals = channel.transmit(size: size, at: now.nanoseconds, rng: &rng)
         }
-        if lost { return drop(.loss, from: from, to: to, size: size, trace: trace) }
-        queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size, trace: trace, session: session), at: departure + delay(model))
-        if chance(model.duplication) {
+        guard let arrivals else { return drop(.loss, from: from, to: to, size: size, trace: trace) }
+        queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size, trace: trace, session: session), at: now.nanoseconds + arrivals.first)
+        if let second = arrivals.duplicate {
             counters.duplicated += 1
-            queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size, trace: trace, session: session), at: departure + delay(model))
+            queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size, trace: trace, session: session), at: now.nanoseconds + second)
         }
     }
 
     /// Side of `node` in a partition; nodes beyond the array are on side 0.
     private static func side(_ sides: [Int], _ node: Int) -> Int { node < sides.count ? sides[node] : 0 }
-
-    /// Propagation delay, jitter and (sometimes) reorder hold-back of one message.
-    private func delay(_ model: LinkModel) -> Int64 {
-        var d = model.latency.nanosecondsClamped
-        let jitter = model.jitter.nanosecondsClamped
-        if jitter > 0 { d += Int64(rng.next(upperBound: UInt64(jitter) + 1)) }
-        if chance(model.reorder) { d += model.reorderDelay.nanosecondsClamped }
-        return d
-    }
 
     private func deliver(from: Int, to: Int, payload: Payload, size: Int, trace: UInt64, session: (from: PeerID, to: PeerID)?) {
         guard up[to], let receiver = nodes[to]?.peerID else { return drop(.nodeDown, from: from, to: to, size: size, trace: trace) }
@@ -350,9 +328,4 @@ public final class Simulator<Node: ProtocolNode> {
         traceHash.mixEvent(time: now.nanoseconds, from: from, to: to, kind: UInt8(1 + reason.rawValue), size: size, message: trace)
     }
 
-    /// True with probability `p`.
-    private func chance(_ p: Double) -> Bool {
-        guard p > 0 else { return false }
-        return Double(rng.next() >> 11) * 0x1p-53 < p
-    }
 }

@@ -50,6 +50,11 @@ public final class NodeRuntime {
     /// Messages waiting for a session to open. A peer that cannot be reached loses them (the
     /// averager retransmits what matters).
     public static let maxQueuedSessionMessages = 64
+    /// Bytes a session may have waiting to be written. A message that would go beyond is dropped
+    /// (and counted): a peer, or a link, slower than what is sent to it gets retransmissions
+    /// later instead of an ever-growing buffer. One message of any size is always let through
+    /// an empty queue.
+    public static let maxSessionWriteQueue = 8 << 20
     /// A session idle this long is closed; the next message opens a new one.
     public static let sessionIdleMilliseconds: UInt64 = 120_000
     /// File names inside the data directory.
@@ -179,6 +184,11 @@ public final class NodeRuntime {
             guard let bytes = try? wire.sealDatagram(message, to: recipient, now: WallClock.milliseconds()) else { return }
             udp.send(bytes, to: endpoint)
         case .session(let peer):
+            // Refused before the costly encoding when the session is already backed up.
+            if let backlog = sessions[peer]?.tcp?.queuedBytes, backlog >= Self.maxSessionWriteQueue {
+                counters.sessionMessagesDropped += 1
+                return
+            }
             guard let bytes = try? wire.encodeSession(message, to: peer) else { return }
             sendSession(bytes, to: peer, at: endpoint)
         }
@@ -345,6 +355,10 @@ public final class NodeRuntime {
     }
 
     private func write(_ bytes: [UInt8], on session: Session) {
+        if let backlog = session.tcp?.queuedBytes, backlog > 0, backlog + bytes.count > Self.maxSessionWriteQueue {
+            counters.sessionMessagesDropped += 1
+            return
+        }
         session.lastActivity = loop.nowMilliseconds
         var offset = 0
         repeat {

@@ -50,6 +50,9 @@ public final class StreamConnection {
         return SocketAddress(storage: storage).endpoint
     }
 
+    /// Bytes queued for writing and not yet handed to the kernel.
+    public var queuedBytes: Int { uv_stream_get_write_queue_size(stream) }
+
     /// Starts delivering received bytes to ``onRead``.
     public func startReading() throws {
         let rc = uv_read_start(stream, { _, suggested, buf in
