@@ -21,17 +21,19 @@ final class PeerNetwork {
 
     /// Starts peer `i` averaging a known vector with weight `i + 1`, bootstrapped to peer 0.
     @discardableResult
-    func start(_ i: Int, networkKey: String = "net.key", extra: [String] = []) throws -> UInt16 {
+    func start(_ i: Int, networkKey: String = "net.key", listen: String = "127.0.0.1:0", extra: [String] = []) throws -> UInt16 {
         let vector = (0..<3).map { Double(i * 10 + $0) - 7.5 }
         vectors[i] = vector
         samples[i] = Double(i + 1)
         try scratch.write("v\(i).txt", vector.map { String($0) }.joined(separator: ","))
-        var args = ["join", "--dir", "k\(i)", "--network-key", networkKey, "--listen", "127.0.0.1:0", "--data-dir", "d\(i)",
-                    "--profile", "local", "--vector", "v\(i).txt", "--samples", String(i + 1)]
-        if let first = ports[0], i != 0 { args += ["--bootstrap", "127.0.0.1:\(first)"] }
+        var args = ["join", "--dir", "k\(i)", "--network-key", networkKey, "--listen", listen, "--data-dir", "d\(i)",
+                    "--vector", "v\(i).txt", "--samples", String(i + 1)]
+        if !extra.contains("--profile") { args += ["--profile", "local"] }
+        if let first = ports[0], i != 0, !extra.contains("--bootstrap") { args += ["--bootstrap", "127.0.0.1:\(first)"] }
         let process = try CommandRunner.start("peer", args + extra, in: scratch.url)
         let line = try #require(process.waitForStderrLine(containing: "listening on 127.0.0.1:"), "\(process.stderrSoFar)")
         let port = try #require(line.split(separator: " ").first { $0.hasPrefix("127.0.0.1:") }.flatMap { UInt16($0.split(separator: ":")[1].split(separator: ",")[0]) })
+        // A node that advertises another address (a relay's) still binds `listen`.
         processes[i] = process
         ports[i] = port
         return port
@@ -255,4 +257,38 @@ func tcpOpen(port: UInt16) throws -> Int32 {
         throw POSIXError(.ECONNREFUSED)
     }
     return fd
+}
+
+@Suite("real peers through netsim relay", .serialized)
+struct RelayTests {
+    @Test("eight peers through netsim relay with 30 % datagram loss and 100 ± 30 ms delay on every path converge exactly; the relay drops about 30 %")
+    func lossyRelay() throws {
+        let net = try PeerNetwork()
+        let base = 20_000 + Int(getpid() % 1_000) * 20
+        let links = (0..<8).map { "127.0.0.1:\(base + 10 + $0)=127.0.0.1:\(base + $0)" }
+        let relay = try CommandRunner.start("netsim", ["relay"] + links.flatMap { ["--link", $0] } +
+                                            ["--loss", "0.3", "--latency", "70", "--jitter", "60", "--seed", "5"], in: net.scratch.url)
+        defer { if relay.process.isRunning { kill(relay.process.processIdentifier, SIGKILL) } }
+        #expect(relay.waitForStderrLine(containing: "127.0.0.1:\(base + 17) -> ") != nil, "\(relay.stderrSoFar)")
+        for i in 0..<8 {
+            var extra = ["--advertise", "127.0.0.1:\(base + 10 + i)", "--no-beacons", "--profile", "lan"]
+            if i > 0 { extra += ["--bootstrap", "127.0.0.1:\(base + 10)"] }
+            try net.start(i, listen: "127.0.0.1:\(base + i)", extra: extra)
+        }
+        let everyone = Array(0..<8)
+        let mean = net.mean(of: everyone)
+        let converged = try net.waitUntil(everyone, seconds: 150) { members($0).values.filter { $0 == "alive" }.count == 7 && relativeError($0, to: mean) <= 1e-6 }
+        #expect(converged, "statuses: \(everyone.map { (try? net.status($0)) ?? [:] })")
+        relay.process.terminate()
+        let result = try relay.wait()
+        #expect(result.status == 0, "\(result.stderr)")
+        let counters = try #require(JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let rate = try #require(counters["dropRate"] as? Double)
+        let datagrams = try #require(counters["datagrams"] as? Int)
+        // Enough datagrams that ±0.05 is about three standard deviations of the drop rate.
+        #expect(datagrams > 300)
+        #expect(abs(rate - 0.3) < 0.05, "the relay dropped \(rate) of \(datagrams) datagrams")
+        // The averaging sessions went through the relay too.
+        #expect((counters["tcpConnections"] as? Int ?? 0) >= 7)
+    }
 }

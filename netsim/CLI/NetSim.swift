@@ -10,7 +10,7 @@ struct NetSimCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netsim",
         abstract: "Deterministic network simulator for the Murmuration gossip protocol.",
-        subcommands: [Average.self]
+        subcommands: [Average.self, RelayCommand.self]
     )
 
     /// Runs under the conventions of docs/cli.md: `error: ...` on stderr, exit 64 or 1.
@@ -85,5 +85,76 @@ struct Average: ParsableCommand {
                 throw CommandFailure("--trace \(trace): cannot write it (\(error.localizedDescription))")
             }
         }
+    }
+}
+
+/// `netsim relay`: an unstable link between real peers, on one machine, without root.
+struct RelayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "relay",
+        abstract: "Relay real peers' traffic (UDP and TCP) through modelled lossy, slow links.",
+        discussion: """
+        Each --link LISTEN=TARGET listens on LISTEN (UDP and TCP on one port; port 0 picks one) and \
+        forwards to a peer at TARGET; the peer advertises LISTEN (`peer join --advertise`). Every \
+        datagram, each way, is lost, delayed, jittered or duplicated as the simulator's link model \
+        draws it; TCP is delayed by the latency. Standard error names each link's port; on SIGINT or \
+        SIGTERM the relay prints what the links did as one JSON object on standard output and exits 0.
+
+        Example:
+          netsim relay --link 127.0.0.1:8001=127.0.0.1:7001 --link 127.0.0.1:8002=127.0.0.1:7002 --loss 0.3 --latency 70 --jitter 60
+        """)
+
+    @Option(help: "LISTEN=TARGET, numeric HOST:PORT each (repeatable).") var link: [String] = []
+    @Option(parsing: .unconditional, help: "Probability that a datagram is lost (0...1).") var loss = 0.0
+    @Option(parsing: .unconditional, help: "One-way latency in milliseconds.") var latency = 0
+    @Option(parsing: .unconditional, help: "Extra delay drawn uniformly from 0...JITTER milliseconds.") var jitter = 0
+    @Option(parsing: .unconditional, help: "Probability that a datagram is delivered twice (0...1).") var duplication = 0.0
+    @Option(parsing: .unconditional, help: "Probability that a datagram is held back 50 ms and overtaken (0...1).") var reorder = 0.0
+    @Option(parsing: .unconditional, help: "Seed of the link draws.") var seed: UInt64 = 1
+
+    func validate() throws {
+        guard !link.isEmpty else { throw ValidationError("give at least one --link LISTEN=TARGET") }
+        for l in link { _ = try Self.parse(l) }
+        for (name, p) in [("--loss", loss), ("--duplication", duplication), ("--reorder", reorder)] {
+            guard (0...1).contains(p) else { throw ValidationError("\(name) is a probability from 0 to 1, got \(p)") }
+        }
+        guard latency >= 0, jitter >= 0 else { throw ValidationError("--latency and --jitter are milliseconds, 0 or more") }
+    }
+
+    static func parse(_ text: String) throws -> Relay.Link {
+        let parts = text.split(separator: "=")
+        guard parts.count == 2, let listen = endpoint(parts[0]), let target = endpoint(parts[1]), target.port != 0 else {
+            throw ValidationError("--link expects LISTEN=TARGET with numeric HOST:PORT each, e.g. 127.0.0.1:8001=127.0.0.1:7001; got '\(text)'")
+        }
+        return Relay.Link(listen: listen, target: target)
+    }
+
+    static func endpoint(_ text: Substring) -> Endpoint? {
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return host.isEmpty ? nil : Endpoint(host: host, port: port)
+    }
+
+    func run() throws {
+        let links = try link.map(Self.parse)
+        let model = LinkModel(loss: loss, latency: .milliseconds(latency), jitter: .milliseconds(jitter),
+                              duplication: duplication, reorder: reorder)
+        let relay: Relay
+        do { relay = try Relay(links: links, model: model, seed: seed) } catch {
+            throw CommandFailure("cannot listen: \(error)")
+        }
+        for (l, port) in zip(links, relay.ports) {
+            printNote("relaying \(Endpoint(host: l.listen.host, port: port)) -> \(l.target)")
+        }
+        let stop: (Int32) -> Void = { _ in relay.stop() }
+        let watchers = [try SignalWatcher(loop: relay.loop, signal: SIGINT, stop), try SignalWatcher(loop: relay.loop, signal: SIGTERM, stop)]
+        relay.run()
+        for w in watchers { w.close() }
+        let c = relay.counters
+        let report: [String: Any] = ["datagrams": c.datagrams, "dropped": c.dropped, "duplicated": c.duplicated,
+                                     "dropRate": c.dropRate, "tcpConnections": c.tcpConnections, "tcpBytes": c.tcpBytes]
+        let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
     }
 }

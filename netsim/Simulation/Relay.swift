@@ -1,0 +1,150 @@
+import Foundation
+import Gossip
+
+/// A relay between real peers that puts a modelled link in the way: each link listens on an
+/// address (UDP and TCP, the port a peer advertises) and forwards to the peer's real address.
+///
+/// UDP works like a NAT: every client gets its own upstream socket, so the peer's replies find
+/// their way back; each datagram, in each direction, passes through a ``LinkChannel`` (loss,
+/// bursts, latency, jitter, duplication, reordering, bandwidth), the simulator's own link code.
+/// TCP is piped both ways with the link's latency (TCP hides loss by retransmitting). Counters
+/// tell what the links did.
+public final class Relay {
+    /// One relayed address.
+    public struct Link: Sendable {
+        public var listen: Endpoint
+        public var target: Endpoint
+
+        public init(listen: Endpoint, target: Endpoint) {
+            self.listen = listen
+            self.target = target
+        }
+    }
+
+    /// What the links did to the datagrams they carried.
+    public struct Counters: Sendable {
+        public var datagrams = 0
+        public var dropped = 0
+        public var duplicated = 0
+        public var tcpConnections = 0
+        public var tcpBytes = 0
+
+        /// Share of the datagrams the links dropped.
+        public var dropRate: Double { datagrams > 0 ? Double(dropped) / Double(datagrams) : 0 }
+    }
+
+    /// Clients a link tracks at once (each an upstream socket); the least recently heard is
+    /// dropped first.
+    public static let maxClientsPerLink = 256
+
+    public let loop: EventLoop
+    public private(set) var counters = Counters()
+    private let model: LinkModel
+    private var rng: SplitMix64
+    private var channels: [String: LinkChannel] = [:]
+    private var listeners: [UDPSocket] = []
+    private var tcpListeners: [StreamListener] = []
+    /// Per link, per client address: the upstream socket.
+    private var upstream: [[Endpoint: UDPSocket]] = []
+    private var order: [[Endpoint]] = []
+
+    /// A relay for `links`, all with the same link `model`, drawing from `seed`.
+    public init(links: [Link], model: LinkModel, seed: UInt64) throws {
+        loop = try EventLoop()
+        self.model = model
+        rng = SplitMix64(seed: seed)
+        for (index, link) in links.enumerated() {
+            let socket = try UDPSocket(loop: loop, host: link.listen.host, port: link.listen.port)
+            upstream.append([:])
+            order.append([])
+            socket.onReceive = { [unowned self] bytes, from in forward(bytes, from: from, link: index, target: link.target) }
+            listeners.append(socket)
+            tcpListeners.append(try StreamListener(loop: loop, host: link.listen.host, port: socket.port) { [unowned self] client in
+                pipe(client, to: link.target)
+            })
+        }
+    }
+
+    /// The UDP/TCP port each link listens on (useful with port 0).
+    public var ports: [UInt16] { listeners.map(\.port) }
+
+    /// Runs until ``stop()``.
+    public func run() { loop.run() }
+
+    /// Closes every socket; ``run()`` returns.
+    public func stop() {
+        for l in listeners { l.close() }
+        for l in tcpListeners { l.close() }
+        for clients in upstream { for s in clients.values { s.close() } }
+        loop.stop()
+    }
+
+    /// Passes `bytes` through the link for `key` (one direction of one client's path), then
+    /// calls `deliver` after the drawn delay(s).
+    private func transmit(_ bytes: [UInt8], key: String, deliver: @escaping ([UInt8]) -> Void) {
+        counters.datagrams += 1
+        var channel = channels[key] ?? LinkChannel(model: model)
+        let arrivals = channel.transmit(size: bytes.count, at: Int64(loop.nowMilliseconds) * 1_000_000, rng: &rng)
+        channels[key] = channel
+        guard let arrivals else {
+            counters.dropped += 1
+            return
+        }
+        for delay in [arrivals.first] + (arrivals.duplicate.map { [$0] } ?? []) {
+            try? loop.after(milliseconds: UInt64(max(0, delay) / 1_000_000)) { deliver(bytes) }
+        }
+        if arrivals.duplicate != nil { counters.duplicated += 1 }
+    }
+
+    private func forward(_ bytes: [UInt8], from client: Endpoint, link: Int, target: Endpoint) {
+        let socket: UDPSocket
+        if let existing = upstream[link][client] {
+            socket = existing
+            order[link].removeAll { $0 == client }
+        } else {
+            if upstream[link].count >= Self.maxClientsPerLink, let oldest = order[link].first {
+                upstream[link].removeValue(forKey: oldest)?.close()
+                order[link].removeFirst()
+            }
+            guard let made = try? UDPSocket(loop: loop, host: target.host, port: 0) else { return }
+            let listener = listeners[link]
+            // The peer's replies go back to the client from the address it wrote to.
+            made.onReceive = { [unowned self] reply, _ in
+                transmit(reply, key: "\(link)<\(client)") { listener.send($0, to: client) }
+            }
+            upstream[link][client] = made
+            socket = made
+        }
+        order[link].append(client)
+        transmit(bytes, key: "\(link)>\(client)") { socket.send($0, to: target) }
+    }
+
+    private func pipe(_ client: StreamConnection, to target: Endpoint) {
+        counters.tcpConnections += 1
+        let latency = UInt64(max(0, model.latency.nanosecondsClamped) / 1_000_000)
+        var server: StreamConnection?
+        var pending: [[UInt8]] = []
+        let delayed: (StreamConnection?, [UInt8]) -> Void = { [unowned self] to, bytes in
+            counters.tcpBytes += bytes.count
+            try? loop.after(milliseconds: latency) { to?.write(bytes) }
+        }
+        client.onRead = { bytes in
+            if let server { delayed(server, bytes) } else { pending.append(bytes) }
+        }
+        client.onEnd = { _ in server?.close() }
+        do {
+            try client.startReading()
+            try StreamConnection.connect(loop: loop, host: target.host, port: target.port) { result in
+                guard case .success(let connection) = result else { client.close(); return }
+                server = connection
+                connection.onRead = { bytes in delayed(client, bytes) }
+                connection.onEnd = { _ in client.close() }
+                try? connection.startReading()
+                for bytes in pending { delayed(connection, bytes) }
+                pending = []
+            }
+        } catch {
+            client.close()
+        }
+    }
+}
