@@ -11,9 +11,12 @@ public enum CommandConventions {
     /// Parses the process's arguments for `root`, runs the chosen command and exits: 0 after
     /// success or `--help`, 64 after a usage error, 1 (or the command's own `ExitCode`) after
     /// a failure, with the message on standard error in the `error: ...` form.
-    public static func main<Root: ParsableCommand>(_ root: Root.Type) -> Never {
+    /// `expand` may rewrite the arguments first (a config file's keys become flags); an error
+    /// it throws is reported like any failure.
+    public static func main<Root: ParsableCommand>(_ root: Root.Type, expand: ([String]) throws -> [String] = { $0 }) -> Never {
         do {
-            var command = try root.parseAsRoot()
+            let arguments = try expand(Array(CommandLine.arguments.dropFirst()))
+            var command = try root.parseAsRoot(arguments)
             try command.run()
             exit(0)
         } catch {

@@ -59,6 +59,11 @@ struct Join: ParsableCommand {
     @Flag(name: .customLong("no-beacons"), help: "Send and hear no LAN multicast beacons (the wan profile has none anyway).")
     var noBeacons = false
 
+    // Read before parsing (JoinConfig.expand turns the file's keys into flags); declared here
+    // so that --help documents it.
+    @Option(help: "A TOML file (JSON if it ends in .json) whose keys are the long flag names above; flags given on the command line win.")
+    var config: String?
+
     func validate() throws {
         let listenAddress = try HostPort(parsing: listen, flag: "--listen")
         if let advertise {

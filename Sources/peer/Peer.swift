@@ -17,5 +17,5 @@ struct Peer: ParsableCommand {
     )
 
     /// Runs under the conventions of docs/cli.md: `error: ...` on stderr, exit 64 or 1.
-    static func main() { CommandConventions.main(Peer.self) }
+    static func main() { CommandConventions.main(Peer.self, expand: JoinConfig.expand) }
 }

@@ -217,6 +217,36 @@ struct JoinTests {
         expectError(both, status: 64, mentions: ["--json", "--prometheus"])
     }
 
+    @Test("--config: a TOML file's keys are flags, the command line wins, unknown keys and bad values name the key and the file")
+    func configFile() throws {
+        let net = try PeerNetwork()
+        try net.scratch.write("node.toml", """
+            network-key = "net.key"
+            listen = "127.0.0.1:0"
+            data-dir = "from-file"
+            profile = "local"
+            samples = 3
+            no-beacons = true
+            vector = "random:4:7"
+            """)
+        let node = try CommandRunner.start("peer", ["join", "--dir", "kc", "--config", "node.toml", "--data-dir", "from-flag"], in: net.scratch.url)
+        defer { if node.process.isRunning { kill(node.process.processIdentifier, SIGKILL) } }
+        #expect(node.waitForStderrLine(containing: "listening on") != nil, "\(node.stderrSoFar)")
+        // The flag's --data-dir won; the file's samples and vector were used.
+        let status = try CommandRunner.peer("status", "--data-dir", "from-flag", "--json", in: net.scratch.url)
+        let state = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
+        let averaging = try #require(state["averaging"] as? [String: Any])
+        #expect(averaging["weight"] as? Double == 3 && averaging["dimension"] as? Int == 4)
+        #expect(state["beacons"] as? Bool == false)
+        #expect(!FileManager.default.fileExists(atPath: net.scratch.path("from-file")))
+        try net.scratch.write("bad.toml", "network-key = \"net.key\"\nwrong = 1\n")
+        expectError(try CommandRunner.peer("join", "--config", "bad.toml", in: net.scratch.url), status: 1, mentions: ["bad.toml", "unknown key 'wrong'", "allowed:"])
+        try net.scratch.write("bad2.toml", "samples = \"many\"\n")
+        expectError(try CommandRunner.peer("join", "--config", "bad2.toml", in: net.scratch.url), status: 1, mentions: ["bad2.toml", "'samples'", "a number"])
+        try net.scratch.write("bad3.toml", "samples = [\n")
+        expectError(try CommandRunner.peer("join", "--config", "bad3.toml", in: net.scratch.url), status: 1, mentions: ["bad3.toml", "not valid TOML", "line"])
+    }
+
     @Test("status without a running node is a clear failure")
     func statusWithoutNode() throws {
         let scratch = try Scratch()
