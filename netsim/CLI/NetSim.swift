@@ -110,15 +110,20 @@ struct RelayCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Extra delay drawn uniformly from 0...JITTER milliseconds.") var jitter = 0
     @Option(parsing: .unconditional, help: "Probability that a datagram is delivered twice (0...1).") var duplication = 0.0
     @Option(parsing: .unconditional, help: "Probability that a datagram is held back 50 ms and overtaken (0...1).") var reorder = 0.0
+    @Option(parsing: .unconditional, help: "Bytes per second each direction of a link carries (0: unlimited); datagrams wait their turn.") var bandwidth = 0.0
+    @Option(name: .customLong("burst-enter"), parsing: .unconditional, help: "Burst loss (Gilbert–Elliott): probability per datagram of entering a bad spell, where every datagram is lost (0: i.i.d. --loss only).") var burstEnter = 0.0
+    @Option(name: .customLong("burst-exit"), parsing: .unconditional, help: "Burst loss: probability per datagram of leaving a bad spell (1 / mean burst length).") var burstExit = 0.5
     @Option(parsing: .unconditional, help: "Seed of the link draws.") var seed: UInt64 = 1
 
     func validate() throws {
         guard !link.isEmpty else { throw ValidationError("give at least one --link LISTEN=TARGET") }
         for l in link { _ = try Self.parse(l) }
-        for (name, p) in [("--loss", loss), ("--duplication", duplication), ("--reorder", reorder)] {
+        for (name, p) in [("--loss", loss), ("--duplication", duplication), ("--reorder", reorder), ("--burst-enter", burstEnter), ("--burst-exit", burstExit)] {
             guard (0...1).contains(p) else { throw ValidationError("\(name) is a probability from 0 to 1, got \(p)") }
         }
         guard latency >= 0, jitter >= 0 else { throw ValidationError("--latency and --jitter are milliseconds, 0 or more") }
+        guard bandwidth >= 0, bandwidth.isFinite else { throw ValidationError("--bandwidth is bytes per second, 0 (unlimited) or more, got \(bandwidth)") }
+        if burstEnter > 0 { guard burstExit > 0 else { throw ValidationError("--burst-exit must be above 0 when --burst-enter is set, or a bad spell never ends") } }
     }
 
     static func parse(_ text: String) throws -> Relay.Link {
@@ -138,8 +143,10 @@ struct RelayCommand: ParsableCommand {
 
     func run() throws {
         let links = try link.map(Self.parse)
-        let model = LinkModel(loss: loss, latency: .milliseconds(latency), jitter: .milliseconds(jitter),
-                              duplication: duplication, reorder: reorder)
+        // In a bad spell every datagram is lost; outside it, --loss applies.
+        let burst = burstEnter > 0 ? GilbertElliott(goodToBad: burstEnter, badToGood: burstExit, lossInGood: loss, lossInBad: 1) : nil
+        let model = LinkModel(loss: loss, burst: burst, latency: .milliseconds(latency), jitter: .milliseconds(jitter),
+                              bandwidth: bandwidth > 0 ? bandwidth : nil, duplication: duplication, reorder: reorder)
         let relay: Relay
         do { relay = try Relay(links: links, model: model, seed: seed) } catch {
             throw CommandFailure("cannot listen: \(error)")

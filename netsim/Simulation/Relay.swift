@@ -48,18 +48,19 @@ public final class Relay {
     private var upstream: [[Endpoint: UDPSocket]] = []
     private var order: [[Endpoint]] = []
 
-    /// A relay for `links`, all with the same link `model`, drawing from `seed`.
-    public init(links: [Link], model: LinkModel, seed: UInt64) throws {
-        loop = try EventLoop()
+    /// A relay for `links`, all with the same link `model`, drawing from `seed`, on its own
+    /// loop or on `loop`.
+    public init(links: [Link], model: LinkModel, seed: UInt64, loop: EventLoop? = nil) throws {
+        self.loop = try loop ?? EventLoop()
         self.model = model
         rng = SplitMix64(seed: seed)
         for (index, link) in links.enumerated() {
-            let socket = try UDPSocket(loop: loop, host: link.listen.host, port: link.listen.port)
+            let socket = try UDPSocket(loop: self.loop, host: link.listen.host, port: link.listen.port)
             upstream.append([:])
             order.append([])
             socket.onReceive = { [unowned self] bytes, from in forward(bytes, from: from, link: index, target: link.target) }
             listeners.append(socket)
-            tcpListeners.append(try StreamListener(loop: loop, host: link.listen.host, port: socket.port) { [unowned self] client in
+            tcpListeners.append(try StreamListener(loop: self.loop, host: link.listen.host, port: socket.port) { [unowned self] client in
                 pipe(client, to: link.target)
             })
         }
