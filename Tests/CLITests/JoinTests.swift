@@ -29,10 +29,14 @@ final class PeerNetwork {
         var args = ["join", "--dir", "k\(i)", "--network-key", networkKey, "--listen", listen, "--data-dir", "d\(i)",
                     "--vector", "v\(i).txt", "--samples", String(i + 1)]
         if !extra.contains("--profile") { args += ["--profile", "local"] }
-        if let first = ports[0], i != 0, !extra.contains("--bootstrap") { args += ["--bootstrap", "127.0.0.1:\(first)"] }
+        if let first = ports[0], i != 0, !extra.contains("--bootstrap") {
+            args += ["--bootstrap", listen.hasPrefix("[") ? "[::1]:\(first)" : "127.0.0.1:\(first)"]
+        }
         let process = try CommandRunner.start("peer", args + extra, in: scratch.url)
-        let line = try #require(process.waitForStderrLine(containing: "listening on 127.0.0.1:"), "\(process.stderrSoFar)")
-        let port = try #require(line.split(separator: " ").first { $0.hasPrefix("127.0.0.1:") }.flatMap { UInt16($0.split(separator: ":")[1].split(separator: ",")[0]) })
+        let line = try #require(process.waitForStderrLine(containing: "listening on "), "\(process.stderrSoFar)")
+        // "... listening on HOST:PORT, UDP and TCP ...", HOST possibly an [IPv6] address.
+        let address = try #require(line.components(separatedBy: "listening on ").last?.split(separator: ",").first)
+        let port = try #require(address.split(separator: ":").last.flatMap { UInt16($0) })
         // A node that advertises another address (a relay's) still binds `listen`.
         processes[i] = process
         ports[i] = port
@@ -245,6 +249,17 @@ struct JoinTests {
         expectError(try CommandRunner.peer("join", "--config", "bad2.toml", in: net.scratch.url), status: 1, mentions: ["bad2.toml", "'samples'", "a number"])
         try net.scratch.write("bad3.toml", "samples = [\n")
         expectError(try CommandRunner.peer("join", "--config", "bad3.toml", in: net.scratch.url), status: 1, mentions: ["bad3.toml", "not valid TOML", "line"])
+    }
+
+    @Test("IPv6: peers on [::1] find each other and converge; addresses are printed in brackets",
+          .enabled(if: FileManager.default.fileExists(atPath: "/proc/net/if_inet6"), "this machine has no IPv6"))
+    func ipv6() throws {
+        let net = try PeerNetwork()
+        for i in 0..<3 { try net.start(i, listen: "[::1]:0") }
+        let everyone = Array(0..<3)
+        let mean = net.mean(of: everyone)
+        #expect(try net.waitUntil(everyone, seconds: 30) { members($0).values.filter { $0 == "alive" }.count == 2 && relativeError($0, to: mean) <= 1e-6 })
+        #expect((try net.status(0)["addresses"] as? [String])?.first?.hasPrefix("[::1]:") == true)
     }
 
     @Test("status without a running node is a clear failure")
