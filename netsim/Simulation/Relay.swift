@@ -47,6 +47,8 @@ public final class Relay {
     /// Per link, per client address: the upstream socket.
     private var upstream: [[Endpoint: UDPSocket]] = []
     private var order: [[Endpoint]] = []
+    /// Open TCP connections (both ends of every pipe), closed by ``stop()``.
+    private var streams: [ObjectIdentifier: StreamConnection] = [:]
 
     /// A relay for `links`, all with the same link `model`, drawing from `seed`, on its own
     /// loop or on `loop`.
@@ -58,10 +60,10 @@ public final class Relay {
             let socket = try UDPSocket(loop: self.loop, host: link.listen.host, port: link.listen.port)
             upstream.append([:])
             order.append([])
-            socket.onReceive = { [unowned self] bytes, from in forward(bytes, from: from, link: index, target: link.target) }
+            socket.onReceive = { [weak self] bytes, from in self?.forward(bytes, from: from, link: index, target: link.target) }
             listeners.append(socket)
-            tcpListeners.append(try StreamListener(loop: self.loop, host: link.listen.host, port: socket.port) { [unowned self] client in
-                pipe(client, to: link.target)
+            tcpListeners.append(try StreamListener(loop: self.loop, host: link.listen.host, port: socket.port) { [weak self] client in
+                self?.pipe(client, to: link.target)
             })
         }
     }
@@ -72,11 +74,12 @@ public final class Relay {
     /// Runs until ``stop()``.
     public func run() { loop.run() }
 
-    /// Closes every socket; ``run()`` returns.
+    /// Closes every socket and connection; ``run()`` returns.
     public func stop() {
         for l in listeners { l.close() }
         for l in tcpListeners { l.close() }
         for clients in upstream { for s in clients.values { s.close() } }
+        for connection in streams.values { connection.close() }
         loop.stop()
     }
 
@@ -110,8 +113,8 @@ public final class Relay {
             guard let made = try? UDPSocket(loop: loop, host: target.host, port: 0) else { return }
             let listener = listeners[link]
             // The peer's replies go back to the client from the address it wrote to.
-            made.onReceive = { [unowned self] reply, _ in
-                transmit(reply, key: "\(link)<\(client)") { listener.send($0, to: client) }
+            made.onReceive = { [weak self] reply, _ in
+                self?.transmit(reply, key: "\(link)<\(client)") { listener.send($0, to: client) }
             }
             upstream[link][client] = made
             socket = made
@@ -125,19 +128,22 @@ public final class Relay {
         let latency = UInt64(max(0, model.latency.nanosecondsClamped) / 1_000_000)
         var server: StreamConnection?
         var pending: [[UInt8]] = []
-        let delayed: (StreamConnection?, [UInt8]) -> Void = { [unowned self] to, bytes in
+        let delayed: (StreamConnection?, [UInt8]) -> Void = { [weak self] to, bytes in
+            guard let self else { return }
             counters.tcpBytes += bytes.count
             try? loop.after(milliseconds: latency) { to?.write(bytes) }
         }
+        track(client)
         client.onRead = { bytes in
             if let server { delayed(server, bytes) } else { pending.append(bytes) }
         }
         client.onEnd = { _ in server?.close() }
         do {
             try client.startReading()
-            try StreamConnection.connect(loop: loop, host: target.host, port: target.port) { result in
+            try StreamConnection.connect(loop: loop, host: target.host, port: target.port) { [weak self] result in
                 guard case .success(let connection) = result else { client.close(); return }
                 server = connection
+                self?.track(connection)
                 connection.onRead = { bytes in delayed(client, bytes) }
                 connection.onEnd = { _ in client.close() }
                 try? connection.startReading()
@@ -147,5 +153,12 @@ public final class Relay {
         } catch {
             client.close()
         }
+    }
+
+    /// Keeps `connection` until it closes, so ``stop()`` can close it.
+    private func track(_ connection: StreamConnection) {
+        let id = ObjectIdentifier(connection)
+        streams[id] = connection
+        connection.onClose = { [weak self] in self?.streams[id] = nil }
     }
 }
