@@ -112,8 +112,8 @@ public final class NodeRuntime {
         node = GossipNode(identity: identity, endpoints: [endpoint], settings: configuration.settings, cache: cache,
                           averager: averager, seed: seed)
         housekeeping = LoopTimer(loop: loop)
-        tcpListener = try StreamListener(loop: loop, host: bound.host, port: port) { [unowned self] connection in accept(connection) }
-        udp.onReceive = { [unowned self] bytes, from in receiveDatagram(bytes, from: from) }
+        tcpListener = try StreamListener(loop: loop, host: bound.host, port: port) { [weak self] connection in self?.accept(connection) }
+        udp.onReceive = { [weak self] bytes, from in self?.receiveDatagram(bytes, from: from) }
         if let group = configuration.settings.discovery.beaconEndpoint {
             // Beacons leave through the interface the node is reached at, and only it (TTL 1).
             let interface = endpoint.host
@@ -122,7 +122,7 @@ public final class NodeRuntime {
                 let socket = try UDPSocket(loop: loop, host: "0.0.0.0", port: group.port, shared: true)
                 beaconSocket = socket
                 try socket.join(group: group.host, interface: interface)
-                socket.onReceive = { [unowned self] bytes, from in receiveDatagram(bytes, from: from) }
+                socket.onReceive = { [weak self] bytes, from in self?.receiveDatagram(bytes, from: from) }
             } catch {
                 beaconSocket?.close()
                 beaconSocket = nil
@@ -140,7 +140,7 @@ public final class NodeRuntime {
     public func start() throws {
         let controlPath = configuration.dataDirectory + "/" + Self.controlSocketName
         try? FileManager.default.removeItem(atPath: controlPath)
-        controlListener = try StreamListener(loop: loop, unixPath: controlPath) { [unowned self] connection in control(connection) }
+        controlListener = try StreamListener(loop: loop, unixPath: controlPath) { [weak self] connection in self?.control(connection) }
         perform(node.onStart(at: now))
         scheduleHousekeeping()
     }
@@ -171,7 +171,8 @@ public final class NodeRuntime {
         let handle = timers[timer] ?? LoopTimer(loop: loop)
         timers[timer] = handle
         let delay = max(0, at.nanoseconds - now.nanoseconds) / 1_000_000
-        handle.start(after: UInt64(delay)) { [unowned self] in
+        handle.start(after: UInt64(delay)) { [weak self] in
+            guard let self else { return }
             timers.removeValue(forKey: timer)?.close()
             guard interpreter.fire(timer, token: token) else { return }
             perform(node.onTimer(timer, at: now))
@@ -244,7 +245,11 @@ public final class NodeRuntime {
         open[ObjectIdentifier(session)] = session
         enqueue(bytes, on: session)
         do {
-            try StreamConnection.connect(loop: loop, host: endpoint.host, port: endpoint.port) { [unowned self] result in
+            try StreamConnection.connect(loop: loop, host: endpoint.host, port: endpoint.port) { [weak self] result in
+                guard let self else {
+                    if case .success(let connection) = result { connection.close() }
+                    return
+                }
                 switch result {
                 case .success(let connection):
                     guard open[ObjectIdentifier(session)] != nil else { connection.close(); return }
@@ -286,9 +291,9 @@ public final class NodeRuntime {
 
     private func attach(_ connection: StreamConnection, to session: Session) {
         session.tcp = connection
-        connection.onRead = { [unowned self] bytes in receive(bytes, on: session) }
-        connection.onEnd = { [unowned self] _ in close(session) }
-        connection.onClose = { [unowned self] in close(session) }
+        connection.onRead = { [weak self] bytes in self?.receive(bytes, on: session) }
+        connection.onEnd = { [weak self] _ in self?.close(session) }
+        connection.onClose = { [weak self] in self?.close(session) }
         do { try connection.startReading() } catch { close(session) }
         // A peer that stalls the handshake loses the connection.
         try? loop.after(milliseconds: SecureConnection.handshakeDeadlineMilliseconds, keepsLoopAlive: false) { [weak self, weak session] in
@@ -389,7 +394,8 @@ public final class NodeRuntime {
     }
 
     private func scheduleHousekeeping() {
-        housekeeping.start(after: 5_000) { [unowned self] in
+        housekeeping.start(after: 5_000) { [weak self] in
+            guard let self else { return }
             let cutoff = loop.nowMilliseconds > Self.sessionIdleMilliseconds ? loop.nowMilliseconds - Self.sessionIdleMilliseconds : 0
             for session in open.values where session.lastActivity < cutoff { close(session) }
             scheduleHousekeeping()
@@ -426,7 +432,8 @@ public final class NodeRuntime {
     /// `leave` (start a graceful leave). One line in, one JSON line out, then the connection closes.
     private func control(_ connection: StreamConnection) {
         var request: [UInt8] = []
-        connection.onRead = { [unowned self, unowned connection] bytes in
+        connection.onRead = { [weak self, unowned connection] bytes in
+            guard let self else { return }
             request += bytes
             guard let newline = request.firstIndex(of: 10) else {
                 if request.count > 256 { connection.close() }
@@ -509,19 +516,20 @@ public final class NodeRuntime {
         guard !stopping else { return }
         stopping = true
         let previous = onEvent
-        onEvent = { [unowned self] event in
+        onEvent = { [weak self] event in
+            guard let self else { return }
             previous?(event)
             if case .averaging(.handOffComplete) = event, !handedOff {
                 handedOff = true
-                try? loop.after(milliseconds: 1_000) { [unowned self] in stop() }
+                try? loop.after(milliseconds: 1_000) { [weak self] in self?.stop() }
             }
         }
         perform(node.leave(at: now))
         if node.averager == nil {
             handedOff = true
-            try? loop.after(milliseconds: 1_000) { [unowned self] in stop() }
+            try? loop.after(milliseconds: 1_000) { [weak self] in self?.stop() }
         }
-        try? loop.after(milliseconds: Self.leaveDeadlineMilliseconds, keepsLoopAlive: false) { [unowned self] in stop() }
+        try? loop.after(milliseconds: Self.leaveDeadlineMilliseconds, keepsLoopAlive: false) { [weak self] in self?.stop() }
     }
 
     private var stopped = false
