@@ -13,6 +13,15 @@ func makeKeys(in scratch: Scratch, name: String = "alice") throws -> String {
     return id.stdout.trimmingCharacters(in: .newlines)
 }
 
+/// Starts `peer exchange --listen` on a free loopback port for alice's keys, and returns it
+/// with the port it printed.
+func startExchangeListener(in scratch: Scratch, elements: Int) throws -> (RunningCommand, UInt16) {
+    let listener = try CommandRunner.start("peer", ["exchange", "--listen", "127.0.0.1:0", "--dir", "alice", "--network-key", "net.key",
+                                                    "--elements", "\(elements)", "--timeout", "20"], in: scratch.url)
+    let line = try #require(listener.waitForStderrLine(containing: "listening on 127.0.0.1:"), "\(listener.stderrSoFar)")
+    return (listener, try #require(line.split(separator: ":").last.flatMap { UInt16($0) }))
+}
+
 @Suite("peer keys and peer exchange")
 struct KeyAndExchangeTests {
     @Test("keygen and id print data on stdout, commentary on stderr")
@@ -37,10 +46,7 @@ struct KeyAndExchangeTests {
         let scratch = try Scratch()
         let aliceID = try makeKeys(in: scratch, name: "alice")
         _ = try makeKeys(in: scratch, name: "bob")
-        let listener = try CommandRunner.start("peer", ["exchange", "--listen", "127.0.0.1:0", "--dir", "alice", "--network-key", "net.key",
-                                                        "--elements", "1024", "--timeout", "20"], in: scratch.url)
-        let line = try #require(listener.waitForStderrLine(containing: "listening on 127.0.0.1:"), "\(listener.stderrSoFar)")
-        let port = try #require(line.split(separator: ":").last.map(String.init))
+        let (listener, port) = try startExchangeListener(in: scratch, elements: 1024)
         let connector = try CommandRunner.peer("exchange", "--connect", "localhost:\(port)", "--peer", aliceID, "--dir", "bob",
                                                "--network-key", "net.key", "--elements", "1024", in: scratch.url)
         let served = try listener.wait()
@@ -57,10 +63,7 @@ struct KeyAndExchangeTests {
         let scratch = try Scratch()
         let aliceID = try makeKeys(in: scratch, name: "alice")
         _ = try makeKeys(in: scratch, name: "bob")
-        let listener = try CommandRunner.start("peer", ["exchange", "--listen", "127.0.0.1:0", "--dir", "alice", "--network-key", "net.key",
-                                                        "--elements", "1024", "--timeout", "20"], in: scratch.url)
-        let line = try #require(listener.waitForStderrLine(containing: "listening on 127.0.0.1:"), "\(listener.stderrSoFar)")
-        let port = try #require(line.split(separator: ":").last.flatMap { UInt16($0) })
+        let (listener, port) = try startExchangeListener(in: scratch, elements: 1024)
         // A port scan: connect and close. Then garbage the size of a hello.
         try tcpPoke(port: port, sending: [])
         try tcpPoke(port: port, sending: [UInt8](repeating: 0x5a, count: 74))
@@ -88,10 +91,7 @@ struct KeyAndExchangeTests {
         let aliceID = try makeKeys(in: scratch, name: "alice")
         _ = try makeKeys(in: scratch, name: "bob")
         for _ in 0..<2 {
-            let listener = try CommandRunner.start("peer", ["exchange", "--listen", "127.0.0.1:0", "--dir", "alice", "--network-key", "net.key",
-                                                            "--elements", "256", "--timeout", "20"], in: scratch.url)
-            let line = try #require(listener.waitForStderrLine(containing: "listening on 127.0.0.1:"), "\(listener.stderrSoFar)")
-            let port = try #require(line.split(separator: ":").last.map(String.init))
+            let (listener, port) = try startExchangeListener(in: scratch, elements: 256)
             let connector = try CommandRunner.peer("exchange", "--connect", "127.0.0.1:\(port)", "--peer", aliceID, "--dir", "bob",
                                                    "--network-key", "net.key", "--elements", "256", in: scratch.url)
             let served = try listener.wait()
@@ -226,16 +226,7 @@ struct KeyAndExchangeTests {
 /// Connects to 127.0.0.1:`port`, writes `bytes`, and closes: what a port scan or a stray
 /// client does to a listener.
 func tcpPoke(port: UInt16, sending bytes: [UInt8]) throws {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw POSIXError(.EIO) }
+    let fd = try tcpOpen(port: port)
     defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = port.bigEndian
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
     if !bytes.isEmpty { _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
 }
