@@ -61,7 +61,7 @@ let package = Package(
         ),
 
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "CSodium"]),
-        .testTarget(name: "GossipTests", dependencies: ["Gossip", "Crypto"]),
+        .testTarget(name: "GossipTests", dependencies: ["Gossip", "Crypto", "DeterministicRandom"]),
         .testTarget(name: "LearnerTests", dependencies: ["Learner", "DeterministicRandom"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Gossip", "Crypto"]),
         // Runs the built `peer` and `netsim` as a user would, and the commands the docs show.

@@ -117,34 +117,73 @@ public final class SecureWire {
 
     // MARK: Sessions
 
+    /// What encodes and decodes session messages, free of the wire's counters: a value that
+    /// may run on another thread (a driver signs and checks large deltas off its loop), whose
+    /// refusals the driver reports back with ``countSessionRefusal()``.
+    public struct SessionCodec: Sendable {
+        let identity: Identity
+        let keyring: NetworkKeyring
+
+        /// The session message for `message` to `peer` (the session's other end).
+        public func encode(_ message: GossipMessage, to peer: PeerID) throws(Failure) -> [UInt8] {
+            guard case .averaging(let m) = message else { throw .wrongTransport }
+            return try encode(m, to: peer)
+        }
+
+        /// The session message for an averaging message to `peer`.
+        public func encode(_ message: PushSumAverager.Message, to peer: PeerID) throws(Failure) -> [UInt8] {
+            do {
+                return try AveragingEnvelope.encode(message, identity: identity, networkID: keyring.current.id, to: peer)
+            } catch {
+                throw .averaging(.envelope(error))
+            }
+        }
+
+        /// Decodes a message that arrived over the session with the authenticated `peer`: a
+        /// transfer must be signed by `peer` and addressed to this node.
+        public func decode(_ bytes: [UInt8], from peer: PeerID) throws(Failure) -> GossipMessage {
+            .averaging(try decodeAveraging(bytes, from: peer))
+        }
+
+        /// Decodes an averaging message that arrived over the session with `peer`.
+        public func decodeAveraging(_ bytes: [UInt8], from peer: PeerID) throws(Failure) -> PushSumAverager.Message {
+            do {
+                return try AveragingEnvelope.decode(bytes, keyring: keyring, from: peer, localPeer: identity.peerID)
+            } catch {
+                throw .averaging(error)
+            }
+        }
+    }
+
+    /// This wire's session codec.
+    public var sessionCodec: SessionCodec { SessionCodec(identity: identity, keyring: keyring) }
+
+    /// Counts a session message that ``SessionCodec/decode(_:from:)`` refused.
+    public func countSessionRefusal() { counts.sessionMessages += 1 }
+
     /// The session message for `message` to `peer` (the session's other end).
     public func encodeSession(_ message: GossipMessage, to peer: PeerID) throws(Failure) -> [UInt8] {
-        guard case .averaging(let m) = message else { throw .wrongTransport }
-        return try encodeSession(m, to: peer)
+        try sessionCodec.encode(message, to: peer)
     }
 
     /// The session message for an averaging message to `peer`.
     public func encodeSession(_ message: PushSumAverager.Message, to peer: PeerID) throws(Failure) -> [UInt8] {
-        do {
-            return try AveragingEnvelope.encode(message, identity: identity, networkID: keyring.current.id, to: peer)
-        } catch {
-            throw .averaging(.envelope(error))
-        }
+        try sessionCodec.encode(message, to: peer)
     }
 
-    /// Decodes a message that arrived over the session with the authenticated `peer`.
+    /// Decodes a message that arrived over the session with the authenticated `peer` (see
+    /// ``SessionCodec/decode(_:from:)``), counting a refusal.
     public func decodeSession(_ bytes: [UInt8], from peer: PeerID) throws(Failure) -> GossipMessage {
         .averaging(try decodeAveragingSession(bytes, from: peer))
     }
 
-    /// Decodes an averaging message that arrived over the session with the authenticated `peer`:
-    /// a transfer must be signed by `peer` and addressed to this node.
+    /// Decodes an averaging message that arrived over the session with `peer`, counting a refusal.
     public func decodeAveragingSession(_ bytes: [UInt8], from peer: PeerID) throws(Failure) -> PushSumAverager.Message {
         do {
-            return try AveragingEnvelope.decode(bytes, keyring: keyring, from: peer, localPeer: identity.peerID)
+            return try sessionCodec.decodeAveraging(bytes, from: peer)
         } catch {
-            counts.sessionMessages += 1
-            throw .averaging(error)
+            countSessionRefusal()
+            throw error
         }
     }
 }

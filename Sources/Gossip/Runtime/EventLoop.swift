@@ -42,11 +42,70 @@ public final class EventLoop {
     /// The loop's monotonic clock in milliseconds (cached per iteration).
     public var nowMilliseconds: UInt64 { uv_now(loop) }
 
+    /// Jobs handed to the thread pool whose completion has not yet run.
+    private var outstandingWork = 0
+
     deinit {
-        // Let pending close callbacks run, then release the loop.
+        // Jobs on the thread pool hold the loop: wait for them, then let pending close
+        // callbacks run, then release the loop.
+        while outstandingWork > 0 { uv_run(loop, UV_RUN_ONCE) }
         uv_run(loop, UV_RUN_NOWAIT)
         uv_loop_close(loop)
         loop.deallocate()
+    }
+
+    /// Runs `body` on libuv's thread pool and then `completion` with its result on the loop's
+    /// thread, so costly work (signing or checking a large delta) never stalls the loop.
+    /// Completions run in the order the jobs finish, not the order they were queued.
+    public func work<Result: Sendable>(_ body: @escaping @Sendable () -> Result, then completion: @escaping (Result) -> Void) throws {
+        let request = UnsafeMutablePointer<uv_work_t>.allocate(capacity: 1)
+        let job = WorkBox(body: body, completion: completion)
+        job.loop = self
+        let retained = Unmanaged.passRetained(job as AnyWork)
+        request.pointee.data = retained.toOpaque()
+        let rc = uv_queue_work(loop, request, { r in
+            guard let r, let data = r.pointee.data else { return }
+            Unmanaged<AnyWork>.fromOpaque(data).takeUnretainedValue().runOnPool()
+        }, { r, _ in
+            guard let r, let data = r.pointee.data else { return }
+            let job = Unmanaged<AnyWork>.fromOpaque(data).takeRetainedValue()
+            r.deallocate()
+            job.loop?.outstandingWork -= 1
+            job.complete()
+        })
+        guard rc == 0 else {
+            retained.release()
+            request.deallocate()
+            throw UVError(rc, "uv_queue_work")
+        }
+        outstandingWork += 1
+    }
+
+    /// A job on the thread pool. libuv runs `runOnPool` on a pool thread, then (after it
+    /// returned, ordered by libuv's own locking) `complete` on the loop's thread; the result
+    /// is written once before it is read once, so the box may cross threads.
+    private class AnyWork: @unchecked Sendable {
+        unowned(unsafe) var loop: EventLoop?
+        func runOnPool() {}
+        func complete() {}
+    }
+
+    private final class WorkBox<Result: Sendable>: AnyWork, @unchecked Sendable {
+        let body: @Sendable () -> Result
+        let completion: (Result) -> Void
+        var result: Result?
+
+        init(body: @escaping @Sendable () -> Result, completion: @escaping (Result) -> Void) {
+            self.body = body
+            self.completion = completion
+        }
+
+        override func runOnPool() { result = body() }
+
+        override func complete() {
+            guard let result else { return }
+            completion(result)
+        }
     }
 
     /// Calls `body` once after `milliseconds`. A timer that does not keep the loop alive

@@ -37,6 +37,8 @@ public final class NodeRuntime {
         public var handshakeFailures = 0
         public var sessionMessagesDropped = 0
         public var connectFailures = 0
+        /// Session messages signed or checked on the thread pool.
+        public var codedOffLoop = 0
     }
 
     /// Most handshakes in progress at once, and from one source address. When either is
@@ -55,6 +57,10 @@ public final class NodeRuntime {
     /// later instead of an ever-growing buffer. One message of any size is always let through
     /// an empty queue.
     public static let maxSessionWriteQueue = 8 << 20
+    /// Session messages from this size on are signed and checked on libuv's thread pool, so
+    /// the loop keeps serving datagrams and other sessions meanwhile; smaller ones inline,
+    /// where a round trip through the pool would cost more than the work.
+    public static let offLoopCodingThreshold = 64 << 10
     /// A session idle this long is closed; the next message opens a new one.
     public static let sessionIdleMilliseconds: UInt64 = 120_000
     /// File names inside the data directory.
@@ -190,8 +196,22 @@ public final class NodeRuntime {
                 counters.sessionMessagesDropped += 1
                 return
             }
-            guard let bytes = try? wire.encodeSession(message, to: peer) else { return }
-            sendSession(bytes, to: peer, at: endpoint)
+            guard message.wireSize >= Self.offLoopCodingThreshold else {
+                guard let bytes = try? wire.encodeSession(message, to: peer) else { return }
+                sendSession(bytes, to: peer, at: endpoint)
+                return
+            }
+            // Signing a large delta takes milliseconds: it runs on the thread pool.
+            let codec = wire.sessionCodec
+            do {
+                counters.codedOffLoop += 1
+                try loop.work({ try? codec.encode(message, to: peer) }) { [weak self] bytes in
+                    guard let self, !stopped, let bytes else { return }
+                    sendSession(bytes, to: peer, at: endpoint)
+                }
+            } catch {
+                counters.sessionMessagesDropped += 1
+            }
         }
     }
 
@@ -345,10 +365,27 @@ public final class NodeRuntime {
     }
 
     private func deliver(_ bytes: [UInt8], on session: Session) {
-        guard !stopping || node.averager != nil, let remote = session.remote,
-              let message = try? wire.decodeSession(bytes, from: remote) else { return }
+        guard !stopping || node.averager != nil, let remote = session.remote else { return }
         let from = Sender(endpoint: session.tcp?.remoteEndpoint ?? Endpoint(host: session.sourceAddress, port: 0), peer: remote)
-        perform(node.onMessage(message, from: from, at: now))
+        guard bytes.count >= Self.offLoopCodingThreshold else {
+            guard let message = try? wire.decodeSession(bytes, from: remote) else { return }
+            perform(node.onMessage(message, from: from, at: now))
+            return
+        }
+        // Checking a large delta's signature takes milliseconds: it runs on the thread pool.
+        let codec = wire.sessionCodec
+        do {
+            counters.codedOffLoop += 1
+            try loop.work({ Result { () throws(SecureWire.Failure) in try codec.decode(bytes, from: remote) } }) { [weak self] result in
+                guard let self, !stopped else { return }
+                switch result {
+                case .success(let message): perform(node.onMessage(message, from: from, at: now))
+                case .failure: wire.countSessionRefusal()
+                }
+            }
+        } catch {
+            counters.sessionMessagesDropped += 1
+        }
     }
 
     private func enqueue(_ bytes: [UInt8], on session: Session) {
@@ -486,7 +523,7 @@ public final class NodeRuntime {
         result["traffic"] = [
             "datagramsSent": udp.sent, "datagramsReceived": udp.received, "datagramsDropped": udp.dropped,
             "sessionsOpen": open.count, "sessionsOpened": counters.sessionsOpened, "connectFailures": counters.connectFailures,
-            "sessionMessagesDropped": counters.sessionMessagesDropped,
+            "sessionMessagesDropped": counters.sessionMessagesDropped, "codedOffLoop": counters.codedOffLoop,
         ]
         return result
     }

@@ -1,0 +1,103 @@
+import Crypto
+import DeterministicRandom
+import Foundation
+import Gossip
+import Testing
+
+/// The runtime's pieces that no process test reaches directly: the thread pool and two
+/// runtimes in one process averaging shares big enough to be signed and checked off the loop.
+@Suite struct RuntimeNodeTests {
+    @Test func work_runsOffTheLoopThread_andCompletesOnIt() throws {
+        let loop = try EventLoop()
+        let loopThread = pthread_self()
+        var results: [Int] = []
+        var completedOnLoop = true
+        for i in 0..<8 {
+            try loop.work({ () -> Int in pthread_equal(pthread_self(), loopThread) == 0 ? i : -1 - i }) { value in
+                completedOnLoop = completedOnLoop && pthread_equal(pthread_self(), loopThread) != 0
+                results.append(value)
+            }
+        }
+        loop.run()
+        #expect(results.sorted() == Array(0..<8), "every job ran on a pool thread (negative: on the loop's)")
+        #expect(completedOnLoop)
+    }
+
+    @Test func work_pendingWhenTheLoopIsReleased_isWaitedFor() throws {
+        var loop: EventLoop? = try EventLoop()
+        final class Flag: @unchecked Sendable { var ran = false }
+        let flag = Flag()
+        try loop?.work({ usleep(50_000); flag.ran = true; return 0 }) { _ in }
+        loop = nil
+        #expect(flag.ran)
+    }
+
+    /// Two peers in one process, each on its own thread and loop, averaging 32,768 elements:
+    /// every share is 128 KiB, above ``NodeRuntime/offLoopCodingThreshold``, so each is signed
+    /// and verified on the thread pool. Both end at the exact weighted mean.
+    @Test func twoRuntimes_largeShares_convergeToTheWeightedMean() throws {
+        let dimension = 32_768
+        let key = try NetworkKey.generate()
+        let settings: OverlaySettings = {
+            var s = OverlaySettings.local
+            s.discovery.beaconEndpoint = nil
+            return s
+        }()
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("murmur-runtime-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let vectors: [[Float]] = (0..<2).map { i in
+            var rng = SplitMix64(seed: UInt64(i + 1))
+            return (0..<dimension).map { _ in Float(rng.next() >> 40) / Float(1 << 24) }
+        }
+        let samples = [1, 3]
+        let expected = (0..<dimension).map { j in (Double(vectors[0][j]) * 1 + Double(vectors[1][j]) * 3) / 4 }
+
+        final class Shared: @unchecked Sendable {
+            var port: UInt16 = 0
+            var estimates: [[Double]?] = [nil, nil]
+            var codedOffLoop = [0, 0]
+            var errors: [String] = []
+            let started = DispatchSemaphore(value: 0)
+        }
+        let shared = Shared()
+        let done = DispatchGroup()
+        for i in 0..<2 {
+            done.enter()
+            Thread {
+                defer { done.leave() }
+                do {
+                    let dir = base + "/\(i)"
+                    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                    let identity = try Identity.generate()
+                    var s = settings
+                    if i == 1 { s.discovery.bootstrap = [Endpoint(host: "127.0.0.1", port: shared.port)] }
+                    let averager = PushSumAverager(peer: identity.peerID, initial: vectors[i], sampleCount: Double(samples[i]),
+                                                   settings: s.averaging, rng: SplitMix64(seed: UInt64(i + 7)))
+                    let runtime = try NodeRuntime(identity: identity, keyring: NetworkKeyring(current: key),
+                                                  configuration: .init(listen: Endpoint(host: "127.0.0.1", port: 0), settings: s, dataDirectory: dir),
+                                                  averager: averager, seed: UInt64(i + 11))
+                    try runtime.start()
+                    if i == 0 {
+                        shared.port = runtime.endpoint.port
+                        shared.started.signal()
+                    }
+                    try runtime.loop.after(milliseconds: 6_000) { runtime.stop() }
+                    runtime.run()
+                    shared.estimates[i] = runtime.node.averager?.estimate
+                    shared.codedOffLoop[i] = runtime.counters.codedOffLoop
+                } catch {
+                    shared.errors.append("node \(i): \(error)")
+                }
+            }.start()
+            if i == 0 { shared.started.wait() }
+        }
+        done.wait()
+        #expect(shared.errors.isEmpty, "\(shared.errors)")
+        for (i, estimate) in shared.estimates.enumerated() {
+            let estimate = try #require(estimate, "node \(i) has an estimate")
+            let error = zip(estimate, expected).map { abs($0 - $1) / max(abs($1), 1e-9) }.max() ?? .infinity
+            #expect(error <= 1e-5, "node \(i): relative error \(error)")
+            #expect(shared.codedOffLoop[i] > 0, "node \(i) signed and checked its shares on the thread pool")
+        }
+    }
+}
