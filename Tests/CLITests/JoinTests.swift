@@ -173,9 +173,10 @@ struct JoinTests {
         let target = try #require(net.ports[0])
         var rng = SystemRandomNumberGenerator()
         func random(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) } }
-        // Datagrams: random, truncated, version-2-looking and oversized.
+        // Datagrams: random, truncated, version-2-looking and oversized; more than one address
+        // may make the node open in a burst, so the rest are dropped unopened.
         for size in [1, 20, 34, 49, 200, 1_400, 65_507] {
-            for _ in 0..<10 { try udpSend(port: target, random(size)) }
+            for _ in 0..<50 { try udpSend(port: target, random(size)) }
             try udpSend(port: target, [2, 1] + random(size))
         }
         // Garbage TCP, a handshake flood (hello-sized junk), and stalled connections (slowloris),
@@ -191,7 +192,10 @@ struct JoinTests {
         let converged = try net.waitUntil(everyone, seconds: 60) { members($0).values.filter { $0 == "alive" }.count == 3 && relativeError($0, to: mean) <= 1e-6 }
         #expect(converged, "statuses: \(everyone.map { (try? net.status($0)) ?? [:] })")
         let rejected = try #require(try net.status(0)["rejected"] as? [String: Int])
-        #expect((rejected["datagramMalformed"] ?? 0) + (rejected["datagramAuthentication"] ?? 0) >= 70, "\(rejected)")
+        // 357 sent; the kernel may drop a few of the 64 KiB ones before the node reads them.
+        let datagrams = rejected.filter { $0.key.hasPrefix("datagram") }.values.reduce(0, +)
+        #expect(datagrams >= 340 && (rejected["datagramMalformed"] ?? 0) >= 256, "\(rejected)")
+        #expect((rejected["datagramThrottled"] ?? 0) >= 1, "\(rejected)")
         #expect((rejected["handshakeFailures"] ?? 0) >= 30, "\(rejected)")
         #expect((rejected["handshakesEvicted"] ?? 0) >= 20, "\(rejected)")
         for i in everyone { #expect(net.processes[i]?.process.isRunning == true) }

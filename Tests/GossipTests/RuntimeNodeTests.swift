@@ -101,3 +101,45 @@ import Testing
         }
     }
 }
+
+/// The per-address limit on datagrams that fail authentication.
+@Suite struct AuthenticationThrottleTests {
+    let attacker = Endpoint(host: "10.0.0.9", port: 40_001)
+    let honest = Endpoint(host: "10.0.0.9", port: 7_946)
+
+    @Test func aHostFailingBeyondItsBurst_isThrottled_untilItsBucketRefills() {
+        var throttle = AuthenticationThrottle()
+        let burst = Int(AuthenticationThrottle.burst)
+        for i in 0..<burst {
+            do { let admitted = throttle.admits(attacker, now: 0); #expect(admitted, "failure \(i) within the burst is opened") }
+            throttle.failed(attacker, now: 0)
+        }
+        do { let admitted = throttle.admits(attacker, now: 0); #expect(!admitted) }
+        do { let admitted = throttle.admits(Endpoint(host: "10.0.0.9", port: 40_002), now: 0); #expect(!admitted, "another port of the same host shares the bucket") }
+        do { let admitted = throttle.admits(Endpoint(host: "10.0.0.10", port: 40_001), now: 0); #expect(admitted, "other hosts are not affected") }
+        let refill = UInt64((1_000 / AuthenticationThrottle.failuresPerSecond).rounded(.up))
+        do { let admitted = throttle.admits(attacker, now: refill); #expect(admitted, "one failure's worth of time later, one more is opened") }
+    }
+
+    @Test func anEndpointThatAuthenticated_isNeverThrottledByItsHostsFailures() {
+        var throttle = AuthenticationThrottle()
+        throttle.authenticated(honest, now: 0)
+        for _ in 0..<10_000 { throttle.failed(attacker, now: 1) }
+        do { let admitted = throttle.admits(attacker, now: 1); #expect(!admitted) }
+        do { let admitted = throttle.admits(honest, now: 1); #expect(admitted) }
+        let later = 1 + AuthenticationThrottle.trustMilliseconds
+        for _ in 0..<10_000 { throttle.failed(attacker, now: later) }
+        do { let admitted = throttle.admits(honest, now: later); #expect(!admitted, "trust lapses without authentic traffic") }
+    }
+
+    @Test func tablesStayBounded_forgettingTheOldest() {
+        var throttle = AuthenticationThrottle()
+        for i in 0..<(AuthenticationThrottle.maxHosts + 10) {
+            for _ in 0..<Int(AuthenticationThrottle.burst) { throttle.failed(Endpoint(host: "h\(i)", port: 1), now: UInt64(i)) }
+        }
+        let last = UInt64(AuthenticationThrottle.maxHosts + 10)
+        do { let admitted = throttle.admits(Endpoint(host: "h0", port: 1), now: last); #expect(admitted, "the oldest host was forgotten (its bucket starts full again)") }
+        let newest = throttle.admits(Endpoint(host: "h\(AuthenticationThrottle.maxHosts + 9)", port: 1), now: last - 1)
+        #expect(!newest)
+    }
+}

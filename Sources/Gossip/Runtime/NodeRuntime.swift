@@ -37,6 +37,9 @@ public final class NodeRuntime {
         public var handshakeFailures = 0
         public var sessionMessagesDropped = 0
         public var connectFailures = 0
+        /// Datagrams dropped unopened: their source address failed authentication too often
+        /// (see ``AuthenticationThrottle``).
+        public var datagramsThrottled = 0
         /// Session messages signed or checked on the thread pool.
         public var codedOffLoop = 0
     }
@@ -88,6 +91,7 @@ public final class NodeRuntime {
     private var tcpListener: StreamListener?
     private var controlListener: StreamListener?
     private let handshakeGuard: ReplayGuard
+    private var throttle = AuthenticationThrottle()
     private var timers: [GossipTimer: LoopTimer] = [:]
     /// The session used to send to each peer.
     private var sessions: [PeerID: Session] = [:]
@@ -216,7 +220,17 @@ public final class NodeRuntime {
     }
 
     private func receiveDatagram(_ bytes: [UInt8], from: Endpoint) {
-        guard !stopping, let message = try? wire.openDatagram(bytes, now: WallClock.milliseconds()) else { return }
+        guard !stopping else { return }
+        let clock = loop.nowMilliseconds
+        guard throttle.admits(from, now: clock) else {
+            counters.datagramsThrottled += 1
+            return
+        }
+        guard let message = try? wire.openDatagram(bytes, now: WallClock.milliseconds()) else {
+            throttle.failed(from, now: clock)
+            return
+        }
+        throttle.authenticated(from, now: clock)
         perform(node.onMessage(message, from: Sender(endpoint: from), at: now))
     }
 
@@ -518,7 +532,7 @@ public final class NodeRuntime {
             "datagramMalformed": r.datagrams.malformed, "datagramAuthentication": r.datagrams.authentication,
             "datagramReplayed": r.datagrams.replayed, "datagramStale": r.datagrams.stale, "datagramAhead": r.datagrams.ahead,
             "messageMalformed": r.malformedMessages, "misaddressed": r.misaddressed, "sessionMessages": r.sessionMessages,
-            "handshakeFailures": counters.handshakeFailures, "handshakesEvicted": counters.handshakesEvicted,
+            "datagramThrottled": counters.datagramsThrottled, "handshakeFailures": counters.handshakeFailures, "handshakesEvicted": counters.handshakesEvicted,
         ]
         result["traffic"] = [
             "datagramsSent": udp.sent, "datagramsReceived": udp.received, "datagramsDropped": udp.dropped,
