@@ -46,4 +46,61 @@ import Testing
         #expect(abs(counters.dropRate - burst.longRunLoss) < 0.05, "dropped \(counters.dropRate), expected about \(burst.longRunLoss)")
         #expect(received == counters.datagrams - counters.dropped)
     }
+
+    /// Writes `chunks` through a relay link with `faults` to a TCP sink, 10 ms apart; returns
+    /// what the sink read, when it read the last byte (ms after the first write), whether the
+    /// client's connection ended, and the relay's counters.
+    func pipe(_ chunks: [[UInt8]], faults: Relay.StreamFaults) throws -> (received: [UInt8], lastMs: UInt64, clientEnded: Bool, counters: Relay.Counters) {
+        let loop = try EventLoop()
+        var received: [UInt8] = []
+        var lastMs: UInt64 = 0
+        var accepted: [StreamConnection] = []
+        let start = loop.nowMilliseconds
+        let sink = try StreamListener(loop: loop, host: "127.0.0.1", port: 0) { connection in
+            accepted.append(connection)
+            connection.onRead = { bytes in
+                received += bytes
+                lastMs = loop.nowMilliseconds - start
+            }
+            try? connection.startReading()
+        }
+        let relay = try Relay(links: [Relay.Link(listen: Endpoint(host: "127.0.0.1", port: 0), target: Endpoint(host: "127.0.0.1", port: sink.port))],
+                              model: LinkModel(latency: .milliseconds(5)), streamFaults: faults, seed: 5, loop: loop)
+        let port = try #require(relay.ports.first)
+        var client: StreamConnection?
+        var clientEnded = false
+        try StreamConnection.connect(loop: loop, host: "127.0.0.1", port: port) { result in
+            guard case .success(let connection) = result else { return }
+            client = connection
+            connection.onEnd = { _ in clientEnded = true }
+            connection.onClose = { clientEnded = true }
+            try? connection.startReading()
+            for (i, chunk) in chunks.enumerated() {
+                try? loop.after(milliseconds: UInt64(10 * i)) { client?.write(chunk) }
+            }
+        }
+        try loop.after(milliseconds: UInt64(10 * chunks.count) + faults.stallMilliseconds * 3 + 300) {
+            client?.close()
+            for c in accepted { c.close() }
+            sink.close()
+            relay.stop()
+        }
+        loop.run()
+        return (received, lastMs, clientEnded, relay.counters)
+    }
+
+    @Test func relay_tcpStalls_holdADirection_thenDeliverEverythingInOrder() throws {
+        let chunks = (0..<20).map { i in [UInt8](repeating: UInt8(i), count: 1_000) }
+        let (received, lastMs, _, counters) = try pipe(chunks, faults: Relay.StreamFaults(stallChance: 0.2, stallMilliseconds: 200))
+        #expect(counters.tcpStalls > 0)
+        #expect(received == chunks.flatMap { $0 }, "every byte, in order")
+        #expect(lastMs >= 200, "the last byte came \(lastMs) ms after the first write, past at least one stall")
+    }
+
+    @Test func relay_tcpReset_closesBothEnds() throws {
+        let (received, _, clientEnded, counters) = try pipe([[1, 2, 3], [4, 5, 6]], faults: Relay.StreamFaults(resetChance: 1))
+        #expect(counters.tcpResets == 1)
+        #expect(received.isEmpty)
+        #expect(clientEnded)
+    }
 }

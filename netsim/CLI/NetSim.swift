@@ -97,7 +97,7 @@ struct RelayCommand: ParsableCommand {
         Each --link LISTEN=TARGET listens on LISTEN (UDP and TCP on one port; port 0 picks one) and \
         forwards to a peer at TARGET; the peer advertises LISTEN (`peer join --advertise`). Every \
         datagram, each way, is lost, delayed, jittered or duplicated as the simulator's link model \
-        draws it; TCP is delayed by the latency. Standard error names each link's port; on SIGINT or \
+        draws it; TCP is delayed by the latency, and stalls or resets with --tcp-stall and --tcp-reset. Standard error names each link's port; on SIGINT or \
         SIGTERM the relay prints what the links did as one JSON object on standard output and exits 0.
 
         Example:
@@ -113,12 +113,16 @@ struct RelayCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Bytes per second each direction of a link carries (0: unlimited); datagrams wait their turn.") var bandwidth = 0.0
     @Option(name: .customLong("burst-enter"), parsing: .unconditional, help: "Burst loss (Gilbert–Elliott): probability per datagram of entering a bad spell, where every datagram is lost (0: i.i.d. --loss only).") var burstEnter = 0.0
     @Option(name: .customLong("burst-exit"), parsing: .unconditional, help: "Burst loss: probability per datagram of leaving a bad spell (1 / mean burst length).") var burstExit = 0.5
+    @Option(name: .customLong("tcp-reset"), parsing: .unconditional, help: "Probability that a relayed TCP chunk resets its connection (both ends closed).") var tcpReset = 0.0
+    @Option(name: .customLong("tcp-stall"), parsing: .unconditional, help: "Probability that a relayed TCP chunk stalls its direction for --tcp-stall-ms.") var tcpStall = 0.0
+    @Option(name: .customLong("tcp-stall-ms"), parsing: .unconditional, help: "How long a TCP stall holds a direction, in milliseconds.") var tcpStallMs: UInt64 = 2_000
     @Option(parsing: .unconditional, help: "Seed of the link draws.") var seed: UInt64 = 1
 
     func validate() throws {
         guard !link.isEmpty else { throw ValidationError("give at least one --link LISTEN=TARGET") }
         for l in link { _ = try Self.parse(l) }
-        for (name, p) in [("--loss", loss), ("--duplication", duplication), ("--reorder", reorder), ("--burst-enter", burstEnter), ("--burst-exit", burstExit)] {
+        for (name, p) in [("--loss", loss), ("--duplication", duplication), ("--reorder", reorder), ("--burst-enter", burstEnter), ("--burst-exit", burstExit),
+                        ("--tcp-reset", tcpReset), ("--tcp-stall", tcpStall)] {
             guard (0...1).contains(p) else { throw ValidationError("\(name) is a probability from 0 to 1, got \(p)") }
         }
         guard latency >= 0, jitter >= 0 else { throw ValidationError("--latency and --jitter are milliseconds, 0 or more") }
@@ -148,7 +152,8 @@ struct RelayCommand: ParsableCommand {
         let model = LinkModel(loss: loss, burst: burst, latency: .milliseconds(latency), jitter: .milliseconds(jitter),
                               bandwidth: bandwidth > 0 ? bandwidth : nil, duplication: duplication, reorder: reorder)
         let relay: Relay
-        do { relay = try Relay(links: links, model: model, seed: seed) } catch {
+        let faults = Relay.StreamFaults(resetChance: tcpReset, stallChance: tcpStall, stallMilliseconds: tcpStallMs)
+        do { relay = try Relay(links: links, model: model, streamFaults: faults, seed: seed) } catch {
             throw CommandFailure("cannot listen: \(error)")
         }
         for (l, port) in zip(links, relay.ports) {
@@ -160,7 +165,8 @@ struct RelayCommand: ParsableCommand {
         for w in watchers { w.close() }
         let c = relay.counters
         let report: [String: Any] = ["datagrams": c.datagrams, "dropped": c.dropped, "duplicated": c.duplicated,
-                                     "dropRate": c.dropRate, "tcpConnections": c.tcpConnections, "tcpBytes": c.tcpBytes]
+                                     "dropRate": c.dropRate, "tcpConnections": c.tcpConnections, "tcpBytes": c.tcpBytes,
+                                     "tcpResets": c.tcpResets, "tcpStalls": c.tcpStalls]
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         print(String(decoding: data, as: UTF8.self))
     }

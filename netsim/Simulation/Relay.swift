@@ -7,8 +7,9 @@ import Gossip
 /// UDP works like a NAT: every client gets its own upstream socket, so the peer's replies find
 /// their way back; each datagram, in each direction, passes through a ``LinkChannel`` (loss,
 /// bursts, latency, jitter, duplication, reordering, bandwidth), the simulator's own link code.
-/// TCP is piped both ways with the link's latency (TCP hides loss by retransmitting). Counters
-/// tell what the links did.
+/// TCP is piped both ways with the link's latency (TCP hides loss by retransmitting), and may
+/// stall (a direction stops moving for a while, as behind a weak radio link) or be reset (both
+/// ends closed mid-stream) at random, per ``StreamFaults``. Counters tell what the links did.
 public final class Relay {
     /// One relayed address.
     public struct Link: Sendable {
@@ -21,13 +22,31 @@ public final class Relay {
         }
     }
 
-    /// What the links did to the datagrams they carried.
+    /// Faults of relayed TCP connections, drawn per chunk the relay reads.
+    public struct StreamFaults: Sendable {
+        /// Probability that a chunk resets its connection (both ends are closed).
+        public var resetChance = 0.0
+        /// Probability that a chunk stalls its direction: it and what follows wait
+        /// `stallMilliseconds` before they move on, in order.
+        public var stallChance = 0.0
+        public var stallMilliseconds: UInt64 = 2_000
+
+        public init(resetChance: Double = 0, stallChance: Double = 0, stallMilliseconds: UInt64 = 2_000) {
+            self.resetChance = resetChance
+            self.stallChance = stallChance
+            self.stallMilliseconds = stallMilliseconds
+        }
+    }
+
+    /// What the links did to the datagrams and connections they carried.
     public struct Counters: Sendable {
         public var datagrams = 0
         public var dropped = 0
         public var duplicated = 0
         public var tcpConnections = 0
         public var tcpBytes = 0
+        public var tcpResets = 0
+        public var tcpStalls = 0
 
         /// Share of the datagrams the links dropped.
         public var dropRate: Double { datagrams > 0 ? Double(dropped) / Double(datagrams) : 0 }
@@ -40,6 +59,7 @@ public final class Relay {
     public let loop: EventLoop
     public private(set) var counters = Counters()
     private let model: LinkModel
+    private let streamFaults: StreamFaults
     private var rng: SplitMix64
     private var channels: [String: LinkChannel] = [:]
     private var listeners: [UDPSocket] = []
@@ -50,11 +70,12 @@ public final class Relay {
     /// Open TCP connections (both ends of every pipe), closed by ``stop()``.
     private var streams: [ObjectIdentifier: StreamConnection] = [:]
 
-    /// A relay for `links`, all with the same link `model`, drawing from `seed`, on its own
-    /// loop or on `loop`.
-    public init(links: [Link], model: LinkModel, seed: UInt64, loop: EventLoop? = nil) throws {
+    /// A relay for `links`, all with the same link `model` and TCP `streamFaults`, drawing
+    /// from `seed`, on its own loop or on `loop`.
+    public init(links: [Link], model: LinkModel, streamFaults: StreamFaults = .init(), seed: UInt64, loop: EventLoop? = nil) throws {
         self.loop = try loop ?? EventLoop()
         self.model = model
+        self.streamFaults = streamFaults
         rng = SplitMix64(seed: seed)
         for (index, link) in links.enumerated() {
             let socket = try UDPSocket(loop: self.loop, host: link.listen.host, port: link.listen.port)
@@ -123,19 +144,41 @@ public final class Relay {
         transmit(bytes, key: "\(link)>\(client)") { socket.send($0, to: target) }
     }
 
+    /// One direction of a piped connection: when its last chunk is due, and until when it stalls.
+    private final class Direction {
+        var lastDelivery: UInt64 = 0
+        var stalledUntil: UInt64 = 0
+    }
+
     private func pipe(_ client: StreamConnection, to target: Endpoint) {
         counters.tcpConnections += 1
         let latency = UInt64(max(0, model.latency.nanosecondsClamped) / 1_000_000)
         var server: StreamConnection?
         var pending: [[UInt8]] = []
-        let delayed: (StreamConnection?, [UInt8]) -> Void = { [weak self] to, bytes in
+        let up = Direction(), down = Direction()
+        // Moves a chunk one way after the latency and any stall, never ahead of an earlier one;
+        // or resets the connection.
+        let forward: (StreamConnection?, Direction, [UInt8]) -> Void = { [weak self] to, direction, bytes in
             guard let self else { return }
+            let now = loop.nowMilliseconds
+            if LinkChannel.chance(streamFaults.resetChance, &rng) {
+                counters.tcpResets += 1
+                client.close()
+                server?.close()
+                return
+            }
+            if LinkChannel.chance(streamFaults.stallChance, &rng) {
+                counters.tcpStalls += 1
+                direction.stalledUntil = now + streamFaults.stallMilliseconds
+            }
             counters.tcpBytes += bytes.count
-            try? loop.after(milliseconds: latency) { to?.write(bytes) }
+            let due = max(now + latency, direction.lastDelivery, direction.stalledUntil)
+            direction.lastDelivery = due
+            try? loop.after(milliseconds: due - now) { to?.write(bytes) }
         }
         track(client)
         client.onRead = { bytes in
-            if let server { delayed(server, bytes) } else { pending.append(bytes) }
+            if let server { forward(server, up, bytes) } else { pending.append(bytes) }
         }
         client.onEnd = { _ in server?.close() }
         do {
@@ -144,10 +187,10 @@ public final class Relay {
                 guard case .success(let connection) = result else { client.close(); return }
                 server = connection
                 self?.track(connection)
-                connection.onRead = { bytes in delayed(client, bytes) }
+                connection.onRead = { bytes in forward(client, down, bytes) }
                 connection.onEnd = { _ in client.close() }
                 try? connection.startReading()
-                for bytes in pending { delayed(connection, bytes) }
+                for bytes in pending { forward(connection, up, bytes) }
                 pending = []
             }
         } catch {
