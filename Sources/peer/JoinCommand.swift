@@ -56,6 +56,9 @@ struct Join: ParsableCommand {
     @Option(name: .customLong("log-format"), help: "text, or json (one object per line) for log collectors.")
     var logFormat: String = "text"
 
+    @Option(name: .long, parsing: .unconditional, help: "Most bytes per second this node sends, datagrams and transfers together (0: no cap); heartbeats go before transfers.")
+    var bandwidth: Double = 0
+
     @Flag(name: .customLong("no-beacons"), help: "Send and hear no LAN multicast beacons (the wan profile has none anyway).")
     var noBeacons = false
 
@@ -76,6 +79,9 @@ struct Join: ParsableCommand {
         }
         guard Self.profiles[profile] != nil else { throw ValidationError("--profile must be lan, wan or local, got '\(profile)'") }
         guard samples > 0, samples.isFinite else { throw ValidationError("--samples must be a number above 0, got \(samples)") }
+        guard bandwidth == 0 || (bandwidth >= 1_000 && bandwidth.isFinite) else {
+            throw ValidationError("--bandwidth is bytes per second, 0 (no cap) or at least 1000, got \(bandwidth)")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of \(Logs.levels.joined(separator: ", ")), got '\(logLevel)'")
         }
@@ -131,7 +137,8 @@ struct Join: ParsableCommand {
         }
         let configuration = NodeRuntime.Configuration(
             listen: Endpoint(host: listenAddress.host, port: listenAddress.port),
-            advertise: advertised.map { Endpoint(host: $0.host, port: $0.port) }, settings: settings, dataDirectory: dataDir)
+            advertise: advertised.map { Endpoint(host: $0.host, port: $0.port) }, settings: settings, dataDirectory: dataDir,
+            bandwidth: bandwidth > 0 ? bandwidth : nil)
         let runtime = try userFacing {
             try NodeRuntime(identity: identity, keyring: NetworkKeyring(current: key), configuration: configuration,
                             averager: averager, seed: seedSource.next())

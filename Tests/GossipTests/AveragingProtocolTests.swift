@@ -19,6 +19,8 @@ private struct Harness {
     var wire: [(from: Int, to: Int, message: Message)] = []
     var events: [PushSumAverager.Event] = []
     var now = Instant.zero
+    /// When each node's timers are due, as its actions scheduled them.
+    var due: [Int: [PushSumAverager.Timer: Instant]] = [:]
     /// Σ wᵢ·xᵢ and Σ wᵢ, from the test's inputs (not from the averagers).
     let initialValue: [Double]
     let initialWeight: Double
@@ -58,13 +60,15 @@ private struct Harness {
                 if case .session(let peer) = via, j >= 0, averagingTestPeer(j) != peer { continue }
                 wire.append((i, j, m))
             case .report(let e): events.append(e)
-            case .schedule, .cancel: break
+            case .schedule(let t, let at): due[i, default: [:]][t] = at
+            case .cancel(let t): due[i]?[t] = nil
             }
         }
     }
 
+    /// Fires node `i`'s `timer`, advancing the clock to when it is due if that is later.
     mutating func timer(_ timer: PushSumAverager.Timer, _ i: Int) {
-        now = now + .milliseconds(1)
+        now = max(now + .milliseconds(1), due[i]?[timer] ?? now)
         let actions = nodes[i].onTimer(timer, at: now)
         apply(actions, from: i)
     }

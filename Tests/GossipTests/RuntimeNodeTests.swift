@@ -1,7 +1,7 @@
 import Crypto
 import DeterministicRandom
 import Foundation
-import Gossip
+@testable import Gossip
 import Testing
 
 /// The runtime's pieces that no process test reaches directly: the thread pool and two
@@ -23,6 +23,36 @@ import Testing
         #expect(completedOnLoop)
     }
 
+    @Test func pacer_holdsTheRateToTheCap_andSendsDatagramsBeforeWaitingStreamBytes() throws {
+        let loop = try EventLoop()
+        let pacer = OutboundPacer(loop: loop, bytesPerSecond: 500_000)
+        var sent: [(String, UInt64)] = []
+        let start = loop.nowMilliseconds
+        for i in 0..<20 { pacer.sendStream(size: 25_000) { sent.append(("stream \(i)", loop.nowMilliseconds)) } }
+        pacer.sendDatagram(size: 100) { sent.append(("datagram", loop.nowMilliseconds)) }
+        loop.run()
+        let names = sent.map(\.0)
+        #expect(names.count == 21)
+        // The bucket (64 KiB) lets three chunks go at once; the datagram goes next, before the
+        // sixteen that wait.
+        #expect(names.firstIndex(of: "datagram") ?? 99 <= 4, "\(names)")
+        #expect(names.filter { $0 != "datagram" } == (0..<20).map { "stream \($0)" }, "stream bytes keep their order")
+        // 500,100 bytes at 500 kB/s, less what the full bucket let through at once.
+        let elapsed = (sent.last?.1 ?? start) - start
+        #expect(elapsed >= 800, "the last chunk went after \(elapsed) ms")
+        #expect(pacer.sentBytes == 500_100)
+    }
+
+    @Test func pacer_dropsDatagramsBeyondItsQueue_andCountsThem() throws {
+        let loop = try EventLoop()
+        let pacer = OutboundPacer(loop: loop, bytesPerSecond: 1_000_000)
+        var delivered = 0
+        let accepted = (0..<400).filter { _ in pacer.sendDatagram(size: 1_000) { delivered += 1 } }.count
+        loop.run()
+        #expect(accepted < 400 && pacer.droppedDatagrams == 400 - accepted)
+        #expect(delivered == accepted, "every datagram it accepted went out")
+    }
+
     @Test func work_pendingWhenTheLoopIsReleased_isWaitedFor() throws {
         var loop: EventLoop? = try EventLoop()
         final class Flag: @unchecked Sendable { var ran = false }
@@ -35,7 +65,8 @@ import Testing
     /// Two peers in one process, each on its own thread and loop, averaging 32,768 elements:
     /// every share is 128 KiB, above ``NodeRuntime/offLoopCodingThreshold``, so each is signed
     /// and verified on the thread pool. Both end at the exact weighted mean.
-    @Test func twoRuntimes_largeShares_convergeToTheWeightedMean() throws {
+    @Test(arguments: [nil, 1_000_000.0])
+    func twoRuntimes_largeShares_convergeToTheWeightedMean(bandwidth: Double?) throws {
         let dimension = 32_768
         let key = try NetworkKey.generate()
         let settings: OverlaySettings = {
@@ -56,6 +87,7 @@ import Testing
             var port: UInt16 = 0
             var estimates: [[Double]?] = [nil, nil]
             var codedOffLoop = [0, 0]
+            var pacedBytes = [0, 0]
             var errors: [String] = []
             let started = DispatchSemaphore(value: 0)
         }
@@ -74,7 +106,8 @@ import Testing
                     let averager = PushSumAverager(peer: identity.peerID, initial: vectors[i], sampleCount: Double(samples[i]),
                                                    settings: s.averaging, rng: SplitMix64(seed: UInt64(i + 7)))
                     let runtime = try NodeRuntime(identity: identity, keyring: NetworkKeyring(current: key),
-                                                  configuration: .init(listen: Endpoint(host: "127.0.0.1", port: 0), settings: s, dataDirectory: dir),
+                                                  configuration: .init(listen: Endpoint(host: "127.0.0.1", port: 0), settings: s, dataDirectory: dir,
+                                                                       bandwidth: bandwidth),
                                                   averager: averager, seed: UInt64(i + 11))
                     try runtime.start()
                     if i == 0 {
@@ -85,6 +118,7 @@ import Testing
                     runtime.run()
                     shared.estimates[i] = runtime.node.averager?.estimate
                     shared.codedOffLoop[i] = runtime.counters.codedOffLoop
+                    shared.pacedBytes[i] = (runtime.status()["traffic"] as? [String: Int])?["pacedBytes"] ?? -1
                 } catch {
                     shared.errors.append("node \(i): \(error)")
                 }
@@ -98,6 +132,13 @@ import Testing
             let error = zip(estimate, expected).map { abs($0 - $1) / max(abs($1), 1e-9) }.max() ?? .infinity
             #expect(error <= 1e-5, "node \(i): relative error \(error)")
             #expect(shared.codedOffLoop[i] > 0, "node \(i) signed and checked its shares on the thread pool")
+            if let bandwidth {
+                // Six seconds at the cap (and the few milliseconds between the runtime's creation
+                // and its start), plus the bucket's capacity sent at once at the start, plus the
+                // one frame that may overdraw it.
+                let bound = bandwidth * 6.1 + 65_536 + Double(NodeRuntime.pieceLength + 1_024)
+                #expect(shared.pacedBytes[i] > 0 && Double(shared.pacedBytes[i]) <= bound, "node \(i) sent \(shared.pacedBytes[i]) bytes")
+            }
         }
     }
 }

@@ -19,15 +19,16 @@ import Gossip
     let sim = Simulator.averaging(
         over: graph, initial: { vectors[$0] }, samples: samples, settings: settings,
         links: LinkPolicy(default: model), seed: 81)
-    // Stands in for membership: once a leaver has handed off its mass it stops, and its
-    // neighbours learn that it is gone.
+    // Stands in for the runtime and membership: once a leaver has handed off its mass it
+    // lingers a second (acknowledging retransmissions of shares it applied, as
+    // `NodeRuntime.leave` does), then stops, and its neighbours learn that it is gone.
     var completed: [Int] = []
     sim.onEvent = { [unowned sim] node, event, now in
         guard event == .handOffComplete else { return }
         completed.append(node)
-        sim.crash(node, at: now, keepState: false)
+        sim.crash(node, at: now + .seconds(1), keepState: false)
         for peer in graph.adjacency[node] {
-            sim.inject(peer, at: now + .milliseconds(500)) { averager, at in averager.onPeerGone(SimAddress.peer(node), at: at) }
+            sim.inject(peer, at: now + .milliseconds(1_500)) { averager, at in averager.onPeerGone(SimAddress.peer(node), at: at) }
         }
     }
     sim.startAll()

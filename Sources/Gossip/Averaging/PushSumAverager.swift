@@ -28,8 +28,10 @@ public struct PushSumAverager: ProtocolNode {
         /// Time between two pushes. 200 ms keeps a 31 kB model share per peer per tick well
         /// under a LAN's capacity while mixing a thousand nodes in seconds.
         public var tickInterval: Duration = .milliseconds(200)
-        /// Time before an unacknowledged transfer is sent again. Half a tick: a lost share is
-        /// usually retried before the next tick, so loss costs little mixing speed.
+        /// Time before an unacknowledged transfer is sent again, at least. Half a tick: a lost
+        /// share is usually retried before the next tick, so loss costs little mixing speed.
+        /// Where a transfer's round trip takes longer (large shares, slow or capped links) the
+        /// wait follows the measured round trip instead (see ``retransmitTimeout``).
         public var retransmitInterval: Duration = .milliseconds(100)
         /// Fraction of `(v, w)` pushed per transfer. One half is classic push-sum: the fastest
         /// mixing for one message per tick.
@@ -137,6 +139,21 @@ public struct PushSumAverager: ProtocolNode {
     struct InFlight {
         var to: PeerAddress
         var transfer: Transfer
+        /// When it was first and last sent.
+        var sentAt: Instant
+        var lastSent: Instant
+        /// Sent more than once: its acknowledgement is ambiguous and measures nothing.
+        var retransmitted = false
+        /// When it is sent again unless acknowledged first.
+        var due: Instant
+    }
+
+    /// What a sender knows about the round trips of its transfers to one peer.
+    struct RoundTrip {
+        /// Smoothed round trip and its variation, in nanoseconds, from acknowledgements of
+        /// transfers sent once (nil before the first).
+        var smoothed: Int64?
+        var variation: Int64 = 0
     }
 
     struct SenderKey: Hashable, Comparable {
@@ -177,6 +194,9 @@ public struct PushSumAverager: ProtocolNode {
     let epoch: UInt64
     var nextSequence: UInt64 = 1
     var inFlight: [InFlight] = []
+    /// Round trips to the peers this node sends to (links differ: a weak link's slow round
+    /// trip must not slow the retries on a fast one). Looked up by peer, never iterated.
+    private var roundTrips: [PeerID: RoundTrip] = [:]
     var senders: [SenderKey: SenderRecord] = [:]
     private var leaving = false
     private var handOffDone = false
@@ -218,7 +238,9 @@ public struct PushSumAverager: ProtocolNode {
         self.rng = rng
         epoch = state.epoch
         nextSequence = state.nextSequence
-        inFlight = state.inFlight.map { InFlight(to: $0.to, transfer: $0.transfer) }
+        inFlight = state.inFlight.map {
+            InFlight(to: $0.to, transfer: $0.transfer, sentAt: .zero, lastSent: .zero, retransmitted: true, due: .zero)
+        }
         for s in state.senders {
             senders[SenderKey(peer: s.peer, epoch: s.epoch)] = SenderRecord(applied: SequenceWindow(highest: s.highest, bitmap: s.bitmap), lastSeen: .zero)
         }
@@ -265,9 +287,8 @@ public struct PushSumAverager: ProtocolNode {
     public mutating func onStart(at now: Instant) -> [Action] {
         let offset = Int64(rng.next(upperBound: UInt64(max(settings.tickInterval.nanosecondsClamped, 1))))
         var actions: [Action] = [.schedule(.tick, at: Instant(nanoseconds: now.nanoseconds &+ offset))]
-        if !inFlight.isEmpty {
-            actions.append(.schedule(.retransmit, at: now + settings.retransmitInterval))
-        }
+        for index in inFlight.indices { inFlight[index].due = now + retransmitTimeout(to: inFlight[index].to.peer) }
+        scheduleRetransmission(into: &actions)
         return actions
     }
 
@@ -282,16 +303,18 @@ public struct PushSumAverager: ProtocolNode {
             }
             return actions
         case .retransmit:
-            guard !inFlight.isEmpty else { return [] }
             var actions: [Action] = []
-            actions.reserveCapacity(inFlight.count * 2 + 1)
-            for entry in inFlight {
+            for index in inFlight.indices where inFlight[index].due <= now {
+                let entry = inFlight[index]
+                inFlight[index].retransmitted = true
+                inFlight[index].lastSent = now
+                inFlight[index].due = now + retransmitTimeout(to: entry.to.peer)
                 counters.retransmitted += 1
                 // To the peer's current address: a peer that moved still gets its share.
                 actions.append(.send(.transfer(entry.transfer), to: currentEndpoint(of: entry.to), via: .session(entry.to.peer)))
                 actions.append(.report(.transferSent(to: entry.to.peer, sequence: entry.transfer.sequence, retransmission: true)))
             }
-            actions.append(.schedule(.retransmit, at: now + settings.retransmitInterval))
+            scheduleRetransmission(into: &actions)
             return actions
         }
     }
@@ -310,8 +333,16 @@ public struct PushSumAverager: ProtocolNode {
             guard ackEpoch == epoch,
                   let index = inFlight.firstIndex(where: { $0.transfer.sequence == sequence && $0.to.peer == peer })
             else { return [] }
-            inFlight.remove(at: index)
+            let acked = inFlight.remove(at: index)
             counters.acked += 1
+            if !acked.retransmitted {
+                measureRoundTrip(to: peer, now.nanoseconds - acked.sentAt.nanoseconds)
+            } else if acked.lastSent != .zero {
+                // The acknowledgement answers one of the copies, so the round trip is at least
+                // the time since the last: a lower bound, used only to raise the estimate.
+                let atLeast = now.nanoseconds - acked.lastSent.nanoseconds
+                if atLeast > roundTrips[peer]?.smoothed ?? 0 { measureRoundTrip(to: peer, atLeast) }
+            }
             var actions: [Action] = [.report(.transferAcked(by: peer, sequence: sequence))]
             if inFlight.isEmpty { actions.append(.cancel(.retransmit)) }
             if leaving { continueHandOff(at: now, into: &actions) }
@@ -324,6 +355,7 @@ public struct PushSumAverager: ProtocolNode {
     /// the peer did apply, reclaimed here, would count twice.
     public mutating func onPeerGone(_ peer: PeerID, at now: Instant) -> [Action] {
         neighbours.removeAll { $0.peer == peer }
+        roundTrips[peer] = nil
         var actions: [Action] = []
         var kept: [InFlight] = []
         for entry in inFlight {
@@ -359,6 +391,54 @@ public struct PushSumAverager: ProtocolNode {
         return actions
     }
 
+    // MARK: Retransmission timing
+
+    /// How long an unacknowledged transfer to `peer` waits before it is sent again: the
+    /// measured round trip to that peer plus four times its variation (RFC 6298's estimator),
+    /// at least ``Settings/retransmitInterval``. A share that takes longer to cross a slow
+    /// link than the configured interval is then not sent again and again while it is still
+    /// on its way; a weak link's slow round trip does not slow retries to others.
+    ///
+    /// Samples come from transfers sent once (Karn's rule: the acknowledgement of a transfer
+    /// sent twice may answer either copy). A transfer sent again still tells that the round
+    /// trip is at least the time since its last copy left; that raises the estimate when
+    /// every transfer is retransmitted before its answer can arrive (a round trip longer than
+    /// the configured interval), which would otherwise never give a sample. The timeout does
+    /// not back off exponentially: on edge links loss is mostly noise, not congestion, and a
+    /// peer that stops answering is declared dead by membership, which takes its shares back.
+    public func retransmitTimeout(to peer: PeerID) -> Duration {
+        let floor = settings.retransmitInterval.nanosecondsClamped
+        guard let timing = roundTrips[peer], let smoothed = timing.smoothed else { return .nanoseconds(floor) }
+        return .nanoseconds(max(floor, smoothed &+ 4 &* timing.variation))
+    }
+
+    private mutating func measureRoundTrip(to peer: PeerID, _ sample: Int64) {
+        let sample = max(0, sample)
+        var timing = roundTrips[peer] ?? RoundTrip()
+        if let smoothed = timing.smoothed {
+            timing.variation = timing.variation - timing.variation / 4 + abs(smoothed - sample) / 4
+            timing.smoothed = smoothed - smoothed / 8 + sample / 8
+        } else {
+            timing.smoothed = sample
+            timing.variation = sample / 2
+        }
+        roundTrips[peer] = timing
+    }
+
+    /// Peers whose round trips are remembered before those no longer neighbours are forgotten.
+    static let maxRoundTrips = 256
+
+    private mutating func forgetRoundTripsOfFormerNeighbours() {
+        let keep = Set(neighbours.map(\.peer) + inFlight.map(\.to.peer))
+        roundTrips = roundTrips.filter { keep.contains($0.key) }
+    }
+
+    /// Wakes the retransmission timer when the earliest transfer in flight is due.
+    private func scheduleRetransmission(into actions: inout [Action]) {
+        guard let next = inFlight.map(\.due).min() else { return }
+        actions.append(.schedule(.retransmit, at: next))
+    }
+
     // MARK: Sending
 
     private mutating func push(fraction: Double, at now: Instant, into actions: inout [Action]) {
@@ -386,8 +466,9 @@ public struct PushSumAverager: ProtocolNode {
         actions.append(.send(.transfer(transfer), to: to.endpoint, via: .session(to.peer)))
         actions.append(.report(.transferSent(to: to.peer, sequence: transfer.sequence, retransmission: false)))
         if settings.lossRecovery == .acknowledged {
-            if inFlight.isEmpty { actions.append(.schedule(.retransmit, at: now + settings.retransmitInterval)) }
-            inFlight.append(InFlight(to: to, transfer: transfer))
+            if roundTrips.count > Self.maxRoundTrips { forgetRoundTripsOfFormerNeighbours() }
+            inFlight.append(InFlight(to: to, transfer: transfer, sentAt: now, lastSent: now, due: now + retransmitTimeout(to: to.peer)))
+            if inFlight.count == 1 { scheduleRetransmission(into: &actions) }
         }
     }
 

@@ -19,12 +19,15 @@ public final class NodeRuntime {
         public var settings: OverlaySettings
         /// Directory of the node's state: the peer cache and the control socket.
         public var dataDirectory: String
+        /// Most bytes per second the node sends, datagrams and sessions together (nil: no cap).
+        public var bandwidth: Double?
 
-        public init(listen: Endpoint, advertise: Endpoint? = nil, settings: OverlaySettings, dataDirectory: String) {
+        public init(listen: Endpoint, advertise: Endpoint? = nil, settings: OverlaySettings, dataDirectory: String, bandwidth: Double? = nil) {
             self.listen = listen
             self.advertise = advertise
             self.settings = settings
             self.dataDirectory = dataDirectory
+            self.bandwidth = bandwidth
         }
     }
 
@@ -40,6 +43,8 @@ public final class NodeRuntime {
         /// Datagrams dropped unopened: their source address failed authentication too often
         /// (see ``AuthenticationThrottle``).
         public var datagramsThrottled = 0
+        /// Retransmissions not queued because the transfer's last copy had not left yet.
+        public var retransmissionsCoalesced = 0
         /// Session messages signed or checked on the thread pool.
         public var codedOffLoop = 0
     }
@@ -91,7 +96,11 @@ public final class NodeRuntime {
     private var tcpListener: StreamListener?
     private var controlListener: StreamListener?
     private let handshakeGuard: ReplayGuard
+    /// Per peer, the sequence numbers of transfers with a copy not yet out of the process.
+    private var outgoing: [PeerID: Set<UInt64>] = [:]
     private var throttle = AuthenticationThrottle()
+    /// Holds writes back to the configured bandwidth, if there is a cap.
+    private let pacer: OutboundPacer?
     private var timers: [GossipTimer: LoopTimer] = [:]
     /// The session used to send to each peer.
     private var sessions: [PeerID: Session] = [:]
@@ -113,7 +122,21 @@ public final class NodeRuntime {
         let started = WallClock.milliseconds()
         handshakeGuard = .forHandshakes(startedAt: started)
         wire = try SecureWire(identity: identity, keyring: keyring, replayGuard: .forDatagrams(startedAt: started))
-        udp = try UDPSocket(loop: loop, host: configuration.listen.host, port: configuration.listen.port)
+        // UDP and TCP on one port. With port 0 the UDP socket picks a free port, which another
+        // process may hold for TCP: then both are tried again on another port.
+        let accepting = AcceptForwarder()
+        var attempts = 0
+        while true {
+            let socket = try UDPSocket(loop: loop, host: configuration.listen.host, port: configuration.listen.port)
+            do {
+                tcpListener = try StreamListener(loop: loop, host: configuration.listen.host, port: socket.port) { accepting.target?($0) }
+                udp = socket
+                break
+            } catch let error as UVError where error.code == Int32(UV_EADDRINUSE.rawValue) && configuration.listen.port == 0 && attempts < 8 {
+                socket.close()
+                attempts += 1
+            }
+        }
         let port = udp.port
         let bound = Endpoint(host: configuration.listen.host, port: port)
         endpoint = configuration.advertise ?? bound
@@ -122,7 +145,8 @@ public final class NodeRuntime {
         node = GossipNode(identity: identity, endpoints: [endpoint], settings: configuration.settings, cache: cache,
                           averager: averager, seed: seed)
         housekeeping = LoopTimer(loop: loop)
-        tcpListener = try StreamListener(loop: loop, host: bound.host, port: port) { [weak self] connection in self?.accept(connection) }
+        pacer = configuration.bandwidth.map { OutboundPacer(loop: loop, bytesPerSecond: $0) }
+        accepting.target = { [weak self] connection in self?.accept(connection) }
         udp.onReceive = { [weak self] bytes, from in self?.receiveDatagram(bytes, from: from) }
         if let group = configuration.settings.discovery.beaconEndpoint {
             // Beacons leave through the interface the node is reached at, and only it (TTL 1).
@@ -180,7 +204,9 @@ public final class NodeRuntime {
     private func wake(_ timer: GossipTimer, token: UInt64, at: Instant) {
         let handle = timers[timer] ?? LoopTimer(loop: loop)
         timers[timer] = handle
-        let delay = max(0, at.nanoseconds - now.nanoseconds) / 1_000_000
+        // Rounded up: the loop's clock counts whole milliseconds, and a timer that fired before
+        // its instant would find nothing due and ask again for the same instant, at once.
+        let delay = (max(0, at.nanoseconds - now.nanoseconds) + 999_999) / 1_000_000
         handle.start(after: UInt64(delay)) { [weak self] in
             guard let self else { return }
             timers.removeValue(forKey: timer)?.close()
@@ -193,16 +219,35 @@ public final class NodeRuntime {
         switch transport {
         case .datagram(let recipient):
             guard let bytes = try? wire.sealDatagram(message, to: recipient, now: WallClock.milliseconds()) else { return }
-            udp.send(bytes, to: endpoint)
+            if let pacer {
+                pacer.sendDatagram(size: bytes.count) { [udp] in udp.send(bytes, to: endpoint) }
+            } else {
+                udp.send(bytes, to: endpoint)
+            }
         case .session(let peer):
             // Refused before the costly encoding when the session is already backed up.
-            if let backlog = sessions[peer]?.tcp?.queuedBytes, backlog >= Self.maxSessionWriteQueue {
+            if let backlog = sessions[peer]?.backlog, backlog >= Self.maxSessionWriteQueue {
                 counters.sessionMessagesDropped += 1
                 return
             }
+            // A retransmission of a transfer whose last copy has not yet left this process
+            // (waiting for the session, the bandwidth cap or the thread pool) would only queue
+            // the same bytes twice on a reliable stream: it is coalesced into that copy.
+            var done: () -> Void = {}
+            if case .averaging(.transfer(let transfer)) = message {
+                guard outgoing[peer]?.contains(transfer.sequence) != true else {
+                    counters.retransmissionsCoalesced += 1
+                    return
+                }
+                outgoing[peer, default: []].insert(transfer.sequence)
+                done = { [weak self] in
+                    self?.outgoing[peer]?.remove(transfer.sequence)
+                    if self?.outgoing[peer]?.isEmpty == true { self?.outgoing[peer] = nil }
+                }
+            }
             guard message.wireSize >= Self.offLoopCodingThreshold else {
-                guard let bytes = try? wire.encodeSession(message, to: peer) else { return }
-                sendSession(bytes, to: peer, at: endpoint)
+                guard let bytes = try? wire.encodeSession(message, to: peer) else { return done() }
+                sendSession(Outgoing(bytes: bytes, done: done), to: peer, at: endpoint)
                 return
             }
             // Signing a large delta takes milliseconds: it runs on the thread pool.
@@ -210,13 +255,21 @@ public final class NodeRuntime {
             do {
                 counters.codedOffLoop += 1
                 try loop.work({ try? codec.encode(message, to: peer) }) { [weak self] bytes in
-                    guard let self, !stopped, let bytes else { return }
-                    sendSession(bytes, to: peer, at: endpoint)
+                    guard let self, !stopped, let bytes else { return done() }
+                    sendSession(Outgoing(bytes: bytes, done: done), to: peer, at: endpoint)
                 }
             } catch {
                 counters.sessionMessagesDropped += 1
+                done()
             }
         }
+    }
+
+    /// A session message on its way out, and what to do once it has left the process or was
+    /// dropped (called exactly once).
+    private struct Outgoing {
+        var bytes: [UInt8]
+        var done: () -> Void
     }
 
     private func receiveDatagram(_ bytes: [UInt8], from: Endpoint) {
@@ -234,6 +287,12 @@ public final class NodeRuntime {
         perform(node.onMessage(message, from: Sender(endpoint: from), at: now))
     }
 
+    /// Hands accepted connections to the runtime, which does not exist yet when the listener
+    /// is bound.
+    private final class AcceptForwarder {
+        var target: ((StreamConnection) -> Void)?
+    }
+
     // MARK: Sessions
 
     /// One TCP connection with the secure channel on top, and the framing of session messages
@@ -246,10 +305,14 @@ public final class NodeRuntime {
         var remote: PeerID?
         let sourceAddress: String
         var countedPending: Bool
-        var queue: [[UInt8]] = []
+        var queue: [Outgoing] = []
         var reassembly: [UInt8] = []
         var lastActivity: UInt64
+        /// Bytes held back by the bandwidth cap, not yet handed to the connection.
+        var paced = 0
         var established: Bool { secure.isEstablished }
+        /// Bytes written but not yet sent.
+        var backlog: Int { (tcp?.queuedBytes ?? 0) + paced }
 
         init(tcp: StreamConnection?, secure: SecureConnection, incoming: Bool, remote: PeerID?, sourceAddress: String, now: UInt64) {
             self.tcp = tcp
@@ -267,9 +330,9 @@ public final class NodeRuntime {
     /// Largest session message: the largest signed delta and its head.
     static let maxSessionMessage = DeltaLimits().maxPayloadLength + (1 << 20)
 
-    private func sendSession(_ bytes: [UInt8], to peer: PeerID, at endpoint: Endpoint) {
+    private func sendSession(_ message: Outgoing, to peer: PeerID, at endpoint: Endpoint) {
         if let session = sessions[peer] {
-            if session.established { write(bytes, on: session) } else { enqueue(bytes, on: session) }
+            if session.established { write(message, on: session) } else { enqueue(message, on: session) }
             return
         }
         let initiator = HandshakeInitiator(identity: node.identity, networkKey: keyring.current, expectedResponder: peer)
@@ -277,7 +340,7 @@ public final class NodeRuntime {
                               sourceAddress: endpoint.host, now: loop.nowMilliseconds)
         sessions[peer] = session
         open[ObjectIdentifier(session)] = session
-        enqueue(bytes, on: session)
+        enqueue(message, on: session)
         do {
             try StreamConnection.connect(loop: loop, host: endpoint.host, port: endpoint.port) { [weak self] result in
                 guard let self else {
@@ -360,7 +423,7 @@ public final class NodeRuntime {
                 if sessions[remote] == nil { sessions[remote] = session }
                 let queued = session.queue
                 session.queue = []
-                for bytes in queued { write(bytes, on: session) }
+                for message in queued { write(message, on: session) }
             case .message(let piece):
                 guard let more = piece.first, session.reassembly.count + piece.count <= Self.maxSessionMessage else {
                     close(session)
@@ -402,17 +465,20 @@ public final class NodeRuntime {
         }
     }
 
-    private func enqueue(_ bytes: [UInt8], on session: Session) {
+    private func enqueue(_ message: Outgoing, on session: Session) {
         guard session.queue.count < Self.maxQueuedSessionMessages else {
             counters.sessionMessagesDropped += 1
+            message.done()
             return
         }
-        session.queue.append(bytes)
+        session.queue.append(message)
     }
 
-    private func write(_ bytes: [UInt8], on session: Session) {
-        if let backlog = session.tcp?.queuedBytes, backlog > 0, backlog + bytes.count > Self.maxSessionWriteQueue {
+    private func write(_ message: Outgoing, on session: Session) {
+        let bytes = message.bytes
+        if session.backlog > 0, session.backlog + bytes.count > Self.maxSessionWriteQueue {
             counters.sessionMessagesDropped += 1
+            message.done()
             return
         }
         session.lastActivity = loop.nowMilliseconds
@@ -421,12 +487,29 @@ public final class NodeRuntime {
             let end = min(bytes.count, offset + Self.pieceLength)
             let more: UInt8 = end < bytes.count ? 1 : 0
             guard case .send(let frame)? = try? session.secure.send([more] + bytes[offset..<end]) else {
+                message.done()
                 close(session)
                 return
             }
-            session.tcp?.write(frame)
+            transmit(frame, on: session, then: more == 0 ? message.done : nil)
             offset = end
         } while offset < bytes.count
+    }
+
+    /// Writes one channel frame, through the bandwidth cap if there is one, then calls `done`.
+    private func transmit(_ frame: [UInt8], on session: Session, then done: (() -> Void)?) {
+        guard let pacer else {
+            session.tcp?.write(frame)
+            done?()
+            return
+        }
+        session.paced += frame.count
+        pacer.sendStream(size: frame.count) { [weak self] in
+            session.paced -= frame.count
+            done?()
+            guard let self, open[ObjectIdentifier(session)] != nil else { return }
+            session.tcp?.write(frame)
+        }
     }
 
     private func releasePending(_ session: Session) {
@@ -440,6 +523,7 @@ public final class NodeRuntime {
         releasePending(session)
         if let remote = session.remote, sessions[remote] === session { sessions[remote] = nil }
         counters.sessionMessagesDropped += session.queue.count
+        for message in session.queue { message.done() }
         session.queue = []
         session.tcp?.close()
     }
@@ -538,6 +622,8 @@ public final class NodeRuntime {
             "datagramsSent": udp.sent, "datagramsReceived": udp.received, "datagramsDropped": udp.dropped,
             "sessionsOpen": open.count, "sessionsOpened": counters.sessionsOpened, "connectFailures": counters.connectFailures,
             "sessionMessagesDropped": counters.sessionMessagesDropped, "codedOffLoop": counters.codedOffLoop,
+            "retransmissionsCoalesced": counters.retransmissionsCoalesced,
+            "pacedBytes": pacer?.sentBytes ?? 0, "pacedDatagramsDropped": pacer?.droppedDatagrams ?? 0,
         ]
         return result
     }
@@ -594,6 +680,7 @@ public final class NodeRuntime {
         for timer in timers.values { timer.close() }
         timers = [:]
         housekeeping.close()
+        pacer?.close()
         for session in Array(open.values) { close(session) }
         tcpListener?.close()
         controlListener?.close()
