@@ -68,7 +68,7 @@ enum RuntimeBench {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("murmur-runtime-bench-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: base) }
         let done = DispatchGroup()
-        final class Results: @unchecked Sendable { var applied = [0, 0]; var port: UInt16 = 0; let started = DispatchSemaphore(value: 0) }
+        final class Results: @unchecked Sendable { let lock = NSLock(); var applied = [0, 0]; var port: UInt16 = 0; let started = DispatchSemaphore(value: 0) }
         let results = Results()
         for i in 0..<2 {
             done.enter()
@@ -93,7 +93,8 @@ enum RuntimeBench {
                     }
                     try runtime.loop.after(milliseconds: UInt64(seconds * 1000)) { runtime.stop() }
                     runtime.run()
-                    results.applied[i] = runtime.node.averager?.counters.applied ?? 0
+                    let applied = runtime.node.averager?.counters.applied ?? 0
+                    results.lock.withLock { results.applied[i] = applied }
                 } catch {
                     FileHandle.standardError.write(Data("runtime bench: node \(i): \(error)\n".utf8))
                 }

@@ -83,7 +83,10 @@ import Testing
         let samples = [1, 3]
         let expected = (0..<dimension).map { j in (Double(vectors[0][j]) * 1 + Double(vectors[1][j]) * 3) / 4 }
 
+        /// What the two node threads report; both finish at about the same time, so their
+        /// writes go under the lock.
         final class Shared: @unchecked Sendable {
+            let lock = NSLock()
             var port: UInt16 = 0
             var estimates: [[Double]?] = [nil, nil]
             var codedOffLoop = [0, 0]
@@ -116,11 +119,14 @@ import Testing
                     }
                     try runtime.loop.after(milliseconds: 6_000) { runtime.stop() }
                     runtime.run()
-                    shared.estimates[i] = runtime.node.averager?.estimate
-                    shared.codedOffLoop[i] = runtime.counters.codedOffLoop
-                    shared.pacedBytes[i] = (runtime.status()["traffic"] as? [String: Int])?["pacedBytes"] ?? -1
+                    let paced = (runtime.status()["traffic"] as? [String: Int])?["pacedBytes"] ?? -1
+                    shared.lock.withLock {
+                        shared.estimates[i] = runtime.node.averager?.estimate
+                        shared.codedOffLoop[i] = runtime.counters.codedOffLoop
+                        shared.pacedBytes[i] = paced
+                    }
                 } catch {
-                    shared.errors.append("node \(i): \(error)")
+                    shared.lock.withLock { shared.errors.append("node \(i): \(error)") }
                 }
             }.start()
             if i == 0 { shared.started.wait() }
