@@ -69,6 +69,9 @@ public final class NodeRuntime {
     /// the loop keeps serving datagrams and other sessions meanwhile; smaller ones inline,
     /// where a round trip through the pool would cost more than the work.
     public static let offLoopCodingThreshold = 64 << 10
+    /// Incoming session messages checked on the thread pool at once (each holds its bytes and
+    /// its decoded share).
+    public static let maxOffLoopChecks = 2
     /// A session idle this long is closed; the next message opens a new one.
     public static let sessionIdleMilliseconds: UInt64 = 120_000
     /// File names inside the data directory.
@@ -98,6 +101,10 @@ public final class NodeRuntime {
     private let handshakeGuard: ReplayGuard
     /// Per peer, the sequence numbers of transfers with a copy not yet out of the process.
     private var outgoing: [PeerID: Set<UInt64>] = [:]
+    /// Large incoming messages being checked on the thread pool, and those waiting their turn
+    /// (their sessions paused).
+    private var checksInFlight = 0
+    private var waitingChecks: [(bytes: [UInt8], remote: PeerID, sender: Sender, session: Session)] = []
     private var throttle = AuthenticationThrottle()
     /// Holds writes back to the configured bandwidth, if there is a cap.
     private let pacer: OutboundPacer?
@@ -449,20 +456,47 @@ public final class NodeRuntime {
             perform(node.onMessage(message, from: from, at: now))
             return
         }
-        // Checking a large delta's signature takes milliseconds: it runs on the thread pool.
+        // Checking a large delta's signature takes milliseconds: it runs on the thread pool, a
+        // few at a time. Beyond that the session stops reading until the checks catch up, so
+        // large deltas wait in the kernel (and TCP holds their senders back), not in memory.
+        guard checksInFlight < Self.maxOffLoopChecks else {
+            session.tcp?.stopReading()
+            waitingChecks.append((bytes, remote, from, session))
+            return
+        }
+        check(bytes, from: remote, sender: from)
+    }
+
+    /// Checks a large session message on the thread pool, then delivers it to the node.
+    private func check(_ bytes: [UInt8], from remote: PeerID, sender: Sender) {
         let codec = wire.sessionCodec
         do {
             counters.codedOffLoop += 1
+            checksInFlight += 1
             try loop.work({ Result { () throws(SecureWire.Failure) in try codec.decode(bytes, from: remote) } }) { [weak self] result in
-                guard let self, !stopped else { return }
+                guard let self else { return }
+                checksInFlight -= 1
+                guard !stopped else { return }
                 switch result {
-                case .success(let message): perform(node.onMessage(message, from: from, at: now))
+                case .success(let message): perform(node.onMessage(message, from: sender, at: now))
                 case .failure: wire.countSessionRefusal()
                 }
+                checkNextWaiting()
             }
         } catch {
+            checksInFlight -= 1
             counters.sessionMessagesDropped += 1
         }
+    }
+
+    /// Starts the next waiting check and lets its session read again.
+    private func checkNextWaiting() {
+        guard checksInFlight < Self.maxOffLoopChecks, !waitingChecks.isEmpty else { return }
+        let (bytes, remote, sender, session) = waitingChecks.removeFirst()
+        if open[ObjectIdentifier(session)] != nil, !waitingChecks.contains(where: { $0.session === session }) {
+            try? session.tcp?.startReading()
+        }
+        check(bytes, from: remote, sender: sender)
     }
 
     private func enqueue(_ message: Outgoing, on session: Session) {

@@ -76,6 +76,13 @@ public final class StreamConnection {
         guard rc == 0 else { throw UVError(rc, "uv_read_start") }
     }
 
+    /// Stops delivering received bytes until ``startReading()``; what arrives meanwhile waits
+    /// in the kernel, and TCP's flow control holds the sender back.
+    public func stopReading() {
+        guard !closing else { return }
+        uv_read_stop(stream)
+    }
+
     /// Queues `bytes` for writing (copied).
     public func write(_ bytes: [UInt8]) {
         guard !closing, !bytes.isEmpty else { return }
