@@ -33,7 +33,7 @@ func runLearnerBench() throws {
 
     let mlp = try train("mlp:128", normalize: .standardize, lr: 0.05)
     let baseline = try runScikitLearn(epochs: epochs, batch: batch, threads: threads)
-    let note = "fit only, \(epochs) epochs, batch \(batch), \(threads) BLAS thread; ours: SGD momentum 0.9, lr 0.05 cosine, fp32; sklearn: adam, fp64"
+    let note = "fit only, \(epochs) epochs, batch \(batch), \(threads) BLAS thread, OpenBLAS \(BLASKernel.description); ours: SGD momentum 0.9, lr 0.05 cosine, fp32; sklearn: adam, fp64"
     report.add(BenchFigure(name: "mlp784-128-10 train time", value: mlp.seconds, unit: "s",
                            baseline: baseline?.seconds, ratio: baseline.map { $0.seconds / mlp.seconds }, note: note))
     report.add(BenchFigure(name: "mlp784-128-10 test accuracy", value: mlp.accuracy, unit: "fraction",

@@ -1,4 +1,5 @@
 import Foundation
+import Learner
 
 /// `murmur-bench SUITE...`: runs benchmark suites; `all` runs every one.
 /// Each suite registers itself here with a name and a function.
@@ -10,6 +11,7 @@ let suites: [(name: String, run: () throws -> Void)] = [
     ("runtime", RuntimeBench.run),
 ]
 
+BLASKernel.selectForThisCPU()
 let requested = Array(CommandLine.arguments.dropFirst())
 if requested.isEmpty || requested.contains("--help") {
     print("usage: murmur-bench all | " + suites.map(\.name).joined(separator: " | "))

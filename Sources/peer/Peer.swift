@@ -1,5 +1,6 @@
 import ArgumentParser
 import CommandSupport
+import Learner
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,6 +22,7 @@ struct Peer: ParsableCommand {
 
     /// Runs under the conventions of docs/cli.md: `error: ...` on stderr, exit 64 or 1.
     static func main() {
+        BLASKernel.selectForThisCPU()
         returnLargeBuffersToTheSystem()
         CommandConventions.main(Peer.self, expand: JoinConfig.expand)
     }

@@ -46,6 +46,8 @@ struct Train: ParsableCommand {
     var labelColumn: Int?
     @Option(parsing: .unconditional, help: "OpenBLAS threads (at least 1); more than 1 can be faster on an idle machine but is not bit-for-bit reproducible.")
     var threads: Int = 1
+    @Flag(help: "Also say which BLAS kernels and how many threads do the products.")
+    var verbose = false
     @Flag(help: "Show a progress bar on stderr even when it is not a terminal.")
     var progress = false
     @Option(help: "Where to write the model file.")
@@ -118,6 +120,7 @@ struct Train: ParsableCommand {
         config.sgd.schedule = try Self.parseSchedule(schedule, stepsPerEpoch: stepsPerEpoch, epochs: epochs)
         var trainer = try Trainer(architecture: architecture, config: config)
         BLAS.setThreadCount(threads)
+        if verbose { printNote("BLAS: OpenBLAS with \(BLASKernel.description) kernels, \(BLAS.threadCount) thread(s)") }
 
         var net = Model(architecture: architecture, seed: seed)
         printNote("training \(architecture) on \(trainSet.count) samples, testing on \(testSet.count); batch \(batch), lr \(lr), momentum \(momentum), seed \(seed)")

@@ -38,6 +38,16 @@ func trainIrisModel(in scratch: Scratch) throws -> String {
 
 @Suite("peer train and peer predict")
 struct TrainPredictTests {
+    @Test("--verbose names the BLAS kernels and threads; a kernel family set in OPENBLAS_CORETYPE is kept, never replaced")
+    func verboseNamesTheBLASKernels() throws {
+        let scratch = try Scratch()
+        let data = try scratch.write("iris.csv", irisLikeCSV())
+        let result = try CommandRunner.run("peer", ["train", "--data", data, "--model", "softmax", "--epochs", "1", "--out", "m.model", "--verbose"],
+                                           in: scratch.url, environment: ["OPENBLAS_CORETYPE": "Prescott"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("BLAS: OpenBLAS with Prescott (set by OPENBLAS_CORETYPE) kernels, 1 thread(s)"), "\(result.stderr)")
+    }
+
     @Test("negative numbers reach validation and get a clear message, exit 64", arguments: [
         (["--lr", "-1"], "--lr must be a positive number"),
         (["--epochs", "-1"], "--epochs must be at least 1"),

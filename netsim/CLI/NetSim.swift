@@ -2,6 +2,7 @@ import ArgumentParser
 import CommandSupport
 import Foundation
 import Gossip
+import Learner
 import Simulation
 
 /// `netsim`: run many nodes of the Murmuration protocol in virtual time.
@@ -14,7 +15,10 @@ struct NetSimCommand: ParsableCommand {
     )
 
     /// Runs under the conventions of docs/cli.md: `error: ...` on stderr, exit 64 or 1.
-    static func main() { CommandConventions.main(NetSimCommand.self) }
+    static func main() {
+        BLASKernel.selectForThisCPU()
+        CommandConventions.main(NetSimCommand.self)
+    }
 }
 
 /// `netsim average`: push-sum averaging on a random graph, consensus error per round as CSV.
