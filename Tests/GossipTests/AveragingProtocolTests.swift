@@ -66,6 +66,18 @@ private struct Harness {
         }
     }
 
+    /// One step of a lossy, reordering network chosen by `draw`: 0–2 a random node's tick, 3 its
+    /// retransmission timer, 4 the loss of a random message in flight, above 4 the delivery of
+    /// a random one.
+    mutating func randomStep(_ draw: UInt64, rng: inout SplitMix64) {
+        switch draw {
+        case 0, 1, 2: timer(.tick, Int(rng.next(upperBound: UInt64(nodes.count))))
+        case 3: timer(.retransmit, Int(rng.next(upperBound: UInt64(nodes.count))))
+        case 4 where !wire.isEmpty: wire.remove(at: Int(rng.next(upperBound: UInt64(wire.count))))
+        default: if !wire.isEmpty { deliver(Int(rng.next(upperBound: UInt64(wire.count)))) }
+        }
+    }
+
     /// Fires node `i`'s `timer`, advancing the clock to when it is due if that is later.
     mutating func timer(_ timer: PushSumAverager.Timer, _ i: Int) {
         now = max(now + .milliseconds(1), due[i]?[timer] ?? now)
@@ -386,13 +398,7 @@ private let weights: [Double] = [1, 3, 100, 7]
     var rng = SplitMix64(seed: 77)
     var maxPending = 0
     for _ in 0..<3000 {
-        let n = h.nodes.count
-        switch rng.next(upperBound: UInt64(8)) {
-        case 0, 1, 2: h.timer(.tick, Int(rng.next(upperBound: UInt64(n))))
-        case 3: h.timer(.retransmit, Int(rng.next(upperBound: UInt64(n))))
-        case 4 where !h.wire.isEmpty: h.wire.remove(at: Int(rng.next(upperBound: UInt64(h.wire.count))))
-        default: if !h.wire.isEmpty { h.deliver(Int(rng.next(upperBound: UInt64(h.wire.count)))) }
-        }
+        h.randomStep(rng.next(upperBound: UInt64(8)), rng: &rng)
         maxPending = max(maxPending, h.nodes.map(\.pendingTransfers.count).max() ?? 0)
     }
     #expect(maxPending > 2, "the test must hold more than two transfers in flight")
@@ -428,4 +434,65 @@ private let weights: [Double] = [1, 3, 100, 7]
     var bytes = PushSumAverager(peer: averagingTestPeer(0), initial: [1, 2], sampleCount: 3, rng: SplitMix64(seed: 1)).durableState.encoded()
     bytes.append(0)
     #expect(throws: WireError.trailingBytes(count: 1)) { try DurableState(decoding: bytes) }
+}
+
+/// Local training interleaved with gossip under loss and reordering: the weight stays the
+/// inputs' total to the last bit, the value moves by exactly the updates' `Σ w·change`, and
+/// once drained and mixed every node holds the new mean.
+@Test func pushSum_localUpdatesUnderLoss_moveTheValueByExactlyTheirWeightedChange() {
+    var settings = PushSumAverager.Settings()
+    settings.maxInFlight = 4
+    var h = Harness(vectors: vectors, weights: weights, settings: settings)
+    var rng = SplitMix64(seed: 91)
+    var shift = [Double](repeating: 0, count: h.initialValue.count)
+    var updates = 0
+    for _ in 0..<3000 {
+        let draw = rng.next(upperBound: UInt64(10))
+        guard draw == 5 else {
+            h.randomStep(draw, rng: &rng)
+            continue
+        }
+        do {
+            let i = Int(rng.next(upperBound: UInt64(h.nodes.count)))
+            let change = (0..<shift.count).map { _ in Float(Int(rng.next(upperBound: UInt64(2001))) - 1000) / 4096 }
+            let w = h.nodes[i].weight
+            if (try? h.nodes[i].applyLocalUpdate(change)) == true {
+                for k in 0..<shift.count { shift[k] += w * Double(change[k]) }
+                updates += 1
+            }
+        }
+    }
+    #expect(updates > 100)
+    for _ in 0..<100 where h.nodes.contains(where: { !$0.pendingTransfers.isEmpty }) || !h.wire.isEmpty {
+        for i in h.nodes.indices { h.timer(.retransmit, i) }
+        while !h.wire.isEmpty { h.deliver(0) }
+    }
+    let expected = zip(h.initialValue, shift).map { $0 + $1 }
+    let (value, weight) = h.mass()
+    #expect(abs(weight - h.initialWeight) <= 1e-12 * h.initialWeight, "training touches no weight")
+    let scale = expected.reduce(0) { max($0, abs($1)) }
+    for k in 0..<expected.count { #expect(abs(value[k] - expected[k]) <= 1e-9 * scale, "element \(k): \(value[k]) vs \(expected[k])") }
+    // Lossless mixing: every estimate reaches the moved mean.
+    for _ in 0..<400 {
+        for i in h.nodes.indices { h.timer(.tick, i) }
+        while !h.wire.isEmpty { h.deliver(0) }
+    }
+    let mean = expected.map { $0 / h.initialWeight }
+    for node in h.nodes {
+        let estimate = node.estimate ?? []
+        #expect(estimate.count == mean.count && zip(estimate, mean).allSatisfy { abs($0 - $1) <= 1e-6 * max(1, abs($1)) }, "\(estimate) vs \(mean)")
+    }
+}
+
+@Test func pushSum_localUpdate_refusesWrongShapesAndNonFiniteValues_andSkipsAtWeightZero() throws {
+    var h = Harness(vectors: Array(vectors.prefix(2)), weights: Array(weights.prefix(2)))
+    let before = h.mass()
+    #expect(throws: AveragingError.wrongDimension(expected: 3, got: 2)) { try h.nodes[0].applyLocalUpdate([1, 2]) }
+    #expect(throws: AveragingError.nonFinite) { try h.nodes[0].applyLocalUpdate([1, .nan, 0]) }
+    #expect(throws: AveragingError.nonFinite) { try h.nodes[0].applyLocalUpdate([0, 0, -.infinity]) }
+    #expect(h.mass().value == before.value, "a refused update changes nothing")
+    // A node that handed all its weight away (a leave's hand-off) has no estimate to move.
+    _ = h.nodes[0].beginLeave(at: h.now)
+    #expect(try h.nodes[0].applyLocalUpdate([1, 1, 1]) == false)
+    #expect(h.nodes[0].counters.localUpdatesSkipped == 1)
 }

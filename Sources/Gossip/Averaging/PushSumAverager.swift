@@ -134,6 +134,9 @@ public struct PushSumAverager: ProtocolNode {
         public var refused = 0
         /// Ticks that sent nothing: in-flight limit reached, or no neighbour.
         public var skippedTicks = 0
+        /// Local updates applied (training steps), and those skipped at weight 0.
+        public var localUpdates = 0
+        public var localUpdatesSkipped = 0
     }
 
     struct InFlight {
@@ -280,6 +283,40 @@ public struct PushSumAverager: ProtocolNode {
     public func decodeShare(_ transfer: Transfer) throws(AveragingError) -> [Float] {
         guard transfer.codec == codec.identifier else { throw .unknownCodec(transfer.codec) }
         return try codec.decode(transfer.payload, count: transfer.count)
+    }
+
+    // MARK: Local training
+
+    /// Moves this node's estimate by `change` (the parameters a local training step produced,
+    /// minus the estimate it started from): `v += w · change`, the weight untouched. Training
+    /// thus creates and loses no weight: the total weight, counting transfers in flight, stays
+    /// the total sample count, and the total value moves by exactly `Σ w · change` over the
+    /// updates applied (stochastic gradient push; docs/averaging.md).
+    ///
+    /// A node holding no weight (it handed all of it on) has no estimate to move, and skips
+    /// the update; so does a node that is leaving. Returns whether it was applied.
+    @discardableResult
+    public mutating func applyLocalUpdate(_ change: [Float]) throws(AveragingError) -> Bool {
+        guard change.count == dimension else { throw .wrongDimension(expected: dimension, got: change.count) }
+        guard weight > 0, !leaving else {
+            counters.localUpdatesSkipped += 1
+            return false
+        }
+        let w = weight
+        var moved = value
+        var finite = true
+        moved.withUnsafeMutableBufferPointer { v in
+            change.withUnsafeBufferPointer { c in
+                for i in 0..<v.count {
+                    v[i] += w * Double(c[i])
+                    finite = finite && v[i].isFinite
+                }
+            }
+        }
+        guard finite else { throw .nonFinite }
+        value = moved
+        counters.localUpdates += 1
+        return true
     }
 
     // MARK: Driver entry points
