@@ -2,12 +2,14 @@ import CBLAS
 
 /// Thin wrappers over OpenBLAS for row-major `Float` matrices held in contiguous buffers.
 public enum BLAS {
-    /// Sets how many threads OpenBLAS may use, for the whole process.
+    /// Sets how many threads OpenBLAS may use, for the whole process: a program's decision,
+    /// made once at its start (`peer train --threads`, 1 by default; `netsim` and the
+    /// benchmarks use 1). Nothing in the library calls it.
     ///
     /// OpenBLAS splits a product across threads in a way that changes the order of summation,
-    /// so bit-for-bit reproducible training needs one thread. `Trainer` calls this with 1 when
-    /// its configuration asks for determinism (the default); callers that prefer speed over
-    /// reproducibility may raise it afterwards.
+    /// so bit-for-bit reproducible training needs one thread; and many nodes training in one
+    /// process (a simulation) or a training step beside a node's event loop gain nothing from
+    /// threads fighting over the same cores.
     public static func setThreadCount(_ count: Int) {
         openblas_set_num_threads(Int32(max(1, count)))
     }

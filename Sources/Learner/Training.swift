@@ -92,16 +92,15 @@ public struct TrainerConfig: Hashable, Sendable {
     /// Samples per step; 64 gives good accuracy per epoch on Fashion-MNIST at little cost.
     public var batchSize: Int = 64
     public var sgd: SGDConfig = SGDConfig()
-    /// Seeds the order in which samples are visited.
+    /// Seeds the order in which samples are visited. The same seed gives the same parameters
+    /// bit for bit when OpenBLAS runs one thread, which the program sets once
+    /// (``BLAS/setThreadCount(_:)``); a trainer never changes it.
     public var seed: UInt64 = 1
-    /// Pins OpenBLAS to one thread so the same seed gives the same parameters bit for bit.
-    public var deterministic: Bool = true
 
-    public init(batchSize: Int = 64, sgd: SGDConfig = SGDConfig(), seed: UInt64 = 1, deterministic: Bool = true) {
+    public init(batchSize: Int = 64, sgd: SGDConfig = SGDConfig(), seed: UInt64 = 1) {
         self.batchSize = batchSize
         self.sgd = sgd
         self.seed = seed
-        self.deterministic = deterministic
     }
 }
 
@@ -141,7 +140,6 @@ public struct Trainer: Sendable {
         guard (0..<1).contains(config.sgd.momentum), config.sgd.weightDecay >= 0 else {
             throw LearnerError.invalidArgument("momentum must be in [0, 1) and weight decay non-negative")
         }
-        if config.deterministic { BLAS.setThreadCount(1) }
         self.config = config
         self.architecture = architecture
         optimizer = SGD(config: config.sgd, parameterCount: architecture.parameterCount)

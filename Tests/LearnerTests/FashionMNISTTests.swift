@@ -7,6 +7,9 @@ import Testing
 /// on this data (0.844 softmax regression, 0.875 MLP 784-128-10).
 @Suite(.serialized)
 struct FashionMNISTTests {
+    /// Bit-for-bit results need one OpenBLAS thread, which the program (here the test run) sets.
+    init() { BLAS.setThreadCount(1) }
+
     static let available = FileManager.default.fileExists(atPath: DataSource.fashionMNISTDirectory + "/train-images-idx3-ubyte.gz")
 
     /// The training and test sets, normalised with `kind` fitted on the training set.

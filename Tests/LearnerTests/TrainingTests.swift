@@ -16,6 +16,9 @@ func blobs(count: Int, seed: UInt64) throws -> Dataset {
 }
 
 struct TrainingTests {
+    /// Bit-for-bit results need one OpenBLAS thread, which the program (here the test run) sets.
+    init() { BLAS.setThreadCount(1) }
+
     static func train(seed: UInt64, steps: Int = 60) throws -> Model {
         let data = try blobs(count: 300, seed: 3)
         let arch = try Architecture(inputCount: 6, hiddenSizes: [16, 8], classCount: 3)
@@ -150,6 +153,9 @@ struct TensorTests {
 }
 
 struct LocalStepsWithAveragingTests {
+    /// Bit-for-bit results need one OpenBLAS thread, which the program (here the test run) sets.
+    init() { BLAS.setThreadCount(1) }
+
     /// What a gossip node does, in miniature: four peers on Dirichlet-skewed shares train
     /// locally, send int8 deltas with error feedback, and replace their parameters with the
     /// average, keeping their own optimizer state.

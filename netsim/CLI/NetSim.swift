@@ -17,6 +17,8 @@ struct NetSimCommand: ParsableCommand {
     /// Runs under the conventions of docs/cli.md: `error: ...` on stderr, exit 64 or 1.
     static func main() {
         BLASKernel.selectForThisCPU()
+        // Many nodes share the process: one thread each product, and reproducible runs.
+        BLAS.setThreadCount(1)
         CommandConventions.main(NetSimCommand.self)
     }
 }
