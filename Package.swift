@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "Gossip", targets: ["Gossip"]),
         .library(name: "Learner", targets: ["Learner"]),
         .library(name: "Simulation", targets: ["Simulation"]),
+        .library(name: "Federation", targets: ["Federation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -36,13 +37,15 @@ let package = Package(
         .target(name: "Crypto", dependencies: ["CSodium"]),
         .target(name: "Gossip", dependencies: ["Crypto", "DeterministicRandom", "CLibUV", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Learner", dependencies: ["DeterministicRandom", "CBLAS", "CZlib"]),
+        // The one composition of gossip and learning: neither Gossip nor Learner knows the other.
+        .target(name: "Federation", dependencies: ["Gossip", "Learner"]),
         .target(name: "Simulation", dependencies: ["Gossip", "Crypto"], path: "netsim/Simulation",
                 swiftSettings: [.unsafeFlags(["-cross-module-optimization", "-enforce-exclusivity=unchecked"])]),
 
         .executableTarget(
             name: "peer",
             dependencies: [
-                "Crypto", "Gossip", "Learner", "CommandSupport", "DeterministicRandom",
+                "Crypto", "Gossip", "Learner", "Federation", "CommandSupport", "DeterministicRandom",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -63,6 +66,7 @@ let package = Package(
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "CSodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "Crypto", "DeterministicRandom"]),
         .testTarget(name: "LearnerTests", dependencies: ["Learner", "DeterministicRandom"]),
+        .testTarget(name: "FederationTests", dependencies: ["Federation", "Gossip", "Crypto", "Learner", "DeterministicRandom"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Gossip", "Crypto"]),
         // Runs the built `peer` and `netsim` as a user would, and the commands the docs show.
         .testTarget(name: "CLITests"),

@@ -11,7 +11,7 @@ enum JoinConfig {
     static let keys: [String: Kind] = [
         "dir": .text, "network-key": .text, "listen": .text, "advertise": .text, "bootstrap": .list,
         "data-dir": .text, "profile": .text, "vector": .text, "samples": .number, "log-level": .text,
-        "log-format": .text, "no-beacons": .switch_, "bandwidth": .number,
+        "log-format": .text, "no-beacons": .switch_, "bandwidth": .number, "compress": .text,
     ]
 
     /// The arguments with the config file's keys added as flags (for `peer join` only).

@@ -113,6 +113,20 @@ struct JoinTests {
         #expect(refused > beforeRefused, "the outsider's datagrams are counted as rejected")
     }
 
+    @Test("--compress fp16: four peers converge to the weighted mean within fp16's resolution; top-k is refused")
+    func compressedPeersConverge() throws {
+        let net = try PeerNetwork()
+        for i in 0..<4 { try net.start(i, extra: ["--compress", "fp16"]) }
+        let everyone = Array(0..<4)
+        let mean = net.mean(of: everyone)
+        let converged = try net.waitUntil(everyone, seconds: 60) { status in
+            members(status).values.filter { $0 == "alive" }.count == 3 && relativeError(status, to: mean) <= 2e-3
+        }
+        #expect(converged, "statuses: \(everyone.map { (try? net.status($0)) ?? [:] })")
+        let topk = try CommandRunner.peer("join", "--network-key", "net.key", "--data-dir", "dk", "--compress", "topk:0.1", in: net.scratch.url)
+        #expect(topk.status == 64 && topk.stderr.contains("top-k shares do not converge"), "\(topk.stderr)")
+    }
+
     @Test("SIGTERM: the peer leaves gracefully, the others see it left, and no mass is lost")
     func sigtermLeaves() throws {
         let net = try PeerNetwork()

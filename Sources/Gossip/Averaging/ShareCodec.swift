@@ -96,6 +96,8 @@ public enum AveragingError: Error, Sendable, Equatable, CustomStringConvertible 
     case wire(WireError)
     /// A transfer or acknowledgement that did not arrive over an authenticated session.
     case unauthenticated
+    /// The share's payload does not decode with its codec (the codec's own reason).
+    case badPayload(String)
 
     public var description: String {
         switch self {
@@ -107,6 +109,7 @@ public enum AveragingError: Error, Sendable, Equatable, CustomStringConvertible 
         case .tooLarge(let n, let l): return "share of \(n) elements exceeds the limit of \(l)"
         case .wire(let error): return "malformed averaging message: \(error)"
         case .unauthenticated: return "averaging message did not arrive over an authenticated session"
+        case .badPayload(let reason): return "share payload does not decode: \(reason)"
         }
     }
 }
