@@ -421,28 +421,34 @@ struct Status: ParsableCommand {
     static func prometheusText(_ state: [String: Any]) -> String {
         let registry = PrometheusCollectorRegistry()
         let peer = state["peer"] as? String ?? "unknown"
+        func gauge(_ name: String, _ labels: [(String, String)], help: String) -> Gauge {
+            registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "murmuration", metricName: name, unitName: "", helpText: help), labels: labels)
+        }
+        func counter(_ name: String, _ labels: [(String, String)], help: String) -> Counter {
+            registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "murmuration", metricName: name, unitName: "total", helpText: help), labels: labels)
+        }
         var byState: [String: Int] = ["alive": 0, "suspect": 0, "dead": 0, "left": 0]
         for m in state["members"] as? [[String: Any]] ?? [] {
             if let s = m["state"] as? String { byState[s, default: 0] += 1 }
         }
         for (s, n) in byState.sorted(by: { $0.key < $1.key }) {
-            registry.makeGauge(name: "murmuration_members", labels: [("peer", peer), ("state", s)], help: "Known peers by membership state").set(Double(n))
+            gauge("members", [("peer", peer), ("state", s)], help: "Known peers by membership state").set(Double(n))
         }
         if let a = state["averaging"] as? [String: Any] {
             for (key, help) in [("weight", "Push-sum weight held"), ("inFlight", "Transfers in flight"), ("norm", "Euclidean norm of the estimate")] {
-                if let v = a[key] as? Double { registry.makeGauge(name: "murmuration_averaging_\(snake(key))", labels: [("peer", peer)], help: help).set(v) }
+                if let v = a[key] as? Double { gauge("averaging_\(snake(key))", [("peer", peer)], help: help).set(v) }
             }
             for key in ["sent", "applied", "acked", "reclaimed", "rejected", "duplicates"] {
                 if let v = a[key] as? Double {
-                    registry.makeCounter(name: "murmuration_averaging_\(snake(key))_total", labels: [("peer", peer)], help: "Averaging transfers \(key)").increment(by: Int64(v))
+                    counter("averaging_\(snake(key))", [("peer", peer)], help: "Averaging transfers \(key)").increment(by: Int64(v))
                 }
             }
         }
         for (reason, n) in (state["rejected"] as? [String: Int] ?? [:]).sorted(by: { $0.key < $1.key }) {
-            registry.makeCounter(name: "murmuration_rejected_total", labels: [("peer", peer), ("reason", snake(reason))], help: "Refused input by reason").increment(by: Int64(n))
+            counter("rejected", [("peer", peer), ("reason", snake(reason))], help: "Refused input by reason").increment(by: Int64(n))
         }
         for (key, n) in (state["traffic"] as? [String: Int] ?? [:]).sorted(by: { $0.key < $1.key }) {
-            registry.makeGauge(name: "murmuration_\(snake(key))", labels: [("peer", peer)], help: "Traffic: \(key)").set(Double(n))
+            gauge(snake(key), [("peer", peer)], help: "Traffic: \(key)").set(Double(n))
         }
         return registry.emitToString()
     }

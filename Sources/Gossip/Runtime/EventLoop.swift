@@ -237,6 +237,11 @@ struct SocketAddress {
         return SocketAddress(storage: storage).endpoint
     }
 
+    /// The text of a NUL-terminated C buffer.
+    static func text(_ buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// The numeric host and port, nil for a family other than IPv4 and IPv6.
     var endpoint: Endpoint? {
         var name = [CChar](repeating: 0, count: 64)
@@ -246,11 +251,11 @@ struct SocketAddress {
             case AF_INET:
                 var sin = raw.load(as: sockaddr_in.self)
                 guard uv_ip4_name(&sin, &name, name.count) == 0 else { return nil }
-                return Endpoint(host: String(cString: name), port: UInt16(bigEndian: sin.sin_port))
+                return Endpoint(host: Self.text(name), port: UInt16(bigEndian: sin.sin_port))
             case AF_INET6:
                 var sin6 = raw.load(as: sockaddr_in6.self)
                 guard uv_ip6_name(&sin6, &name, name.count) == 0 else { return nil }
-                return Endpoint(host: String(cString: name), port: UInt16(bigEndian: sin6.sin6_port))
+                return Endpoint(host: Self.text(name), port: UInt16(bigEndian: sin6.sin6_port))
             default:
                 return nil
             }
