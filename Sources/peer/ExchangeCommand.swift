@@ -186,14 +186,17 @@ final class ExchangeSession {
     func attach(_ connection: StreamConnection, _ secure: SecureConnection) {
         tcp = connection
         self.secure = secure
-        connection.onRead = { [unowned self] bytes in
+        // Held weakly: a callback run while the loop is torn down finds the exchange gone.
+        connection.onRead = { [weak self] bytes in
+            guard let self else { return }
             do { handle(try secure.receive(bytes)) } catch { fail("\(error)") }
         }
-        connection.onEnd = { [unowned self] error in
+        connection.onEnd = { [weak self] error in
+            guard let self else { return }
             if let error { fail("\(error)"); return }
             do { try secure.streamClosed() } catch { if !isDone { fail("\(error)") } }
         }
-        connection.onClose = { [unowned self] in tcp = nil }
+        connection.onClose = { [weak self] in self?.tcp = nil }
         do { try connection.startReading() } catch { fail("\(error)") }
         // A peer that stalls the handshake loses the connection; it does not wait for --timeout.
         let deadline = SecureConnection.handshakeDeadlineMilliseconds
