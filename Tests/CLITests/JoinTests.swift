@@ -322,28 +322,39 @@ func tcpOpen(port: UInt16) throws -> Int32 {
 
 @Suite("real peers through netsim relay", .serialized)
 struct RelayTests {
-    @Test("eight peers through netsim relay with 30 % datagram loss and 100 ± 30 ms delay on every path converge exactly; the relay drops about 30 %")
-    func lossyRelay() throws {
-        let net = try PeerNetwork()
+    /// Starts `netsim relay` with `flags` and `count` peers behind it, each advertising its
+    /// relay address, bootstrapped through peer 0's; returns the relay.
+    func startRelayed(_ net: PeerNetwork, count: Int, flags: [String], profile: String) throws -> RunningCommand {
         let base = 20_000 + Int(getpid() % 1_000) * 20
-        let links = (0..<8).map { "127.0.0.1:\(base + 10 + $0)=127.0.0.1:\(base + $0)" }
-        let relay = try CommandRunner.start("netsim", ["relay"] + links.flatMap { ["--link", $0] } +
-                                            ["--loss", "0.3", "--latency", "70", "--jitter", "60", "--seed", "5"], in: net.scratch.url)
-        defer { if relay.process.isRunning { kill(relay.process.processIdentifier, SIGKILL) } }
-        #expect(relay.waitForStderrLine(containing: "127.0.0.1:\(base + 17) -> ") != nil, "\(relay.stderrSoFar)")
-        for i in 0..<8 {
-            var extra = ["--advertise", "127.0.0.1:\(base + 10 + i)", "--no-beacons", "--profile", "lan"]
+        let links = (0..<count).map { "127.0.0.1:\(base + 10 + $0)=127.0.0.1:\(base + $0)" }
+        let relay = try CommandRunner.start("netsim", ["relay"] + links.flatMap { ["--link", $0] } + flags, in: net.scratch.url)
+        #expect(relay.waitForStderrLine(containing: "127.0.0.1:\(base + 10 + count - 1) -> ") != nil, "\(relay.stderrSoFar)")
+        for i in 0..<count {
+            var extra = ["--advertise", "127.0.0.1:\(base + 10 + i)", "--no-beacons", "--profile", profile]
             if i > 0 { extra += ["--bootstrap", "127.0.0.1:\(base + 10)"] }
             try net.start(i, listen: "127.0.0.1:\(base + i)", extra: extra)
         }
+        return relay
+    }
+
+    /// Stops the relay and returns the counters it printed.
+    func stop(_ relay: RunningCommand) throws -> [String: Any] {
+        relay.process.terminate()
+        let result = try relay.wait()
+        #expect(result.status == 0, "\(result.stderr)")
+        return try #require(JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+    }
+
+    @Test("eight peers through netsim relay with 30 % datagram loss and 100 ± 30 ms delay on every path converge exactly; the relay drops about 30 %")
+    func lossyRelay() throws {
+        let net = try PeerNetwork()
+        let relay = try startRelayed(net, count: 8, flags: ["--loss", "0.3", "--latency", "70", "--jitter", "60", "--seed", "5"], profile: "lan")
+        defer { if relay.process.isRunning { kill(relay.process.processIdentifier, SIGKILL) } }
         let everyone = Array(0..<8)
         let mean = net.mean(of: everyone)
         let converged = try net.waitUntil(everyone, seconds: 150) { members($0).values.filter { $0 == "alive" }.count == 7 && relativeError($0, to: mean) <= 1e-6 }
         #expect(converged, "statuses: \(everyone.map { (try? net.status($0)) ?? [:] })")
-        relay.process.terminate()
-        let result = try relay.wait()
-        #expect(result.status == 0, "\(result.stderr)")
-        let counters = try #require(JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let counters = try stop(relay)
         let rate = try #require(counters["dropRate"] as? Double)
         let datagrams = try #require(counters["datagrams"] as? Int)
         // Enough datagrams that ±0.05 is about three standard deviations of the drop rate.
@@ -351,5 +362,21 @@ struct RelayTests {
         #expect(abs(rate - 0.3) < 0.05, "the relay dropped \(rate) of \(datagrams) datagrams")
         // The averaging sessions went through the relay too.
         #expect((counters["tcpConnections"] as? Int ?? 0) >= 7)
+    }
+
+    @Test("four peers through netsim relay whose TCP connections stall and reset mid-transfer converge exactly")
+    func stallingAndResettingSessions() throws {
+        let net = try PeerNetwork()
+        let relay = try startRelayed(net, count: 4, flags: ["--latency", "5", "--tcp-reset", "0.05", "--tcp-stall", "0.05",
+                                                            "--tcp-stall-ms", "300", "--seed", "9"], profile: "local")
+        defer { if relay.process.isRunning { kill(relay.process.processIdentifier, SIGKILL) } }
+        let everyone = Array(0..<4)
+        let mean = net.mean(of: everyone)
+        let converged = try net.waitUntil(everyone, seconds: 90) { members($0).values.filter { $0 == "alive" }.count == 3 && relativeError($0, to: mean) <= 1e-6 }
+        #expect(converged, "statuses: \(everyone.map { (try? net.status($0)) ?? [:] })")
+        let counters = try stop(relay)
+        #expect((counters["tcpResets"] as? Int ?? 0) > 0 && (counters["tcpStalls"] as? Int ?? 0) > 0, "\(counters)")
+        // Every reset costs a session; the peers opened new ones and went on.
+        #expect((counters["tcpConnections"] as? Int ?? 0) > (counters["tcpResets"] as? Int ?? 0), "\(counters)")
     }
 }
