@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "Gossip", dependencies: ["Crypto", "DeterministicRandom", "CLibUV", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Learner", dependencies: ["DeterministicRandom", "CBLAS", "CZlib"]),
         // The one composition of gossip and learning: neither Gossip nor Learner knows the other.
-        .target(name: "Federation", dependencies: ["Gossip", "Learner"]),
+        .target(name: "Federation", dependencies: ["Gossip", "Learner", "DeterministicRandom"]),
         .target(name: "Simulation", dependencies: ["Gossip", "Crypto"], path: "netsim/Simulation",
                 swiftSettings: [.unsafeFlags(["-cross-module-optimization", "-enforce-exclusivity=unchecked"])]),
 

@@ -25,6 +25,24 @@ public struct Dataset: Sendable, Equatable {
         self.classCount = classCount
     }
 
+    /// Synthetic data for quick experiments and tests: `count` samples in `featureCount`
+    /// dimensions, one Gaussian blob (standard deviation 0.7) per class, sample `i` of class
+    /// `i % classCount`, whose features `j` with `j % classCount` equal to the class are centred
+    /// at 2 and the others at 0. Drawn from `seed`.
+    public static func gaussianBlobs(count: Int, featureCount: Int = 6, classCount: Int = 3, seed: UInt64) throws -> Dataset {
+        var rng = SplitMix64(seed: seed)
+        var x: [Float] = []
+        x.reserveCapacity(count * featureCount)
+        var y: [Int32] = []
+        y.reserveCapacity(count)
+        for i in 0..<count {
+            let c = i % classCount
+            y.append(Int32(c))
+            for j in 0..<featureCount { x.append(Float(rng.normal() * 0.7 + (j % classCount == c ? 2 : 0))) }
+        }
+        return try Dataset(features: x, labels: y, featureCount: featureCount, classCount: classCount)
+    }
+
     /// The samples at `indices`, in that order (used by partitioners and splits).
     public func subset(_ indices: [Int]) throws -> Dataset {
         if let bad = indices.first(where: { $0 < 0 || $0 >= count }) {

@@ -2,18 +2,8 @@ import DeterministicRandom
 import Testing
 @testable import Learner
 
-/// A small synthetic problem: three Gaussian blobs in 6 dimensions.
-func blobs(count: Int, seed: UInt64) throws -> Dataset {
-    var rng = SplitMix64(seed: seed)
-    var x: [Float] = []
-    var y: [Int32] = []
-    for i in 0..<count {
-        let c = i % 3
-        y.append(Int32(c))
-        for j in 0..<6 { x.append(Float(rng.normal() * 0.7 + (j % 3 == c ? 2 : 0))) }
-    }
-    return try Dataset(features: x, labels: y, featureCount: 6, classCount: 3)
-}
+/// Three Gaussian blobs in six dimensions, one class per blob.
+func blobs(count: Int, seed: UInt64) throws -> Dataset { try Dataset.gaussianBlobs(count: count, seed: seed) }
 
 struct TrainingTests {
     /// Bit-for-bit results need one OpenBLAS thread, which the program (here the test run) sets.
