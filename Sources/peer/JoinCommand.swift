@@ -144,7 +144,7 @@ struct Join: ParsableCommand {
         var seedSource = SystemRandomNumberGenerator()
         let codec = try Self.shareCodec(compress)
         let averager: PushSumAverager?
-        if let saved = try loadAveragingState(for: identity) {
+        if let saved = try loadAveragingState(for: identity, codec: codec) {
             // A restart resumes exactly where the last run stopped: its own vector is already
             // in the network's mass and is not added again.
             printNote("resuming the averaging state saved in \(dataDir) (weight \(saved.weight)); --vector and --samples are not added again")
@@ -242,7 +242,7 @@ struct Join: ParsableCommand {
     }
 
     /// The averaging state a previous run saved in the data directory, if any.
-    private func loadAveragingState(for identity: Identity) throws -> DurableState? {
+    private func loadAveragingState(for identity: Identity, codec: any ShareCodec) throws -> DurableState? {
         let path = dataDir + "/" + NodeRuntime.averagingStateName
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
         let state: DurableState
@@ -251,6 +251,9 @@ struct Join: ParsableCommand {
         }
         guard state.peer == identity.peerID else {
             throw UserFacingError("\(path) belongs to peer \(state.peer.fingerprint), not to this identity (\(identity.peerID.fingerprint)); use that peer's --dir or another --data-dir")
+        }
+        if let saved = state.inFlightCodec(otherThan: codec) {
+            throw UserFacingError("\(path) holds transfers in flight encoded with another --compress than '\(compress)' (codec \(saved)); restart with the --compress it ran with")
         }
         return state
     }

@@ -496,3 +496,20 @@ private let weights: [Double] = [1, 3, 100, 7]
     #expect(try h.nodes[0].applyLocalUpdate([1, 1, 1]) == false)
     #expect(h.nodes[0].counters.localUpdatesSkipped == 1)
 }
+
+/// A codec that stands for any other than the identity codec (only its identifier matters).
+private struct OtherShareCodec: ShareCodec {
+    var identifier: UInt8 { 0x12 }
+    func encode(_ share: [Float]) -> (payload: SharePayload, decoded: [Float]) { (.floats(share), share) }
+    func decode(_ payload: SharePayload, count: Int) throws(AveragingError) -> [Float] { try IdentityShareCodec().decode(payload, count: count) }
+}
+
+@Test func durableState_namesTheCodecOfTransfersInFlight_thatAnotherCodecWouldStrand() {
+    var h = Harness(vectors: Array(vectors.prefix(2)), weights: Array(weights.prefix(2)))
+    #expect(h.nodes[0].durableState.inFlightCodec(otherThan: OtherShareCodec()) == nil, "nothing in flight: any codec may resume")
+    h.timer(.tick, 0)
+    let saved = h.nodes[0].durableState
+    #expect(saved.inFlight.count == 1)
+    #expect(saved.inFlightCodec(otherThan: IdentityShareCodec()) == nil)
+    #expect(saved.inFlightCodec(otherThan: OtherShareCodec()) == IdentityShareCodec().identifier)
+}

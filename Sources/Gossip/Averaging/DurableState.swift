@@ -24,6 +24,13 @@ public struct DurableState: Equatable, Sendable {
     public var inFlight: [(to: PeerAddress, transfer: PushSumAverager.Transfer)]
     public var senders: [(peer: PeerID, epoch: UInt64, highest: UInt64, bitmap: UInt64)]
 
+    /// The codec of a saved transfer in flight that `codec` does not run, if any: resumed as
+    /// saved, such a transfer would be refused by every receiver running `codec`, and its
+    /// mass would wait until this node is declared gone.
+    public func inFlightCodec(otherThan codec: any ShareCodec) -> UInt8? {
+        inFlight.first { $0.transfer.codec != codec.identifier }?.transfer.codec
+    }
+
     public static func == (a: DurableState, b: DurableState) -> Bool {
         a.encoded() == b.encoded()
     }
