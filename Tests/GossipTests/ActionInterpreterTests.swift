@@ -11,10 +11,18 @@ private func check(_ condition: Bool, sourceLocation: SourceLocation = #_sourceL
 
     /// Runs `actions` and returns what the driver was asked to do.
     private func run(_ interpreter: inout Interpreter, _ actions: [Interpreter.Action])
-        -> (sent: [String], wakes: [(timer: String, token: UInt64, at: Instant)], reports: [Int]) {
-        var sent: [String] = [], wakes: [(String, UInt64, Instant)] = [], reports: [Int] = []
-        interpreter.perform(actions, send: { m, _, _ in sent.append(m) }, wake: { wakes.append(($0, $1, $2)) }, report: { reports.append($0) })
-        return (sent, wakes.map { (timer: $0.0, token: $0.1, at: $0.2) }, reports)
+        -> (sent: [String], wakes: [(timer: String, token: UInt64, at: Instant)], reports: [Int], work: [UInt64]) {
+        var sent: [String] = [], wakes: [(String, UInt64, Instant)] = [], reports: [Int] = [], work: [UInt64] = []
+        interpreter.perform(actions, send: { m, _, _ in sent.append(m) }, wake: { wakes.append(($0, $1, $2)) }, report: { reports.append($0) },
+                            compute: { work.append($0.id) })
+        return (sent, wakes.map { (timer: $0.0, token: $0.1, at: $0.2) }, reports, work)
+    }
+
+    @Test func actionInterpreter_workRequests_reachTheDriverInOrder() {
+        var interpreter = Interpreter()
+        let done = run(&interpreter, [.compute(ComputeRequest(id: 7, cost: 1) { 1 }), .report(3), .compute(ComputeRequest(id: 9, cost: 2) { 2 })])
+        #expect(done.work == [7, 9] && done.reports == [3])
+        #expect(interpreter.pendingTimers == 0, "work is not a timer")
     }
 
     @Test func actionInterpreter_rescheduledTimer_onlyTheLatestWakeUpFires() {

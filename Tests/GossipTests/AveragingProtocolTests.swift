@@ -62,6 +62,7 @@ private struct Harness {
             case .report(let e): events.append(e)
             case .schedule(let t, let at): due[i, default: [:]][t] = at
             case .cancel(let t): due[i]?[t] = nil
+            case .compute: Issue.record("the averager never asks for work")
             }
         }
     }

@@ -1,4 +1,5 @@
 import Crypto
+import Testing
 @testable import Gossip
 
 /// Deterministic identities for tests: identity `i` comes from a seed built from `i`.
@@ -89,7 +90,8 @@ struct NodeHarness {
                 push(Item(time: now.nanoseconds + latency.nanosecondsClamped, order: 0, node: j, payload: .message(m, from: sender)))
             },
             wake: { t, token, at in push(Item(time: max(at.nanoseconds, now.nanoseconds), order: 0, node: i, payload: .timer(t, token: token))) },
-            report: { e in if keepEvents(e) { events.append((i, now, e)) } })
+            report: { e in if keepEvents(e) { events.append((i, now, e)) } },
+            compute: { request in Issue.record("a gossip node asked for work \(request.id); none of its parts computes") })
         interpreters[i] = interpreter
     }
 

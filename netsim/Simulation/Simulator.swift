@@ -75,6 +75,8 @@ public final class Simulator<Node: ProtocolNode> {
         case crash(Int32, keepState: Bool)
         case partition(Int, active: Bool)
         case inject(Int32, Injection)
+        /// Work done for `node` in its life `life` (a crash ends a life and discards it).
+        case computed(node: Int32, life: UInt32, id: UInt64, result: any Sendable)
     }
 
     /// The current virtual time.
@@ -88,6 +90,10 @@ public final class Simulator<Node: ProtocolNode> {
     public var wire: WireMode<Node.Message>?
     /// Called for every event a node reports: (node index, event, time).
     public var onEvent: ((Int, Node.Event, Instant) -> Void)?
+    /// Work units per second each node computes (``ComputeRequest/cost`` per second of
+    /// virtual time): a node's work takes `cost / rate` to come back, so weak and strong
+    /// devices differ. The default, 10⁹, is a modest single core doing multiply-adds.
+    public var computeRate: (Int) -> Double = { _ in 1e9 }
     public private(set) var counters = NetworkCounters()
     /// Running hash of every message delivered or dropped.
     public private(set) var traceHash = TraceHash()
@@ -99,6 +105,8 @@ public final class Simulator<Node: ProtocolNode> {
     private var nodes: [Node?]
     private var up: [Bool]
     private var incarnations: [Int]
+    /// Crashes per node: work requested before the last crash is discarded.
+    private var lives: [UInt32]
     /// One interpreter of the node's actions per node: its timer table.
     private var interpreters: [ActionInterpreter<Node.Message, Node.Timer, Node.Event>]
     private let endpoints: [Endpoint]
@@ -121,6 +129,7 @@ public final class Simulator<Node: ProtocolNode> {
         self.nodes = Array(repeating: nil, count: nodeCount)
         self.up = Array(repeating: false, count: nodeCount)
         self.incarnations = Array(repeating: -1, count: nodeCount)
+        self.lives = Array(repeating: 0, count: nodeCount)
         self.interpreters = Array(repeating: ActionInterpreter(), count: nodeCount)
         self.endpoints = (0..<nodeCount).map(SimAddress.endpoint)
         indexOf.reserveCapacity(nodeCount)
@@ -222,10 +231,15 @@ public final class Simulator<Node: ProtocolNode> {
         case .crash(let i, let keepState):
             let index = Int(i)
             up[index] = false
+            lives[index] &+= 1
             interpreters[index].reset()
             if !keepState { nodes[index] = nil }
         case .partition(let p, let active):
             partitions[p].active = active
+        case .computed(let i, let life, let id, let result):
+            let index = Int(i)
+            guard up[index], lives[index] == life, let actions = nodes[index]?.onComputed(id, result: result, at: now) else { return }
+            perform(actions, by: index)
         case .inject(let i, let body):
             let index = Int(i)
             guard up[index], var node = nodes[index] else { return }
@@ -243,7 +257,18 @@ public final class Simulator<Node: ProtocolNode> {
             wake: { timer, token, at in
                 queue.push(.timer(node: Int32(index), timer: timer, token: token), at: max(at.nanoseconds, now.nanoseconds))
             },
-            report: { event in onEvent?(index, event, now) })
+            report: { event in onEvent?(index, event, now) },
+            compute: { request in compute(request, by: index) })
+    }
+
+    /// Runs `request` now (its result is a pure function of what the node handed over) and
+    /// hands the result back after the virtual time the node's rate charges for it.
+    private func compute(_ request: ComputeRequest, by index: Int) {
+        let result = request.job()
+        let rate = computeRate(index)
+        let seconds = rate > 0 && request.cost > 0 ? request.cost / rate : 0
+        let delay = seconds.isFinite ? Int64(min(seconds * 1e9, 1e18).rounded(.up)) : 0
+        queue.push(.computed(node: Int32(index), life: lives[index], id: request.id, result: result), at: now.nanoseconds &+ delay)
     }
 
     // MARK: Links

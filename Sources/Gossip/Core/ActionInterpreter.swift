@@ -1,9 +1,9 @@
 /// The one interpreter of ``NodeAction``: what sending, scheduling, cancelling and reporting
 /// mean, whatever drives the node (the simulator, a test harness, the libuv runtime).
 ///
-/// A driver owns one interpreter per node. It hands the node's actions to ``perform(_:send:wake:report:)``
-/// with three closures: how to send a message, how to arm a wake-up at an instant, and where
-/// reports go. The interpreter keeps the timer table: scheduling a timer that is already
+/// A driver owns one interpreter per node. It hands the node's actions to
+/// ``perform(_:send:wake:cancelled:report:compute:)`` with closures: how to send a message, how
+/// to arm a wake-up at an instant, where reports go and how to run work that takes time. The interpreter keeps the timer table: scheduling a timer that is already
 /// pending replaces it (the earlier wake-up becomes stale), cancelling forgets it, and when a
 /// wake-up comes due the driver asks ``fire(_:token:)`` whether it is still the current one.
 /// A driver therefore never needs to cancel anything in its own clock: stale wake-ups are
@@ -26,14 +26,16 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
     /// Carries out `actions` in order: `send` each message, `wake` the driver at each
     /// scheduled instant with the token it must hand back to ``fire(_:token:)``, tell it
     /// through `cancelled` which timers were cancelled (so a driver with real timers can stop
-    /// them; a stale wake-up is ignored anyway), and pass each report to `report`.
+    /// them; a stale wake-up is ignored anyway), pass each report to `report`, and each
+    /// request for work to `compute`.
     @inlinable
     public mutating func perform(
         _ actions: [Action],
         send: (Message, Endpoint, Transport) -> Void,
         wake: (Timer, UInt64, Instant) -> Void,
         cancelled: (Timer) -> Void = { _ in },
-        report: (Event) -> Void
+        report: (Event) -> Void,
+        compute: (ComputeRequest) -> Void
     ) {
         for action in actions {
             switch action {
@@ -46,6 +48,8 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
                 cancelled(timer)
             case let .report(event):
                 report(event)
+            case let .compute(request):
+                compute(request)
             }
         }
     }

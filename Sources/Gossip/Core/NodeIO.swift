@@ -115,6 +115,26 @@ public enum Transport: Sendable, Hashable {
     case session(PeerID)
 }
 
+/// Work that takes time, which a node asks its driver to run (a training step): `job` is a
+/// pure function of values the node handed over, so the driver may run it anywhere; the node
+/// hears its result through ``ProtocolNode/onComputed(_:result:at:)``.
+///
+/// `cost` is in work units the node defines (a training step: multiply-adds), from which a
+/// simulator charges virtual time at each node's own rate, so slow and fast devices differ; a
+/// real driver runs the job on a thread pool and the result arrives when it is done.
+public struct ComputeRequest: Sendable {
+    /// Chosen by the node to match the result to its request.
+    public var id: UInt64
+    public var cost: Double
+    public var job: @Sendable () -> any Sendable
+
+    public init(id: UInt64, cost: Double, job: @escaping @Sendable () -> any Sendable) {
+        self.id = id
+        self.cost = cost
+        self.job = job
+    }
+}
+
 /// What a protocol component asks its driver to do.
 public enum NodeAction<Message: Sendable, Timer: Hashable & Sendable, Event: Sendable>: Sendable {
     /// Send a message to an endpoint.
@@ -126,6 +146,9 @@ public enum NodeAction<Message: Sendable, Timer: Hashable & Sendable, Event: Sen
     case cancel(Timer)
     /// Something an observer (log, metrics, test, the learner glue) should know.
     case report(Event)
+    /// Run work that takes time; its result comes back through `onComputed`. A node that
+    /// crashes meanwhile never hears of it.
+    case compute(ComputeRequest)
 }
 
 /// A message whose encoded size is known, so drivers can count bytes and model bandwidth.
@@ -178,4 +201,11 @@ public protocol ProtocolNode {
     mutating func onMessage(_ message: Message, from sender: Sender, at now: Instant) -> [Action]
     /// A timer scheduled earlier fired.
     mutating func onTimer(_ timer: Timer, at now: Instant) -> [Action]
+    /// Work asked for with ``NodeAction/compute(_:)`` is done.
+    mutating func onComputed(_ id: UInt64, result: any Sendable, at now: Instant) -> [Action]
+}
+
+extension ProtocolNode {
+    /// A node that never asks for work hears of none.
+    public mutating func onComputed(_ id: UInt64, result: any Sendable, at now: Instant) -> [Action] { [] }
 }

@@ -209,6 +209,7 @@ public struct GossipNode: ProtocolNode {
             case let .send(m, to, via): out.append(.send(.membership(m), to: to, via: via))
             case let .schedule(t, at): out.append(.schedule(.membership(t), at: at))
             case let .cancel(t): out.append(.cancel(.membership(t)))
+            case let .compute(request): out.append(.compute(request))
             case let .report(e):
                 out.append(.report(.membership(e)))
                 switch e {
@@ -250,6 +251,7 @@ public struct GossipNode: ProtocolNode {
             case let .send(m, to, via): out.append(.send(.sampling(m), to: to, via: via))
             case let .schedule(t, at): out.append(.schedule(.sampling(t), at: at))
             case let .cancel(t): out.append(.cancel(.sampling(t)))
+            case let .compute(request): out.append(.compute(request))
             case let .report(e):
                 out.append(.report(.sampling(e)))
                 switch e {
@@ -279,6 +281,7 @@ public struct GossipNode: ProtocolNode {
             case let .send(m, to, via): out.append(.send(.discovery(m), to: to, via: via))
             case let .schedule(t, at): out.append(.schedule(.discovery(t), at: at))
             case let .cancel(t): out.append(.cancel(.discovery(t)))
+            case let .compute(request): out.append(.compute(request))
             case let .report(e): out.append(.report(.discovery(e)))
             }
         }
@@ -290,6 +293,7 @@ public struct GossipNode: ProtocolNode {
             case let .send(m, to, via): out.append(.send(.averaging(m), to: to, via: via))
             case let .schedule(t, at): out.append(.schedule(.averaging(t), at: at))
             case let .cancel(t): out.append(.cancel(.averaging(t)))
+            case let .compute(request): out.append(.compute(request))
             case let .report(e): out.append(.report(.averaging(e)))
             }
         }

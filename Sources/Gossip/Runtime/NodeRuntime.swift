@@ -47,6 +47,8 @@ public final class NodeRuntime {
         public var retransmissionsCoalesced = 0
         /// Session messages signed or checked on the thread pool.
         public var codedOffLoop = 0
+        /// Work the node asked for that the thread pool refused.
+        public var computeFailures = 0
     }
 
     /// Most handshakes in progress at once, and from one source address. When either is
@@ -203,9 +205,22 @@ public final class NodeRuntime {
             send: { message, to, via in send(message, to: to, via: via) },
             wake: { timer, token, at in wake(timer, token: token, at: at) },
             cancelled: { timer in timers.removeValue(forKey: timer)?.close() },
-            report: { event in onEvent?(event) })
+            report: { event in onEvent?(event) },
+            compute: { request in compute(request) })
         self.interpreter = interpreter
         persistCacheIfChanged()
+    }
+
+    /// Runs the node's work on libuv's thread pool; the node hears the result on the loop.
+    private func compute(_ request: ComputeRequest) {
+        do {
+            try loop.work(request.job) { [weak self] result in
+                guard let self, !stopped else { return }
+                perform(node.onComputed(request.id, result: result, at: now))
+            }
+        } catch {
+            counters.computeFailures += 1
+        }
     }
 
     private func wake(_ timer: GossipTimer, token: UInt64, at: Instant) {
