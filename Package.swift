@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "Gossip", dependencies: ["Crypto", "DeterministicRandom", "CLibUV", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Learner", dependencies: ["DeterministicRandom", "CBLAS", "CZlib"]),
         // The one composition of gossip and learning: neither Gossip nor Learner knows the other.
-        .target(name: "Federation", dependencies: ["Gossip", "Learner", "DeterministicRandom"]),
+        .target(name: "Federation", dependencies: ["Crypto", "Gossip", "Learner", "DeterministicRandom"]),
         .target(name: "Simulation", dependencies: ["Gossip", "Crypto"], path: "netsim/Simulation",
                 swiftSettings: [.unsafeFlags(["-cross-module-optimization", "-enforce-exclusivity=unchecked"])]),
 
@@ -66,7 +66,7 @@ let package = Package(
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "CSodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "Crypto", "DeterministicRandom"]),
         .testTarget(name: "LearnerTests", dependencies: ["Learner", "DeterministicRandom"]),
-        .testTarget(name: "FederationTests", dependencies: ["Federation", "Gossip", "Crypto", "Learner", "DeterministicRandom"]),
+        .testTarget(name: "FederationTests", dependencies: ["Federation", "Gossip", "Crypto", "Learner", "Simulation", "DeterministicRandom"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Gossip", "Crypto"]),
         // Runs the built `peer` and `netsim` as a user would, and the commands the docs show.
         .testTarget(name: "CLITests"),

@@ -4,6 +4,19 @@ import Foundation
 import Learner
 import Testing
 
+/// Whether Debian's Fashion-MNIST is installed (`make deps`).
+let fashionMNISTAvailable = FileManager.default.fileExists(atPath: DataSource.fashionMNISTDirectory + "/train-images-idx3-ubyte.gz")
+
+/// Fashion-MNIST's training and test sets, pixels scaled to [0, 1] by the training set's range.
+func fashionMNIST() throws -> (train: Dataset, test: Dataset) {
+    var (train, loadedTest) = try DataSource.resolve("fashion-mnist").load()
+    var test = try #require(loadedTest)
+    let normalizer = Normalizer.fit(.minMax, on: train)
+    try train.normalize(with: normalizer)
+    try test.normalize(with: normalizer)
+    return (train, test)
+}
+
 /// Three Gaussian blobs in six dimensions, one class per blob.
 func blobs(count: Int, seed: UInt64) throws -> Dataset { try Dataset.gaussianBlobs(count: count, seed: seed) }
 
@@ -65,17 +78,11 @@ struct FedAvgTests {
         #expect(throws: LearnerError.self) { try FedAvg(architecture: arch, clients: [try clients[0].subset([])], seed: 1) }
     }
 
-    static let fashionMNIST = FileManager.default.fileExists(atPath: DataSource.fashionMNISTDirectory + "/train-images-idx3-ubyte.gz")
-
     /// The reference of the decentralized-learning scenario: 32 clients, Dirichlet α = 0.5 over
     /// Fashion-MNIST's training set, softmax regression, C = 0.25, E = 1, B = 32, lr 0.05.
-    @Test(.enabled(if: fashionMNIST))
+    @Test(.enabled(if: fashionMNISTAvailable))
     func fashionMNIST_32DirichletClients_softmax() throws {
-        var (train, loadedTest) = try DataSource.resolve("fashion-mnist").load()
-        var test = try #require(loadedTest)
-        let normalizer = Normalizer.fit(.minMax, on: train)
-        try train.normalize(with: normalizer)
-        try test.normalize(with: normalizer)
+        let (train, test) = try fashionMNIST()
         let clients = try Self.clients(train, count: 32, alpha: 0.5, seed: 1)
         let arch = try Architecture(inputCount: 784, hiddenSizes: [], classCount: 10)
         var server = try FedAvg(architecture: arch, clients: clients, seed: 1)

