@@ -22,7 +22,17 @@ struct LearningNodeTests {
         var rng = SplitMix64(seed: seed)
         var graph = Graph(nodeCount: nodes)
         graph.addCluster(0..<nodes, extraLinksPerNode: 3, rng: &rng)
-        let partition = try Partition(labels: data.labels, classCount: data.classCount, peers: nodes, scheme: .dirichlet(alpha: alpha), seed: seed)
+        let links = LinkPolicy(default: LinkModel(loss: loss, latency: .milliseconds(10), jitter: .milliseconds(10)))
+        return try network(data, graph: graph, links: links, partition: .dirichlet(alpha: alpha), architecture: architecture,
+                           settings: settings, averaging: averaging, codec: codec, seed: seed)
+    }
+
+    /// Learning nodes on `graph` over `links`, holding a `partition` of `data`.
+    static func network(_ data: Dataset, graph: Graph, links: LinkPolicy, partition scheme: PartitionScheme, architecture: Architecture,
+                        settings: LearningNode.Settings, averaging: PushSumAverager.Settings, codec: any ShareCodec = IdentityShareCodec(),
+                        seed: UInt64) throws -> (sim: Simulator<LearningNode>, samples: Double) {
+        let nodes = graph.nodeCount
+        let partition = try Partition(labels: data.labels, classCount: data.classCount, peers: nodes, scheme: scheme, seed: seed)
         let shards = try (0..<nodes).map { try partition.dataset(forPeer: $0, of: data) }
         let peers = (0..<nodes).map(SimAddress.peer)
         let initial = Model(architecture: architecture, seed: seed)
@@ -30,7 +40,6 @@ struct LearningNodeTests {
             try LearningNode(peer: peers[i], neighbours: graph.neighbourAddresses(i, peers: peers), architecture: architecture,
                              initial: initial, data: shards[i], settings: settings, averaging: averaging, codec: codec, seed: seed &+ UInt64(i))
         }
-        let links = LinkPolicy(default: LinkModel(loss: loss, latency: .milliseconds(10), jitter: .milliseconds(10)))
         let sim = Simulator<LearningNode>(nodeCount: nodes, seed: seed, links: links, topology: graph.topology) { built[$0.index] }
         return (sim, Double(data.count))
     }
@@ -91,10 +100,10 @@ struct LearningNodeTests {
     /// accuracy 0.828 (every node between 0.822 and the mean), against the target of 0.82.
     /// One run of the Fashion-MNIST scenario with `codec` on the wire: the peers' final test
     /// accuracies and the bytes sent.
-    static func fashionMNISTRun(codec: String) throws -> (accuracies: [Double], bytes: Int, curve: [Double]) {
-        let (train, test) = try fashionMNIST()
-        let arch = try Architecture(inputCount: 784, hiddenSizes: [], classCount: 10)
-        let seconds = 150
+    /// The Fashion-MNIST runs' settings, for `seconds` of virtual time: 5 local steps (batch
+    /// 32) every 200 ms at a learning rate of 0.1 decaying by cosine to 5 % of it, gossip every
+    /// 50 ms with up to 4 shares in flight.
+    static func fashionMNISTSettings(seconds: Int) -> (LearningNode.Settings, PushSumAverager.Settings) {
         var settings = LearningNode.Settings()
         settings.trainInterval = .milliseconds(200)
         settings.trainer.sgd.learningRate = 0.1
@@ -103,6 +112,14 @@ struct LearningNodeTests {
         averaging.tickInterval = .milliseconds(50)
         averaging.retransmitInterval = .milliseconds(40)
         averaging.maxInFlight = 4
+        return (settings, averaging)
+    }
+
+    static func fashionMNISTRun(codec: String) throws -> (accuracies: [Double], bytes: Int, curve: [Double]) {
+        let (train, test) = try fashionMNIST()
+        let arch = try Architecture(inputCount: 784, hiddenSizes: [], classCount: 10)
+        let seconds = 150
+        let (settings, averaging) = fashionMNISTSettings(seconds: seconds)
         let (sim, samples) = try network(train, nodes: 32, alpha: 0.5, architecture: arch, loss: 0.2, settings: settings, averaging: averaging,
                                          codec: try CompressedShareCodec.named(codec), seed: 1)
         // During the run, a fixed 2,000 test images; at the end, all 10,000.
@@ -137,5 +154,35 @@ struct LearningNodeTests {
         let int8Mean = int8.accuracies.reduce(0, +) / 32
         #expect(abs(int8Mean - mean) <= 0.01, "int8 \(int8Mean) against \(mean)")
         #expect(Double(plain.bytes) / Double(int8.bytes) >= 3.5, "int8 sent \(int8.bytes) bytes against \(plain.bytes)")
+    }
+
+    /// An uneven deployment: a dense site of 16 peers (5 % loss, 5 ms) and 8 sparse outposts
+    /// on a ring of weak links (30 % loss, 40 ± 20 ms), joined to the site by two links, with
+    /// power-law sample counts (rank^−1.2) over Fashion-MNIST. Every peer ends within a point
+    /// of the network's mean accuracy.
+    @Test(.enabled(if: fashionMNISTAvailable))
+    func fashionMNIST_unevenNetwork_everyPeerWithinAPointOfTheMean() throws {
+        let (train, test) = try fashionMNIST()
+        var rng = SplitMix64(seed: 6)
+        var graph = Graph(nodeCount: 24)
+        graph.addCluster(0..<16, extraLinksPerNode: 4, rng: &rng)
+        graph.addCluster(16..<24, extraLinksPerNode: 0, rng: &rng)
+        graph.connect(0, 16)
+        graph.connect(8, 20)
+        var links = LinkPolicy(default: LinkModel(loss: 0.05, latency: .milliseconds(5)), groups: (0..<24).map { $0 < 16 ? 0 : 1 })
+        let weak = LinkModel(loss: 0.3, latency: .milliseconds(40), jitter: .milliseconds(20))
+        links.setModel(weak, betweenGroups: 1, and: 1)
+        links.setModel(weak, betweenGroups: 0, and: 1)
+        let (settings, averaging) = Self.fashionMNISTSettings(seconds: 150)
+        let arch = try Architecture(inputCount: 784, hiddenSizes: [], classCount: 10)
+        let (sim, samples) = try Self.network(train, graph: graph, links: links, partition: .powerLaw(exponent: 1.2), architecture: arch,
+                                              settings: settings, averaging: averaging, seed: 6)
+        sim.startAll()
+        sim.run(until: Instant(nanoseconds: 150_000_000_000))
+        #expect(abs(Self.totalWeight(sim) - samples) <= 1e-9 * samples)
+        let accuracies = try (0..<24).map { try #require(sim.node($0)?.model).evaluate(on: test).accuracy }
+        let mean = accuracies.reduce(0, +) / 24
+        print("SGP, uneven network, power-law sizes: mean \(mean), dense min \(accuracies[..<16].min() ?? 0), outposts \(accuracies[16...].map { ($0 * 1000).rounded() / 1000 })")
+        #expect(accuracies.allSatisfy { abs($0 - mean) <= 0.01 }, "mean \(mean): \(accuracies)")
     }
 }
