@@ -78,6 +78,34 @@ struct LearningNodeTests {
         }
     }
 
+    @Test func weightStaysTheSampleCount_atEveryStep_underLossDuplicationAndCrashesWithRestarts() throws {
+        let arch = try Architecture(inputCount: 6, hiddenSizes: [8], classCount: 3)
+        var rng = SplitMix64(seed: 11)
+        var graph = Graph(nodeCount: 8)
+        graph.addCluster(0..<8, extraLinksPerNode: 2, rng: &rng)
+        let links = LinkPolicy(default: LinkModel(loss: 0.2, latency: .milliseconds(10), jitter: .milliseconds(20), duplication: 0.1))
+        let (sim, samples) = try Self.network(try Dataset.gaussianBlobs(count: 900, seed: 1), graph: graph, links: links, partition: .dirichlet(alpha: 0.5),
+                                              architecture: arch, settings: .init(), averaging: .init(), seed: 11)
+        sim.startAll()
+        // Nodes crash (keeping their state, as a restart from the data directory does) and come
+        // back, one at a time and overlapping; their training rounds in progress are lost.
+        for (k, node) in [2, 5, 2, 7, 0].enumerated() {
+            let at = Int64(2 + 3 * k) * 1_000_000_000
+            sim.crash(node, at: Instant(nanoseconds: at), keepState: true)
+            sim.start(node, at: Instant(nanoseconds: at + 2_500_000_000))
+        }
+        var checks = 0
+        sim.run(until: Instant(nanoseconds: 25_000_000_000), every: .milliseconds(100)) { sim in
+            checks += 1
+            let total = Self.totalWeight(sim)
+            #expect(abs(total - samples) <= 1e-9 * samples, "at \(sim.now): \(total)")
+            return abs(total - samples) <= 1e-9 * samples
+        }
+        #expect(checks == 250)
+        #expect(sim.counters.duplicated > 0 && sim.counters.dropped(.loss) > 0 && sim.counters.dropped(.nodeDown) > 0)
+        #expect((0..<8).allSatisfy { (sim.node($0)?.roundsTrained ?? 0) > 20 })
+    }
+
     @Test func aSlowDevice_trainsFewerRounds_inTheSameVirtualTime() throws {
         let arch = try Architecture(inputCount: 6, hiddenSizes: [16], classCount: 3)
         let (sim, _) = try Self.network(try Dataset.gaussianBlobs(count: 800, seed: 1), nodes: 4, alpha: 1, architecture: arch, loss: 0, seed: 5)
