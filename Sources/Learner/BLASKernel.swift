@@ -44,7 +44,7 @@ public enum BLASKernel {
         while getline(&line, &capacity, file) > 0, let line {
             let text = String(cString: line)
             guard text.hasPrefix("flags") else { continue }
-            return Set(text.split(separator: ":", maxSplits: 1).last?.split(separator: " ").map { $0.trimmingCharacters() } ?? [])
+            return Set(text.split(separator: ":", maxSplits: 1).last?.split(whereSeparator: \.isWhitespace).map(String.init) ?? [])
         }
         return []
     }
@@ -80,11 +80,5 @@ public enum BLASKernel {
         unsetenv(environmentVariable)
         unsetenv(replacedVariable)
         #endif
-    }
-}
-
-private extension Substring {
-    func trimmingCharacters() -> String {
-        String(self.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\n" }.reversed())
     }
 }

@@ -45,18 +45,7 @@ struct LearningNodeTests {
     }
 
     /// Σ weights over nodes and transfers in flight not yet applied.
-    static func totalWeight(_ sim: Simulator<LearningNode>) -> Double {
-        var total = 0.0
-        for i in 0..<sim.nodeCount {
-            guard let node = sim.node(i)?.averager else { continue }
-            total += node.weight
-            for (to, transfer) in node.pendingTransfers {
-                let receiver = sim.index(of: to.endpoint).flatMap { sim.node($0)?.averager }
-                if receiver?.hasApplied(from: node.peerID, epoch: transfer.epoch, sequence: transfer.sequence) != true { total += transfer.weight }
-            }
-        }
-        return total
-    }
+    static func totalWeight(_ sim: Simulator<LearningNode>) -> Double { AveragingMetrics.totalWeight(sim) { $0.averager } }
 
     @Test func skewedPeersOnLossyLinks_learnTheWholeTask_andTheWeightStaysTheSampleCount() throws {
         let arch = try Architecture(inputCount: 6, hiddenSizes: [], classCount: 3)
