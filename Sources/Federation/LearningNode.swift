@@ -13,20 +13,35 @@ import Learner
 /// gossip goes on. Training creates and loses no weight, so the averaging stays exact under
 /// loss while the models learn.
 ///
-/// The node's neighbours are fixed (a topology experiment); the composition with membership
-/// and peer sampling for real peers is the next step.
-public struct LearningNode: ProtocolNode {
-    public typealias Message = PushSumAverager.Message
+/// The averaging runs in `Base`: a bare ``PushSumAverager`` over fixed neighbours (topology
+/// experiments in the simulator) or a ``GossipNode``, whose neighbours come from membership and
+/// peer sampling (real peers, `peer join`). The same learning protocol runs over both.
+///
+/// A node whose averager was made with ``PushSumAverager/init(joining:dimension:sampleCount:neighbours:settings:codec:rng:)``
+/// joins late: it first takes the network's current model from the shares it receives, adds
+/// its own samples' mass at that model, and only then trains; if no share arrives within
+/// ``Settings/joinTimeout`` (the first peers of a network) it starts from the initial model.
+///
+/// With a test set the node also evaluates its model every ``Settings/evaluationInterval``, as
+/// work for its driver like training.
+public struct LearningNode<Base: AveragingHost>: ProtocolNode {
+    public typealias Message = Base.Message
 
     public enum Timer: Hashable, Sendable {
-        case averaging(PushSumAverager.Timer)
+        case base(Base.Timer)
         case train
+        case evaluate
+        case join
     }
 
     public enum Event: Sendable {
-        case averaging(PushSumAverager.Event)
+        case base(Base.Event)
         /// Local steps finished, with their mean training loss.
         case trained(steps: Int, loss: Double)
+        /// The model was evaluated on the node's test set.
+        case evaluated(accuracy: Double, loss: Double)
+        /// The node added its own mass: at the model it received (`pulled`) or at the initial one.
+        case joined(pulled: Bool)
     }
 
     /// How the node trains between exchanges.
@@ -37,6 +52,13 @@ public struct LearningNode: ProtocolNode {
         public var trainInterval: Duration = .milliseconds(100)
         /// Batch size, learning rate and momentum of the local steps.
         public var trainer = TrainerConfig(batchSize: 32, sgd: SGDConfig(learningRate: 0.05, momentum: 0, weightDecay: 0))
+        /// Time between two evaluations on the test set (none without one). Ten seconds keeps
+        /// the cost of evaluating on 2,000 images under 1 % of a core.
+        public var evaluationInterval: Duration = .seconds(10)
+        /// How long a joining node waits for a share carrying the network's model before it
+        /// starts from the initial model (it is then among the network's first peers). Three
+        /// seconds is several gossip rounds of every profile but the wide-area one.
+        public var joinTimeout: Duration = .seconds(3)
 
         public init() {}
     }
@@ -48,78 +70,144 @@ public struct LearningNode: ProtocolNode {
         var loss: Double
     }
 
-    public var peerID: PeerID { averager.peerID }
-    public private(set) var averager: PushSumAverager
+    /// The latest evaluation on the test set.
+    public struct Evaluated: Sendable, Equatable {
+        public var accuracy: Double
+        public var loss: Double
+        public var at: Instant
+    }
+
+    public var peerID: PeerID { base.peerID }
+    /// The averaging node underneath: its averager holds the model as `v/w`.
+    public private(set) var base: Base
     public let architecture: Architecture
     public let settings: Settings
+    /// Training rounds whose change was applied, and their SGD steps.
     public private(set) var roundsTrained = 0
+    public private(set) var stepsTrained = 0
+    /// Mean training loss of the last round.
+    public private(set) var trainingLoss: Double?
+    public private(set) var lastEvaluation: Evaluated?
+    /// When the model last changed (a training round or a share applied).
+    public private(set) var modelChangedAt: Instant?
     private let data: Dataset
+    private let test: Dataset?
+    /// The model a first peer starts from.
+    private let initial: [Float]
     private var trainer: Trainer
     /// The training round in progress: its request and the parameters it started from.
     private var training: (id: UInt64, start: [Float])?
+    private var evaluating: UInt64?
     private var nextRequest: UInt64 = 0
+    private var sharesApplied = 0
 
-    /// A node holding `data`, starting from `initial` (the same parameters on every node),
-    /// averaging with `neighbours`. Its weight is its sample count.
-    public init(peer: PeerID, neighbours: [PeerAddress], architecture: Architecture, initial: Model, data: Dataset,
-                settings: Settings = Settings(), averaging: PushSumAverager.Settings = .init(),
-                codec: any ShareCodec = IdentityShareCodec(), seed: UInt64) throws {
+    /// A node averaging in `base` (whose averager holds `initial`, or joins late), training on
+    /// `data`, evaluating on `test` if given.
+    public init(base: Base, architecture: Architecture, initial: Model, data: Dataset, test: Dataset? = nil,
+                settings: Settings = Settings(), seed: UInt64) throws {
         guard initial.architecture == architecture else {
             throw LearnerError.invalidArgument("the initial model is a \(initial.architecture), the node trains a \(architecture)")
         }
+        guard let averager = base.averager, averager.dimension == architecture.parameterCount else {
+            throw LearnerError.invalidArgument("the averaging node must average the \(architecture.parameterCount) parameters of a \(architecture)")
+        }
         guard settings.localSteps >= 1 else { throw LearnerError.invalidArgument("local steps must be at least 1, got \(settings.localSteps)") }
+        if let test, test.featureCount != architecture.inputCount || test.classCount > architecture.classCount {
+            throw LearnerError.shapeMismatch("the test set has \(test.featureCount) features and \(test.classCount) classes; the model is a \(architecture)")
+        }
+        self.base = base
         self.architecture = architecture
         self.data = data
+        self.test = test
         self.settings = settings
+        self.initial = initial.flatten()
         var config = settings.trainer
         config.seed = seed
         trainer = try Trainer(architecture: architecture, config: config)
-        averager = PushSumAverager(peer: peer, initial: initial.flatten(), sampleCount: Double(data.count), neighbours: neighbours,
-                                   settings: averaging, codec: codec, rng: SplitMix64(seed: seed ^ 0xA5A5_5A5A))
     }
+
+    /// The averager holding the model.
+    public var averager: PushSumAverager? { base.averager }
 
     /// The model this node holds now (its estimate), nil while it holds no weight.
     public var model: Model? {
-        averager.estimate.flatMap { try? Model(architecture: architecture, parameters: $0.map { Float($0) }) }
+        base.averager?.estimate.flatMap { try? Model(architecture: architecture, parameters: $0.map { Float($0) }) }
     }
+
+    /// Whether the node still waits to add its own mass (a joiner before its first share).
+    public var joining: Bool { (base.averager?.pendingContribution ?? 0) > 0 }
+
+    /// The optimizer's state, for a checkpoint.
+    public var optimizerState: SGDState { trainer.optimizer.state }
+
+    /// Resumes the training counters and the optimizer from a checkpoint.
+    public mutating func restore(rounds: Int, steps: Int, optimizer: SGDState) throws {
+        try trainer.restore(optimizer)
+        roundsTrained = max(0, rounds)
+        stepsTrained = max(0, steps)
+    }
+
+    // MARK: ProtocolNode
 
     public mutating func onStart(at now: Instant) -> [Action] {
         training = nil
-        var actions = wrap(averager.onStart(at: now))
+        evaluating = nil
+        var actions = wrap(base.onStart(at: now), at: now)
         actions.append(.schedule(.train, at: now))
+        if test != nil { actions.append(.schedule(.evaluate, at: now)) }
+        if joining { actions.append(.schedule(.join, at: now + settings.joinTimeout)) }
         return actions
     }
 
     public mutating func onMessage(_ message: Message, from sender: Sender, at now: Instant) -> [Action] {
-        wrap(averager.onMessage(message, from: sender, at: now))
+        wrap(base.onMessage(message, from: sender, at: now), at: now)
     }
 
     public mutating func onTimer(_ timer: Timer, at now: Instant) -> [Action] {
         switch timer {
-        case .averaging(let t): return wrap(averager.onTimer(t, at: now))
+        case .base(let t): return wrap(base.onTimer(t, at: now), at: now)
         case .train: return startTraining(at: now)
+        case .evaluate: return startEvaluation(at: now)
+        case .join:
+            guard joining, (try? base.contribute(fallback: initial)) == true else { return [] }
+            modelChangedAt = now
+            return [.report(.joined(pulled: false))]
         }
     }
 
     public mutating func onComputed(_ id: UInt64, result: any Sendable, at now: Instant) -> [Action] {
+        if id == evaluating {
+            evaluating = nil
+            var actions: [Action] = [.schedule(.evaluate, at: now + settings.evaluationInterval)]
+            if let evaluation = result as? Evaluation {
+                lastEvaluation = Evaluated(accuracy: evaluation.accuracy, loss: evaluation.loss, at: now)
+                actions.append(.report(.evaluated(accuracy: evaluation.accuracy, loss: evaluation.loss)))
+            }
+            return actions
+        }
         guard let (expected, start) = training, expected == id else { return [] }
         training = nil
         var actions: [Action] = [.schedule(.train, at: now + settings.trainInterval)]
         guard let outcome = result as? Outcome, outcome.parameters.count == start.count else { return actions }
         trainer = outcome.trainer
         let change = zip(outcome.parameters, start).map { $0 - $1 }
-        if (try? averager.applyLocalUpdate(change)) == true {
+        if (try? base.applyLocalUpdate(change)) == true {
             roundsTrained += 1
+            stepsTrained += settings.localSteps
+            trainingLoss = outcome.loss
+            modelChangedAt = now
             actions.append(.report(.trained(steps: settings.localSteps, loss: outcome.loss)))
         }
         return actions
     }
 
     /// Asks the driver to run the local steps from the current estimate; a node without data
-    /// or weight only averages, and looks again later.
+    /// or weight, or still joining, only averages, and looks again later.
     private mutating func startTraining(at now: Instant) -> [Action] {
         guard training == nil else { return [] }
-        guard data.count > 0, let estimate = averager.estimate else { return [.schedule(.train, at: now + settings.trainInterval)] }
+        guard data.count > 0, !joining, let estimate = base.averager?.estimate else {
+            return [.schedule(.train, at: now + settings.trainInterval)]
+        }
         let start = estimate.map { Float($0) }
         nextRequest += 1
         training = (nextRequest, start)
@@ -136,15 +224,71 @@ public struct LearningNode: ProtocolNode {
         })]
     }
 
-    private func wrap(_ actions: [PushSumAverager.Action]) -> [Action] {
-        actions.map { action in
+    /// Asks the driver to evaluate the current model on the test set.
+    private mutating func startEvaluation(at now: Instant) -> [Action] {
+        guard evaluating == nil, let test else { return [] }
+        guard let model else { return [.schedule(.evaluate, at: now + settings.evaluationInterval)] }
+        nextRequest += 1
+        evaluating = nextRequest
+        // A forward pass: about two multiply-adds per parameter per sample.
+        let cost = Double(test.count * architecture.parameterCount * 2)
+        return [.compute(ComputeRequest(id: nextRequest, cost: cost) { () -> any Sendable in
+            (try? model.evaluate(on: test)) as Evaluation?
+        })]
+    }
+
+    /// The base's actions, wrapped; a joiner that has received its first share adds its own
+    /// mass at the model the share brought.
+    private mutating func wrap(_ actions: [Base.Action], at now: Instant) -> [Action] {
+        var out = actions.map { action -> Action in
             switch action {
             case let .send(m, to, via): return .send(m, to: to, via: via)
-            case let .schedule(t, at): return .schedule(.averaging(t), at: at)
-            case let .cancel(t): return .cancel(.averaging(t))
-            case let .report(e): return .report(.averaging(e))
+            case let .schedule(t, at): return .schedule(.base(t), at: at)
+            case let .cancel(t): return .cancel(.base(t))
+            case let .report(e): return .report(.base(e))
             case let .compute(request): return .compute(request)
             }
         }
+        let applied = base.averager?.counters.applied ?? 0
+        if applied != sharesApplied {
+            sharesApplied = applied
+            modelChangedAt = now
+        }
+        if joining, (base.averager?.weight ?? 0) > 0, (try? base.contribute(fallback: initial)) == true {
+            out.append(.cancel(.join))
+            out.append(.report(.joined(pulled: true)))
+        }
+        return out
+    }
+}
+
+extension LearningNode where Base == PushSumAverager {
+    /// A node holding `data`, starting from `initial` (the same parameters on every node),
+    /// averaging with fixed `neighbours`. Its weight is its sample count; with `joining` it
+    /// joins late instead (it takes the network's model from the first share it receives).
+    public init(peer: PeerID, neighbours: [PeerAddress], architecture: Architecture, initial: Model, data: Dataset,
+                test: Dataset? = nil, settings: Settings = Settings(), averaging: PushSumAverager.Settings = .init(),
+                codec: any ShareCodec = IdentityShareCodec(), joining: Bool = false, seed: UInt64) throws {
+        let rng = SplitMix64(seed: seed ^ 0xA5A5_5A5A)
+        let averager = joining
+            ? PushSumAverager(joining: peer, dimension: architecture.parameterCount, sampleCount: Double(data.count),
+                              neighbours: neighbours, settings: averaging, codec: codec, rng: rng)
+            : PushSumAverager(peer: peer, initial: initial.flatten(), sampleCount: Double(data.count), neighbours: neighbours,
+                              settings: averaging, codec: codec, rng: rng)
+        try self.init(base: averager, architecture: architecture, initial: initial, data: data, test: test, settings: settings, seed: seed)
+    }
+}
+
+/// A learning peer of the overlay: what `peer join --data` runs.
+extension LearningNode: OverlayNode where Base == GossipNode {
+    public var overlay: GossipNode { base }
+
+    public mutating func leave(at now: Instant) -> [Action] {
+        wrap(base.leave(at: now), at: now)
+    }
+
+    public static func overlayEvent(_ event: Event) -> GossipEvent? {
+        if case .base(let e) = event { return e }
+        return nil
     }
 }

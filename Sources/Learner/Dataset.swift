@@ -134,6 +134,16 @@ public struct Normalizer: Sendable, Equatable {
         self.scales = scales
     }
 
+    /// Maps every feature's range [low, high] to [0, 1], the same on every peer (pixels:
+    /// 0 to 255), so peers that average their models see their inputs alike.
+    public static func range(low: Float, high: Float, featureCount: Int) throws -> Normalizer {
+        guard low.isFinite, high.isFinite, high - low > minimumSpread else {
+            throw LearnerError.invalidArgument("a normalisation range needs LOW below HIGH, both finite, got \(low) and \(high)")
+        }
+        return Normalizer(unchecked: .minMax, offsets: [Float](repeating: low, count: featureCount),
+                          scales: [Float](repeating: 1 / (high - low), count: featureCount))
+    }
+
     /// The identity for `featureCount` features.
     public static func identity(featureCount: Int) -> Normalizer {
         Normalizer(unchecked: .none, offsets: [Float](repeating: 0, count: featureCount), scales: [Float](repeating: 1, count: featureCount))

@@ -150,6 +150,18 @@ public struct Trainer: Sendable {
         batchLabels = [Int32](repeating: 0, count: config.batchSize)
     }
 
+    /// Resumes the optimizer from a checkpoint of its state (step count and momentum), taken
+    /// from a trainer of the same architecture.
+    public mutating func restore(_ state: SGDState) throws {
+        guard state.velocity.count == architecture.parameterCount else {
+            throw LearnerError.shapeMismatch("optimizer state of \(state.velocity.count) parameters, the model has \(architecture.parameterCount)")
+        }
+        guard state.step >= 0, state.velocity.allSatisfy(\.isFinite) else {
+            throw LearnerError.invalidArgument("optimizer state with a negative step or non-finite momentum")
+        }
+        optimizer.state = state
+    }
+
     /// Number of steps in one pass over `data` (the last batch may be short).
     public func stepsPerEpoch(_ data: Dataset) -> Int { (data.count + config.batchSize - 1) / config.batchSize }
 

@@ -17,8 +17,8 @@ struct LearningNodeTests {
     /// `nodes` learning nodes on a ring with three random links each, holding a Dirichlet(`alpha`)
     /// split of `data`, all starting from one initial model, over links losing `loss` of messages.
     static func network(_ data: Dataset, nodes: Int, alpha: Double, architecture: Architecture, loss: Double,
-                        settings: LearningNode.Settings = .init(), averaging: PushSumAverager.Settings = .init(),
-                        codec: any ShareCodec = IdentityShareCodec(), seed: UInt64) throws -> (sim: Simulator<LearningNode>, samples: Double) {
+                        settings: LearningNode<PushSumAverager>.Settings = .init(), averaging: PushSumAverager.Settings = .init(),
+                        codec: any ShareCodec = IdentityShareCodec(), seed: UInt64) throws -> (sim: Simulator<LearningNode<PushSumAverager>>, samples: Double) {
         var rng = SplitMix64(seed: seed)
         var graph = Graph(nodeCount: nodes)
         graph.addCluster(0..<nodes, extraLinksPerNode: 3, rng: &rng)
@@ -29,8 +29,8 @@ struct LearningNodeTests {
 
     /// Learning nodes on `graph` over `links`, holding a `partition` of `data`.
     static func network(_ data: Dataset, graph: Graph, links: LinkPolicy, partition scheme: PartitionScheme, architecture: Architecture,
-                        settings: LearningNode.Settings, averaging: PushSumAverager.Settings, codec: any ShareCodec = IdentityShareCodec(),
-                        seed: UInt64) throws -> (sim: Simulator<LearningNode>, samples: Double) {
+                        settings: LearningNode<PushSumAverager>.Settings, averaging: PushSumAverager.Settings, codec: any ShareCodec = IdentityShareCodec(),
+                        joining: Set<Int> = [], seed: UInt64) throws -> (sim: Simulator<LearningNode<PushSumAverager>>, samples: Double) {
         let nodes = graph.nodeCount
         let partition = try Partition(labels: data.labels, classCount: data.classCount, peers: nodes, scheme: scheme, seed: seed)
         let shards = try (0..<nodes).map { try partition.dataset(forPeer: $0, of: data) }
@@ -38,14 +38,15 @@ struct LearningNodeTests {
         let initial = Model(architecture: architecture, seed: seed)
         let built = try (0..<nodes).map { i in
             try LearningNode(peer: peers[i], neighbours: graph.neighbourAddresses(i, peers: peers), architecture: architecture,
-                             initial: initial, data: shards[i], settings: settings, averaging: averaging, codec: codec, seed: seed &+ UInt64(i))
+                             initial: initial, data: shards[i], settings: settings, averaging: averaging, codec: codec,
+                             joining: joining.contains(i), seed: seed &+ UInt64(i))
         }
-        let sim = Simulator<LearningNode>(nodeCount: nodes, seed: seed, links: links, topology: graph.topology) { built[$0.index] }
+        let sim = Simulator<LearningNode<PushSumAverager>>(nodeCount: nodes, seed: seed, links: links, topology: graph.topology) { built[$0.index] }
         return (sim, Double(data.count))
     }
 
     /// Σ weights over nodes and transfers in flight not yet applied.
-    static func totalWeight(_ sim: Simulator<LearningNode>) -> Double { AveragingMetrics.totalWeight(sim) { $0.averager } }
+    static func totalWeight(_ sim: Simulator<LearningNode<PushSumAverager>>) -> Double { AveragingMetrics.totalWeight(sim) { $0.averager } }
 
     @Test func skewedPeersOnLossyLinks_learnTheWholeTask_andTheWeightStaysTheSampleCount() throws {
         let arch = try Architecture(inputCount: 6, hiddenSizes: [], classCount: 3)
@@ -120,8 +121,8 @@ struct LearningNodeTests {
     /// The Fashion-MNIST runs' settings, for `seconds` of virtual time: 5 local steps (batch
     /// 32) every 200 ms at a learning rate of 0.1 decaying by cosine to 5 % of it, gossip every
     /// 50 ms with up to 4 shares in flight.
-    static func fashionMNISTSettings(seconds: Int) -> (LearningNode.Settings, PushSumAverager.Settings) {
-        var settings = LearningNode.Settings()
+    static func fashionMNISTSettings(seconds: Int) -> (LearningNode<PushSumAverager>.Settings, PushSumAverager.Settings) {
+        var settings = LearningNode<PushSumAverager>.Settings()
         settings.trainInterval = .milliseconds(200)
         settings.trainer.sgd.learningRate = 0.1
         settings.trainer.sgd.schedule = .cosine(totalSteps: seconds * 5 * settings.localSteps, floor: 0.05)
@@ -201,5 +202,43 @@ struct LearningNodeTests {
         let mean = accuracies.reduce(0, +) / 24
         print("SGP, uneven network, power-law sizes: mean \(mean), dense min \(accuracies[..<16].min() ?? 0), outposts \(accuracies[16...].map { ($0 * 1000).rounded() / 1000 })")
         #expect(accuracies.allSatisfy { abs($0 - mean) <= 0.01 }, "mean \(mean): \(accuracies)")
+    }
+
+    /// A peer that joins a network which has trained for 60 s takes the network's model from
+    /// the first share it receives, adds its samples there, and within a few of its own
+    /// training rounds is as accurate as the others; the weight stays the sample count.
+    @Test(.enabled(if: fashionMNISTAvailable))
+    func fashionMNIST_aLateJoiner_reachesTheNetworksAccuracyWithinAFewRounds() throws {
+        let (train, test) = try fashionMNIST()
+        let nodes = 16, late = 15
+        var rng = SplitMix64(seed: 8)
+        var graph = Graph(nodeCount: nodes)
+        graph.addCluster(0..<nodes, extraLinksPerNode: 3, rng: &rng)
+        let links = LinkPolicy(default: LinkModel(loss: 0.2, latency: .milliseconds(10), jitter: .milliseconds(10)))
+        let (settings, averaging) = Self.fashionMNISTSettings(seconds: 60)
+        let arch = try Architecture(inputCount: 784, hiddenSizes: [], classCount: 10)
+        let (sim, samples) = try Self.network(train, graph: graph, links: links, partition: .dirichlet(alpha: 0.5), architecture: arch,
+                                              settings: settings, averaging: averaging, joining: [late], seed: 8)
+        let subset = try test.subset(Array(0..<2_000))
+        for i in 0..<nodes where i != late { sim.start(i, at: .zero) }
+        sim.start(late, at: Instant(nanoseconds: 60_000_000_000))
+        sim.run(until: Instant(nanoseconds: 60_000_000_000))
+        let network = (0..<nodes).filter { $0 != late }.compactMap { try? sim.node($0)?.model?.evaluate(on: subset).accuracy }
+        let networkMean = network.reduce(0, +) / Double(network.count)
+        // Until its first share it holds no model and no weight; its samples are not counted yet.
+        var joinedAfter: Duration?
+        sim.run(until: Instant(nanoseconds: 70_000_000_000), every: .milliseconds(50)) { sim in
+            guard let node = sim.node(late) else { return true }
+            let pending = node.averager?.pendingContribution ?? 0
+            #expect(abs(Self.totalWeight(sim) + pending - samples) <= 1e-9 * samples, "at \(sim.now)")
+            if joinedAfter == nil, !node.joining { joinedAfter = sim.now - Instant(nanoseconds: 60_000_000_000) }
+            return true
+        }
+        let joiner = try #require(sim.node(late))
+        let accuracy = try #require(joiner.model).evaluate(on: subset).accuracy
+        print("late joiner: joined \(joinedAfter.map { "\($0)" } ?? "never") after starting, \(joiner.roundsTrained) rounds later accuracy \(accuracy) against the network's \(networkMean) when it joined")
+        #expect(try #require(joinedAfter) < .seconds(1))
+        #expect(joiner.roundsTrained <= 50)
+        #expect(accuracy >= networkMean - 0.01, "the joiner's \(accuracy) against the network's \(networkMean)")
     }
 }

@@ -106,13 +106,13 @@ public enum AveragingMetrics {
     }
 
     /// The same for nodes that each hold an averager (a learning node's model averaging).
-    public static func totalWeight<Node: ProtocolNode>(_ sim: Simulator<Node>, averager: (Node) -> PushSumAverager) -> Double {
+    public static func totalWeight<Node: ProtocolNode>(_ sim: Simulator<Node>, averager: (Node) -> PushSumAverager?) -> Double {
         var total = 0.0
         for i in 0..<sim.nodeCount {
-            guard let node = sim.node(i).map(averager) else { continue }
+            guard let node = sim.node(i).flatMap(averager) else { continue }
             total += node.weight
             for (to, transfer) in node.pendingTransfers {
-                guard let j = sim.index(of: to.endpoint), let receiver = sim.node(j).map(averager), receiver.peerID == to.peer else {
+                guard let j = sim.index(of: to.endpoint), let receiver = sim.node(j).flatMap(averager), receiver.peerID == to.peer else {
                     total += transfer.weight
                     continue
                 }

@@ -6,12 +6,15 @@ import Crypto
 /// it (atomically) before any transfer or acknowledgement leaves the process, so the saved
 /// state is never behind what peers have seen.
 ///
-/// Encoding (big-endian, like every other format of the project): `"MPS1" ‖ peer(32) ‖
-/// epoch u64 ‖ nextSequence u64 ‖ weight f64 bits ‖ dimension u32 ‖ value (f64 bits × dimension) ‖
+/// Encoding (big-endian, like every other format of the project): `"MPS2" ‖ peer(32) ‖
+/// epoch u64 ‖ nextSequence u64 ‖ weight f64 bits ‖ pending contribution f64 bits ‖ dimension u32 ‖ value (f64 bits × dimension) ‖
 /// inFlight count u16 ‖ per transfer: endpoint, to-peer(32), the transfer (``AveragingWire``,
 /// length-prefixed) ‖ senders count u32 ‖ per sender: peer(32) ‖ epoch u64 ‖ highest u64 ‖ bitmap u64`.
+/// States written before joiners could defer their contribution (`"MPS1"`, the same without the
+/// pending contribution) are still read.
 public struct DurableState: Equatable, Sendable {
-    static let magic = Array("MPS1".utf8)
+    static let magic = Array("MPS2".utf8)
+    static let previousMagic = Array("MPS1".utf8)
     /// Bounds checked before allocating, far above what one node holds.
     static let maxDimension = AveragingWire.maxElements
     static let maxSenders = 1 << 20
@@ -20,6 +23,8 @@ public struct DurableState: Equatable, Sendable {
     public var epoch: UInt64
     public var nextSequence: UInt64
     public var weight: Double
+    /// Samples whose mass the node has not added yet (``PushSumAverager/pendingContribution``).
+    public var pendingContribution: Double
     public var value: [Double]
     public var inFlight: [(to: PeerAddress, transfer: PushSumAverager.Transfer)]
     public var senders: [(peer: PeerID, epoch: UInt64, highest: UInt64, bitmap: UInt64)]
@@ -42,6 +47,7 @@ public struct DurableState: Equatable, Sendable {
         w.writeUInt64(epoch)
         w.writeUInt64(nextSequence)
         w.writeUInt64(weight.bitPattern)
+        w.writeUInt64(pendingContribution.bitPattern)
         w.writeUInt32(UInt32(value.count))
         for v in value { w.writeUInt64(v.bitPattern) }
         w.writeUInt16(UInt16(inFlight.count))
@@ -64,13 +70,18 @@ public struct DurableState: Equatable, Sendable {
     /// Reads saved state, refusing anything malformed with a ``WireError`` naming the field.
     public init(decoding bytes: [UInt8]) throws(WireError) {
         var r = ByteReader(bytes)
-        guard try r.readBytes(4, "state magic") == Self.magic else {
-            throw .invalidValue(field: "state magic", reason: "not a Murmuration averaging state (expected MPS1)")
+        let magic = try r.readBytes(4, "state magic")
+        guard magic == Self.magic || magic == Self.previousMagic else {
+            throw .invalidValue(field: "state magic", reason: "not a Murmuration averaging state (expected MPS2)")
         }
         peer = try Self.readPeer(&r)
         epoch = try r.readUInt64("epoch")
         nextSequence = try r.readUInt64("next sequence")
         weight = Double(bitPattern: try r.readUInt64("weight"))
+        pendingContribution = magic == Self.magic ? Double(bitPattern: try r.readUInt64("pending contribution")) : 0
+        guard weight.isFinite, weight >= 0, pendingContribution.isFinite, pendingContribution >= 0 else {
+            throw .invalidValue(field: "weight", reason: "weights are finite and not negative")
+        }
         let dimension = Int(try r.readUInt32("dimension"))
         guard dimension > 0, dimension <= Self.maxDimension else {
             throw .lengthTooLarge(field: "dimension", declared: UInt64(dimension), maximum: Self.maxDimension)
@@ -108,13 +119,14 @@ public struct DurableState: Equatable, Sendable {
         return peer
     }
 
-    init(peer: PeerID, epoch: UInt64, nextSequence: UInt64, weight: Double, value: [Double],
+    init(peer: PeerID, epoch: UInt64, nextSequence: UInt64, weight: Double, pendingContribution: Double, value: [Double],
          inFlight: [(to: PeerAddress, transfer: PushSumAverager.Transfer)],
          senders: [(peer: PeerID, epoch: UInt64, highest: UInt64, bitmap: UInt64)]) {
         self.peer = peer
         self.epoch = epoch
         self.nextSequence = nextSequence
         self.weight = weight
+        self.pendingContribution = pendingContribution
         self.value = value
         self.inFlight = inFlight
         self.senders = senders
@@ -124,7 +136,8 @@ public struct DurableState: Equatable, Sendable {
 extension PushSumAverager {
     /// The state to save so that a restart resumes this node exactly (see ``DurableState``).
     public var durableState: DurableState {
-        DurableState(peer: peerID, epoch: epoch, nextSequence: nextSequence, weight: weight, value: value,
+        DurableState(peer: peerID, epoch: epoch, nextSequence: nextSequence, weight: weight,
+                     pendingContribution: pendingContribution, value: value,
                      inFlight: inFlight.map { ($0.to, $0.transfer) },
                      senders: senders.sorted { $0.key < $1.key }.map { ($0.key.peer, $0.key.epoch, $0.value.applied.highest, $0.value.applied.bitmap) })
     }

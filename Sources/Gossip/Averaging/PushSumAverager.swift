@@ -191,6 +191,9 @@ public struct PushSumAverager: ProtocolNode {
     public private(set) var counters = Counters()
     /// The weight `w`.
     public internal(set) var weight: Double
+    /// Samples whose mass this node has yet to add (a joiner that first takes the network's
+    /// current estimate from the shares it receives; see ``contribute(fallback:)``); 0 once added.
+    public internal(set) var pendingContribution: Double = 0
     var value: [Double]
     let codec: any ShareCodec
     private var rng: SplitMix64
@@ -225,6 +228,19 @@ public struct PushSumAverager: ProtocolNode {
         self.epoch = self.rng.next()
     }
 
+    /// A node that joins a running network: it holds no mass at first, so the first shares it
+    /// receives give it the network's current estimate (a late joiner thus starts from the
+    /// trained model, not from scratch), and it adds its own `sampleCount` samples' worth of
+    /// mass at that estimate with ``contribute(fallback:)``.
+    public init(
+        joining peer: PeerID, dimension: Int, sampleCount: Double, neighbours: [PeerAddress] = [],
+        settings: Settings = Settings(), codec: any ShareCodec = IdentityShareCodec(), rng: SplitMix64
+    ) {
+        self.init(peer: peer, initial: [Float](repeating: 0, count: dimension), sampleCount: 0, neighbours: neighbours,
+                  settings: settings, codec: codec, rng: rng)
+        pendingContribution = sampleCount
+    }
+
     /// A node resuming saved state (``DurableState``): its value, weight, epoch, sequence
     /// numbers, transfers in flight and duplicate suppression, exactly as saved. Its own
     /// vector is not added again.
@@ -236,6 +252,7 @@ public struct PushSumAverager: ProtocolNode {
         dimension = state.value.count
         neighbours = []
         weight = state.weight
+        pendingContribution = state.pendingContribution
         value = state.value
         self.codec = codec
         self.rng = rng
@@ -316,6 +333,32 @@ public struct PushSumAverager: ProtocolNode {
         guard finite else { throw .nonFinite }
         value = moved
         counters.localUpdates += 1
+        return true
+    }
+
+    /// Adds this node's own mass, once: its ``pendingContribution`` samples at its current
+    /// estimate (the network's model, taken from the shares it received), or at `fallback`
+    /// while it holds no weight (the first peers of a network, which have no one to take a model
+    /// from). The value and weight grow by `n · x` and `n`; the network's weighted average
+    /// stays where it was when `x` is that average. Returns whether mass was added.
+    @discardableResult
+    public mutating func contribute(fallback: [Float]) throws(AveragingError) -> Bool {
+        guard pendingContribution > 0, !leaving else { return false }
+        guard fallback.count == dimension else { throw .wrongDimension(expected: dimension, got: fallback.count) }
+        guard fallback.allSatisfy(\.isFinite) else { throw .nonFinite }
+        let n = pendingContribution
+        if weight > 0 {
+            let factor = n / weight
+            value.withUnsafeMutableBufferPointer { v in
+                for i in 0..<v.count { v[i] += v[i] * factor }
+            }
+        } else {
+            value.withUnsafeMutableBufferPointer { v in
+                for i in 0..<v.count { v[i] += Double(fallback[i]) * n }
+            }
+        }
+        weight += n
+        pendingContribution = 0
         return true
     }
 

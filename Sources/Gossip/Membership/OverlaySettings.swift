@@ -56,6 +56,9 @@ public struct OverlaySettings: Sendable {
         s.membership.retransmitMultiplier = 2
         s.membership.gossipInterval = .milliseconds(100)
         s.membership.tombstoneLifetime = .seconds(30)
+        // A leaver lingers 1 s after its hand-off and acknowledges retransmissions every 100 ms
+        // here, so 3 s lets its last acks arrive; a peer that leaves soon after is not held up.
+        s.membership.leftReclaimDelay = .seconds(3)
         s.sampling.shuffleInterval = .milliseconds(500)
         s.sampling.shuffleTimeout = .milliseconds(200)
         s.discovery.beaconInterval = .seconds(2)

@@ -8,7 +8,7 @@ import Crypto
 /// or left is removed from the view and the cache, and the averager takes back any share in
 /// flight to it (``PushSumAverager/onPeerGone(_:at:)``). An empty view or a long silence
 /// starts a re-bootstrap.
-public struct GossipNode: ProtocolNode {
+public struct GossipNode: AveragingHost {
     public typealias Message = GossipMessage
     public typealias Timer = GossipTimer
     public typealias Event = GossipEvent
@@ -156,6 +156,22 @@ public struct GossipNode: ProtocolNode {
         absorb(membership.leave(at: now), at: now, into: &out)
         withAverager(into: &out) { $0.beginLeave(at: now) }
         return out
+    }
+
+    /// Moves the averaged vector by `change` (a training step), if this node averages.
+    public mutating func applyLocalUpdate(_ change: [Float]) throws(AveragingError) -> Bool {
+        guard var a = averager else { return false }
+        averager = nil
+        defer { averager = a }
+        return try a.applyLocalUpdate(change)
+    }
+
+    /// Adds this node's own averaging mass, once (``PushSumAverager/contribute(fallback:)``).
+    public mutating func contribute(fallback: [Float]) throws(AveragingError) -> Bool {
+        guard var a = averager else { return false }
+        averager = nil
+        defer { averager = a }
+        return try a.contribute(fallback: fallback)
     }
 
     // MARK: Composition

@@ -2,34 +2,17 @@ import CLibUV
 import Crypto
 import Foundation
 
-/// Runs a ``GossipNode`` on real sockets: the thin libuv driver of the sans-IO core.
+/// Runs an overlay node (a ``GossipNode``, or one composed with learning) on real sockets:
+/// the thin libuv driver of the sans-IO core.
 ///
 /// One loop per node. Datagrams go over one UDP socket, sealed and opened by the node's
 /// ``SecureWire``; session messages (averaging) over one TCP session per peer behind the secret
 /// handshake and the secure channel, reused while it lives. Timers are libuv timers driven by
 /// the one ``ActionInterpreter``. Nothing about the protocol is decided here: the runtime moves
 /// bytes, keeps time and counts what it had to drop.
-public final class NodeRuntime {
+public final class OverlayRuntime<Node: OverlayNode> {
     /// Where the node listens and what it tells others.
-    public struct Configuration {
-        /// The numeric address to bind, UDP and TCP on the same port (0 picks a free one).
-        public var listen: Endpoint
-        /// The address others should use, when it differs from the bound one (NAT, relay).
-        public var advertise: Endpoint?
-        public var settings: OverlaySettings
-        /// Directory of the node's state: the peer cache and the control socket.
-        public var dataDirectory: String
-        /// Most bytes per second the node sends, datagrams and sessions together (nil: no cap).
-        public var bandwidth: Double?
-
-        public init(listen: Endpoint, advertise: Endpoint? = nil, settings: OverlaySettings, dataDirectory: String, bandwidth: Double? = nil) {
-            self.listen = listen
-            self.advertise = advertise
-            self.settings = settings
-            self.dataDirectory = dataDirectory
-            self.bandwidth = bandwidth
-        }
-    }
+    public typealias Configuration = RuntimeConfiguration
 
     /// What the runtime had to refuse or drop, by reason (the wire's refusals are separate).
     public struct Counters: Sendable {
@@ -49,6 +32,10 @@ public final class NodeRuntime {
         public var codedOffLoop = 0
         /// Work the node asked for that the thread pool refused.
         public var computeFailures = 0
+        /// Bytes written to and read from the network, datagrams and sessions together
+        /// (after sealing: what the links carry, less IP and transport headers).
+        public var bytesSent = 0
+        public var bytesReceived = 0
     }
 
     /// Most handshakes in progress at once, and from one source address. When either is
@@ -57,40 +44,44 @@ public final class NodeRuntime {
     /// attempts arrive, while an honest handshake, done in a round trip, keeps its slot, even
     /// from an address it shares with the attacker. A session, once authenticated, is never
     /// counted here.
-    public static let maxPendingHandshakes = 64
-    public static let maxPendingHandshakesPerAddress = 16
+    public static var maxPendingHandshakes: Int { 64 }
+    public static var maxPendingHandshakesPerAddress: Int { 16 }
     /// Messages waiting for a session to open. A peer that cannot be reached loses them (the
     /// averager retransmits what matters).
-    public static let maxQueuedSessionMessages = 64
+    public static var maxQueuedSessionMessages: Int { 64 }
     /// Bytes a session may have waiting to be written. A message that would go beyond is dropped
     /// (and counted): a peer, or a link, slower than what is sent to it gets retransmissions
     /// later instead of an ever-growing buffer. One message of any size is always let through
     /// an empty queue.
-    public static let maxSessionWriteQueue = 8 << 20
+    public static var maxSessionWriteQueue: Int { 8 << 20 }
     /// Session messages from this size on are signed and checked on libuv's thread pool, so
     /// the loop keeps serving datagrams and other sessions meanwhile; smaller ones inline,
     /// where a round trip through the pool would cost more than the work.
-    public static let offLoopCodingThreshold = 64 << 10
+    public static var offLoopCodingThreshold: Int { 64 << 10 }
     /// Incoming session messages checked on the thread pool at once (each holds its bytes and
     /// its decoded share).
-    public static let maxOffLoopChecks = 2
+    public static var maxOffLoopChecks: Int { 2 }
     /// A session idle this long is closed; the next message opens a new one.
-    public static let sessionIdleMilliseconds: UInt64 = 120_000
+    public static var sessionIdleMilliseconds: UInt64 { 120_000 }
     /// File names inside the data directory.
-    public static let controlSocketName = "control.sock"
-    public static let peerCacheName = "peer-cache"
-    public static let averagingStateName = "averaging-state"
+    public static var controlSocketName: String { RuntimeFiles.controlSocket }
+    public static var peerCacheName: String { RuntimeFiles.peerCache }
+    public static var averagingStateName: String { RuntimeFiles.averagingState }
 
     public let loop: EventLoop
-    public private(set) var node: GossipNode
+    public private(set) var node: Node
     public let configuration: Configuration
     /// The address the node is reached at (the advertised one, or the bound one).
     public let endpoint: Endpoint
     public private(set) var counters = Counters()
     /// Every event the node reports, for the command's log.
-    public var onEvent: ((GossipEvent) -> Void)?
+    public var onEvent: ((Node.Event) -> Void)?
+    /// More of the node's state for `peer status` (merged into ``status()``).
+    public var statusExtras: (() -> [String: Any])?
+    /// Control requests beyond `status` and `leave`: the request word and its answer.
+    public var controlRequests: [String: () -> [String: Any]] = [:]
 
-    private var interpreter = ActionInterpreter<GossipMessage, GossipTimer, GossipEvent>()
+    private var interpreter = ActionInterpreter<GossipMessage, Node.Timer, Node.Event>()
     private let wire: SecureWire
     private let keyring: NetworkKeyring
     private let udp: UDPSocket
@@ -110,7 +101,7 @@ public final class NodeRuntime {
     private var throttle = AuthenticationThrottle()
     /// Holds writes back to the configured bandwidth, if there is a cap.
     private let pacer: OutboundPacer?
-    private var timers: [GossipTimer: LoopTimer] = [:]
+    private var timers: [Node.Timer: LoopTimer] = [:]
     /// The session used to send to each peer.
     private var sessions: [PeerID: Session] = [:]
     /// Every open session, sending or not, by identity.
@@ -121,9 +112,10 @@ public final class NodeRuntime {
     private var lastCache: [UInt8] = []
     private var stopping = false
 
-    /// Binds the sockets and creates the node; call ``start()`` to run it.
+    /// Binds the sockets and creates the node, the overlay node `compose` turns into the node
+    /// to run; call ``start()`` to run it.
     public init(identity: Identity, keyring: NetworkKeyring, configuration: Configuration,
-                averager: PushSumAverager?, seed: UInt64) throws {
+                averager: PushSumAverager?, seed: UInt64, compose: (GossipNode) throws -> Node) throws {
         let loop = try EventLoop()
         self.loop = loop
         self.configuration = configuration
@@ -151,8 +143,8 @@ public final class NodeRuntime {
         endpoint = configuration.advertise ?? bound
         let cachePath = configuration.dataDirectory + "/" + Self.peerCacheName
         let cache = (try? Data(contentsOf: URL(fileURLWithPath: cachePath))).flatMap { try? PeerCache(decoding: Array($0)) } ?? PeerCache()
-        node = GossipNode(identity: identity, endpoints: [endpoint], settings: configuration.settings, cache: cache,
-                          averager: averager, seed: seed)
+        node = try compose(GossipNode(identity: identity, endpoints: [endpoint], settings: configuration.settings, cache: cache,
+                                      averager: averager, seed: seed))
         housekeeping = LoopTimer(loop: loop)
         pacer = configuration.bandwidth.map { OutboundPacer(loop: loop, bytesPerSecond: $0) }
         accepting.target = { [weak self] connection in self?.accept(connection) }
@@ -193,10 +185,10 @@ public final class NodeRuntime {
 
     // MARK: Actions
 
-    private func perform(_ actions: [GossipNode.Action]) {
+    private func perform(_ actions: [Node.Action]) {
         // A transfer or acknowledgement must not leave before the state it reflects is on
         // disk: after `kill -9`, a restart resumes exactly what peers have seen.
-        if node.averager != nil, actions.contains(where: { if case .send(_, _, .session) = $0 { return true } else { return false } }) {
+        if node.overlay.averager != nil, actions.contains(where: { if case .send(_, _, .session) = $0 { return true } else { return false } }) {
             persistAveragingState()
         }
         var interpreter = interpreter
@@ -223,7 +215,7 @@ public final class NodeRuntime {
         }
     }
 
-    private func wake(_ timer: GossipTimer, token: UInt64, at: Instant) {
+    private func wake(_ timer: Node.Timer, token: UInt64, at: Instant) {
         let handle = timers[timer] ?? LoopTimer(loop: loop)
         timers[timer] = handle
         // Rounded up: the loop's clock counts whole milliseconds, and a timer that fired before
@@ -241,6 +233,7 @@ public final class NodeRuntime {
         switch transport {
         case .datagram(let recipient):
             guard let bytes = try? wire.sealDatagram(message, to: recipient, now: WallClock.milliseconds()) else { return }
+            counters.bytesSent += bytes.count
             if let pacer {
                 pacer.sendDatagram(size: bytes.count) { [udp] in udp.send(bytes, to: endpoint) }
             } else {
@@ -296,6 +289,7 @@ public final class NodeRuntime {
 
     private func receiveDatagram(_ bytes: [UInt8], from: Endpoint) {
         guard !stopping else { return }
+        counters.bytesReceived += bytes.count
         let clock = loop.nowMilliseconds
         guard throttle.admits(from, now: clock) else {
             counters.datagramsThrottled += 1
@@ -348,16 +342,16 @@ public final class NodeRuntime {
     }
 
     /// Largest piece of a session message in one channel frame (one byte goes to the framing).
-    static let pieceLength = SecureChannelSettings().maxPlaintextLength - 1
+    static var pieceLength: Int { SecureChannelSettings().maxPlaintextLength - 1 }
     /// Largest session message: the largest signed delta and its head.
-    static let maxSessionMessage = DeltaLimits().maxPayloadLength + (1 << 20)
+    static var maxSessionMessage: Int { DeltaLimits().maxPayloadLength + (1 << 20) }
 
     private func sendSession(_ message: Outgoing, to peer: PeerID, at endpoint: Endpoint) {
         if let session = sessions[peer] {
             if session.established { write(message, on: session) } else { enqueue(message, on: session) }
             return
         }
-        let initiator = HandshakeInitiator(identity: node.identity, networkKey: keyring.current, expectedResponder: peer)
+        let initiator = HandshakeInitiator(identity: node.overlay.identity, networkKey: keyring.current, expectedResponder: peer)
         let session = Session(tcp: nil, secure: SecureConnection(initiator: initiator), incoming: false, remote: peer,
                               sourceAddress: endpoint.host, now: loop.nowMilliseconds)
         sessions[peer] = session
@@ -400,7 +394,7 @@ public final class NodeRuntime {
             counters.handshakesEvicted += 1
             close(oldest)
         }
-        let responder = HandshakeResponder(identity: node.identity, keyring: keyring)
+        let responder = HandshakeResponder(identity: node.overlay.identity, keyring: keyring)
         let session = Session(tcp: connection, secure: SecureConnection(responder: responder, replayGuard: handshakeGuard),
                               incoming: true, remote: nil, sourceAddress: address, now: loop.nowMilliseconds)
         open[ObjectIdentifier(session)] = session
@@ -424,6 +418,7 @@ public final class NodeRuntime {
 
     private func receive(_ bytes: [UInt8], on session: Session) {
         session.lastActivity = loop.nowMilliseconds
+        counters.bytesReceived += bytes.count
         do {
             run(session, try session.secure.receive(bytes))
         } catch {
@@ -437,6 +432,7 @@ public final class NodeRuntime {
             guard open[ObjectIdentifier(session)] != nil else { return }
             switch event {
             case .send(let bytes):
+                counters.bytesSent += bytes.count
                 session.tcp?.write(bytes)
             case .established(let remote):
                 releasePending(session)
@@ -464,7 +460,7 @@ public final class NodeRuntime {
     }
 
     private func deliver(_ bytes: [UInt8], on session: Session) {
-        guard !stopping || node.averager != nil, let remote = session.remote else { return }
+        guard !stopping || node.overlay.averager != nil, let remote = session.remote else { return }
         let from = Sender(endpoint: session.tcp?.remoteEndpoint ?? Endpoint(host: session.sourceAddress, port: 0), peer: remote)
         guard bytes.count >= Self.offLoopCodingThreshold else {
             guard let message = try? wire.decodeSession(bytes, from: remote) else { return }
@@ -547,6 +543,7 @@ public final class NodeRuntime {
 
     /// Writes one channel frame, through the bandwidth cap if there is one, then calls `done`.
     private func transmit(_ frame: [UInt8], on session: Session, then done: (() -> Void)?) {
+        counters.bytesSent += frame.count
         guard let pacer else {
             session.tcp?.write(frame)
             done?()
@@ -591,23 +588,17 @@ public final class NodeRuntime {
     /// Writes the averager's durable state atomically (a temporary file renamed into place).
     /// No fsync: the state must survive the process (`kill -9`), which the page cache does.
     private func persistAveragingState() {
-        guard let averager = node.averager else { return }
-        writeAtomically(averager.durableState.encoded(), to: configuration.dataDirectory + "/" + Self.averagingStateName)
-    }
-
-    private func writeAtomically(_ bytes: [UInt8], to path: String) {
-        let temporary = path + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else { return }
-        _ = rename(temporary, path)
+        guard let averager = node.overlay.averager else { return }
+        RuntimeFiles.writeAtomically(averager.durableState.encoded(), to: configuration.dataDirectory + "/" + Self.averagingStateName)
     }
 
     /// Writes the peer cache whenever it changed (atomically: a temporary file renamed into
     /// place), so a restart finds its peers even after `kill -9`.
     private func persistCacheIfChanged() {
-        let bytes = node.peerCache.encoded()
+        let bytes = node.overlay.peerCache.encoded()
         guard bytes != lastCache else { return }
         lastCache = bytes
-        writeAtomically(bytes, to: configuration.dataDirectory + "/" + Self.peerCacheName)
+        RuntimeFiles.writeAtomically(bytes, to: configuration.dataDirectory + "/" + Self.peerCacheName)
     }
 
     // MARK: Control
@@ -630,7 +621,13 @@ public final class NodeRuntime {
             case "leave":
                 leave()
                 reply = ["leaving": true, "peer": node.peerID.description]
-            default: reply = ["error": "unknown request '\(command)'; send status or leave"]
+            default:
+                if let answer = controlRequests[command] {
+                    reply = answer()
+                } else {
+                    let known = (["status", "leave"] + controlRequests.keys.sorted()).joined(separator: ", ")
+                    reply = ["error": "unknown request '\(command)'; send one of \(known)"]
+                }
             }
             let data = (try? JSONSerialization.data(withJSONObject: reply, options: [.sortedKeys])) ?? Data("{}".utf8)
             connection.write(Array(data) + [10])
@@ -642,14 +639,15 @@ public final class NodeRuntime {
     /// The node's state for `peer status`.
     public func status() -> [String: Any] {
         let me = node.peerID
+        let overlay = node.overlay
         var result: [String: Any] = [
             "peer": me.description,
-            "addresses": node.record.endpoints.map(\.description),
-            "members": node.membership.knownPeers.filter { $0.peer != me }.map { ["peer": $0.peer.description, "state": Self.name($0.status)] },
-            "view": node.sampler.view.count,
+            "addresses": overlay.record.endpoints.map(\.description),
+            "members": overlay.membership.knownPeers.filter { $0.peer != me }.map { ["peer": $0.peer.description, "state": Self.name($0.status)] },
+            "view": overlay.sampler.view.count,
             "beacons": beaconsOff == nil,
         ]
-        if let a = node.averager {
+        if let a = overlay.averager {
             var averaging: [String: Any] = [
                 "weight": a.weight, "dimension": a.dimension, "inFlight": a.pendingTransfers.count,
                 "sent": a.counters.sent, "applied": a.counters.applied, "acked": a.counters.acked,
@@ -673,7 +671,9 @@ public final class NodeRuntime {
             "sessionMessagesDropped": counters.sessionMessagesDropped, "codedOffLoop": counters.codedOffLoop,
             "retransmissionsCoalesced": counters.retransmissionsCoalesced,
             "pacedBytes": pacer?.sentBytes ?? 0, "pacedDatagramsDropped": pacer?.droppedDatagrams ?? 0,
+            "bytesSent": counters.bytesSent, "bytesReceived": counters.bytesReceived,
         ]
+        for (key, value) in statusExtras?() ?? [:] { result[key] = value }
         return result
     }
 
@@ -690,7 +690,7 @@ public final class NodeRuntime {
 
     /// Most time a leave waits for the averager to hand off its mass before the node stops
     /// anyway (keeping what it could not hand off, and saying so).
-    public static let leaveDeadlineMilliseconds: UInt64 = 15_000
+    public static var leaveDeadlineMilliseconds: UInt64 { 15_000 }
     /// Called once the node stopped: true if every bit of averaging mass was handed off (or
     /// the node did not average).
     public var onStopped: ((Bool) -> Void)?
@@ -705,13 +705,13 @@ public final class NodeRuntime {
         onEvent = { [weak self] event in
             guard let self else { return }
             previous?(event)
-            if case .averaging(.handOffComplete) = event, !handedOff {
+            if case .averaging(.handOffComplete)? = Node.overlayEvent(event), !handedOff {
                 handedOff = true
                 try? loop.after(milliseconds: 1_000) { [weak self] in self?.stop() }
             }
         }
         perform(node.leave(at: now))
-        if node.averager == nil {
+        if node.overlay.averager == nil {
             handedOff = true
             try? loop.after(milliseconds: 1_000) { [weak self] in self?.stop() }
         }
@@ -738,5 +738,56 @@ public final class NodeRuntime {
         try? FileManager.default.removeItem(atPath: configuration.dataDirectory + "/" + Self.controlSocketName)
         loop.stop()
         onStopped?(handedOff)
+    }
+}
+
+extension OverlayRuntime where Node == GossipNode {
+    /// A runtime of a plain overlay node: membership, sampling, discovery and, given an
+    /// averager, vector averaging.
+    public convenience init(identity: Identity, keyring: NetworkKeyring, configuration: Configuration,
+                            averager: PushSumAverager?, seed: UInt64) throws {
+        try self.init(identity: identity, keyring: keyring, configuration: configuration, averager: averager, seed: seed) { $0 }
+    }
+}
+
+/// Where the node listens and what it tells others.
+public struct RuntimeConfiguration {
+    /// The numeric address to bind, UDP and TCP on the same port (0 picks a free one).
+    public var listen: Endpoint
+    /// The address others should use, when it differs from the bound one (NAT, relay).
+    public var advertise: Endpoint?
+    public var settings: OverlaySettings
+    /// Directory of the node's state: the peer cache and the control socket.
+    public var dataDirectory: String
+    /// Most bytes per second the node sends, datagrams and sessions together (nil: no cap).
+    public var bandwidth: Double?
+
+    public init(listen: Endpoint, advertise: Endpoint? = nil, settings: OverlaySettings, dataDirectory: String, bandwidth: Double? = nil) {
+        self.listen = listen
+        self.advertise = advertise
+        self.settings = settings
+        self.dataDirectory = dataDirectory
+        self.bandwidth = bandwidth
+    }
+}
+/// The runtime of a plain overlay node.
+public typealias NodeRuntime
+ = OverlayRuntime<GossipNode>
+
+/// The files a node keeps in its data directory, and how they are written.
+public enum RuntimeFiles {
+    public static let controlSocket = "control.sock"
+    public static let peerCache = "peer-cache"
+    public static let averagingState = "averaging-state"
+
+    /// Writes `bytes` to `path` atomically (a temporary file, mode 0600, renamed into place),
+    /// so a reader or a restart after `kill -9` sees the old file or the new one, never half.
+    /// No fsync: the state must survive the process, which the page cache does. Returns
+    /// whether the file was replaced.
+    @discardableResult
+    public static func writeAtomically(_ bytes: [UInt8], to path: String) -> Bool {
+        let temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else { return false }
+        return rename(temporary, path) == 0
     }
 }
