@@ -11,15 +11,17 @@ import Prometheus
 /// `peer join`: run a node until it is told to leave (SIGINT, SIGTERM or `peer leave`).
 struct Join: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a node: join the network, keep a membership view, average a vector with its peers.",
+        abstract: "Run a node: join the network, keep a membership view, train a model (or average a vector) with its peers.",
         discussion: """
         The node listens on one port for UDP (membership, peer sampling, discovery) and TCP (averaging \
-        sessions behind the secret handshake). It finds its peers through --bootstrap addresses and the \
+        sessions behind the secret handshake). With --data it trains a model with the network by \
+        stochastic gradient push (docs/learning.md); with --vector it averages a vector. It finds its peers through --bootstrap addresses and the \
         peer cache it keeps in --data-dir. Watch it with `peer status --data-dir DIR`; stop it with \
         SIGINT/SIGTERM or `peer leave --data-dir DIR`: it leaves gracefully, hands its averaging mass to a \
         neighbour, and exits 0. A second signal exits at once. See docs/operators.md.
 
-        Example:
+        Examples:
+          peer join --dir keys --network-key net.key --listen 127.0.0.1:7000 --data-dir node1 --data fashion-mnist --model softmax
           peer join --dir keys --network-key net.key --listen 127.0.0.1:7000 --data-dir node1 --vector random:8:1 --samples 10
         """
     )
@@ -66,6 +68,9 @@ struct Join: ParsableCommand {
     @Flag(name: .customLong("no-beacons"), help: "Send and hear no LAN multicast beacons (the wan profile has none anyway).")
     var noBeacons = false
 
+    @OptionGroup(title: "Training (with --data)")
+    var learning: LearningOptions
+
     // Read before parsing (JoinConfig.expand turns the file's keys into flags); declared here
     // so that --help documents it.
     @Option(help: "A TOML file (JSON if it ends in .json) whose keys are the long flag names above; flags given on the command line win.")
@@ -92,6 +97,7 @@ struct Join: ParsableCommand {
         guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json, got '\(logFormat)'") }
         if let vector, vector.hasPrefix("random:") { _ = try Self.randomSpec(vector) }
         _ = try Self.shareCodec(compress)
+        try learning.validate(vector: vector)
     }
 
     static let profiles: [String: OverlaySettings] = ["lan": .lan, "wan": .wan, "local": .local]
@@ -143,6 +149,15 @@ struct Join: ParsableCommand {
         try userFacing { try settings.validate() }
         var seedSource = SystemRandomNumberGenerator()
         let codec = try Self.shareCodec(compress)
+        let configuration = NodeRuntime.Configuration(
+            listen: Endpoint(host: listenAddress.host, port: listenAddress.port),
+            advertise: advertised.map { Endpoint(host: $0.host, port: $0.port) }, settings: settings, dataDirectory: dataDir,
+            bandwidth: bandwidth > 0 ? bandwidth : nil)
+        let keyring = NetworkKeyring(current: key)
+        if learning.data != nil {
+            try runLearning(identity: identity, keyring: keyring, configuration: configuration, codec: codec, logger: logger, seed: &seedSource)
+            return
+        }
         let averager: PushSumAverager?
         if let saved = try loadAveragingState(for: identity, codec: codec) {
             // A restart resumes exactly where the last run stopped: its own vector is already
@@ -155,15 +170,22 @@ struct Join: ParsableCommand {
                                 codec: codec, rng: SplitMix64(seed: seedSource.next()))
             }
         }
-        let configuration = NodeRuntime.Configuration(
-            listen: Endpoint(host: listenAddress.host, port: listenAddress.port),
-            advertise: advertised.map { Endpoint(host: $0.host, port: $0.port) }, settings: settings, dataDirectory: dataDir,
-            bandwidth: bandwidth > 0 ? bandwidth : nil)
         let runtime = try userFacing {
-            try NodeRuntime(identity: identity, keyring: NetworkKeyring(current: key), configuration: configuration,
-                            averager: averager, seed: seedSource.next())
+            try NodeRuntime(identity: identity, keyring: keyring, configuration: configuration, averager: averager, seed: seedSource.next())
         }
         runtime.onEvent = { event in Self.log(event, to: logger) }
+        let handedOff = try drive(runtime, identity: identity, logger: logger)
+        if runtime.node.averager != nil {
+            printNote(handedOff ? "left: averaging mass handed to a neighbour" : "left: kept its averaging mass (no neighbour took it in time)")
+        } else {
+            printNote("left")
+        }
+    }
+
+    /// Starts `runtime`, prints the peer's ID on standard output, runs until the node has
+    /// left (SIGINT, SIGTERM or `peer leave`; a second signal exits at once) and returns whether
+    /// its averaging mass was handed off.
+    func drive<Node>(_ runtime: OverlayRuntime<Node>, identity: Identity, logger: Logger) throws -> Bool {
         var handedOff = false
         runtime.onStopped = { handedOff = $0 }
         var signals = 0
@@ -180,16 +202,13 @@ struct Join: ParsableCommand {
             [try SignalWatcher(loop: runtime.loop, signal: SIGINT, onSignal), try SignalWatcher(loop: runtime.loop, signal: SIGTERM, onSignal)]
         }
         try userFacing { try runtime.start() }
-        if let off = runtime.beaconsOff, !noBeacons, settings.discovery.beaconEndpoint != nil { logger.warning("\(off)") }
+        let beaconsConfigured = runtime.configuration.settings.discovery.beaconEndpoint != nil
+        if let off = runtime.beaconsOff, !noBeacons, beaconsConfigured { logger.warning("\(off)") }
         printNote("peer \(identity.peerID) (\(identity.peerID.fingerprint)) listening on \(runtime.endpoint), UDP and TCP; profile \(profile)")
         FileHandle.standardOutput.write(Data((identity.peerID.description + "\n").utf8))
         runtime.run()
         for watcher in watchers { watcher.close() }
-        if runtime.node.averager != nil {
-            printNote(handedOff ? "left: averaging mass handed to a neighbour" : "left: kept its averaging mass (no neighbour took it in time)")
-        } else {
-            printNote("left")
-        }
+        return handedOff
     }
 
     private func prepareDataDirectory() throws {
@@ -242,7 +261,7 @@ struct Join: ParsableCommand {
     }
 
     /// The averaging state a previous run saved in the data directory, if any.
-    private func loadAveragingState(for identity: Identity, codec: any ShareCodec) throws -> DurableState? {
+    func loadAveragingState(for identity: Identity, codec: any ShareCodec) throws -> DurableState? {
         let path = dataDir + "/" + NodeRuntime.averagingStateName
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
         let state: DurableState
@@ -352,7 +371,7 @@ enum ControlClient {
 /// `peer status`: what a running node knows.
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show a running node's state: identity, addresses, members, averaging, traffic, refusals.",
+        abstract: "Show a running node's state: identity, addresses, members, averaging, learning, traffic, refusals.",
         discussion: """
         Asks the node through its control socket in DIR (mode 0600). Exits 1 if no node runs there. \
         --json prints one JSON object for scripts; --prometheus the Prometheus text format (for a \
@@ -414,6 +433,12 @@ struct Status: ParsableCommand {
                 out += "estimate: \(shown)\(estimate.count > 8 ? ", ... (\(estimate.count) elements)" : "")\n"
             }
         }
+        if let l = state["learning"] as? [String: Any] {
+            func figure(_ key: String, _ format: String) -> String { (l[key] as? Double).map { String(format: format, $0) } ?? "-" }
+            out += "learning: \(l["model"] ?? "?") by \(l["algorithm"] ?? "?"), accuracy \(figure("accuracy", "%.4f")), loss \(figure("loss", "%.4f")), "
+                + "rounds \(l["rounds"] ?? "?"), local steps \(l["local_steps"] ?? "?"), model age \(figure("model_age_seconds", "%.1f")) s, "
+                + "bytes sent \(l["bytes_sent"] ?? "?"), received \(l["bytes_received"] ?? "?")\((l["joining"] as? Bool) == true ? " (joining)" : "")\n"
+        }
         if let r = state["rejected"] as? [String: Int] {
             out += "rejected: " + r.sorted { $0.key < $1.key }.filter { $0.value > 0 }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "\n"
         }
@@ -445,6 +470,13 @@ struct Status: ParsableCommand {
                 if let v = a[key] as? Double {
                     counter("averaging_\(snake(key))", [("peer", peer)], help: "Averaging transfers \(key)").increment(by: Int64(v))
                 }
+            }
+        }
+        if let l = state["learning"] as? [String: Any] {
+            for (key, help) in [("accuracy", "Test accuracy of the peer's model"), ("loss", "Test loss of the peer's model"),
+                                ("model_age_seconds", "Seconds since the model last changed"), ("rounds", "Training rounds applied"),
+                                ("local_steps", "Local SGD steps applied"), ("bytes_sent", "Bytes sent"), ("bytes_received", "Bytes received")] {
+                if let v = l[key] as? Double { gauge("learning_\(key)", [("peer", peer)], help: help).set(v) }
             }
         }
         for (reason, n) in (state["rejected"] as? [String: Int] ?? [:]).sorted(by: { $0.key < $1.key }) {

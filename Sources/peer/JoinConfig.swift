@@ -12,6 +12,11 @@ enum JoinConfig {
         "dir": .text, "network-key": .text, "listen": .text, "advertise": .text, "bootstrap": .list,
         "data-dir": .text, "profile": .text, "vector": .text, "samples": .number, "log-level": .text,
         "log-format": .text, "no-beacons": .switch_, "bandwidth": .number, "compress": .text,
+        // Training (--data).
+        "data": .text, "test": .text, "model": .text, "algorithm": .text, "partition": .text, "peer-index": .number,
+        "peers": .number, "partition-seed": .number, "normalize": .text, "classes": .number, "label-column": .number,
+        "local-steps": .number, "batch": .number, "lr": .number, "schedule": .text, "train-interval": .number,
+        "eval-interval": .number, "eval-samples": .number, "init-seed": .number,
     ]
 
     /// The arguments with the config file's keys added as flags (for `peer join` only).

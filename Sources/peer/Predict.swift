@@ -6,17 +6,21 @@ import Learner
 /// `peer predict`: batch inference with a saved model.
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Predict classes for a CSV or IDX file with a saved model.",
+        abstract: "Predict classes for a CSV or IDX file with a saved model, or with a running peer's latest one.",
         discussion: """
-        Prints one line per sample on standard output (index, a tab, the predicted class). On \
+        The model is a file (--model) or the latest model of the peer running with --data-dir, \
+        taken whole from it through its control socket (with its normalisation), so a prediction \
+        never sees half a model and the peer keeps training meanwhile. Prints one line per sample on standard output (index, a tab, the predicted class). On \
         standard error it reports the sample count and, when the input has labels (an IDX images \
         file with its labels file beside it, or a CSV with one column more than the model's \
         inputs), accuracy and the confusion matrix.
         """
     )
 
-    @Option(help: "Model file written by `peer train`.")
-    var model: String
+    @Option(help: "Model file written by `peer train` (or a peer's DATA_DIR/model).")
+    var model: String?
+    @Option(name: .customLong("data-dir"), help: "Use the latest model of the peer running with this --data-dir.")
+    var dataDir: String?
     @Option(help: "Input: a CSV file, an IDX images file or an IDX prefix, fashion-mnist or mnist:DIR (their test sets).")
     var input: String
     @Option(name: .customLong("label-column"), parsing: .unconditional,
@@ -26,11 +30,12 @@ struct Predict: ParsableCommand {
     var summaryOnly = false
 
     func validate() throws {
+        guard (model == nil) != (dataDir == nil) else { throw ValidationError("give exactly one of --model FILE and --data-dir DIR") }
         if let labelColumn, labelColumn < 0 { throw ValidationError("--label-column counts columns from 0, got \(labelColumn)") }
     }
 
     func run() throws {
-        let contents = try ModelFile.read(model)
+        let contents = try loadModel()
         let net = contents.model
         let inputs = net.architecture.inputCount
         var (features, labelled) = try loadInput(inputs: inputs, classCount: net.architecture.classCount)
@@ -48,6 +53,20 @@ struct Predict: ParsableCommand {
             printNote(String(format: "accuracy %.4f  loss %.4f", evaluation.accuracy, evaluation.loss))
             FileHandle.standardError.write(Data(evaluation.confusionTable().utf8))
         }
+    }
+
+    /// The model file, or the running peer's latest model.
+    func loadModel() throws -> ModelFile.Contents {
+        if let model { return try ModelFile.read(model) }
+        guard let dataDir else { throw ValidationError("give exactly one of --model FILE and --data-dir DIR") }
+        let reply = try ControlClient.request("model", dataDirectory: dataDir)
+        if let error = reply["error"] as? String {
+            throw UserFacingError("the peer with --data-dir \(dataDir) cannot predict: \(error)")
+        }
+        guard let encoded = reply["model"] as? String, let bytes = Data(base64Encoded: encoded) else {
+            throw UserFacingError("the peer with --data-dir \(dataDir) trains no model (it averages a vector, or runs an older version)")
+        }
+        return try ModelFile.decode(Array(bytes), path: "the model of the peer with --data-dir \(dataDir)")
     }
 
     /// Raw features and, if the input has labels, the labelled data set.

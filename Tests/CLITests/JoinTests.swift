@@ -19,15 +19,21 @@ final class PeerNetwork {
         for p in processes.values where p.process.isRunning { p.process.interrupt(); kill(p.process.processIdentifier, SIGKILL) }
     }
 
-    /// Starts peer `i` averaging a known vector with weight `i + 1`, bootstrapped to peer 0.
+    /// Starts peer `i`, bootstrapped to peer 0, with `workload` (the flags of what it averages
+    /// or trains); by default it averages a known vector with weight `i + 1`.
     @discardableResult
-    func start(_ i: Int, networkKey: String = "net.key", listen: String = "127.0.0.1:0", extra: [String] = []) throws -> UInt16 {
-        let vector = (0..<3).map { Double(i * 10 + $0) - 7.5 }
-        vectors[i] = vector
-        samples[i] = Double(i + 1)
-        try scratch.write("v\(i).txt", vector.map { String($0) }.joined(separator: ","))
-        var args = ["join", "--dir", "k\(i)", "--network-key", networkKey, "--listen", listen, "--data-dir", "d\(i)",
-                    "--vector", "v\(i).txt", "--samples", String(i + 1)]
+    func start(_ i: Int, networkKey: String = "net.key", listen: String = "127.0.0.1:0", extra: [String] = [],
+               workload: [String]? = nil) throws -> UInt16 {
+        var args = ["join", "--dir", "k\(i)", "--network-key", networkKey, "--listen", listen, "--data-dir", "d\(i)"]
+        if let workload {
+            args += workload
+        } else {
+            let vector = (0..<3).map { Double(i * 10 + $0) - 7.5 }
+            vectors[i] = vector
+            samples[i] = Double(i + 1)
+            try scratch.write("v\(i).txt", vector.map { String($0) }.joined(separator: ","))
+            args += ["--vector", "v\(i).txt", "--samples", String(i + 1)]
+        }
         if !extra.contains("--profile") { args += ["--profile", "local"] }
         if let first = ports[0], i != 0, !extra.contains("--bootstrap") {
             args += ["--bootstrap", listen.hasPrefix("[") ? "[::1]:\(first)" : "127.0.0.1:\(first)"]
@@ -323,22 +329,24 @@ func tcpOpen(port: UInt16) throws -> Int32 {
 @Suite("real peers through netsim relay", .serialized)
 struct RelayTests {
     /// Starts `netsim relay` with `flags` and `count` peers behind it, each advertising its
-    /// relay address, bootstrapped through peer 0's; returns the relay.
-    func startRelayed(_ net: PeerNetwork, count: Int, flags: [String], profile: String) throws -> RunningCommand {
-        let base = 20_000 + Int(getpid() % 1_000) * 20
+    /// relay address, bootstrapped through peer 0's; returns the relay. Suites that run at the
+    /// same time use different `portBlock`s (0 or 1), so their ports never collide.
+    static func startRelayed(_ net: PeerNetwork, count: Int, flags: [String], profile: String, portBlock: Int = 0,
+                             workload: (Int) -> [String]? = { _ in nil }) throws -> RunningCommand {
+        let base = 20_000 + Int(getpid() % 1_000) * 40 + portBlock * 20
         let links = (0..<count).map { "127.0.0.1:\(base + 10 + $0)=127.0.0.1:\(base + $0)" }
         let relay = try CommandRunner.start("netsim", ["relay"] + links.flatMap { ["--link", $0] } + flags, in: net.scratch.url)
         #expect(relay.waitForStderrLine(containing: "127.0.0.1:\(base + 10 + count - 1) -> ") != nil, "\(relay.stderrSoFar)")
         for i in 0..<count {
             var extra = ["--advertise", "127.0.0.1:\(base + 10 + i)", "--no-beacons", "--profile", profile]
             if i > 0 { extra += ["--bootstrap", "127.0.0.1:\(base + 10)"] }
-            try net.start(i, listen: "127.0.0.1:\(base + i)", extra: extra)
+            try net.start(i, listen: "127.0.0.1:\(base + i)", extra: extra, workload: workload(i))
         }
         return relay
     }
 
     /// Stops the relay and returns the counters it printed.
-    func stop(_ relay: RunningCommand) throws -> [String: Any] {
+    static func stop(_ relay: RunningCommand) throws -> [String: Any] {
         relay.process.terminate()
         let result = try relay.wait()
         #expect(result.status == 0, "\(result.stderr)")
@@ -348,13 +356,13 @@ struct RelayTests {
     @Test("eight peers through netsim relay with 30 % datagram loss and 100 ± 30 ms delay on every path converge exactly; the relay drops about 30 %")
     func lossyRelay() throws {
         let net = try PeerNetwork()
-        let relay = try startRelayed(net, count: 8, flags: ["--loss", "0.3", "--latency", "70", "--jitter", "60", "--seed", "5"], profile: "lan")
+        let relay = try Self.startRelayed(net, count: 8, flags: ["--loss", "0.3", "--latency", "70", "--jitter", "60", "--seed", "5"], profile: "lan")
         defer { if relay.process.isRunning { kill(relay.process.processIdentifier, SIGKILL) } }
         let everyone = Array(0..<8)
         let mean = net.mean(of: everyone)
         let converged = try net.waitUntil(everyone, seconds: 150) { members($0).values.filter { $0 == "alive" }.count == 7 && relativeError($0, to: mean) <= 1e-6 }
         #expect(converged, "statuses: \(everyone.map { (try? net.status($0)) ?? [:] })")
-        let counters = try stop(relay)
+        let counters = try Self.stop(relay)
         let rate = try #require(counters["dropRate"] as? Double)
         let datagrams = try #require(counters["datagrams"] as? Int)
         // Enough datagrams that ±0.05 is about three standard deviations of the drop rate.
@@ -367,14 +375,14 @@ struct RelayTests {
     @Test("four peers through netsim relay whose TCP connections stall and reset mid-transfer converge exactly")
     func stallingAndResettingSessions() throws {
         let net = try PeerNetwork()
-        let relay = try startRelayed(net, count: 4, flags: ["--latency", "5", "--tcp-reset", "0.05", "--tcp-stall", "0.05",
+        let relay = try Self.startRelayed(net, count: 4, flags: ["--latency", "5", "--tcp-reset", "0.05", "--tcp-stall", "0.05",
                                                             "--tcp-stall-ms", "300", "--seed", "9"], profile: "local")
         defer { if relay.process.isRunning { kill(relay.process.processIdentifier, SIGKILL) } }
         let everyone = Array(0..<4)
         let mean = net.mean(of: everyone)
         let converged = try net.waitUntil(everyone, seconds: 90) { members($0).values.filter { $0 == "alive" }.count == 3 && relativeError($0, to: mean) <= 1e-6 }
         #expect(converged, "statuses: \(everyone.map { (try? net.status($0)) ?? [:] })")
-        let counters = try stop(relay)
+        let counters = try Self.stop(relay)
         #expect((counters["tcpResets"] as? Int ?? 0) > 0 && (counters["tcpStalls"] as? Int ?? 0) > 0, "\(counters)")
         // Every reset costs a session; the peers opened new ones and went on.
         #expect((counters["tcpConnections"] as? Int ?? 0) > (counters["tcpResets"] as? Int ?? 0), "\(counters)")

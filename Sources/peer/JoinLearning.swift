@@ -1,0 +1,280 @@
+import ArgumentParser
+import CommandSupport
+import Crypto
+import DeterministicRandom
+import Federation
+import Foundation
+import Gossip
+import Learner
+import Logging
+
+/// `peer join --data ...`: the options of a peer that trains a model with the others.
+struct LearningOptions: ParsableArguments {
+    @Option(help: "Train a model with the network on this data set: fashion-mnist, mnist:DIR, an IDX prefix or a CSV file (excludes --vector).")
+    var data: String?
+    @Option(help: "Test data (same forms as --data) for the accuracy in `peer status`; by default the test set of --data, if it has one.")
+    var test: String?
+    @Option(help: "Model: softmax or mlp:H1[,H2...] (e.g. mlp:128). Every peer of a network must use the same.")
+    var model: String = "softmax"
+    @Option(help: "Decentralized learning algorithm: sgp (stochastic gradient push: push-sum averaging of the model weighted by samples, local SGD between exchanges).")
+    var algorithm: String = "sgp"
+    @Option(help: "Give this peer one disjoint part of --data: iid, dirichlet:ALPHA, shards:K or powerlaw:EXPONENT (with --peer-index and --peers).")
+    var partition: String?
+    @Option(name: .customLong("peer-index"), parsing: .unconditional, help: "This peer's part of the partition, from 0 to --peers - 1.")
+    var peerIndex: Int?
+    @Option(parsing: .unconditional, help: "How many parts the partition has.")
+    var peers: Int?
+    @Option(name: .customLong("partition-seed"), parsing: .unconditional, help: "Seed of the partition: the same on every peer, so the parts are disjoint.")
+    var partitionSeed: UInt64 = 1
+    @Option(help: "Input normalisation, the same on every peer: minmax:LOW:HIGH (maps [LOW, HIGH] to [0, 1]) or none. Default: minmax:0:255 for image data (IDX), required for CSV.")
+    var normalize: String?
+    @Option(parsing: .unconditional, help: "Classes of the task (default: from the data set); every peer must use the same.")
+    var classes: Int?
+    @Option(name: .customLong("label-column"), parsing: .unconditional, help: "CSV label column, counted from 0 (default: a 'label' header; column 0 when there is no header).")
+    var labelColumn: Int?
+    @Option(name: .customLong("local-steps"), parsing: .unconditional, help: "SGD steps per training round.")
+    var localSteps: Int = 5
+    @Option(parsing: .unconditional, help: "Mini-batch size of the local steps.")
+    var batch: Int = 32
+    @Option(parsing: .unconditional, help: "Learning rate of the local steps.")
+    var lr: Float = 0.1
+    @Option(help: "Learning-rate schedule: constant, or cosine:ROUNDS (down to 5 % over ROUNDS training rounds, then constant).")
+    var schedule: String = "constant"
+    @Option(name: .customLong("train-interval"), parsing: .unconditional, help: "Milliseconds between the end of one training round and the start of the next.")
+    var trainInterval: Int = 200
+    @Option(name: .customLong("eval-interval"), parsing: .unconditional, help: "Seconds between two evaluations on the test set.")
+    var evalInterval: Double = 10
+    @Option(name: .customLong("eval-samples"), parsing: .unconditional, help: "Test samples evaluated during the run (the first N of the test set; 0: all).")
+    var evalSamples: Int = 2_000
+    @Option(name: .customLong("init-seed"), parsing: .unconditional, help: "Seed of the initial model: the same on every peer.")
+    var initSeed: UInt64 = 1
+
+    /// Checks every learning flag before anything is loaded.
+    func validate(vector: String?) throws {
+        guard let data else {
+            let learningOnly = [test != nil, partition != nil, peerIndex != nil, peers != nil, normalize != nil, classes != nil]
+            guard !learningOnly.contains(true) else { throw ValidationError("--test, --partition, --peer-index, --peers, --normalize and --classes need --data") }
+            return
+        }
+        guard vector == nil else { throw ValidationError("give --data (train a model) or --vector (average a vector), not both") }
+        guard algorithm == "sgp" else {
+            throw ValidationError("--algorithm must be sgp (stochastic gradient push), got '\(algorithm)'; gossip learning and D-PSGD run in the simulator only so far")
+        }
+        do {
+            _ = try Architecture.parse(model, inputCount: 1, classCount: 2)
+            if let partition { _ = try PartitionScheme(parsing: partition) }
+        } catch let error as LearnerError {
+            throw ValidationError("\(error)")
+        }
+        if partition != nil || peerIndex != nil || peers != nil {
+            guard partition != nil, let peers, let peerIndex else { throw ValidationError("--partition, --peer-index and --peers go together") }
+            guard peers >= 1 else { throw ValidationError("--peers must be at least 1, got \(peers)") }
+            guard (0..<peers).contains(peerIndex) else { throw ValidationError("--peer-index must be from 0 to \(peers - 1), got \(peerIndex)") }
+        }
+        if let normalize { _ = try Self.normalizer(normalize, featureCount: 1) }
+        if let classes, classes < 2 { throw ValidationError("--classes must be at least 2, got \(classes)") }
+        if let labelColumn, labelColumn < 0 { throw ValidationError("--label-column counts columns from 0, got \(labelColumn)") }
+        guard localSteps >= 1 else { throw ValidationError("--local-steps must be at least 1, got \(localSteps)") }
+        guard (1...65_536).contains(batch) else { throw ValidationError("--batch must be from 1 to 65536, got \(batch)") }
+        guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be a positive number, got \(lr)") }
+        _ = try Self.schedule(schedule, localSteps: localSteps)
+        guard trainInterval >= 0 else { throw ValidationError("--train-interval is milliseconds, 0 or more, got \(trainInterval)") }
+        guard evalInterval > 0, evalInterval.isFinite else { throw ValidationError("--eval-interval is seconds, above 0, got \(evalInterval)") }
+        guard evalSamples >= 0 else { throw ValidationError("--eval-samples must be 0 (all) or more, got \(evalSamples)") }
+        _ = data
+    }
+
+    /// `minmax:LOW:HIGH` or `none`.
+    static func normalizer(_ spec: String, featureCount: Int) throws -> Normalizer {
+        if spec == "none" { return .identity(featureCount: featureCount) }
+        let parts = spec.split(separator: ":", omittingEmptySubsequences: false)
+        if parts.count == 3, parts[0] == "minmax", let low = Float(parts[1]), let high = Float(parts[2]),
+           let normalizer = try? Normalizer.range(low: low, high: high, featureCount: featureCount) {
+            return normalizer
+        }
+        throw ValidationError("--normalize must be minmax:LOW:HIGH (LOW below HIGH, e.g. minmax:0:255) or none, got '\(spec)'")
+    }
+
+    /// `constant` or `cosine:ROUNDS`, in optimizer steps.
+    static func schedule(_ spec: String, localSteps: Int) throws -> LearningRateSchedule {
+        if spec == "constant" { return .constant }
+        if spec.hasPrefix("cosine:"), let rounds = Int(spec.dropFirst("cosine:".count)), rounds >= 1 {
+            return .cosine(totalSteps: rounds * localSteps, floor: 0.05)
+        }
+        throw ValidationError("--schedule must be constant or cosine:ROUNDS (ROUNDS ≥ 1), got '\(spec)'")
+    }
+
+    /// What the peer trains on: its part of the data, the test samples, the shared
+    /// normalisation and the architecture.
+    struct Loaded {
+        var train: Dataset
+        var test: Dataset?
+        var normalizer: Normalizer
+        var architecture: Architecture
+    }
+
+    func load() throws -> Loaded {
+        guard let data else { throw UserFacingError("--data is missing") }
+        let source = try DataSource.resolve(data)
+        var (train, ownTest) = try source.load(labelColumn: labelColumn, classCount: classes)
+        let normalizer: Normalizer
+        if let normalize {
+            normalizer = try Self.normalizer(normalize, featureCount: train.featureCount)
+        } else if case .idx = source {
+            normalizer = try Self.normalizer("minmax:0:255", featureCount: train.featureCount)
+        } else {
+            throw UserFacingError("--data \(data): give --normalize minmax:LOW:HIGH or none, the same on every peer (peers that scale their inputs differently cannot average their models)")
+        }
+        if let partition, let peers, let peerIndex {
+            let scheme = try PartitionScheme(parsing: partition)
+            let split = try Partition(labels: train.labels, classCount: train.classCount, peers: peers, scheme: scheme, seed: partitionSeed)
+            train = try split.dataset(forPeer: peerIndex, of: train)
+        }
+        guard train.count > 0 else { throw UserFacingError("--data \(data): this peer's part holds no samples; use another --partition or more data") }
+        var test = ownTest
+        if let testPath = self.test {
+            let loaded = try DataSource.resolve(testPath).load(labelColumn: labelColumn, classCount: train.classCount).train
+            guard loaded.featureCount == train.featureCount else {
+                throw UserFacingError("--test \(testPath) has \(loaded.featureCount) features per sample, --data \(data) has \(train.featureCount)")
+            }
+            test = loaded
+        }
+        if var t = test {
+            if evalSamples > 0, t.count > evalSamples { t = try t.subset(Array(0..<evalSamples)) }
+            try t.normalize(with: normalizer)
+            test = t
+        }
+        try train.normalize(with: normalizer)
+        let architecture = try Architecture.parse(model, inputCount: train.featureCount, classCount: train.classCount)
+        return Loaded(train: train, test: test, normalizer: normalizer, architecture: architecture)
+    }
+
+    /// The learning node's settings from the flags.
+    func settings() throws -> LearningNode<GossipNode>.Settings {
+        var settings = LearningNode<GossipNode>.Settings()
+        settings.localSteps = localSteps
+        settings.trainInterval = .milliseconds(trainInterval)
+        settings.evaluationInterval = .milliseconds(Int64(evalInterval * 1_000))
+        settings.trainer = TrainerConfig(batchSize: batch, sgd: SGDConfig(learningRate: lr, momentum: 0, weightDecay: 0,
+                                                                          schedule: try Self.schedule(schedule, localSteps: localSteps)))
+        return settings
+    }
+}
+
+/// A learning peer's files in its data directory, beside the runtime's.
+enum LearningFiles {
+    /// The training checkpoint (``LearningCheckpoint``) and the one before it.
+    static let checkpoint = "learning-state"
+    static let previousCheckpoint = "learning-state.previous"
+    /// The current model with its normaliser, an ordinary model file (`peer predict --model`).
+    static let model = "model"
+    /// Training rounds between two checkpoints.
+    static let checkpointEvery = 25
+
+    /// Saves the checkpoint (keeping the previous one) and the model, each atomically.
+    static func save(_ node: LearningNode<GossipNode>, normalizer: Normalizer, in directory: String) {
+        let path = directory + "/" + checkpoint
+        if FileManager.default.fileExists(atPath: path) { _ = rename(path, directory + "/" + previousCheckpoint) }
+        RuntimeFiles.writeAtomically(LearningCheckpoint(of: node).encoded(), to: path)
+        if let model = node.model {
+            RuntimeFiles.writeAtomically(ModelFile.encode(ModelFile.Contents(model: model, normalizer: normalizer)), to: directory + "/" + Self.model)
+        }
+    }
+
+    /// The newest checkpoint that loads, saying why a damaged one was passed over; nil if none.
+    static func load(from directory: String) -> LearningCheckpoint? {
+        for name in [checkpoint, previousCheckpoint] {
+            let path = directory + "/" + name
+            guard let data = FileManager.default.contents(atPath: path) else { continue }
+            do {
+                return try LearningCheckpoint(decoding: Array(data))
+            } catch {
+                printNote("\(path) is not a usable checkpoint (\(error)); trying the previous one")
+            }
+        }
+        return nil
+    }
+}
+
+extension Join {
+    /// Runs a peer that trains `learning.data` with the network.
+    func runLearning(identity: Identity, keyring: NetworkKeyring, configuration: NodeRuntime.Configuration,
+                     codec: any ShareCodec, logger: Logger, seed: inout SystemRandomNumberGenerator) throws {
+        let loaded = try learning.load()
+        let architecture = loaded.architecture
+        printNote("training \(architecture) on \(loaded.train.count) samples\(loaded.test.map { ", testing on \($0.count)" } ?? ", no test set"); algorithm \(learning.algorithm), shares \(compress)")
+        let averagerSettings = configuration.settings.averaging
+        let averager: PushSumAverager
+        if let saved = try loadAveragingState(for: identity, codec: codec) {
+            guard saved.value.count == architecture.parameterCount else {
+                throw UserFacingError("\(dataDir)/\(NodeRuntime.averagingStateName) holds \(saved.value.count) parameters, --model \(learning.model) has \(architecture.parameterCount); use the --model it ran with or another --data-dir")
+            }
+            printNote("resuming the model and averaging state saved in \(dataDir) (weight \(saved.weight)); this peer's samples are not added again")
+            averager = .resuming(saved, settings: averagerSettings, codec: codec, rng: SplitMix64(seed: seed.next()))
+        } else {
+            averager = PushSumAverager(joining: identity.peerID, dimension: architecture.parameterCount, sampleCount: Double(loaded.train.count),
+                                       settings: averagerSettings, codec: codec, rng: SplitMix64(seed: seed.next()))
+        }
+        let checkpoint = LearningFiles.load(from: dataDir)
+        let settings = try learning.settings()
+        let initial = Model(architecture: architecture, seed: learning.initSeed)
+        let trainingSeed = seed.next()
+        let runtime = try userFacing {
+            try OverlayRuntime<LearningNode<GossipNode>>(identity: identity, keyring: keyring, configuration: configuration,
+                                                          averager: averager, seed: seed.next()) { overlay in
+                var node = try LearningNode(base: overlay, architecture: architecture, initial: initial, data: loaded.train,
+                                            test: loaded.test, settings: settings, seed: trainingSeed)
+                if let checkpoint { try node.restore(rounds: checkpoint.rounds, steps: checkpoint.steps, optimizer: checkpoint.optimizer) }
+                return node
+            }
+        }
+        if let checkpoint { printNote("resuming training after round \(checkpoint.rounds)") }
+        let directory = dataDir
+        let normalizer = loaded.normalizer
+        runtime.onEvent = { [unowned runtime] event in
+            switch event {
+            case .base(let e): Self.log(e, to: logger)
+            case .trained(_, let loss):
+                logger.debug("trained", metadata: ["loss": "\(loss)", "round": "\(runtime.node.roundsTrained)"])
+                if runtime.node.roundsTrained % LearningFiles.checkpointEvery == 0 { LearningFiles.save(runtime.node, normalizer: normalizer, in: directory) }
+            case .evaluated(let accuracy, let loss):
+                logger.info("evaluated", metadata: ["accuracy": "\(accuracy)", "loss": "\(loss)", "round": "\(runtime.node.roundsTrained)"])
+            case .joined(let pulled):
+                logger.info(pulled ? "joined: training from the network's model" : "joined: no peer had a model yet, training from the initial one")
+            }
+        }
+        let started = WallClock.milliseconds()
+        runtime.statusExtras = { [unowned runtime] in
+            ["learning": Self.learningStatus(runtime, normalizer: normalizer, algorithm: learning.algorithm, compress: compress, startedAt: started)]
+        }
+        runtime.controlRequests["model"] = { [unowned runtime] in
+            guard let model = runtime.node.model else { return ["error": "this peer holds no model yet (it is joining); ask again in a few seconds"] }
+            let bytes = ModelFile.encode(ModelFile.Contents(model: model, normalizer: normalizer))
+            return ["model": Data(bytes).base64EncodedString(), "rounds": runtime.node.roundsTrained]
+        }
+        let handedOff = try drive(runtime, identity: identity, logger: logger)
+        LearningFiles.save(runtime.node, normalizer: normalizer, in: directory)
+        printNote(handedOff ? "left: averaging mass handed to a neighbour; model saved in \(directory)/\(LearningFiles.model)"
+                            : "left: kept its averaging mass (no neighbour took it in time); model saved in \(directory)/\(LearningFiles.model)")
+    }
+
+    /// The `learning` section of `peer status`.
+    static func learningStatus(_ runtime: OverlayRuntime<LearningNode<GossipNode>>, normalizer: Normalizer, algorithm: String,
+                               compress: String, startedAt: UInt64) -> [String: Any] {
+        let node = runtime.node
+        let nowNanoseconds = Int64(runtime.loop.nowMilliseconds) * 1_000_000
+        var status: [String: Any] = [
+            "algorithm": algorithm, "compress": compress, "model": node.architecture.name,
+            "parameters": node.architecture.parameterCount,
+            "rounds": node.roundsTrained, "local_steps": node.stepsTrained,
+            "joining": node.joining,
+            "bytes_sent": runtime.counters.bytesSent, "bytes_received": runtime.counters.bytesReceived,
+            "accuracy": node.lastEvaluation?.accuracy ?? NSNull(), "loss": node.lastEvaluation?.loss ?? NSNull(),
+            "training_loss": node.trainingLoss ?? NSNull(),
+            "uptime_seconds": Double(WallClock.milliseconds() - startedAt) / 1_000,
+        ]
+        status["model_age_seconds"] = node.modelChangedAt.map { Double(nowNanoseconds - $0.nanoseconds) / 1e9 } ?? NSNull()
+        status["evaluation_age_seconds"] = node.lastEvaluation.map { Double(nowNanoseconds - $0.at.nanoseconds) / 1e9 } ?? NSNull()
+        return status
+    }
+}
