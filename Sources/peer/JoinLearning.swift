@@ -81,7 +81,6 @@ struct LearningOptions: ParsableArguments {
         guard trainInterval >= 0 else { throw ValidationError("--train-interval is milliseconds, 0 or more, got \(trainInterval)") }
         guard evalInterval > 0, evalInterval.isFinite else { throw ValidationError("--eval-interval is seconds, above 0, got \(evalInterval)") }
         guard evalSamples >= 0 else { throw ValidationError("--eval-samples must be 0 (all) or more, got \(evalSamples)") }
-        _ = data
     }
 
     /// `minmax:LOW:HIGH` or `none`.
