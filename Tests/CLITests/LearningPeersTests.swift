@@ -4,9 +4,10 @@ import Testing
 /// Whether Debian's Fashion-MNIST is installed (`make deps`).
 let fashionMNISTInstalled = FileManager.default.fileExists(atPath: "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
-/// Real `peer join --data` processes training one model together.
-@Suite("real peers training together", .serialized)
-struct LearningPeersTests {
+/// Real `peer join --data` processes training one model together. They belong to the
+/// serialized suite of real peers on loopback: eight training processes beside another
+/// suite's timing-sensitive test (the handshake flood) starve it of the CPU on two cores.
+extension JoinTests {
     /// The training flags of peer `i` of `count`: its Dirichlet(0.5) part of Fashion-MNIST,
     /// softmax regression, the learning rate decaying over 300 rounds (a minute).
     static func workload(_ i: Int, of count: Int) -> [String] {
