@@ -59,7 +59,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "murmur-bench",
-            dependencies: ["Crypto", "Gossip", "Learner", "Simulation", "DeterministicRandom", "CSodium"],
+            dependencies: ["Crypto", "Gossip", "Learner", "Federation", "Simulation", "DeterministicRandom", "CSodium"],
             path: "Benchmarks"
         ),
 

@@ -9,6 +9,7 @@ let suites: [(name: String, run: () throws -> Void)] = [
     ("gossip", GossipBench.run),
     ("overlay", OverlayBench.run),
     ("runtime", RuntimeBench.run),
+    ("learning", LearningBench.run),
 ]
 
 BLASKernel.selectForThisCPU()

@@ -63,13 +63,6 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         public init() {}
     }
 
-    /// What a training round sends back to the node.
-    struct Outcome: Sendable {
-        var parameters: [Float]
-        var trainer: Trainer
-        var loss: Double
-    }
-
     /// The latest evaluation on the test set.
     public struct Evaluated: Sendable, Equatable {
         public var accuracy: Double
@@ -188,7 +181,7 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         guard let (expected, start) = training, expected == id else { return [] }
         training = nil
         var actions: [Action] = [.schedule(.train, at: now + settings.trainInterval)]
-        guard let outcome = result as? Outcome, outcome.parameters.count == start.count else { return actions }
+        guard let outcome = LocalTraining.parameters(of: result, count: start.count) else { return actions }
         trainer = outcome.trainer
         let change = zip(outcome.parameters, start).map { $0 - $1 }
         if (try? base.applyLocalUpdate(change)) == true {
@@ -211,17 +204,8 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         let start = estimate.map { Float($0) }
         nextRequest += 1
         training = (nextRequest, start)
-        let (trainer, data, architecture, steps) = (self.trainer, self.data, self.architecture, settings.localSteps)
-        // Forward and backward passes: about six multiply-adds per parameter per sample.
-        let cost = Double(steps * trainer.config.batchSize * architecture.parameterCount * 6)
-        return [.compute(ComputeRequest(id: nextRequest, cost: cost) {
-            var trainer = trainer
-            guard var model = try? Model(architecture: architecture, parameters: start),
-                  let loss = try? trainer.train(&model, on: data, steps: steps) else {
-                return Outcome(parameters: [], trainer: trainer, loss: .nan)
-            }
-            return Outcome(parameters: model.flatten(), trainer: trainer, loss: loss)
-        })]
+        return [.compute(LocalTraining.request(id: nextRequest, trainer: trainer, data: data, architecture: architecture,
+                                               start: start, steps: settings.localSteps))]
     }
 
     /// Asks the driver to evaluate the current model on the test set.

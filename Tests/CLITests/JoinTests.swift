@@ -341,7 +341,9 @@ struct RelayTests {
     /// same time use different `portBlock`s (0 or 1), so their ports never collide.
     static func startRelayed(_ net: PeerNetwork, count: Int, flags: [String], profile: String, portBlock: Int = 0,
                              workload: (Int) -> [String]? = { _ in nil }) throws -> RunningCommand {
-        let base = 20_000 + Int(getpid() % 1_000) * 40 + portBlock * 20
+        // Below the kernel's ephemeral range (32768 and up), where other tests' port-0 sockets
+        // land.
+        let base = 20_000 + Int(getpid() % 300) * 40 + portBlock * 20
         let links = (0..<count).map { "127.0.0.1:\(base + 10 + $0)=127.0.0.1:\(base + $0)" }
         let relay = try CommandRunner.start("netsim", ["relay"] + links.flatMap { ["--link", $0] } + flags, in: net.scratch.url)
         #expect(relay.waitForStderrLine(containing: "127.0.0.1:\(base + 10 + count - 1) -> ") != nil, "\(relay.stderrSoFar)")

@@ -63,24 +63,19 @@ extension JoinTests {
         }
 
         // Leaving one by one, each peer hands its mass to the ones still running, and the last
-        // holds the weight of every sample. A hand-off has been seen to stall until the leave
-        // deadline in 2 of 5 runs under full load (the leaver then keeps its mass in its saved
-        // state, losing nothing); until that is found, the stall is a known, intermittent issue
-        // here rather than a failure of the run, and everything above stays strict.
+        // holds the weight of every sample.
         let total = samples.reduce(0, +)
         let last = count - 1
-        try withKnownIssue("a graceful hand-off sometimes stalls until the leave deadline", isIntermittent: true) {
-            for i in 0..<(count - 1) {
-                #expect(try CommandRunner.peer("leave", "--data-dir", "d\(i)", in: net.scratch.url).status == 0)
-                let left = try #require(net.processes[i]).wait()
-                #expect(left.stderr.contains("left: averaging mass handed to a neighbour"), "\(left.stderr)")
-            }
-            let whole = try net.waitUntil([last], seconds: 30) { status in
-                abs(Self.weight(status) - total) <= 1e-9 * total && (status["averaging"] as? [String: Any])?["inFlight"] as? Int == 0
-            }
-            let held = Self.weight(try net.status(last))
-            #expect(whole, "the last peer holds \(held) of \(total)")
+        for i in 0..<(count - 1) {
+            #expect(try CommandRunner.peer("leave", "--data-dir", "d\(i)", in: net.scratch.url).status == 0)
+            let left = try #require(net.processes[i]).wait()
+            #expect(left.stderr.contains("left: averaging mass handed to a neighbour"), "\(left.stderr)")
         }
+        let whole = try net.waitUntil([last], seconds: 30) { status in
+            abs(Self.weight(status) - total) <= 1e-9 * total && (status["averaging"] as? [String: Any])?["inFlight"] as? Int == 0
+        }
+        let held = Self.weight(try net.status(last))
+        #expect(whole, "the last peer holds \(held) of \(total)")
         _ = try RelayTests.stop(relay)
     }
 

@@ -517,9 +517,7 @@ public struct Membership: Sendable {
         // failed probe does.
         adjustHealth(p.expectedNacks > 0 ? max(0, p.expectedNacks - p.nacks) : 1, into: &out)
         guard var m = table[p.target.peer], m.record.sequence == p.target.sequence else { return }
-        // A leaving node accuses no one: the peers that heard its leave notice no longer answer
-        // it, and declaring them dead would take back shares they applied.
-        if m.status == .alive, !leaving {
+        if m.status == .alive {
             startSuspicion(&m, version: m.version, accuser: me.peer, at: now, into: &out)
             table[m.record.peer] = m
             // Buddy system: tell the suspect directly, not only through gossip.

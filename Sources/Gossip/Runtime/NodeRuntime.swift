@@ -287,8 +287,11 @@ public final class OverlayRuntime<Node: OverlayNode> {
         var done: () -> Void
     }
 
+    /// Datagrams are heard until the node stops, through a leave too: a leaver's failure
+    /// detector needs its probes' answers, and it must hear of peers that left meanwhile, to
+    /// take back the shares it sent them and finish its hand-off.
     private func receiveDatagram(_ bytes: [UInt8], from: Endpoint) {
-        guard !stopping else { return }
+        guard !stopped else { return }
         counters.bytesReceived += bytes.count
         let clock = loop.nowMilliseconds
         guard throttle.admits(from, now: clock) else {
@@ -381,7 +384,9 @@ public final class OverlayRuntime<Node: OverlayNode> {
 
     private func accept(_ connection: StreamConnection) {
         let address = connection.remoteEndpoint?.host ?? "unknown"
-        guard !stopping else {
+        // A leaver still accepts sessions: the acknowledgements of its hand-off may come over
+        // a session the receiver opens.
+        guard !stopped else {
             connection.close()
             return
         }

@@ -1,0 +1,99 @@
+import Crypto
+import Federation
+import Foundation
+import Gossip
+import Learner
+import Simulation
+
+/// `learning`: the gossip-learning anchor, reproduced in the simulator with the same scenario
+/// as the Python simulator gossipy 0.0.1 (PyTorch) was measured on: 1,000 nodes, Fashion-MNIST
+/// split IID (60 training images each, pixels scaled to [0, 1]), softmax regression, gossip
+/// learning with push to a uniformly random peer, the receiver merging (averaging) and then
+/// running one local epoch of SGD (learning rate 0.1, batch 32), no loss, 100 rounds; then
+/// every node evaluated on the 10,000 test images. gossipy's figures were measured on a machine
+/// of this kind (AMD EPYC) and are quoted: it is not installed here.
+enum LearningBench {
+    /// gossipy's measured figures for this scenario.
+    static let gossipySeconds = 60.0
+    static let gossipyAccuracy = 0.747
+    static let gossipyResidentBytes = 1.3 * 1_073_741_824
+
+    static let nodes = 1_000
+    static let rounds = 100
+
+    static func run() throws {
+        BLAS.setThreadCount(1)
+        guard FileManager.default.fileExists(atPath: DataSource.fashionMNISTDirectory + "/train-images-idx3-ubyte.gz") else {
+            FileHandle.standardError.write(Data("learning: Fashion-MNIST is not installed (make deps installs dataset-fashion-mnist); skipped\n".utf8))
+            return
+        }
+        let started = Date()
+        let (shards, test) = try load()
+        let loaded = Date()
+
+        let architecture = try Architecture(inputCount: 784, hiddenSizes: [], classCount: 10)
+        var settings = GossipLearningNode.Settings()
+        settings.gossipInterval = .seconds(1)
+        settings.trainer = TrainerConfig(batchSize: 32, sgd: SGDConfig(learningRate: 0.1, momentum: 0, weightDecay: 0))
+        settings.localSteps = (60 + 31) / 32
+        let peers = (0..<nodes).map(SimAddress.peer)
+        // Every node may push to every other: one shared list (copy on write: never copied).
+        let everyone = (0..<nodes).map { PeerAddress(peer: peers[$0], endpoint: SimAddress.endpoint($0)) }
+        let initial = Model(architecture: architecture, seed: 1)
+        let built = try (0..<nodes).map { i in
+            try GossipLearningNode(peer: peers[i], neighbours: everyone, architecture: architecture, initial: initial,
+                                   data: shards[i], settings: settings, seed: UInt64(i))
+        }
+        let sim = Simulator<GossipLearningNode>(nodeCount: nodes, seed: 1, links: LinkPolicy(default: LinkModel(latency: .milliseconds(1)))) {
+            built[$0.index]
+        }
+        sim.startAll()
+        sim.run(until: .zero + settings.gossipInterval * rounds)
+        let simulated = Date()
+        var accuracies: [Double] = []
+        for i in 0..<nodes { accuracies.append(try sim.node(i)?.model?.evaluate(on: test).accuracy ?? 0) }
+        let finished = Date()
+        let mean = accuracies.reduce(0, +) / Double(nodes)
+        let seconds = finished.timeIntervalSince(started)
+        let resident = Self.peakResidentBytes()
+
+        var report = BenchReport(suite: "learning")
+        report.add(BenchFigure(
+            name: "gossip learning, 1,000 nodes x 100 rounds + evaluation: wall time", value: seconds, unit: "s",
+            baseline: gossipySeconds, ratio: gossipySeconds / seconds,
+            note: String(format: "gossipy 0.0.1 quoted; load %.1f s, simulate %.1f s, evaluate %.1f s; target ratio >= 10",
+                         loaded.timeIntervalSince(started), simulated.timeIntervalSince(loaded), finished.timeIntervalSince(simulated))))
+        report.add(BenchFigure(
+            name: "gossip learning: time per node-round", value: seconds / Double(nodes * rounds) * 1e6, unit: "µs",
+            baseline: gossipySeconds / Double(nodes * rounds) * 1e6, ratio: gossipySeconds / seconds, note: "gossipy quoted"))
+        report.add(BenchFigure(
+            name: "gossip learning: mean test accuracy (10,000 images)", value: mean, unit: "",
+            baseline: gossipyAccuracy, ratio: mean / gossipyAccuracy,
+            note: String(format: "min %.4f, max %.4f; target >= gossipy's", accuracies.min() ?? 0, accuracies.max() ?? 0)))
+        report.add(BenchFigure(
+            name: "gossip learning: peak resident memory", value: resident / 1_048_576, unit: "MiB",
+            baseline: gossipyResidentBytes / 1_048_576, ratio: gossipyResidentBytes / resident,
+            note: "VmHWM, the whole process with the data set loaded; target ratio >= 10"))
+        report.finish()
+    }
+
+    /// Each node's 60 training images and the test set, pixels scaled to [0, 1]; the whole
+    /// training set is released once it is split.
+    static func load() throws -> (shards: [Dataset], test: Dataset) {
+        var (train, loadedTest) = try DataSource.resolve("fashion-mnist").load()
+        guard var test = loadedTest else { throw LearnerError.invalidArgument("Fashion-MNIST without its test set") }
+        let pixels = try Normalizer.range(low: 0, high: 255, featureCount: train.featureCount)
+        try train.normalize(with: pixels)
+        try test.normalize(with: pixels)
+        let partition = try Partition(labels: train.labels, classCount: train.classCount, peers: nodes, scheme: .iid, seed: 1)
+        return (try (0..<nodes).map { try partition.dataset(forPeer: $0, of: train) }, test)
+    }
+
+    /// The process's peak resident set (VmHWM), in bytes.
+    static func peakResidentBytes() -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
+        return kilobytes * 1024
+    }
+}
