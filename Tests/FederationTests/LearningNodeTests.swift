@@ -241,4 +241,32 @@ struct LearningNodeTests {
         #expect(joiner.roundsTrained <= 50)
         #expect(accuracy >= networkMean - 0.01, "the joiner's \(accuracy) against the network's \(networkMean)")
     }
+
+    /// The decentralized-learning scenario with an MLP 784-128-10, for 200 s of virtual time
+    /// at a learning rate of 0.2 (cosine to 5 %), the rest as for softmax regression. Measured
+    /// (seed 1): mean test accuracy 0.853 on all 10,000 images (lowest node 0.825); every 25 s
+    /// on 2,000 images 0.803, 0.823, 0.845, 0.846, 0.853, 0.858, 0.858, 0.862. About 45 s of
+    /// wall time.
+    @Test(.enabled(if: fashionMNISTAvailable))
+    func fashionMNIST_32DirichletPeers_20PercentLoss_mlp() throws {
+        let (train, test) = try fashionMNIST()
+        let arch = try Architecture(inputCount: 784, hiddenSizes: [128], classCount: 10)
+        let seconds = 200
+        var (settings, averaging) = Self.fashionMNISTSettings(seconds: seconds)
+        settings.trainer.sgd.learningRate = 0.2
+        let (sim, samples) = try Self.network(train, nodes: 32, alpha: 0.5, architecture: arch, loss: 0.2, settings: settings, averaging: averaging, seed: 1)
+        let subset = try test.subset(Array(0..<2_000))
+        sim.startAll()
+        var curve: [Double] = []
+        sim.run(until: Instant(nanoseconds: Int64(seconds) * 1_000_000_000), every: .seconds(25)) { sim in
+            let accuracies = (0..<32).compactMap { try? sim.node($0)?.model?.evaluate(on: subset).accuracy }
+            curve.append(accuracies.reduce(0, +) / Double(max(1, accuracies.count)))
+            #expect(abs(Self.totalWeight(sim) - samples) <= 1e-9 * samples, "at \(sim.now)")
+            return true
+        }
+        let accuracies = try (0..<32).map { try #require(sim.node($0)?.model).evaluate(on: test).accuracy }
+        let mean = accuracies.reduce(0, +) / 32
+        print("SGP, 32 Dirichlet(0.5) peers, 20 % loss, mlp:128: mean every 25 s \(curve.map { ($0 * 1000).rounded() / 1000 }); at the end mean \(mean), min \(accuracies.min() ?? 0)")
+        #expect(mean >= 0.85, "mean \(mean)")
+    }
 }
