@@ -45,7 +45,7 @@ public struct DPSGDNode: ProtocolNode {
     private var latest: [(parameters: [Float], degree: Int)?]
     private let data: Dataset
     private let copies: ModelCopyCodec
-    private var trainer: Trainer
+    private var local: LocalTraining
     private var training: UInt64?
     private var nextRequest: UInt64 = 0
 
@@ -65,7 +65,7 @@ public struct DPSGDNode: ProtocolNode {
         copies = ModelCopyCodec(codec: codec, count: architecture.parameterCount)
         var config = settings.trainer
         config.seed = seed
-        trainer = try Trainer(architecture: architecture, config: config)
+        local = try LocalTraining(architecture: architecture, config: config)
     }
 
     public var model: Model? { try? Model(architecture: architecture, parameters: parameters) }
@@ -93,17 +93,15 @@ public struct DPSGDNode: ProtocolNode {
         }
         nextRequest += 1
         training = nextRequest
-        return [.compute(LocalTraining.request(id: nextRequest, trainer: trainer, data: data, architecture: architecture,
-                                               start: parameters, steps: settings.localSteps))]
+        return [.compute(local.request(id: nextRequest, data: data, start: parameters, steps: settings.localSteps))]
     }
 
     public mutating func onComputed(_ id: UInt64, result: any Sendable, at now: Instant) -> [Action] {
         guard id == training else { return [] }
         training = nil
         var actions: [Action] = [.schedule(.round, at: now + settings.roundInterval)]
-        if let outcome = LocalTraining.parameters(of: result, count: parameters.count) {
+        if let outcome = local.finish(result, count: parameters.count) {
             parameters = outcome.parameters
-            trainer = outcome.trainer
             roundsTrained += 1
             actions.append(.report(.trained(loss: outcome.loss)))
         }

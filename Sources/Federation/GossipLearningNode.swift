@@ -45,7 +45,7 @@ public struct GossipLearningNode: ProtocolNode {
     public private(set) var merged = 0
     private let data: Dataset
     private let copies: ModelCopyCodec
-    private var trainer: Trainer
+    private var local: LocalTraining
     private var rng: SplitMix64
     private var training: UInt64?
     private var waiting: [Float]?
@@ -67,7 +67,7 @@ public struct GossipLearningNode: ProtocolNode {
         copies = ModelCopyCodec(codec: codec, count: architecture.parameterCount)
         var config = settings.trainer
         config.seed = seed
-        trainer = try Trainer(architecture: architecture, config: config)
+        local = try LocalTraining(architecture: architecture, config: config)
         rng = SplitMix64(seed: seed ^ 0x6C6C_6561_726E)
     }
 
@@ -111,9 +111,8 @@ public struct GossipLearningNode: ProtocolNode {
         guard id == training else { return [] }
         training = nil
         var actions: [Action] = []
-        if let outcome = LocalTraining.parameters(of: result, count: parameters.count) {
+        if let outcome = local.finish(result, count: parameters.count) {
             parameters = outcome.parameters
-            trainer = outcome.trainer
             age += 1
             roundsTrained += 1
             actions.append(.report(.trained(loss: outcome.loss)))
@@ -127,13 +126,16 @@ public struct GossipLearningNode: ProtocolNode {
 
     /// Averages `received` into the current model, then trains the result.
     private mutating func mergeAndTrain(_ received: [Float], age receivedAge: UInt64) -> [Action] {
-        for i in parameters.indices { parameters[i] = (parameters[i] + received[i]) / 2 }
+        parameters.withUnsafeMutableBufferPointer { x in
+            received.withUnsafeBufferPointer { r in
+                for i in 0..<x.count { x[i] = (x[i] + r[i]) / 2 }
+            }
+        }
         age = max(age, receivedAge)
         merged += 1
         guard data.count > 0 else { return [] }
         nextRequest += 1
         training = nextRequest
-        return [.compute(LocalTraining.request(id: nextRequest, trainer: trainer, data: data, architecture: architecture,
-                                               start: parameters, steps: settings.localSteps))]
+        return [.compute(local.request(id: nextRequest, data: data, start: parameters, steps: settings.localSteps))]
     }
 }

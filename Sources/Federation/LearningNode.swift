@@ -87,7 +87,7 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
     private let test: Dataset?
     /// The model a first peer starts from.
     private let initial: [Float]
-    private var trainer: Trainer
+    private var local: LocalTraining
     /// The training round in progress: its request and the parameters it started from.
     private var training: (id: UInt64, start: [Float])?
     private var evaluating: UInt64?
@@ -116,7 +116,7 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         self.initial = initial.flatten()
         var config = settings.trainer
         config.seed = seed
-        trainer = try Trainer(architecture: architecture, config: config)
+        local = try LocalTraining(architecture: architecture, config: config)
     }
 
     /// The averager holding the model.
@@ -131,11 +131,11 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
     public var joining: Bool { (base.averager?.pendingContribution ?? 0) > 0 }
 
     /// The optimizer's state, for a checkpoint.
-    public var optimizerState: SGDState { trainer.optimizer.state }
+    public var optimizerState: SGDState { local.optimizerState }
 
     /// Resumes the training counters and the optimizer from a checkpoint.
     public mutating func restore(rounds: Int, steps: Int, optimizer: SGDState) throws {
-        try trainer.restore(optimizer)
+        try local.restore(optimizer)
         roundsTrained = max(0, rounds)
         stepsTrained = max(0, steps)
     }
@@ -181,8 +181,7 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         guard let (expected, start) = training, expected == id else { return [] }
         training = nil
         var actions: [Action] = [.schedule(.train, at: now + settings.trainInterval)]
-        guard let outcome = LocalTraining.parameters(of: result, count: start.count) else { return actions }
-        trainer = outcome.trainer
+        guard let outcome = local.finish(result, count: start.count) else { return actions }
         let change = zip(outcome.parameters, start).map { $0 - $1 }
         if (try? base.applyLocalUpdate(change)) == true {
             roundsTrained += 1
@@ -204,8 +203,7 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         let start = estimate.map { Float($0) }
         nextRequest += 1
         training = (nextRequest, start)
-        return [.compute(LocalTraining.request(id: nextRequest, trainer: trainer, data: data, architecture: architecture,
-                                               start: start, steps: settings.localSteps))]
+        return [.compute(local.request(id: nextRequest, data: data, start: start, steps: settings.localSteps))]
     }
 
     /// Asks the driver to evaluate the current model on the test set.

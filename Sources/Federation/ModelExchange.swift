@@ -36,34 +36,98 @@ public enum ModelExchangeMessage: Sendable, Equatable, WireSized, TraceIdentifie
     }
 }
 
-/// Local SGD steps as work for the driver: a pure job from a starting model, shared by every
+/// A node's trainer, and local SGD steps as work for its driver: one piece of code for every
 /// learning algorithm.
-enum LocalTraining {
+///
+/// The trainer moves into each job and back with its result, so the job holds the only
+/// reference to the trainer's buffers (gradient, batch, activations) and mutates them in place
+/// instead of copying them every round. A job the node never hears back from (a crash) takes
+/// the trainer with it; the next round starts from a trainer rebuilt with the optimizer state
+/// of the last round that finished.
+struct LocalTraining: Sendable {
+    /// Carries the trainer to the job and back.
+    final class Handle: @unchecked Sendable {
+        // Touched by one thread at a time: the node until it hands the job over, the job while
+        // it runs, the node again once the result is back.
+        private var trainer: Trainer?
+        init(_ trainer: Trainer?) { self.trainer = trainer }
+        func take() -> Trainer? {
+            defer { trainer = nil }
+            return trainer
+        }
+        func put(_ trainer: Trainer) { self.trainer = trainer }
+    }
+
     /// What a training round sends back.
     struct Outcome: Sendable {
         var parameters: [Float]
-        var trainer: Trainer
+        var handle: Handle
         var loss: Double
     }
 
-    /// A request to run `steps` steps of `trainer` on `data` from `start`; its cost is about six
+    let architecture: Architecture
+    let config: TrainerConfig
+    /// Nil while a job holds it.
+    private var trainer: Trainer?
+    /// The optimizer's state after the last round that finished.
+    private(set) var optimizerState: SGDState
+
+    init(architecture: Architecture, config: TrainerConfig) throws {
+        self.architecture = architecture
+        self.config = config
+        let trainer = try Trainer(architecture: architecture, config: config)
+        self.trainer = trainer
+        optimizerState = trainer.optimizer.state
+    }
+
+    /// Resumes the optimizer from a checkpoint.
+    mutating func restore(_ state: SGDState) throws {
+        var trainer = try self.trainer ?? Trainer(architecture: architecture, config: config)
+        try trainer.restore(state)
+        self.trainer = trainer
+        optimizerState = state
+    }
+
+    /// A request to run `steps` steps on `data` from `start`; its cost is about six
     /// multiply-adds per parameter per sample (a forward and a backward pass).
-    static func request(id: UInt64, trainer: Trainer, data: Dataset, architecture: Architecture, start: [Float], steps: Int) -> ComputeRequest {
-        let cost = Double(steps * trainer.config.batchSize * architecture.parameterCount * 6)
+    mutating func request(id: UInt64, data: Dataset, start: [Float], steps: Int) -> ComputeRequest {
+        let handle = Handle(takeTrainer())
+        let architecture = self.architecture
+        let cost = Double(steps * config.batchSize * architecture.parameterCount * 6)
         return ComputeRequest(id: id, cost: cost) {
-            var trainer = trainer
+            guard var trainer = handle.take() else { return Outcome(parameters: [], handle: handle, loss: .nan) }
+            defer { handle.put(trainer) }
             guard var model = try? Model(architecture: architecture, parameters: start),
                   let loss = try? trainer.train(&model, on: data, steps: steps) else {
-                return Outcome(parameters: [], trainer: trainer, loss: .nan)
+                return Outcome(parameters: [], handle: handle, loss: .nan)
             }
-            return Outcome(parameters: model.flatten(), trainer: trainer, loss: loss)
+            return Outcome(parameters: model.flatten(), handle: handle, loss: loss)
         }
     }
 
-    /// The parameters of a finished round, if it succeeded with a model of `count` parameters.
-    static func parameters(of result: any Sendable, count: Int) -> Outcome? {
-        guard let outcome = result as? Outcome, outcome.parameters.count == count, outcome.loss.isFinite else { return nil }
+    /// Takes the trainer back from a finished round; returns the round's outcome if it
+    /// succeeded with a model of `count` parameters.
+    mutating func finish(_ result: any Sendable, count: Int) -> Outcome? {
+        guard let outcome = result as? Outcome else { return nil }
+        if let trainer = outcome.handle.take() {
+            optimizerState = trainer.optimizer.state
+            self.trainer = trainer
+        }
+        guard outcome.parameters.count == count, outcome.loss.isFinite else { return nil }
         return outcome
+    }
+
+    /// The trainer, rebuilt from the last finished round's optimizer state if a lost job took
+    /// it (the architecture and configuration were accepted when this value was made, so the
+    /// rebuild succeeds; were it to fail, the round would fail and be retried).
+    private mutating func takeTrainer() -> Trainer? {
+        if let trainer {
+            self.trainer = nil
+            return trainer
+        }
+        var rebuilt = try? Trainer(architecture: architecture, config: config)
+        try? rebuilt?.restore(optimizerState)
+        return rebuilt
     }
 }
 
