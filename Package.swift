@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "Learner", targets: ["Learner"]),
         .library(name: "Simulation", targets: ["Simulation"]),
         .library(name: "Federation", targets: ["Federation"]),
+        .library(name: "Scenarios", targets: ["Scenarios"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -42,6 +43,10 @@ let package = Package(
         .target(name: "Simulation", dependencies: ["Gossip", "Crypto"], path: "netsim/Simulation",
                 swiftSettings: [.unsafeFlags(["-cross-module-optimization", "-enforce-exclusivity=unchecked"])]),
 
+        // Simulated networks of learning peers: every algorithm on the same peers, splits and links.
+        .target(name: "Scenarios", dependencies: ["Simulation", "Federation", "Gossip", "Learner", "Crypto", "DeterministicRandom"],
+                path: "netsim/Scenarios"),
+
         .executableTarget(
             name: "peer",
             dependencies: [
@@ -59,14 +64,14 @@ let package = Package(
         ),
         .executableTarget(
             name: "murmur-bench",
-            dependencies: ["Crypto", "Gossip", "Learner", "Federation", "Simulation", "DeterministicRandom", "CSodium"],
+            dependencies: ["Crypto", "Gossip", "Learner", "Federation", "Scenarios", "Simulation", "DeterministicRandom", "CSodium"],
             path: "Benchmarks"
         ),
 
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "CSodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "Crypto", "DeterministicRandom"]),
         .testTarget(name: "LearnerTests", dependencies: ["Learner", "DeterministicRandom"]),
-        .testTarget(name: "FederationTests", dependencies: ["Federation", "Gossip", "Crypto", "Learner", "Simulation", "DeterministicRandom"]),
+        .testTarget(name: "FederationTests", dependencies: ["Federation", "Scenarios", "Gossip", "Crypto", "Learner", "Simulation", "DeterministicRandom"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Gossip", "Crypto"]),
         // Runs the built `peer` and `netsim` as a user would, and the commands the docs show.
         .testTarget(name: "CLITests"),

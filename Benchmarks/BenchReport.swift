@@ -39,9 +39,11 @@ struct BenchReport {
         }
         var lines = ""
         for f in figures {
-            var object: [String: Any] = ["suite": suite, "name": f.name, "value": f.value, "unit": f.unit]
-            object["baseline"] = f.baseline ?? NSNull()
-            object["ratio"] = f.ratio ?? NSNull()
+            // A figure that could not be measured (a threshold never reached) is null: JSON has no NaN.
+            func json(_ x: Double?) -> Any { x.flatMap { $0.isFinite ? $0 : nil } ?? NSNull() }
+            var object: [String: Any] = ["suite": suite, "name": f.name, "value": json(f.value), "unit": f.unit]
+            object["baseline"] = json(f.baseline)
+            object["ratio"] = json(f.ratio)
             if !f.note.isEmpty { object["note"] = f.note }
             if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]),
                let text = String(data: data, encoding: .utf8) {

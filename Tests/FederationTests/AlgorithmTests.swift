@@ -4,6 +4,7 @@ import Federation
 import Foundation
 import Gossip
 import Learner
+import Scenarios
 import Simulation
 import Testing
 
@@ -13,41 +14,16 @@ import Testing
 struct AlgorithmTests {
     init() { BLAS.setThreadCount(1) }
 
-    /// The ring-plus-random-links graph, link model and Dirichlet shards the learning tests use.
-    static func setting(_ data: Dataset, nodes: Int, alpha: Double, loss: Double, seed: UInt64)
-        throws -> (graph: Graph, links: LinkPolicy, shards: [Dataset], peers: [PeerID]) {
-        var rng = SplitMix64(seed: seed)
-        var graph = Graph(nodeCount: nodes)
-        graph.addCluster(0..<nodes, extraLinksPerNode: 3, rng: &rng)
-        let links = LinkPolicy(default: LinkModel(loss: loss, latency: .milliseconds(10), jitter: .milliseconds(10)))
-        // Without data every node holds none (a test of mixing alone).
-        var shards = Array(repeating: data, count: nodes)
-        if data.count > 0 {
-            let partition = try Partition(labels: data.labels, classCount: data.classCount, peers: nodes, scheme: .dirichlet(alpha: alpha), seed: seed)
-            shards = try (0..<nodes).map { try partition.dataset(forPeer: $0, of: data) }
-        }
-        return (graph, links, shards, (0..<nodes).map(SimAddress.peer))
-    }
-
     static func gossipLearning(_ data: Dataset, nodes: Int, alpha: Double, loss: Double, architecture: Architecture,
                                settings: GossipLearningNode.Settings, seed: UInt64) throws -> Simulator<GossipLearningNode> {
-        let s = try setting(data, nodes: nodes, alpha: alpha, loss: loss, seed: seed)
-        let initial = Model(architecture: architecture, seed: seed)
-        let built = try (0..<nodes).map { i in
-            try GossipLearningNode(peer: s.peers[i], neighbours: s.graph.neighbourAddresses(i, peers: s.peers), architecture: architecture,
-                                   initial: initial, data: s.shards[i], settings: settings, seed: seed &+ UInt64(i))
-        }
-        return Simulator<GossipLearningNode>(nodeCount: nodes, seed: seed, links: s.links, topology: s.graph.topology) { built[$0.index] }
+        try LearningNetwork.ring(data, nodes: nodes, partition: .dirichlet(alpha: alpha), loss: loss, seed: seed)
+            .gossipLearning(architecture: architecture, settings: settings)
     }
 
     static func dpsgd(_ data: Dataset, nodes: Int, alpha: Double, loss: Double, architecture: Architecture,
-                      settings: DPSGDNode.Settings, initial: (Int) -> Model, seed: UInt64) throws -> Simulator<DPSGDNode> {
-        let s = try setting(data, nodes: nodes, alpha: alpha, loss: loss, seed: seed)
-        let built = try (0..<nodes).map { i in
-            try DPSGDNode(peer: s.peers[i], neighbours: s.graph.neighbourAddresses(i, peers: s.peers), architecture: architecture,
-                          initial: initial(i), data: s.shards[i], settings: settings, seed: seed &+ UInt64(i))
-        }
-        return Simulator<DPSGDNode>(nodeCount: nodes, seed: seed, links: s.links, topology: s.graph.topology) { built[$0.index] }
+                      settings: DPSGDNode.Settings, initial: ((Int) -> Model)? = nil, seed: UInt64) throws -> Simulator<DPSGDNode> {
+        try LearningNetwork.ring(data, nodes: nodes, partition: .dirichlet(alpha: alpha), loss: loss, seed: seed)
+            .dpsgd(architecture: architecture, settings: settings, initial: initial)
     }
 
     @Test func gossipLearning_skewedPeersOnLossyLinks_learnTheWholeTask() throws {
@@ -70,9 +46,8 @@ struct AlgorithmTests {
 
     @Test func dpsgd_skewedPeersOnLossyLinks_learnTheWholeTask() throws {
         let arch = try Architecture(inputCount: 6, hiddenSizes: [], classCount: 3)
-        let initial = Model(architecture: arch, seed: 4)
         let sim = try Self.dpsgd(try Dataset.gaussianBlobs(count: 1_600, seed: 1), nodes: 8, alpha: 0.2, loss: 0.2,
-                                 architecture: arch, settings: .init(), initial: { _ in initial }, seed: 4)
+                                 architecture: arch, settings: .init(), seed: 4)
         let test = try Dataset.gaussianBlobs(count: 600, seed: 2)
         sim.startAll()
         sim.run(until: Instant(nanoseconds: 30_000_000_000))
@@ -121,8 +96,7 @@ struct AlgorithmTests {
 
         var dSettings = DPSGDNode.Settings()
         dSettings.trainer = sgpSettings.trainer
-        let initial = Model(architecture: arch, seed: 1)
-        let dpsgd = try Self.dpsgd(train, nodes: 32, alpha: 0.5, loss: 0.2, architecture: arch, settings: dSettings, initial: { _ in initial }, seed: 1)
+        let dpsgd = try Self.dpsgd(train, nodes: 32, alpha: 0.5, loss: 0.2, architecture: arch, settings: dSettings, seed: 1)
         dpsgd.startAll()
         dpsgd.run(until: end)
         let dAccuracies = try (0..<32).map { try #require(dpsgd.node($0)?.model).evaluate(on: test).accuracy }

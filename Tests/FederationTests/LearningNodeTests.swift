@@ -4,6 +4,7 @@ import Federation
 import Foundation
 import Gossip
 import Learner
+import Scenarios
 import Simulation
 import Testing
 
@@ -19,30 +20,16 @@ struct LearningNodeTests {
     static func network(_ data: Dataset, nodes: Int, alpha: Double, architecture: Architecture, loss: Double,
                         settings: LearningNode<PushSumAverager>.Settings = .init(), averaging: PushSumAverager.Settings = .init(),
                         codec: any ShareCodec = IdentityShareCodec(), seed: UInt64) throws -> (sim: Simulator<LearningNode<PushSumAverager>>, samples: Double) {
-        var rng = SplitMix64(seed: seed)
-        var graph = Graph(nodeCount: nodes)
-        graph.addCluster(0..<nodes, extraLinksPerNode: 3, rng: &rng)
-        let links = LinkPolicy(default: LinkModel(loss: loss, latency: .milliseconds(10), jitter: .milliseconds(10)))
-        return try network(data, graph: graph, links: links, partition: .dirichlet(alpha: alpha), architecture: architecture,
-                           settings: settings, averaging: averaging, codec: codec, seed: seed)
+        let net = try LearningNetwork.ring(data, nodes: nodes, partition: .dirichlet(alpha: alpha), loss: loss, seed: seed)
+        return (try net.sgp(architecture: architecture, settings: settings, averaging: averaging, codec: codec), net.sampleCount)
     }
 
     /// Learning nodes on `graph` over `links`, holding a `partition` of `data`.
     static func network(_ data: Dataset, graph: Graph, links: LinkPolicy, partition scheme: PartitionScheme, architecture: Architecture,
                         settings: LearningNode<PushSumAverager>.Settings, averaging: PushSumAverager.Settings, codec: any ShareCodec = IdentityShareCodec(),
                         joining: Set<Int> = [], seed: UInt64) throws -> (sim: Simulator<LearningNode<PushSumAverager>>, samples: Double) {
-        let nodes = graph.nodeCount
-        let partition = try Partition(labels: data.labels, classCount: data.classCount, peers: nodes, scheme: scheme, seed: seed)
-        let shards = try (0..<nodes).map { try partition.dataset(forPeer: $0, of: data) }
-        let peers = (0..<nodes).map(SimAddress.peer)
-        let initial = Model(architecture: architecture, seed: seed)
-        let built = try (0..<nodes).map { i in
-            try LearningNode(peer: peers[i], neighbours: graph.neighbourAddresses(i, peers: peers), architecture: architecture,
-                             initial: initial, data: shards[i], settings: settings, averaging: averaging, codec: codec,
-                             joining: joining.contains(i), seed: seed &+ UInt64(i))
-        }
-        let sim = Simulator<LearningNode<PushSumAverager>>(nodeCount: nodes, seed: seed, links: links, topology: graph.topology) { built[$0.index] }
-        return (sim, Double(data.count))
+        let net = try LearningNetwork(data, graph: graph, links: links, partition: scheme, seed: seed)
+        return (try net.sgp(architecture: architecture, settings: settings, averaging: averaging, codec: codec, joining: joining), net.sampleCount)
     }
 
     /// Σ weights over nodes and transfers in flight not yet applied.
