@@ -112,6 +112,16 @@ while true; do
   sleep 3
 done
 
+python3 - "$OUT/accuracy.csv" <<'EOF2'
+import csv, sys
+latest, reached = {}, None
+for row in csv.DictReader(open(sys.argv[1])):
+    latest[row["peer"]] = float(row["accuracy"])
+    if reached is None and len(latest) == 8 and min(latest.values()) >= 0.80:
+        reached = float(row["time_seconds"])
+print(f"   every peer at 0.80 or more (2,000 test images) after {reached:.0f} s" if reached is not None
+      else "   not every peer reached 0.80 in this run")
+EOF2
 echo "== every peer's model on all 10,000 test images, beside the central one ($central)"
 for i in $(seq 0 $((PEERS - 1))); do
   acc=$("$PEER" predict --data-dir "$work/d$i" --input fashion-mnist --summary-only 2>&1 | sed -n 's/^accuracy \([0-9.]*\).*/\1/p')
