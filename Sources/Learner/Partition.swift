@@ -15,8 +15,12 @@ public enum PartitionScheme: Hashable, Sendable, CustomStringConvertible {
     /// Quantity skew: IID labels, peer sizes proportional to rank^(−exponent) in a random rank
     /// order, every peer with at least one sample.
     case powerLaw(exponent: Double)
+    /// Quantity skew: IID labels, peer sizes proportional to draws from a Pareto law of shape
+    /// `alpha` (`1 / U^(1/alpha)`, `U` uniform in (0, 1]), every peer with at least one sample.
+    /// `alpha` near 1 gives a few peers most of the data, as edge devices hold it.
+    case pareto(alpha: Double)
 
-    /// Parses `iid`, `dirichlet:ALPHA`, `shards:K` or `powerlaw:EXPONENT`.
+    /// Parses `iid`, `dirichlet:ALPHA`, `shards:K`, `powerlaw:EXPONENT` or `pareto:ALPHA`.
     public init(parsing spec: String) throws {
         let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
         let value = parts.count == 2 ? Double(parts[1]) : nil
@@ -25,8 +29,9 @@ public enum PartitionScheme: Hashable, Sendable, CustomStringConvertible {
         case let ("dirichlet", v?) where v > 0 && v.isFinite: self = .dirichlet(alpha: v)
         case let ("shards", v?) where v >= 1 && v == v.rounded() && v <= 1e6: self = .shards(perPeer: Int(v))
         case let ("powerlaw", v?) where v >= 0 && v.isFinite: self = .powerLaw(exponent: v)
+        case let ("pareto", v?) where v > 0 && v.isFinite: self = .pareto(alpha: v)
         default:
-            throw LearnerError.invalidArgument("partition must be iid, dirichlet:ALPHA (>0), shards:K (≥1) or powerlaw:EXPONENT (≥0), got '\(spec)'")
+            throw LearnerError.invalidArgument("partition must be iid, dirichlet:ALPHA (>0), shards:K (≥1), powerlaw:EXPONENT (≥0) or pareto:ALPHA (>0), got '\(spec)'")
         }
     }
 
@@ -36,6 +41,7 @@ public enum PartitionScheme: Hashable, Sendable, CustomStringConvertible {
         case let .dirichlet(alpha): return "dirichlet:\(alpha)"
         case let .shards(k): return "shards:\(k)"
         case let .powerLaw(e): return "powerlaw:\(e)"
+        case let .pareto(alpha): return "pareto:\(alpha)"
         }
     }
 }
@@ -100,24 +106,10 @@ public struct Partition: Sendable, Equatable {
         case let .powerLaw(exponent):
             var ranks = Array(1...peers)
             rng.shuffle(&ranks)
-            let weights = ranks.map { pow(Double($0), -exponent) }
-            let total = weights.reduce(0, +)
-            let spare = labels.count - peers // one sample each is guaranteed
-            var sizes = weights.map { 1 + Int(Double(spare) * $0 / total) }
-            var left = labels.count - sizes.reduce(0, +)
-            var p = 0
-            while left > 0 { // hand the rounding remainder out one by one
-                sizes[ranks.firstIndex(of: 1 + p % peers) ?? 0] += 1
-                left -= 1
-                p += 1
-            }
-            var order = Array(labels.indices)
-            rng.shuffle(&order)
-            var start = 0
-            for q in 0..<peers {
-                out[q] = Array(order[start..<(start + sizes[q])])
-                start += sizes[q]
-            }
+            out = Self.quantitySkew(count: labels.count, weights: ranks.map { pow(Double($0), -exponent) }, rng: &rng)
+        case let .pareto(alpha):
+            let weights = (0..<peers).map { _ in 1 / pow(Double((rng.next() >> 11) + 1) * 0x1p-53, 1 / alpha) }
+            out = Self.quantitySkew(count: labels.count, weights: weights, rng: &rng)
         }
         self.scheme = scheme
         self.indices = out
@@ -126,6 +118,32 @@ public struct Partition: Sendable, Equatable {
             for i in idx { h[Int(labels[i])] += 1 }
             return h
         }
+    }
+
+    /// IID samples in sizes proportional to `weights`, every peer holding at least one; the
+    /// rounding remainder goes one by one to the heaviest peers first (ties by index).
+    static func quantitySkew(count: Int, weights: [Double], rng: inout SplitMix64) -> [[Int]] {
+        let peers = weights.count
+        let total = weights.reduce(0, +)
+        let spare = count - peers // one sample each is guaranteed
+        var sizes = weights.map { 1 + Int(Double(spare) * $0 / total) }
+        let heaviestFirst = weights.indices.sorted { (weights[$0], -$0) > (weights[$1], -$1) }
+        var left = count - sizes.reduce(0, +)
+        var p = 0
+        while left > 0 {
+            sizes[heaviestFirst[p % peers]] += 1
+            left -= 1
+            p += 1
+        }
+        var order = Array(0..<count)
+        rng.shuffle(&order)
+        var out: [[Int]] = []
+        var start = 0
+        for q in 0..<peers {
+            out.append(Array(order[start..<(start + sizes[q])]))
+            start += sizes[q]
+        }
+        return out
     }
 
     /// Peer p's share of `data`.

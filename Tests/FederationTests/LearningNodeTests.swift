@@ -163,7 +163,7 @@ struct LearningNodeTests {
 
     /// An uneven deployment: a dense site of 16 peers (5 % loss, 5 ms) and 8 sparse outposts
     /// on a ring of weak links (30 % loss, 40 ± 20 ms), joined to the site by two links, with
-    /// power-law sample counts (rank^−1.2) over Fashion-MNIST. Every peer ends within a point
+    /// Pareto sample counts (shape 1.2) over Fashion-MNIST. Every peer ends within a point
     /// of the network's mean accuracy.
     @Test(.enabled(if: fashionMNISTAvailable))
     func fashionMNIST_unevenNetwork_everyPeerWithinAPointOfTheMean() throws {
@@ -180,14 +180,14 @@ struct LearningNodeTests {
         links.setModel(weak, betweenGroups: 0, and: 1)
         let (settings, averaging) = Self.fashionMNISTSettings(seconds: 150)
         let arch = try Architecture(inputCount: 784, hiddenSizes: [], classCount: 10)
-        let (sim, samples) = try Self.network(train, graph: graph, links: links, partition: .powerLaw(exponent: 1.2), architecture: arch,
+        let (sim, samples) = try Self.network(train, graph: graph, links: links, partition: .pareto(alpha: 1.2), architecture: arch,
                                               settings: settings, averaging: averaging, seed: 6)
         sim.startAll()
         sim.run(until: Instant(nanoseconds: 150_000_000_000))
         #expect(abs(Self.totalWeight(sim) - samples) <= 1e-9 * samples)
         let accuracies = try (0..<24).map { try #require(sim.node($0)?.model).evaluate(on: test).accuracy }
         let mean = accuracies.reduce(0, +) / 24
-        print("SGP, uneven network, power-law sizes: mean \(mean), dense min \(accuracies[..<16].min() ?? 0), outposts \(accuracies[16...].map { ($0 * 1000).rounded() / 1000 })")
+        print("SGP, uneven network, Pareto sizes: mean \(mean), dense min \(accuracies[..<16].min() ?? 0), outposts \(accuracies[16...].map { ($0 * 1000).rounded() / 1000 })")
         #expect(accuracies.allSatisfy { abs($0 - mean) <= 0.01 }, "mean \(mean): \(accuracies)")
     }
 

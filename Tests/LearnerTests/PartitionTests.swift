@@ -50,7 +50,18 @@ struct PartitionTests {
         #expect(sizes.max()! > 5 * sizes.min()!)
     }
 
-    @Test(arguments: ["iid", "dirichlet:0.5", "shards:2", "powerlaw:1"])
+    /// Pareto sizes with shape 1.2 over 24 peers: a heavy tail (the largest peer holds several
+    /// times the median), IID labels, every peer non-empty.
+    @Test func pareto_sizesHeavyTailedAndNonEmpty() throws {
+        let p = try Partition(labels: Self.labels, classCount: 10, peers: 24, scheme: .pareto(alpha: 1.2), seed: 6)
+        Self.assertEverySampleOnce(p)
+        let sizes = p.indices.map(\.count).sorted()
+        #expect(sizes[0] >= 1)
+        #expect(sizes[23] > 3 * sizes[12], "sizes \(sizes)")
+        #expect(try PartitionScheme(parsing: "pareto:1.2") == .pareto(alpha: 1.2))
+    }
+
+    @Test(arguments: ["iid", "dirichlet:0.5", "shards:2", "powerlaw:1", "pareto:1.5"])
     func partition_sameSeed_sameAssignment(spec: String) throws {
         let scheme = try PartitionScheme(parsing: spec)
         let a = try Partition(labels: Self.labels, classCount: 10, peers: 8, scheme: scheme, seed: 5)
@@ -62,7 +73,7 @@ struct PartitionTests {
     }
 
     @Test func parse_badSchemes_areRefused() {
-        for spec in ["dirichlet:0", "dirichlet", "shards:1.5", "powerlaw:-1", "random"] {
+        for spec in ["dirichlet:0", "dirichlet", "shards:1.5", "powerlaw:-1", "pareto:0", "random"] {
             #expect(throws: LearnerError.self) { try PartitionScheme(parsing: spec) }
         }
     }
