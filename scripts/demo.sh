@@ -36,7 +36,7 @@ trap cleanup EXIT
 BASE=$((21000 + ($$ % 500) * 20))
 
 echo "== a model trained centrally on all 60,000 images, the reference (peer train, 3 epochs)"
-"$PEER" train --data fashion-mnist --model softmax --epochs 3 --normalize minmax --lr 0.1 --momentum 0 \
+"$PEER" train --data fashion-mnist --model softmax --epochs 3 --normalize standardize --lr 0.1 --momentum 0 \
   --out "$work/central.model" 2> "$work/central.log"
 central=$(sed -n 's/^test accuracy \([0-9.]*\) after.*/\1/p' "$work/central.log")
 [ -n "$central" ] || { cat "$work/central.log"; echo "demo: central training failed" >&2; exit 1; }

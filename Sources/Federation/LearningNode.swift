@@ -83,8 +83,16 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
     public private(set) var lastEvaluation: Evaluated?
     /// When the model last changed (a training round or a share applied).
     public private(set) var modelChangedAt: Instant?
+    /// How inputs are scaled, and where the model and the moments lie in the averaged vector.
+    public let scaling: InputScaling
+    public let layout: AveragedLayout
+    /// Training and test data: scaled with fixed scaling, raw with agreed scaling.
     private let data: Dataset
     private let test: Dataset?
+    /// This node's data's moments (agreed scaling), added with its own mass.
+    private let moments: [Float]
+    /// The training data scaled by the normaliser last used (agreed scaling).
+    private var scaled: (normalizer: Normalizer, data: Dataset)?
     /// The model a first peer starts from.
     private let initial: [Float]
     private var local: LocalTraining
@@ -94,15 +102,17 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
     private var nextRequest: UInt64 = 0
     private var sharesApplied = 0
 
-    /// A node averaging in `base` (whose averager holds `initial`, or joins late), training on
-    /// `data`, evaluating on `test` if given.
+    /// A node averaging in `base` (whose averager holds ``initialVector(initial:data:scaling:)``,
+    /// or joins late with ``AveragedLayout/dimension`` elements), training on `data`, evaluating
+    /// on `test` if given: both scaled by the fixed normaliser, or raw with agreed scaling.
     public init(base: Base, architecture: Architecture, initial: Model, data: Dataset, test: Dataset? = nil,
-                settings: Settings = Settings(), seed: UInt64) throws {
+                scaling: InputScaling = .fixed(.identity(featureCount: 0)), settings: Settings = Settings(), seed: UInt64) throws {
         guard initial.architecture == architecture else {
             throw LearnerError.invalidArgument("the initial model is a \(initial.architecture), the node trains a \(architecture)")
         }
-        guard let averager = base.averager, averager.dimension == architecture.parameterCount else {
-            throw LearnerError.invalidArgument("the averaging node must average the \(architecture.parameterCount) parameters of a \(architecture)")
+        let layout = AveragedLayout(architecture: architecture, scaling: scaling)
+        guard let averager = base.averager, averager.dimension == layout.dimension else {
+            throw LearnerError.invalidArgument("the averaging node must average the \(layout.dimension) elements of a \(architecture)\(layout.features > 0 ? " and its inputs' moments" : "")")
         }
         guard settings.localSteps >= 1 else { throw LearnerError.invalidArgument("local steps must be at least 1, got \(settings.localSteps)") }
         if let test, test.featureCount != architecture.inputCount || test.classCount > architecture.classCount {
@@ -112,6 +122,9 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         self.architecture = architecture
         self.data = data
         self.test = test
+        self.scaling = scaling
+        self.layout = layout
+        moments = layout.features > 0 ? AveragedLayout.moments(of: data) : []
         self.settings = settings
         self.initial = initial.flatten()
         var config = settings.trainer
@@ -122,9 +135,25 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
     /// The averager holding the model.
     public var averager: PushSumAverager? { base.averager }
 
+    /// The vector a node that does not join late starts from: the initial model and, with
+    /// agreed scaling, its data's moments.
+    public static func initialVector(initial: Model, data: Dataset, scaling: InputScaling) -> [Float] {
+        let layout = AveragedLayout(architecture: initial.architecture, scaling: scaling)
+        return layout.vector(parameters: initial.flatten(), moments: layout.features > 0 ? AveragedLayout.moments(of: data) : [])
+    }
+
     /// The model this node holds now (its estimate), nil while it holds no weight.
     public var model: Model? {
-        base.averager?.estimate.flatMap { try? Model(architecture: architecture, parameters: $0.map { Float($0) }) }
+        base.averager?.estimate.flatMap { try? Model(architecture: architecture, parameters: layout.parameters(of: $0)) }
+    }
+
+    /// How the model's inputs are scaled now: the fixed normaliser, or the standardisation by
+    /// the network's moments as far as this node has mixed them (nil while it holds no weight).
+    public var normalizer: Normalizer? {
+        switch scaling {
+        case .fixed(let normalizer): return normalizer
+        case .agreed: return base.averager?.estimate.flatMap(layout.normalizer(of:))
+        }
     }
 
     /// Whether the node still waits to add its own mass (a joiner before its first share).
@@ -162,7 +191,7 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         case .train: return startTraining(at: now)
         case .evaluate: return startEvaluation(at: now)
         case .join:
-            guard joining, (try? base.contribute(fallback: initial)) == true else { return [] }
+            guard joining, (try? base.contribute(at: layout.vector(parameters: initial, moments: moments))) == true else { return [] }
             modelChangedAt = now
             return [.report(.joined(pulled: false))]
         }
@@ -182,7 +211,7 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         training = nil
         var actions: [Action] = [.schedule(.train, at: now + settings.trainInterval)]
         guard let outcome = local.finish(result, count: start.count) else { return actions }
-        let change = zip(outcome.parameters, start).map { $0 - $1 }
+        let change = layout.change(ofParameters: zip(outcome.parameters, start).map { $0 - $1 })
         if (try? base.applyLocalUpdate(change)) == true {
             roundsTrained += 1
             stepsTrained += settings.localSteps
@@ -200,22 +229,40 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         guard data.count > 0, !joining, let estimate = base.averager?.estimate else {
             return [.schedule(.train, at: now + settings.trainInterval)]
         }
-        let start = estimate.map { Float($0) }
+        let start = layout.parameters(of: estimate)
         nextRequest += 1
         training = (nextRequest, start)
-        return [.compute(local.request(id: nextRequest, data: data, start: start, steps: settings.localSteps))]
+        return [.compute(local.request(id: nextRequest, data: trainingData(), start: start, steps: settings.localSteps))]
+    }
+
+    /// How far the scaling may drift before the training data is scaled anew: a thousandth of
+    /// a feature's unit.
+    static var rescalingTolerance: Float { 1e-3 }
+
+    /// The training data as the current scaling sees it. With agreed scaling, scaled again only
+    /// when the network's moments have moved (they settle within seconds).
+    private mutating func trainingData() -> Dataset {
+        guard case .agreed = scaling, let normalizer else { return data }
+        if let scaled, scaled.normalizer.isClose(to: normalizer, tolerance: Self.rescalingTolerance) { return scaled.data }
+        var copy = data
+        guard (try? copy.normalize(with: normalizer)) != nil else { return data }
+        scaled = (normalizer, copy)
+        return copy
     }
 
     /// Asks the driver to evaluate the current model on the test set.
     private mutating func startEvaluation(at now: Instant) -> [Action] {
         guard evaluating == nil, let test else { return [] }
-        guard let model else { return [.schedule(.evaluate, at: now + settings.evaluationInterval)] }
+        guard let model, let normalizer else { return [.schedule(.evaluate, at: now + settings.evaluationInterval)] }
+        let rescale = scaling == .agreed
         nextRequest += 1
         evaluating = nextRequest
         // A forward pass: about two multiply-adds per parameter per sample.
         let cost = Double(test.count * architecture.parameterCount * 2)
         return [.compute(ComputeRequest(id: nextRequest, cost: cost) { () -> any Sendable in
-            (try? model.evaluate(on: test)) as Evaluation?
+            var test = test
+            if rescale { try? test.normalize(with: normalizer) }
+            return (try? model.evaluate(on: test)) as Evaluation?
         })]
     }
 
@@ -236,7 +283,9 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
             sharesApplied = applied
             modelChangedAt = now
         }
-        if joining, (base.averager?.weight ?? 0) > 0, (try? base.contribute(fallback: initial)) == true {
+        // Its own mass goes in at the model the share brought, and at its own data's moments.
+        if joining, let estimate = base.averager?.estimate,
+           (try? base.contribute(at: layout.vector(parameters: layout.parameters(of: estimate), moments: moments))) == true {
             out.append(.cancel(.join))
             out.append(.report(.joined(pulled: true)))
         }
@@ -249,15 +298,17 @@ extension LearningNode where Base == PushSumAverager {
     /// averaging with fixed `neighbours`. Its weight is its sample count; with `joining` it
     /// joins late instead (it takes the network's model from the first share it receives).
     public init(peer: PeerID, neighbours: [PeerAddress], architecture: Architecture, initial: Model, data: Dataset,
-                test: Dataset? = nil, settings: Settings = Settings(), averaging: PushSumAverager.Settings = .init(),
-                codec: any ShareCodec = IdentityShareCodec(), joining: Bool = false, seed: UInt64) throws {
+                test: Dataset? = nil, scaling: InputScaling = .fixed(.identity(featureCount: 0)), settings: Settings = Settings(),
+                averaging: PushSumAverager.Settings = .init(), codec: any ShareCodec = IdentityShareCodec(), joining: Bool = false,
+                seed: UInt64) throws {
         let rng = SplitMix64(seed: seed ^ 0xA5A5_5A5A)
         let averager = joining
-            ? PushSumAverager(joining: peer, dimension: architecture.parameterCount, sampleCount: Double(data.count),
-                              neighbours: neighbours, settings: averaging, codec: codec, rng: rng)
-            : PushSumAverager(peer: peer, initial: initial.flatten(), sampleCount: Double(data.count), neighbours: neighbours,
-                              settings: averaging, codec: codec, rng: rng)
-        try self.init(base: averager, architecture: architecture, initial: initial, data: data, test: test, settings: settings, seed: seed)
+            ? PushSumAverager(joining: peer, dimension: AveragedLayout(architecture: architecture, scaling: scaling).dimension,
+                              sampleCount: Double(data.count), neighbours: neighbours, settings: averaging, codec: codec, rng: rng)
+            : PushSumAverager(peer: peer, initial: Self.initialVector(initial: initial, data: data, scaling: scaling),
+                              sampleCount: Double(data.count), neighbours: neighbours, settings: averaging, codec: codec, rng: rng)
+        try self.init(base: averager, architecture: architecture, initial: initial, data: data, test: test, scaling: scaling,
+                      settings: settings, seed: seed)
     }
 }
 

@@ -144,6 +144,18 @@ public struct Normalizer: Sendable, Equatable {
                           scales: [Float](repeating: 1 / (high - low), count: featureCount))
     }
 
+    /// Whether `other` scales every feature as this one does, to `tolerance`: offsets within
+    /// `tolerance` of one unit of the scaled feature, scales within `tolerance` relative.
+    public func isClose(to other: Normalizer, tolerance: Float) -> Bool {
+        guard kind == other.kind, offsets.count == other.offsets.count else { return false }
+        for j in offsets.indices {
+            let scale = max(abs(scales[j]), Normalizer.minimumSpread)
+            guard abs(offsets[j] - other.offsets[j]) * scale <= tolerance,
+                  abs(scales[j] - other.scales[j]) <= tolerance * scale else { return false }
+        }
+        return true
+    }
+
     /// The identity for `featureCount` features.
     public static func identity(featureCount: Int) -> Normalizer {
         Normalizer(unchecked: .none, offsets: [Float](repeating: 0, count: featureCount), scales: [Float](repeating: 1, count: featureCount))

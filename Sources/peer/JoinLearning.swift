@@ -26,8 +26,8 @@ struct LearningOptions: ParsableArguments {
     var peers: Int?
     @Option(name: .customLong("partition-seed"), parsing: .unconditional, help: "Seed of the partition: the same on every peer, so the parts are disjoint.")
     var partitionSeed: UInt64 = 1
-    @Option(help: "Input normalisation, the same on every peer: minmax:LOW:HIGH (maps [LOW, HIGH] to [0, 1]) or none. Default: minmax:0:255 for image data (IDX), required for CSV.")
-    var normalize: String?
+    @Option(help: "Input normalisation, the same on every peer: network (standardise by the whole network's per-feature mean and variance, agreed by push-sum alongside the model), minmax:LOW:HIGH (maps [LOW, HIGH] to [0, 1]) or none.")
+    var normalize: String = "network"
     @Option(parsing: .unconditional, help: "Classes of the task (default: from the data set); every peer must use the same.")
     var classes: Int?
     @Option(name: .customLong("label-column"), parsing: .unconditional, help: "CSV label column, counted from 0 (default: a 'label' header; column 0 when there is no header).")
@@ -52,7 +52,7 @@ struct LearningOptions: ParsableArguments {
     /// Checks every learning flag before anything is loaded.
     func validate(vector: String?) throws {
         guard let data else {
-            let learningOnly = [test != nil, partition != nil, peerIndex != nil, peers != nil, normalize != nil, classes != nil]
+            let learningOnly = [test != nil, partition != nil, peerIndex != nil, peers != nil, normalize != "network", classes != nil]
             guard !learningOnly.contains(true) else { throw ValidationError("--test, --partition, --peer-index, --peers, --normalize and --classes need --data") }
             return
         }
@@ -71,7 +71,7 @@ struct LearningOptions: ParsableArguments {
             guard peers >= 1 else { throw ValidationError("--peers must be at least 1, got \(peers)") }
             guard (0..<peers).contains(peerIndex) else { throw ValidationError("--peer-index must be from 0 to \(peers - 1), got \(peerIndex)") }
         }
-        if let normalize { _ = try Self.normalizer(normalize, featureCount: 1) }
+        _ = try Self.scaling(normalize, featureCount: 1)
         if let classes, classes < 2 { throw ValidationError("--classes must be at least 2, got \(classes)") }
         if let labelColumn, labelColumn < 0 { throw ValidationError("--label-column counts columns from 0, got \(labelColumn)") }
         guard localSteps >= 1 else { throw ValidationError("--local-steps must be at least 1, got \(localSteps)") }
@@ -83,15 +83,16 @@ struct LearningOptions: ParsableArguments {
         guard evalSamples >= 0 else { throw ValidationError("--eval-samples must be 0 (all) or more, got \(evalSamples)") }
     }
 
-    /// `minmax:LOW:HIGH` or `none`.
-    static func normalizer(_ spec: String, featureCount: Int) throws -> Normalizer {
-        if spec == "none" { return .identity(featureCount: featureCount) }
+    /// `network`, `minmax:LOW:HIGH` or `none`.
+    static func scaling(_ spec: String, featureCount: Int) throws -> InputScaling {
+        if spec == "network" { return .agreed }
+        if spec == "none" { return .fixed(.identity(featureCount: featureCount)) }
         let parts = spec.split(separator: ":", omittingEmptySubsequences: false)
         if parts.count == 3, parts[0] == "minmax", let low = Float(parts[1]), let high = Float(parts[2]),
            let normalizer = try? Normalizer.range(low: low, high: high, featureCount: featureCount) {
-            return normalizer
+            return .fixed(normalizer)
         }
-        throw ValidationError("--normalize must be minmax:LOW:HIGH (LOW below HIGH, e.g. minmax:0:255) or none, got '\(spec)'")
+        throw ValidationError("--normalize must be network, minmax:LOW:HIGH (LOW below HIGH, e.g. minmax:0:255) or none, got '\(spec)'")
     }
 
     /// `constant` or `cosine:ROUNDS`, in optimizer steps.
@@ -106,9 +107,10 @@ struct LearningOptions: ParsableArguments {
     /// What the peer trains on: its part of the data, the test samples, the shared
     /// normalisation and the architecture.
     struct Loaded {
+        /// Scaled with fixed scaling, raw with the network's.
         var train: Dataset
         var test: Dataset?
-        var normalizer: Normalizer
+        var scaling: InputScaling
         var architecture: Architecture
     }
 
@@ -116,14 +118,7 @@ struct LearningOptions: ParsableArguments {
         guard let data else { throw UserFacingError("--data is missing") }
         let source = try DataSource.resolve(data)
         var (train, ownTest) = try source.load(labelColumn: labelColumn, classCount: classes)
-        let normalizer: Normalizer
-        if let normalize {
-            normalizer = try Self.normalizer(normalize, featureCount: train.featureCount)
-        } else if case .idx = source {
-            normalizer = try Self.normalizer("minmax:0:255", featureCount: train.featureCount)
-        } else {
-            throw UserFacingError("--data \(data): give --normalize minmax:LOW:HIGH or none, the same on every peer (peers that scale their inputs differently cannot average their models)")
-        }
+        let scaling = try Self.scaling(normalize, featureCount: train.featureCount)
         if let partition, let peers, let peerIndex {
             let scheme = try PartitionScheme(parsing: partition)
             let split = try Partition(labels: train.labels, classCount: train.classCount, peers: peers, scheme: scheme, seed: partitionSeed)
@@ -140,12 +135,12 @@ struct LearningOptions: ParsableArguments {
         }
         if var t = test {
             if evalSamples > 0, t.count > evalSamples { t = try t.subset(Array(0..<evalSamples)) }
-            try t.normalize(with: normalizer)
+            if case .fixed(let normalizer) = scaling { try t.normalize(with: normalizer) }
             test = t
         }
-        try train.normalize(with: normalizer)
+        if case .fixed(let normalizer) = scaling { try train.normalize(with: normalizer) }
         let architecture = try Architecture.parse(model, inputCount: train.featureCount, classCount: train.classCount)
-        return Loaded(train: train, test: test, normalizer: normalizer, architecture: architecture)
+        return Loaded(train: train, test: test, scaling: scaling, architecture: architecture)
     }
 
     /// The learning node's settings from the flags.
@@ -171,11 +166,11 @@ enum LearningFiles {
     static let checkpointEvery = 25
 
     /// Saves the checkpoint (keeping the previous one) and the model, each atomically.
-    static func save(_ node: LearningNode<GossipNode>, normalizer: Normalizer, in directory: String) {
+    static func save(_ node: LearningNode<GossipNode>, in directory: String) {
         let path = directory + "/" + checkpoint
         if FileManager.default.fileExists(atPath: path) { _ = rename(path, directory + "/" + previousCheckpoint) }
         RuntimeFiles.writeAtomically(LearningCheckpoint(of: node).encoded(), to: path)
-        if let model = node.model {
+        if let model = node.model, let normalizer = node.normalizer {
             RuntimeFiles.writeAtomically(ModelFile.encode(ModelFile.Contents(model: model, normalizer: normalizer)), to: directory + "/" + Self.model)
         }
     }
@@ -203,15 +198,16 @@ extension Join {
         let architecture = loaded.architecture
         printNote("training \(architecture) on \(loaded.train.count) samples\(loaded.test.map { ", testing on \($0.count)" } ?? ", no test set"); algorithm \(learning.algorithm), shares \(compress)")
         let averagerSettings = configuration.settings.averaging
+        let layout = AveragedLayout(architecture: architecture, scaling: loaded.scaling)
         let averager: PushSumAverager
         if let saved = try loadAveragingState(for: identity, codec: codec) {
-            guard saved.value.count == architecture.parameterCount else {
-                throw UserFacingError("\(dataDir)/\(NodeRuntime.averagingStateName) holds \(saved.value.count) parameters, --model \(learning.model) has \(architecture.parameterCount); use the --model it ran with or another --data-dir")
+            guard saved.value.count == layout.dimension else {
+                throw UserFacingError("\(dataDir)/\(NodeRuntime.averagingStateName) holds \(saved.value.count) elements, --model \(learning.model) with --normalize \(learning.normalize) averages \(layout.dimension); use the --model and --normalize it ran with, or another --data-dir")
             }
             printNote("resuming the model and averaging state saved in \(dataDir) (weight \(saved.weight)); this peer's samples are not added again")
             averager = .resuming(saved, settings: averagerSettings, codec: codec, rng: SplitMix64(seed: seed.next()))
         } else {
-            averager = PushSumAverager(joining: identity.peerID, dimension: architecture.parameterCount, sampleCount: Double(loaded.train.count),
+            averager = PushSumAverager(joining: identity.peerID, dimension: layout.dimension, sampleCount: Double(loaded.train.count),
                                        settings: averagerSettings, codec: codec, rng: SplitMix64(seed: seed.next()))
         }
         let checkpoint = LearningFiles.load(from: dataDir)
@@ -222,20 +218,19 @@ extension Join {
             try OverlayRuntime<LearningNode<GossipNode>>(identity: identity, keyring: keyring, configuration: configuration,
                                                           averager: averager, seed: seed.next()) { overlay in
                 var node = try LearningNode(base: overlay, architecture: architecture, initial: initial, data: loaded.train,
-                                            test: loaded.test, settings: settings, seed: trainingSeed)
+                                            test: loaded.test, scaling: loaded.scaling, settings: settings, seed: trainingSeed)
                 if let checkpoint { try node.restore(rounds: checkpoint.rounds, steps: checkpoint.steps, optimizer: checkpoint.optimizer) }
                 return node
             }
         }
         if let checkpoint { printNote("resuming training after round \(checkpoint.rounds)") }
         let directory = dataDir
-        let normalizer = loaded.normalizer
         runtime.onEvent = { [unowned runtime] event in
             switch event {
             case .base(let e): Self.log(e, to: logger)
             case .trained(_, let loss):
                 logger.debug("trained", metadata: ["loss": "\(loss)", "round": "\(runtime.node.roundsTrained)"])
-                if runtime.node.roundsTrained % LearningFiles.checkpointEvery == 0 { LearningFiles.save(runtime.node, normalizer: normalizer, in: directory) }
+                if runtime.node.roundsTrained % LearningFiles.checkpointEvery == 0 { LearningFiles.save(runtime.node, in: directory) }
             case .evaluated(let accuracy, let loss):
                 logger.info("evaluated", metadata: ["accuracy": "\(accuracy)", "loss": "\(loss)", "round": "\(runtime.node.roundsTrained)"])
             case .joined(let pulled):
@@ -244,26 +239,28 @@ extension Join {
         }
         let started = WallClock.milliseconds()
         runtime.statusExtras = { [unowned runtime] in
-            ["learning": Self.learningStatus(runtime, normalizer: normalizer, algorithm: learning.algorithm, compress: compress, startedAt: started)]
+            ["learning": Self.learningStatus(runtime, normalize: learning.normalize, algorithm: learning.algorithm, compress: compress, startedAt: started)]
         }
         runtime.controlRequests["model"] = { [unowned runtime] in
-            guard let model = runtime.node.model else { return ["error": "this peer holds no model yet (it is joining); ask again in a few seconds"] }
+            guard let model = runtime.node.model, let normalizer = runtime.node.normalizer else {
+                return ["error": "this peer holds no model yet (it is joining); ask again in a few seconds"]
+            }
             let bytes = ModelFile.encode(ModelFile.Contents(model: model, normalizer: normalizer))
             return ["model": Data(bytes).base64EncodedString(), "rounds": runtime.node.roundsTrained]
         }
         let handedOff = try drive(runtime, identity: identity, logger: logger)
-        LearningFiles.save(runtime.node, normalizer: normalizer, in: directory)
+        LearningFiles.save(runtime.node, in: directory)
         printNote(handedOff ? "left: averaging mass handed to a neighbour; model saved in \(directory)/\(LearningFiles.model)"
                             : "left: kept its averaging mass (no neighbour took it in time); model saved in \(directory)/\(LearningFiles.model)")
     }
 
     /// The `learning` section of `peer status`.
-    static func learningStatus(_ runtime: OverlayRuntime<LearningNode<GossipNode>>, normalizer: Normalizer, algorithm: String,
+    static func learningStatus(_ runtime: OverlayRuntime<LearningNode<GossipNode>>, normalize: String, algorithm: String,
                                compress: String, startedAt: UInt64) -> [String: Any] {
         let node = runtime.node
         let nowNanoseconds = Int64(runtime.loop.nowMilliseconds) * 1_000_000
         var status: [String: Any] = [
-            "algorithm": algorithm, "compress": compress, "model": node.architecture.name,
+            "algorithm": algorithm, "compress": compress, "model": node.architecture.name, "normalize": normalize,
             "parameters": node.architecture.parameterCount,
             "rounds": node.roundsTrained, "local_steps": node.stepsTrained,
             "joining": node.joining,

@@ -7,8 +7,8 @@ public protocol AveragingHost: ProtocolNode {
     var averager: PushSumAverager? { get }
     /// Moves the averaged vector by `change` (``PushSumAverager/applyLocalUpdate(_:)``).
     mutating func applyLocalUpdate(_ change: [Float]) throws(AveragingError) -> Bool
-    /// Adds the node's own mass once (``PushSumAverager/contribute(fallback:)``).
-    mutating func contribute(fallback: [Float]) throws(AveragingError) -> Bool
+    /// Adds the node's own mass once (``PushSumAverager/contribute(at:)``).
+    mutating func contribute(at vector: [Float]) throws(AveragingError) -> Bool
 }
 
 extension PushSumAverager: AveragingHost {

@@ -192,7 +192,7 @@ public struct PushSumAverager: ProtocolNode {
     /// The weight `w`.
     public internal(set) var weight: Double
     /// Samples whose mass this node has yet to add (a joiner that first takes the network's
-    /// current estimate from the shares it receives; see ``contribute(fallback:)``); 0 once added.
+    /// current estimate from the shares it receives; see ``contribute(at:)``); 0 once added.
     public internal(set) var pendingContribution: Double = 0
     var value: [Double]
     let codec: any ShareCodec
@@ -231,7 +231,7 @@ public struct PushSumAverager: ProtocolNode {
     /// A node that joins a running network: it holds no mass at first, so the first shares it
     /// receives give it the network's current estimate (a late joiner thus starts from the
     /// trained model, not from scratch), and it adds its own `sampleCount` samples' worth of
-    /// mass at that estimate with ``contribute(fallback:)``.
+    /// mass at that estimate with ``contribute(at:)``.
     public init(
         joining peer: PeerID, dimension: Int, sampleCount: Double, neighbours: [PeerAddress] = [],
         settings: Settings = Settings(), codec: any ShareCodec = IdentityShareCodec(), rng: SplitMix64
@@ -336,26 +336,19 @@ public struct PushSumAverager: ProtocolNode {
         return true
     }
 
-    /// Adds this node's own mass, once: its ``pendingContribution`` samples at its current
-    /// estimate (the network's model, taken from the shares it received), or at `fallback`
-    /// while it holds no weight (the first peers of a network, which have no one to take a model
-    /// from). The value and weight grow by `n · x` and `n`; the network's weighted average
-    /// stays where it was when `x` is that average. Returns whether mass was added.
+    /// Adds this node's own mass, once: its ``pendingContribution`` samples `n` at `vector`:
+    /// the value grows by `n · vector` and the weight by `n`. A joiner passes its estimate
+    /// (the network's model, taken from the shares it received), so the network's weighted
+    /// average stays where it was; the first peers of a network, holding no weight, pass the
+    /// shared initial model. Returns whether mass was added.
     @discardableResult
-    public mutating func contribute(fallback: [Float]) throws(AveragingError) -> Bool {
+    public mutating func contribute(at vector: [Float]) throws(AveragingError) -> Bool {
         guard pendingContribution > 0, !leaving else { return false }
-        guard fallback.count == dimension else { throw .wrongDimension(expected: dimension, got: fallback.count) }
-        guard fallback.allSatisfy(\.isFinite) else { throw .nonFinite }
+        guard vector.count == dimension else { throw .wrongDimension(expected: dimension, got: vector.count) }
+        guard vector.allSatisfy(\.isFinite) else { throw .nonFinite }
         let n = pendingContribution
-        if weight > 0 {
-            let factor = n / weight
-            value.withUnsafeMutableBufferPointer { v in
-                for i in 0..<v.count { v[i] += v[i] * factor }
-            }
-        } else {
-            value.withUnsafeMutableBufferPointer { v in
-                for i in 0..<v.count { v[i] += Double(fallback[i]) * n }
-            }
+        value.withUnsafeMutableBufferPointer { v in
+            for i in 0..<v.count { v[i] += Double(vector[i]) * n }
         }
         weight += n
         pendingContribution = 0

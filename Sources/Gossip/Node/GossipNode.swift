@@ -166,12 +166,12 @@ public struct GossipNode: AveragingHost {
         return try a.applyLocalUpdate(change)
     }
 
-    /// Adds this node's own averaging mass, once (``PushSumAverager/contribute(fallback:)``).
-    public mutating func contribute(fallback: [Float]) throws(AveragingError) -> Bool {
+    /// Adds this node's own averaging mass, once (``PushSumAverager/contribute(at:)``).
+    public mutating func contribute(at vector: [Float]) throws(AveragingError) -> Bool {
         guard var a = averager else { return false }
         averager = nil
         defer { averager = a }
-        return try a.contribute(fallback: fallback)
+        return try a.contribute(at: vector)
     }
 
     // MARK: Composition
