@@ -19,10 +19,7 @@ public struct DPSGDNode: ProtocolNode {
         case round
     }
 
-    public enum Event: Sendable {
-        case trained(loss: Double)
-        case refused(from: Sender)
-    }
+    public typealias Event = ModelExchangeEvent
 
     public struct Settings: Sendable {
         /// Pause between the end of one round and the start of the next.
@@ -51,10 +48,6 @@ public struct DPSGDNode: ProtocolNode {
 
     public init(peer: PeerID, neighbours: [PeerAddress], architecture: Architecture, initial: Model, data: Dataset,
                 settings: Settings = Settings(), codec: any ShareCodec = IdentityShareCodec(), seed: UInt64) throws {
-        guard initial.architecture == architecture else {
-            throw LearnerError.invalidArgument("the initial model is a \(initial.architecture), the node trains a \(architecture)")
-        }
-        guard settings.localSteps >= 1 else { throw LearnerError.invalidArgument("local steps must be at least 1, got \(settings.localSteps)") }
         peerID = peer
         self.neighbours = neighbours
         self.architecture = architecture
@@ -65,7 +58,7 @@ public struct DPSGDNode: ProtocolNode {
         copies = ModelCopyCodec(codec: codec, count: architecture.parameterCount)
         var config = settings.trainer
         config.seed = seed
-        local = try LocalTraining(architecture: architecture, config: config)
+        local = try LocalTraining(architecture: architecture, initial: initial, localSteps: settings.localSteps, config: config)
     }
 
     public var model: Model? { try? Model(architecture: architecture, parameters: parameters) }

@@ -107,14 +107,10 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
     /// on `test` if given: both scaled by the fixed normaliser, or raw with agreed scaling.
     public init(base: Base, architecture: Architecture, initial: Model, data: Dataset, test: Dataset? = nil,
                 scaling: InputScaling = .fixed(.identity(featureCount: 0)), settings: Settings = Settings(), seed: UInt64) throws {
-        guard initial.architecture == architecture else {
-            throw LearnerError.invalidArgument("the initial model is a \(initial.architecture), the node trains a \(architecture)")
-        }
         let layout = AveragedLayout(architecture: architecture, scaling: scaling)
         guard let averager = base.averager, averager.dimension == layout.dimension else {
             throw LearnerError.invalidArgument("the averaging node must average the \(layout.dimension) elements of a \(architecture)\(layout.features > 0 ? " and its inputs' moments" : "")")
         }
-        guard settings.localSteps >= 1 else { throw LearnerError.invalidArgument("local steps must be at least 1, got \(settings.localSteps)") }
         if let test, test.featureCount != architecture.inputCount || test.classCount > architecture.classCount {
             throw LearnerError.shapeMismatch("the test set has \(test.featureCount) features and \(test.classCount) classes; the model is a \(architecture)")
         }
@@ -129,7 +125,7 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         self.initial = initial.flatten()
         var config = settings.trainer
         config.seed = seed
-        local = try LocalTraining(architecture: architecture, config: config)
+        local = try LocalTraining(architecture: architecture, initial: initial, localSteps: settings.localSteps, config: config)
     }
 
     /// The averager holding the model.

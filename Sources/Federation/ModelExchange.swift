@@ -16,6 +16,14 @@ public struct ModelCopy: Sendable, Equatable {
     public var payload: SharePayload
 }
 
+/// What the model-exchanging nodes (gossip learning, D-PSGD) report.
+public enum ModelExchangeEvent: Sendable {
+    /// A training round finished, with its mean loss.
+    case trained(loss: Double)
+    /// A copy that does not fit this node's model (codec, size, values) was refused.
+    case refused(from: Sender)
+}
+
 /// What model-exchanging nodes send each other.
 public enum ModelExchangeMessage: Sendable, Equatable, WireSized, TraceIdentified {
     case model(ModelCopy)
@@ -72,7 +80,12 @@ struct LocalTraining: Sendable {
     /// The optimizer's state after the last round that finished.
     private(set) var optimizerState: SGDState
 
-    init(architecture: Architecture, config: TrainerConfig) throws {
+    /// Trains models of `architecture` starting from `initial`, `localSteps` steps a round.
+    init(architecture: Architecture, initial: Model, localSteps: Int, config: TrainerConfig) throws {
+        guard initial.architecture == architecture else {
+            throw LearnerError.invalidArgument("the initial model is a \(initial.architecture), the node trains a \(architecture)")
+        }
+        guard localSteps >= 1 else { throw LearnerError.invalidArgument("local steps must be at least 1, got \(localSteps)") }
         self.architecture = architecture
         self.config = config
         let trainer = try Trainer(architecture: architecture, config: config)
