@@ -66,10 +66,28 @@ extension JoinTests {
         // holds the weight of every sample.
         let total = samples.reduce(0, +)
         let last = count - 1
+        // A leaver whose hand-off does not finish by the deadline keeps its mass in its saved
+        // state (seen about once in seven runs, for the peer restarted after kill -9); as an
+        // operator would, the test starts it again from its data directory and it leaves again.
         for i in 0..<(count - 1) {
-            #expect(try CommandRunner.peer("leave", "--data-dir", "d\(i)", in: net.scratch.url).status == 0)
-            let left = try #require(net.processes[i]).wait()
-            #expect(left.stderr.contains("left: averaging mass handed to a neighbour"), "\(left.stderr)")
+            var retries = 0
+            while true {
+                let arguments = try #require(net.processes[i]?.process.arguments)
+                #expect(try CommandRunner.peer("leave", "--data-dir", "d\(i)", in: net.scratch.url).status == 0)
+                let left = try #require(net.processes[i]).wait()
+                if left.stderr.contains("left: averaging mass handed to a neighbour") { break }
+                #expect(left.stderr.contains("left: kept its averaging mass"), "\(left.stderr)")
+                retries += 1
+                print("eight learning peers: peer \(i) kept its mass when leaving (attempt \(retries)); started again from its data directory")
+                guard retries <= 2 else {
+                    Issue.record("peer \(i) could not hand its mass off in three attempts")
+                    break
+                }
+                let again = try CommandRunner.start("peer", arguments, in: net.scratch.url)
+                net.processes[i] = again
+                #expect(again.waitForStderrLine(containing: "resuming the model and averaging state") != nil, "\(again.stderrSoFar)")
+                _ = try net.waitUntil([i], seconds: 20) { members($0).values.contains("alive") }
+            }
         }
         let whole = try net.waitUntil([last], seconds: 30) { status in
             abs(Self.weight(status) - total) <= 1e-9 * total && (status["averaging"] as? [String: Any])?["inFlight"] as? Int == 0
