@@ -126,3 +126,20 @@ extension PeerSampler {
 func samplerEvents(_ actions: [PeerSampler.Action]) -> [PeerSampler.Event] {
     actions.compactMap { if case .report(let e) = $0 { return e }; return nil }
 }
+
+/// A partner that membership removes (it left) while its shuffle is in flight stays out of a
+/// small view even when its answer still arrives (it lingers after leaving): a peer that left
+/// and came back into the view would hold its senders' shares in flight forever.
+@Test func sampling_partnerRemovedDuringItsShuffle_staysOutWhenItsReplyArrives() {
+    var s = sampler(holding: [1, 2])
+    let out = s.onTimer(.shuffle, me: testRecord(0), admit: { _ in true }, at: testT0)
+    guard case let .send(.request(id, _), _, _)? = out.first(where: { if case .send = $0 { return true }; return false }),
+          let partner = s.pending?.partner.entry.peer else {
+        Issue.record("no shuffle request")
+        return
+    }
+    #expect(s.remove(partner).contains { if case .report(.removed(partner)) = $0 { return true }; return false })
+    _ = s.onMessage(.reply(id: id, entries: [testEntry(5)]), from: testEndpoint(1), me: testRecord(0), admit: { _ in true }, at: testT0)
+    #expect(!s.contains(partner))
+    #expect(s.contains(testEntry(5).peer))
+}

@@ -349,11 +349,15 @@ public final class OverlayRuntime<Node: OverlayNode> {
     /// Largest session message: the largest signed delta and its head.
     static var maxSessionMessage: Int { DeltaLimits().maxPayloadLength + (1 << 20) }
 
-    private func sendSession(_ message: Outgoing, to peer: PeerID, at endpoint: Endpoint) {
-        if let session = sessions[peer] {
+    private func sendSession(_ message: Outgoing, to peer: PeerID, at given: Endpoint) {
+        if let session = sessions[peer] ?? adoptSession(with: peer) {
             if session.established { write(message, on: session) } else { enqueue(message, on: session) }
             return
         }
+        // A new session goes to where the peer listens. The endpoint a message names may be
+        // where a session of the peer came from (an acknowledgement's): an ephemeral port,
+        // or a relay's, that no one listens on.
+        let endpoint = listeningEndpoint(of: peer) ?? given
         let initiator = HandshakeInitiator(identity: node.overlay.identity, networkKey: keyring.current, expectedResponder: peer)
         let session = Session(tcp: nil, secure: SecureConnection(initiator: initiator), incoming: false, remote: peer,
                               sourceAddress: endpoint.host, now: loop.nowMilliseconds)
@@ -567,6 +571,22 @@ public final class OverlayRuntime<Node: OverlayNode> {
         guard session.countedPending else { return }
         session.countedPending = false
         pending.removeAll { $0 === session }
+    }
+
+    /// An established session with `peer` that is not the one used to send to it (the peer
+    /// opened it), made the one: without it, messages to the peer would wait for a new session
+    /// while one is open. The most recently active one, if several.
+    private func adoptSession(with peer: PeerID) -> Session? {
+        let candidates = open.values.filter { $0.remote == peer && $0.established }
+        guard let chosen = candidates.max(by: { $0.lastActivity < $1.lastActivity }) else { return nil }
+        sessions[peer] = chosen
+        return chosen
+    }
+
+    /// Where `peer` listens, from its signed address record in the view or the peer cache.
+    private func listeningEndpoint(of peer: PeerID) -> Endpoint? {
+        let overlay = node.overlay
+        return overlay.sampler.entry(for: peer)?.record.primary ?? overlay.peerCache.records.first { $0.peer == peer }?.primary
     }
 
     private func close(_ session: Session) {

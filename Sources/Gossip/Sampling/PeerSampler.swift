@@ -143,12 +143,15 @@ public struct PeerSampler: Sendable {
             // The partner leaves the view (Cyclon: it now holds a fresh pointer to us), unless
             // the view has room to spare, as in a network smaller than a view, where dropping
             // it would only empty the view.
-            if slots.count < settings.viewSize, index(of: p.partner.entry.peer) == nil {
+            // A partner removed meanwhile (membership heard it left or died) stays out: its
+            // answer may still arrive while it lingers.
+            let removed = p.partner.failures == UInt8.max
+            if !removed, admit(p.partner.entry.record), slots.count < settings.viewSize, index(of: p.partner.entry.peer) == nil {
                 var partner = p.partner
                 partner.entry.age = 0
                 partner.failures = 0
                 slots.append(partner)
-            } else if index(of: p.partner.entry.peer) == nil {
+            } else if !removed, index(of: p.partner.entry.peer) == nil {
                 out.append(.report(.removed(p.partner.entry.peer)))
             }
         }
