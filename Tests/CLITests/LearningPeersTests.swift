@@ -70,7 +70,7 @@ extension JoinTests {
         // state; as an operator would, the test starts it again from its data directory and it
         // leaves again. (About one run in seven did so while a peer that left could come back
         // into a view through its last shuffle answer, which cancelled the reclaim of the shares
-        // sent to it; none has since, in ten runs.)
+        // sent to it; none has since, in five runs.)
         for i in 0..<(count - 1) {
             var retries = 0
             while true {
