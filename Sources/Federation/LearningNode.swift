@@ -145,10 +145,13 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
 
     /// How the model's inputs are scaled now: the fixed normaliser, or the standardisation by
     /// the network's moments as far as this node has mixed them (nil while it holds no weight).
-    public var normalizer: Normalizer? {
+    public var normalizer: Normalizer? { base.averager?.estimate.flatMap(normalizer(of:)) }
+
+    /// How inputs are scaled with the model in `estimate`.
+    private func normalizer(of estimate: [Double]) -> Normalizer? {
         switch scaling {
         case .fixed(let normalizer): return normalizer
-        case .agreed: return base.averager?.estimate.flatMap(layout.normalizer(of:))
+        case .agreed: return layout.normalizer(of: estimate)
         }
     }
 
@@ -228,7 +231,7 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         let start = layout.parameters(of: estimate)
         nextRequest += 1
         training = (nextRequest, start)
-        return [.compute(local.request(id: nextRequest, data: trainingData(), start: start, steps: settings.localSteps))]
+        return [.compute(local.request(id: nextRequest, data: trainingData(for: estimate), start: start, steps: settings.localSteps))]
     }
 
     /// How far the scaling may drift before the training data is scaled anew: a thousandth of
@@ -237,8 +240,8 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
 
     /// The training data as the current scaling sees it. With agreed scaling, scaled again only
     /// when the network's moments have moved (they settle within seconds).
-    private mutating func trainingData() -> Dataset {
-        guard case .agreed = scaling, let normalizer else { return data }
+    private mutating func trainingData(for estimate: [Double]) -> Dataset {
+        guard case .agreed = scaling, let normalizer = normalizer(of: estimate) else { return data }
         if let scaled, scaled.normalizer.isClose(to: normalizer, tolerance: Self.rescalingTolerance) { return scaled.data }
         var copy = data
         guard (try? copy.normalize(with: normalizer)) != nil else { return data }
@@ -249,7 +252,10 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
     /// Asks the driver to evaluate the current model on the test set.
     private mutating func startEvaluation(at now: Instant) -> [Action] {
         guard evaluating == nil, let test else { return [] }
-        guard let model, let normalizer else { return [.schedule(.evaluate, at: now + settings.evaluationInterval)] }
+        guard let estimate = base.averager?.estimate, let normalizer = normalizer(of: estimate),
+              let model = try? Model(architecture: architecture, parameters: layout.parameters(of: estimate)) else {
+            return [.schedule(.evaluate, at: now + settings.evaluationInterval)]
+        }
         let rescale = scaling == .agreed
         nextRequest += 1
         evaluating = nextRequest

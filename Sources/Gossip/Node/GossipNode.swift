@@ -160,18 +160,21 @@ public struct GossipNode: AveragingHost {
 
     /// Moves the averaged vector by `change` (a training step), if this node averages.
     public mutating func applyLocalUpdate(_ change: [Float]) throws(AveragingError) -> Bool {
-        guard var a = averager else { return false }
-        averager = nil
-        defer { averager = a }
-        return try a.applyLocalUpdate(change)
+        try inAverager { a throws(AveragingError) in try a.applyLocalUpdate(change) } ?? false
     }
 
     /// Adds this node's own averaging mass, once (``PushSumAverager/contribute(at:)``).
     public mutating func contribute(at vector: [Float]) throws(AveragingError) -> Bool {
-        guard var a = averager else { return false }
+        try inAverager { a throws(AveragingError) in try a.contribute(at: vector) } ?? false
+    }
+
+    /// Runs `body` on the averager, if any, moved out of the node meanwhile so its vectors are
+    /// uniquely referenced and change in place.
+    private mutating func inAverager<R>(_ body: (inout PushSumAverager) throws(AveragingError) -> R) throws(AveragingError) -> R? {
+        guard var a = averager else { return nil }
         averager = nil
         defer { averager = a }
-        return try a.contribute(at: vector)
+        return try body(&a)
     }
 
     // MARK: Composition
