@@ -4,8 +4,9 @@ import Gossip
 
 /// An undirected graph over node indices, for topology experiments.
 public struct Graph: Sendable {
-    /// Neighbours of each node, in insertion order, without repeats.
-    public private(set) var adjacency: [[Int]]
+    /// Neighbours of each node, in insertion order, without repeats; set directly only by this
+    /// module's builders, which keep it symmetric.
+    public internal(set) var adjacency: [[Int]]
 
     public init(nodeCount: Int) { adjacency = Array(repeating: [], count: nodeCount) }
 
