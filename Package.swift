@@ -17,7 +17,7 @@ let package = Package(
         .library(name: "Learner", targets: ["Learner"]),
         .library(name: "Simulation", targets: ["Simulation"]),
         .library(name: "Federation", targets: ["Federation"]),
-        .library(name: "Scenarios", targets: ["Scenarios"]),
+        .library(name: "Experiments", targets: ["Experiments"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -43,9 +43,10 @@ let package = Package(
         .target(name: "Simulation", dependencies: ["Gossip", "Crypto"], path: "netsim/Simulation",
                 swiftSettings: [.unsafeFlags(["-cross-module-optimization", "-enforce-exclusivity=unchecked"])]),
 
-        // Simulated networks of learning peers: every algorithm on the same peers, splits and links.
-        .target(name: "Scenarios", dependencies: ["Simulation", "Federation", "Gossip", "Learner", "Crypto", "DeterministicRandom"],
-                path: "netsim/Scenarios"),
+        // Experiments: scenario files resolved and run on the simulator, learning networks for every algorithm.
+        .target(name: "Experiments", dependencies: ["Simulation", "Federation", "Gossip", "Learner", "Crypto", "DeterministicRandom",
+                                                  .product(name: "TOMLKit", package: "TOMLKit")],
+                path: "netsim/Experiments"),
 
         .executableTarget(
             name: "peer",
@@ -59,19 +60,20 @@ let package = Package(
         ),
         .executableTarget(
             name: "netsim",
-            dependencies: ["Simulation", "Gossip", "Learner", "CommandSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Simulation", "Experiments", "Gossip", "Learner", "CommandSupport", "DeterministicRandom",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "netsim/CLI"
         ),
         .executableTarget(
             name: "murmur-bench",
-            dependencies: ["Crypto", "Gossip", "Learner", "Federation", "Scenarios", "Simulation", "DeterministicRandom", "CSodium"],
+            dependencies: ["Crypto", "Gossip", "Learner", "Federation", "Experiments", "Simulation", "DeterministicRandom", "CSodium"],
             path: "Benchmarks"
         ),
 
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "CSodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "Crypto", "DeterministicRandom"]),
         .testTarget(name: "LearnerTests", dependencies: ["Learner", "DeterministicRandom"]),
-        .testTarget(name: "FederationTests", dependencies: ["Federation", "Scenarios", "Gossip", "Crypto", "Learner", "Simulation", "DeterministicRandom"]),
+        .testTarget(name: "FederationTests", dependencies: ["Federation", "Experiments", "Gossip", "Crypto", "Learner", "Simulation", "DeterministicRandom"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Gossip", "Crypto"]),
         // Runs the built `peer` and `netsim` as a user would, and the commands the docs show.
         .testTarget(name: "CLITests"),

@@ -3,7 +3,7 @@ import Federation
 import Foundation
 import Gossip
 import Learner
-import Scenarios
+import Experiments
 import Simulation
 
 /// `learning`: the gossip-learning anchor, reproduced in the simulator with the same scenario

@@ -51,7 +51,7 @@ struct LearningOptions: ParsableArguments {
 
     /// Checks every learning flag before anything is loaded.
     func validate(vector: String?) throws {
-        guard let data else {
+        guard data != nil else {
             let learningOnly = [test != nil, partition != nil, peerIndex != nil, peers != nil, normalize != "network", classes != nil]
             guard !learningOnly.contains(true) else { throw ValidationError("--test, --partition, --peer-index, --peers, --normalize and --classes need --data") }
             return

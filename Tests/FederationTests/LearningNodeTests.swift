@@ -4,7 +4,7 @@ import Federation
 import Foundation
 import Gossip
 import Learner
-import Scenarios
+import Experiments
 import Simulation
 import Testing
 

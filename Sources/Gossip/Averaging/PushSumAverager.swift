@@ -38,6 +38,10 @@ public struct PushSumAverager: ProtocolNode {
         public var shareFraction: Double = 0.5
         /// Acknowledged transfers (exact) or plain push-sum (for comparison).
         public var lossRecovery: LossRecovery = .acknowledged
+        /// With a lossy codec, the sender keeps what the codec rounds away or leaves out and
+        /// sends it later (error feedback), so the average stays exact. Off, it subtracts the
+        /// share it meant to send and that remainder is lost: only for comparison.
+        public var errorFeedback = true
         /// Transfers a node may hold in flight at once. One bounds the extra memory per node
         /// to one share; a tick finding it still unacknowledged skips sending.
         public var maxInFlight: Int = 1
@@ -526,8 +530,9 @@ public struct PushSumAverager: ProtocolNode {
         if codec.decodesExactly {
             payload = codec.encode(takeShare(fraction: fraction, scale: scale)).payload
         } else {
-            let encoded = codec.encode(makeShare(fraction: fraction, scale: scale))
-            subtract(encoded.decoded, scale: scale)
+            let share = makeShare(fraction: fraction, scale: scale)
+            let encoded = codec.encode(share)
+            subtract(settings.errorFeedback ? encoded.decoded : share, scale: scale)
             payload = encoded.payload
         }
         weight -= weightShare

@@ -1,0 +1,197 @@
+import Foundation
+import Testing
+
+/// `netsim run`, `plot` and `sweep` as researchers use them: scenario files, `--set`, run
+/// folders, manifests, charts and sweeps, each command a separate process.
+@Suite("netsim run")
+struct NetsimRunTests {
+    static let scenarios = DocsCheckTests.packageRoot.appendingPathComponent("netsim/scenarios")
+
+    static func scenario(_ name: String) -> String { scenarios.appendingPathComponent(name + ".toml").path }
+
+    /// Each example at a size that runs in seconds; learning ones on the synthetic blobs.
+    static let reduced: [String: [String]] = [
+        "pushsum-loss": ["nodes.count=120", "rounds=40"],
+        "compressed-gossip": ["nodes.count=80", "nodes.dimension=64", "rounds=40"],
+        "gossip-vs-fedavg": ["nodes.count=12", "rounds=30", "nodes.dataset=blobs", "metrics.eval_nodes=4"],
+        "dpsgd-topologies": ["nodes.count=16", "rounds=30", "nodes.dataset=blobs", "topology.kind=torus", "metrics.eval_nodes=4"],
+        "edge-deployment": ["rounds=60", "nodes.dataset=blobs", "topology.regions.0.count=10", "topology.regions.1.count=4",
+                            "topology.regions.2.count=4", "partitions.0.start_s=4", "partitions.0.heal_s=8", "links.flaps.0.period_s=3",
+                            "links.flaps.0.down_s=1", "churn.rate=0.01", "churn.mean_offline_s=2"],
+    ]
+
+    static func run(_ name: String, out: String, extra: [String] = [], in scratch: Scratch) throws -> RunResult {
+        let sets = (reduced[name] ?? []) + extra
+        return try CommandRunner.run("netsim", ["run", scenario(name), "--out", out] + sets.flatMap { ["--set", $0] }, in: scratch.url)
+    }
+
+    static func file(_ path: String) throws -> String { try String(contentsOfFile: path, encoding: .utf8) }
+
+    static func traceHash(_ result: RunResult) -> String? {
+        result.stderr.split(separator: "\n").first { $0.contains("trace ") }?.split(separator: " ").last.map(String.init)
+    }
+
+    /// The rounds.csv columns docs/researchers.md documents, in its table's order.
+    static func documentedColumns() throws -> [String] {
+        let text = try String(contentsOf: DocsCheckTests.packageRoot.appendingPathComponent("docs/researchers.md"), encoding: .utf8)
+        guard let section = text.components(separatedBy: "## Reading the outputs").dropFirst().first else { return [] }
+        return section.split(separator: "\n").prefix { !$0.hasPrefix("## ") }.compactMap { line -> String? in
+            guard line.hasPrefix("| `"), let end = line.dropFirst(3).firstIndex(of: "`") else { return nil }
+            return String(line.dropFirst(3)[..<end])
+        }
+    }
+
+    @Test("one scenario and seed, run twice as separate processes: byte-identical CSV and one trace hash; another seed, another run",
+          arguments: ["pushsum-loss", "edge-deployment"])
+    func reproducible(name: String) throws {
+        let scratch = try Scratch()
+        let churn = name == "pushsum-loss" ? ["links.duplication=0.05", "churn.rate=0.02", "churn.mean_offline_s=1"] : []
+        let first = try Self.run(name, out: "a", extra: churn, in: scratch)
+        let second = try Self.run(name, out: "b", extra: churn, in: scratch)
+        #expect(first.status == 0 && second.status == 0, "\(first.stderr)\(second.stderr)")
+        let a = try Self.file(scratch.path("a/rounds.csv")), b = try Self.file(scratch.path("b/rounds.csv"))
+        #expect(a == b && a.split(separator: "\n").count > 5)
+        #expect(Self.traceHash(first) != nil && Self.traceHash(first) == Self.traceHash(second))
+        #expect(try Self.file(scratch.path("a/scenario.json")) == Self.file(scratch.path("b/scenario.json")))
+        #expect(first.stdout.isEmpty, "stdout stays empty: the data is in the folder")
+
+        let other = try Self.run(name, out: "c", extra: churn + ["seed=2"], in: scratch)
+        #expect(other.status == 0, "\(other.stderr)")
+        #expect(Self.traceHash(other) != Self.traceHash(first), "another seed, another run")
+        #expect(try Self.file(scratch.path("c/rounds.csv")) != a)
+    }
+
+    @Test("the manifest repeats the run exactly and checks its trace hash")
+    func manifestReproduces() throws {
+        let scratch = try Scratch()
+        let first = try Self.run("pushsum-loss", out: "a", in: scratch)
+        #expect(first.status == 0, "\(first.stderr)")
+        let manifest = try #require(try JSONSerialization.jsonObject(with: Data(Self.file(scratch.path("a/manifest.json")).utf8)) as? [String: Any])
+        #expect(manifest["trace_hash"] as? String == Self.traceHash(first))
+        #expect(manifest["completed"] as? Bool == true && manifest["seed"] as? String == "1")
+        #expect(manifest["tool_version"] is String && manifest["git_commit"] is String)
+        #expect((manifest["scenario"] as? [String: Any])?["nodes"] != nil, "the resolved scenario")
+        let again = try CommandRunner.netsim("run", "--manifest", scratch.path("a/manifest.json"), "--out", "b", in: scratch.url)
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stderr.contains("reproduced: the trace hash matches the manifest"))
+        #expect(try Self.file(scratch.path("a/rounds.csv")) == Self.file(scratch.path("b/rounds.csv")))
+        // A folder holding a run is not overwritten.
+        let clash = try CommandRunner.netsim("run", "--manifest", scratch.path("a/manifest.json"), "--out", "b", in: scratch.url)
+        expectError(clash, status: 1, mentions: ["--out", "already holds a run"])
+    }
+
+    @Test("every example scenario runs at a reduced size and writes the documented columns",
+          arguments: ["pushsum-loss", "compressed-gossip", "gossip-vs-fedavg", "dpsgd-topologies", "edge-deployment"])
+    func exampleRuns(name: String) throws {
+        let documented = try Self.documentedColumns()
+        #expect(documented.count >= 10, "docs/researchers.md documents the columns")
+        let scratch = try Scratch()
+        let result = try Self.run(name, out: "run", in: scratch)
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = try Self.file(scratch.path("run/rounds.csv")).split(separator: "\n")
+        #expect(lines.first.map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) } == documented)
+        #expect(lines.count >= 3)
+        for line in lines.dropFirst() {
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false)
+            #expect(fields.count == documented.count && fields.allSatisfy { $0.isEmpty || Double($0) != nil }, "not a row: \(line)")
+        }
+        let last = lines.last.map { $0.split(separator: ",", omittingEmptySubsequences: false) } ?? []
+        let column = { (name: String) in documented.firstIndex(of: name).flatMap { last.indices.contains($0) ? Double(last[$0]) : nil } }
+        if ["pushsum-loss", "compressed-gossip"].contains(name) {
+            #expect((column("target_error") ?? 1) < 0.05, "averaging converges: \(last)")
+        } else {
+            #expect((column("accuracy_mean") ?? 0) > 0.5, "learning learns (three classes): \(last)")
+        }
+    }
+
+    @Test("an invalid scenario or --set is refused, naming the key, the file and what is allowed")
+    func invalidScenario() throws {
+        let scratch = try Scratch()
+        let path = try scratch.write("bad.toml", "seed = 1\n[links]\nlos = 0.2\n")
+        expectError(try CommandRunner.netsim("run", path, "--out", "x", in: scratch.url), status: 1,
+                    mentions: ["bad.toml", "unknown key 'links.los'", "loss"])
+        let typed = try scratch.write("typed.toml", "[nodes]\ncount = \"many\"\n")
+        expectError(try CommandRunner.netsim("run", typed, "--out", "x", in: scratch.url), status: 1,
+                    mentions: ["typed.toml", "nodes.count", "whole number", "'many'"])
+        expectError(try CommandRunner.netsim("run", Self.scenario("pushsum-loss"), "--out", "x", "--set", "links.loss=1.5", in: scratch.url),
+                    status: 1, mentions: ["pushsum-loss.toml", "links.loss", "0.0 to 1.0", "1.5"])
+        expectError(try CommandRunner.netsim("run", Self.scenario("pushsum-loss"), "--out", "x", "--set", "algorithm.name=magic", in: scratch.url),
+                    status: 1, mentions: ["algorithm.name", "push-sum", "'magic'"])
+        expectError(try CommandRunner.netsim("run", Self.scenario("pushsum-loss"), "--out", "x", "--set", "nodes", in: scratch.url),
+                    status: 1, mentions: ["--set", "KEY=VALUE"])
+        let broken = try scratch.write("broken.toml", "[nodes\ncount = 3\n")
+        expectError(try CommandRunner.netsim("run", broken, "--out", "x", in: scratch.url), status: 1, mentions: ["broken.toml", "not valid TOML", "line"])
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("x")), "nothing written before the checks pass")
+    }
+
+    @Test("plot turns runs into one SVG chart, a curve each")
+    func plot() throws {
+        let scratch = try Scratch()
+        #expect(try Self.run("pushsum-loss", out: "acked", in: scratch).status == 0)
+        #expect(try Self.run("pushsum-loss", out: "plain", extra: ["algorithm.loss_recovery=none"], in: scratch).status == 0)
+        let chart = try CommandRunner.netsim("plot", "acked", "plain", "--y", "target_error", "--log-y", in: scratch.url)
+        #expect(chart.status == 0, "\(chart.stderr)")
+        #expect(chart.stdout.hasPrefix("<svg") && chart.stdout.hasSuffix("</svg>\n"))
+        #expect(chart.stdout.components(separatedBy: "<polyline").count == 3)
+        #expect(chart.stdout.contains(">acked<") && chart.stdout.contains(">plain<"))
+        expectError(try CommandRunner.netsim("plot", "acked", "--y", "accuracy", in: scratch.url), status: 64,
+                    mentions: ["'accuracy' is not a rounds.csv column", "accuracy_mean"])
+        expectError(try CommandRunner.netsim("plot", "missing", in: scratch.url), status: 1, mentions: ["missing/rounds.csv"])
+    }
+
+    @Test("sweep runs a grid over seeds in parallel processes and summarises across seeds; --emit writes cluster job files; --collect summarises")
+    func sweep() throws {
+        let scratch = try Scratch()
+        let base = ["sweep", Self.scenario("pushsum-loss"), "--set", "nodes.count=60", "--set", "rounds=20",
+                    "--grid", "algorithm.loss_recovery=acknowledged,none", "--seeds", "1-2"]
+        let result = try CommandRunner.run("netsim", base + ["--out", "s", "--jobs", "2"], in: scratch.url)
+        #expect(result.status == 0, "\(result.stderr)")
+        let summary = try Self.file(scratch.path("s/summary.csv")).split(separator: "\n")
+        #expect(summary.count == 3, "a header and a row per grid point: \(summary)")
+        #expect(summary.first?.hasPrefix("algorithm.loss_recovery,seeds,consensus_error_mean,consensus_error_std") == true)
+        #expect(summary.dropFirst().allSatisfy { $0.split(separator: ",")[1] == "2" }, "two seeds per point")
+        #expect(result.stdout.hasPrefix("| algorithm.loss_recovery | seeds |"), "the Markdown table is the data")
+        #expect(FileManager.default.fileExists(atPath: scratch.path("s/runs/job-003/rounds.csv")))
+
+        let emitted = try CommandRunner.run("netsim", base + ["--out", "p", "--emit", "parallel"], in: scratch.url)
+        #expect(emitted.status == 0, "\(emitted.stderr)")
+        let jobs = try Self.file(scratch.path("p/jobs.parallel")).split(separator: "\n")
+        #expect(jobs.count == 4 && jobs.allSatisfy { $0.contains(" run --manifest ") })
+        let slurm = try CommandRunner.run("netsim", base + ["--out", "q", "--emit", "slurm"], in: scratch.url)
+        #expect(slurm.status == 0, "\(slurm.stderr)")
+        #expect(try Self.file(scratch.path("q/sweep.slurm")).contains("#SBATCH --array=0-3"))
+        // What the cluster engine would do: every job line, then --collect.
+        for job in jobs {
+            let shell = try CommandRunner.start("bash", ["-c", String(job)], in: scratch.url, executable: "/bin/bash").wait()
+            #expect(shell.status == 0, "\(shell.stderr)")
+        }
+        let collected = try CommandRunner.netsim("sweep", "--collect", "p", in: scratch.url)
+        #expect(collected.status == 0, "\(collected.stderr)")
+        // The same jobs give the same summary, however they were run.
+        #expect(try Self.file(scratch.path("p/summary.csv")) == Self.file(scratch.path("s/summary.csv")))
+        expectError(try CommandRunner.run("netsim", base + ["--out", "s"], in: scratch.url), status: 1, mentions: ["already holds a sweep"])
+        expectError(try CommandRunner.run("netsim", ["sweep", Self.scenario("pushsum-loss"), "--out", "z", "--grid", "links.loss=0,7"], in: scratch.url),
+                    status: 1, mentions: ["job links.loss=7", "links.loss"])
+    }
+
+    @Test("Ctrl-C stops a run after the round in hand and keeps what was computed")
+    func interrupt() throws {
+        let scratch = try Scratch()
+        let running = try CommandRunner.start("netsim", ["run", Self.scenario("pushsum-loss"), "--out", "run", "--set", "rounds=1000000",
+                                                         "--set", "metrics.every=1"], in: scratch.url)
+        let csv = scratch.path("run/rounds.csv")
+        while ((try? Self.file(csv))?.split(separator: "\n").count ?? 0) < 3 && running.process.isRunning { usleep(20_000) }
+        kill(running.process.processIdentifier, SIGINT)
+        // A run that ignored the signal would go on for a million rounds: stop it, and fail.
+        var waited = 0
+        while running.process.isRunning && waited < 3_000 { usleep(20_000); waited += 1 }
+        if running.process.isRunning { kill(running.process.processIdentifier, SIGKILL) }
+        let result = try running.wait()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("stopped early"))
+        let manifest = try #require(try JSONSerialization.jsonObject(with: Data(Self.file(scratch.path("run/manifest.json")).utf8)) as? [String: Any])
+        #expect(manifest["completed"] as? Bool == false)
+        let rows = try Self.file(csv).split(separator: "\n").count - 1
+        #expect(rows >= 2 && manifest["rows"] as? Int == rows, "every computed row kept: \(rows)")
+    }
+}

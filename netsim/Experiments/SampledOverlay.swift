@@ -1,0 +1,57 @@
+import Crypto
+import DeterministicRandom
+import Gossip
+import Simulation
+
+/// Push-sum over the protocol's own peer sampling: every node a full `GossipNode` (signed
+/// address records, membership, Cyclon views, discovery through node 0), its averager pushing
+/// to the peers its view holds, as `peer join` runs it.
+final class SampledOverlay {
+    /// Nodes join one after another, this far apart, through node 0.
+    let joinSpacing = Duration.milliseconds(2)
+    private let seed: UInt64
+    private let identities: [Identity]
+    private let settings: OverlaySettings
+    private let averaging: PushSumAverager.Settings
+    private let codec: any ShareCodec
+    private let inputs: (Int) -> (vector: [Float], samples: Double)
+    /// Verification is pure: one memo for the whole network changes no outcome, only CPU time.
+    private let memo = RecordVerifier.Memo()
+
+    init(nodes: Int, seed: UInt64, averaging: PushSumAverager.Settings, codec: any ShareCodec,
+         inputs: @escaping (Int) -> (vector: [Float], samples: Double)) throws(ScenarioError) {
+        var settings = OverlaySettings.lan
+        settings.discovery.beaconEndpoint = nil  // the simulator has no multicast group
+        settings.averaging = averaging
+        self.settings = settings
+        self.averaging = averaging
+        self.codec = codec
+        self.inputs = inputs
+        self.seed = seed
+        var rng = SplitMix64(seed: seed ^ 0x1D3E_7171)
+        var identities: [Identity] = []
+        identities.reserveCapacity(nodes)
+        for _ in 0..<nodes {
+            var bytes = [UInt8]()
+            for _ in 0..<(Identity.seedLength / 8) { withUnsafeBytes(of: rng.next().littleEndian) { bytes.append(contentsOf: $0) } }
+            do { identities.append(try Identity(seed: bytes)) } catch {
+                throw ScenarioError("cannot make node identities: \(error)")
+            }
+        }
+        self.identities = identities
+    }
+
+    func simulator(links: LinkPolicy) -> Simulator<GossipNode> {
+        Simulator<GossipNode>(nodeCount: identities.count, seed: seed, links: links) { [self] context in makeNode(context) }
+    }
+
+    private func makeNode(_ context: NodeContext) -> GossipNode {
+        var s = settings
+        if context.index > 0 { s.discovery.bootstrap = [SimAddress.endpoint(0)] }
+        let (vector, samples) = inputs(context.index)
+        let averager = PushSumAverager(peer: identities[context.index].peerID, initial: vector, sampleCount: samples,
+                                       settings: averaging, codec: codec, rng: SplitMix64(seed: context.seed ^ 0xA5A5))
+        return GossipNode(identity: identities[context.index], endpoints: [context.endpoint], settings: s,
+                          averager: averager, seed: context.seed, verifier: RecordVerifier(sharing: memo))
+    }
+}
