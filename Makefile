@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 48
 
 DEBIAN_PACKAGES := libsodium-dev libuv1-dev libopenblas-dev zlib1g-dev pkg-config \
-                   dataset-fashion-mnist iproute2 nftables python3-pip python3-venv
+                   dataset-fashion-mnist iproute2 nftables python3-pip python3-venv time
 
 .PHONY: deps build test demo bench fuzz clean
 

@@ -27,14 +27,28 @@ public struct Identity: Sendable {
         self = try seed.withUnsafeBytes { try Identity(seed: $0) }
     }
 
+    /// The identity of a simulated node, derived from `seed` like ``init(seed:)`` but with its
+    /// secret key in ordinary memory (``SecureBytes/Protection/unguarded``), so a million fit in
+    /// one process. Never for a real peer's key.
+    public static func simulated(seed: [UInt8]) throws -> Identity {
+        guard seed.count == Self.seedLength else {
+            throw CryptoError.invalidLength(what: "identity seed", expected: Self.seedLength, actual: seed.count)
+        }
+        return try seed.withUnsafeBytes { try Identity(seed: $0, protection: .unguarded) }
+    }
+
     /// The identity derived from a seed held in raw (possibly secure) memory.
     public init(seed: UnsafeRawBufferPointer) throws {
+        try self.init(seed: seed, protection: .guarded)
+    }
+
+    private init(seed: UnsafeRawBufferPointer, protection: SecureBytes.Protection) throws {
         try Sodium.require()
         guard seed.count == Self.seedLength else {
             throw CryptoError.invalidLength(what: "identity seed", expected: Self.seedLength, actual: seed.count)
         }
         var pk = [UInt8](repeating: 0, count: PeerID.length)
-        let sk = try SecureBytes(count: Int(crypto_sign_SECRETKEYBYTES)) { sk in
+        let sk = try SecureBytes(count: Int(crypto_sign_SECRETKEYBYTES), protection: protection) { sk in
             guard crypto_sign_seed_keypair(&pk, sk.u8, seed.u8) == 0 else {
                 throw CryptoError.primitiveFailed("crypto_sign_seed_keypair")
             }

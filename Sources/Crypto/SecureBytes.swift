@@ -5,23 +5,46 @@ import CSodium
 /// The memory comes from `sodium_malloc` (guard pages, locked where the system allows)
 /// and is wiped and released by `sodium_free` when the last reference goes away.
 /// Instances are immutable after initialisation, so they are safe to share.
+///
+/// A simulated node's key protects nothing, and guarded allocations (several memory mappings
+/// each) run out after some tens of thousands: ``Protection/unguarded`` keeps such a key in
+/// ordinary heap memory, still wiped when released.
 public final class SecureBytes: @unchecked Sendable {
+    /// Where the bytes live.
+    public enum Protection: Sendable {
+        /// `sodium_malloc`: guard pages around the buffer, locked in memory where allowed.
+        case guarded
+        /// Ordinary heap memory, wiped on release: only for keys that protect nothing.
+        case unguarded
+    }
+
     /// Number of bytes held.
     public let count: Int
     private let pointer: UnsafeMutableRawPointer
+    private let protection: Protection
 
     /// Allocates `count` bytes and lets `initialize` fill them once.
-    /// Throws ``CryptoError/outOfMemory`` if libsodium cannot allocate.
-    public init(count: Int, initialize: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
+    /// Throws ``CryptoError/outOfMemory`` if the memory cannot be allocated.
+    public init(count: Int, protection: Protection = .guarded, initialize: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
         try Sodium.require()
-        guard count > 0, let p = sodium_malloc(count) else { throw CryptoError.outOfMemory }
+        guard count > 0, let p = protection == .guarded ? sodium_malloc(count) : malloc(count) else { throw CryptoError.outOfMemory }
         self.count = count
         self.pointer = p
+        self.protection = protection
         do {
             try initialize(UnsafeMutableRawBufferPointer(start: p, count: count))
         } catch {
-            sodium_free(p)
+            Self.release(p, count: count, protection)
             throw error
+        }
+    }
+
+    private static func release(_ p: UnsafeMutableRawPointer, count: Int, _ protection: Protection) {
+        switch protection {
+        case .guarded: sodium_free(p)
+        case .unguarded:
+            sodium_memzero(p, count)
+            free(p)
         }
     }
 
@@ -37,7 +60,7 @@ public final class SecureBytes: @unchecked Sendable {
         }
     }
 
-    deinit { sodium_free(pointer) }
+    deinit { Self.release(pointer, count: count, protection) }
 
     /// Read access to the secret bytes. Do not let the pointer escape.
     public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {

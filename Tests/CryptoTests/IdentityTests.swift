@@ -64,3 +64,22 @@ private let rfc8032Test1Signature =
     #expect(try h.finalize() == Blake2b.hash256([1, 2, 3]))
     #expect(throws: CryptoError.self) { try h.finalize() }
 }
+
+/// A simulated node's identity (key in ordinary memory) is the same key as the guarded one,
+/// and far more of them fit in one process than guarded allocations allow.
+@Test func identity_simulated_sameKeyAsGuardedAndManyFit() throws {
+    let seed = [UInt8](repeating: 7, count: Identity.seedLength)
+    let guarded = try Identity(seed: seed), simulated = try Identity.simulated(seed: seed)
+    #expect(guarded.peerID == simulated.peerID)
+    #expect(guarded.sign([1, 2, 3]) == simulated.sign([1, 2, 3]))
+    #expect(throws: CryptoError.self) { try Identity.simulated(seed: [1, 2]) }
+    // Guarded allocations take several memory mappings each and fail after some tens of thousands.
+    let many = try (0..<40_000).map { i -> Identity in
+        var s = seed
+        s[0] = UInt8(i & 0xFF)
+        s[1] = UInt8(i >> 8 & 0xFF)
+        s[2] = UInt8(i >> 16)
+        return try Identity.simulated(seed: s)
+    }
+    #expect(Set(many.map(\.peerID)).count == 40_000)
+}

@@ -75,7 +75,7 @@ struct Average: ParsableCommand {
         let model = LinkModel(loss: loss, latency: .milliseconds(10), jitter: .milliseconds(20), duplication: duplication)
         let sim = Simulator.averaging(
             over: graph, initial: { vectors[$0] }, samples: samples, settings: settings,
-            links: LinkPolicy(default: model), seed: seed)
+            links: LinkPolicy(default: model), seed: seed, confinedToGraph: false)
         sim.startAll()
         print("round,time_s,max_relative_error,messages_sent,messages_dropped")
         let end = Instant.zero + settings.tickInterval * rounds

@@ -4,11 +4,17 @@ import Gossip
 import Simulation
 
 /// Push-sum over the protocol's own peer sampling: every node a full `GossipNode` (signed
-/// address records, membership, Cyclon views, discovery through node 0), its averager pushing
-/// to the peers its view holds, as `peer join` runs it.
+/// address records, membership, Cyclon views, discovery), its averager pushing to the peers its
+/// view holds, as `peer join` runs it.
+///
+/// With `warmCaches` every node starts, at time 0, with the peer cache a previous run would
+/// have persisted: a view's worth of peers drawn uniformly, so views are random from the first
+/// tick and the run measures mixing. Without, nodes join one after another through node 0
+/// (a cold start: the run measures the join surge as well).
 final class SampledOverlay {
-    /// Nodes join one after another, this far apart, through node 0.
-    let joinSpacing = Duration.milliseconds(2)
+    /// Spacing of the joins in a cold start.
+    let joinSpacing: Duration
+    private var caches: [PeerCache] = []
     private let seed: UInt64
     private let identities: [Identity]
     private let settings: OverlaySettings
@@ -18,7 +24,7 @@ final class SampledOverlay {
     /// Verification is pure: one memo for the whole network changes no outcome, only CPU time.
     private let memo = RecordVerifier.Memo()
 
-    init(nodes: Int, seed: UInt64, averaging: PushSumAverager.Settings, codec: any ShareCodec,
+    init(nodes: Int, seed: UInt64, warmCaches: Bool, averaging: PushSumAverager.Settings, codec: any ShareCodec,
          inputs: @escaping (Int) -> (vector: [Float], samples: Double)) throws(ScenarioError) {
         var settings = OverlaySettings.lan
         settings.discovery.beaconEndpoint = nil  // the simulator has no multicast group
@@ -34,11 +40,24 @@ final class SampledOverlay {
         for _ in 0..<nodes {
             var bytes = [UInt8]()
             for _ in 0..<(Identity.seedLength / 8) { withUnsafeBytes(of: rng.next().littleEndian) { bytes.append(contentsOf: $0) } }
-            do { identities.append(try Identity(seed: bytes)) } catch {
+            do { identities.append(try Identity.simulated(seed: bytes)) } catch {
                 throw ScenarioError("cannot make node identities: \(error)")
             }
         }
         self.identities = identities
+        joinSpacing = warmCaches ? .zero : .milliseconds(2)
+        guard warmCaches else { return }
+        // Each node's first record, as it signs it at its first start (sequence 1).
+        let records = (0..<nodes).map { AddressRecord(signedBy: identities[$0], endpoints: [SimAddress.endpoint($0)], sequence: 1) }
+        let viewSize = min(settings.sampling.viewSize, nodes - 1)
+        caches = (0..<nodes).map { i in
+            var picked: [Int] = []
+            while picked.count < viewSize {
+                let j = Int(rng.next(upperBound: UInt64(nodes)))
+                if j != i, !picked.contains(j) { picked.append(j) }
+            }
+            return PeerCache(records: picked.map { records[$0] })
+        }
     }
 
     func simulator(links: LinkPolicy) -> Simulator<GossipNode> {
@@ -47,11 +66,11 @@ final class SampledOverlay {
 
     private func makeNode(_ context: NodeContext) -> GossipNode {
         var s = settings
-        if context.index > 0 { s.discovery.bootstrap = [SimAddress.endpoint(0)] }
+        if context.index > 0, caches.isEmpty { s.discovery.bootstrap = [SimAddress.endpoint(0)] }
         let (vector, samples) = inputs(context.index)
         let averager = PushSumAverager(peer: identities[context.index].peerID, initial: vector, sampleCount: samples,
                                        settings: averaging, codec: codec, rng: SplitMix64(seed: context.seed ^ 0xA5A5))
         return GossipNode(identity: identities[context.index], endpoints: [context.endpoint], settings: s,
-                          averager: averager, seed: context.seed, verifier: RecordVerifier(sharing: memo))
+                          cache: caches.isEmpty ? PeerCache() : caches[context.index], averager: averager, seed: context.seed, verifier: RecordVerifier(sharing: memo))
     }
 }

@@ -61,6 +61,9 @@ public struct Scenario: Sendable, Equatable {
         public var bridges: Int
         /// Links between regions (nil: the default `[links]`).
         public var bridgeLinks: LinkSpec?
+        /// `sampling`: `cache` (every node starts with a random view's worth of peers, as
+        /// persisted by a previous run) or `node0` (a cold start: all join through node 0).
+        public var bootstrap: String
         public var seed: UInt64
     }
 
@@ -205,6 +208,7 @@ extension Scenario {
             regions: regions,
             bridges: try t.int("bridges", default: 2, in: 1...1_000, meaning: "links between consecutive regions"),
             bridgeLinks: bridgeLinks,
+            bootstrap: try t.choice("bootstrap", default: "cache", allowed: ["cache", "node0"]),
             seed: try t.seed("seed") ?? defaults.topology)
         try t.finish()
         if topology.kind == "regions" {
@@ -353,7 +357,7 @@ extension Scenario {
         var t: [String: Any] = [
             "kind": topology.kind, "extra_links": topology.extraLinks, "degree": topology.degree,
             "probability": topology.probability, "rows": topology.rows, "file": topology.file,
-            "bridges": topology.bridges, "seed": String(topology.seed),
+            "bridges": topology.bridges, "bootstrap": topology.bootstrap, "seed": String(topology.seed),
         ]
         if !topology.regions.isEmpty {
             t["regions"] = topology.regions.map { r -> [String: Any] in

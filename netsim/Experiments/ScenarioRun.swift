@@ -132,7 +132,8 @@ public final class ScenarioRunner {
 
     private func runSampledPushSum(_ onRow: (RoundRow) -> Bool) throws(ScenarioError) -> RunResult {
         let inputs = averagingInputs()
-        let overlay = try SampledOverlay(nodes: scenario.nodes.count, seed: scenario.seed, averaging: averagingSettings,
+        let overlay = try SampledOverlay(nodes: scenario.nodes.count, seed: scenario.seed, warmCaches: scenario.topology.bootstrap == "cache",
+                                         averaging: averagingSettings,
                                      codec: try codec(), inputs: { (inputs.vectors[$0], inputs.samples[$0]) })
         let sim = overlay.simulator(links: network.links)
         return try drive(sim, spacing: overlay.joinSpacing, onRow) { sim in
