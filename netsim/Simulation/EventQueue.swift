@@ -1,9 +1,16 @@
-/// A priority queue of events in virtual time: a binary min-heap keyed by
-/// `(time, insertion sequence)`, so events due at the same instant come out in the order
-/// they were scheduled and one seed always gives one order.
+/// A priority queue of events in virtual time, ordered by `(time, insertion sequence)`, so
+/// events due at the same instant come out in the order they were scheduled and one seed
+/// always gives one order.
 ///
-/// The heap holds small trivially-copyable keys; payloads wait in a slab with a free list,
-/// so sifting never retains or releases anything.
+/// A calendar of buckets, each `bucketWidth` of virtual time, covers the near future (about a
+/// second): scheduling there is an append, and a bucket is sorted once, when the clock reaches
+/// it. Events beyond the calendar wait in a binary heap and move into their bucket as the
+/// calendar advances. A simulation schedules almost everything a few milliseconds ahead
+/// (deliveries, ticks, retransmissions), so with hundreds of thousands of events pending it
+/// no longer sifts a heap larger than the caches on every event.
+///
+/// Keys are small and trivially copyable; payloads wait in a slab with a free list, so moving
+/// keys never retains or releases anything.
 struct EventQueue<Payload> {
     private struct Key {
         var time: Int64
@@ -16,15 +23,32 @@ struct EventQueue<Payload> {
         }
     }
 
-    private var heap: [Key] = []
+    /// Virtual time one bucket covers (1 ms), and the buckets of the calendar (about 1 s).
+    static var bucketWidth: Int64 { 1_000_000 }
+    static var bucketCount: Int { 1024 }
+
+    /// Events of the bucket being drained, sorted latest first (the next one is last).
+    private var current: [Key] = []
+    /// The calendar: bucket `k` holds the unsorted events of `[start + k·width, …)` for the
+    /// buckets after the current one, as a ring.
+    private var buckets: [[Key]] = Array(repeating: [], count: EventQueue.bucketCount)
+    /// Start of the current bucket's interval, and where in the ring it is.
+    private var windowStart: Int64 = 0
+    private var currentBucket = 0
+    /// Events in the calendar's buckets (not counting `current`).
+    private var calendarCount = 0
+    /// Events at or beyond the calendar's horizon.
+    private var far: [Key] = []
+
     private var slab: [Payload?] = []
     private var free: [Int32] = []
     private var nextSequence: UInt64 = 0
 
-    var count: Int { heap.count }
-    var isEmpty: Bool { heap.isEmpty }
-    /// Time of the earliest event, if any.
-    var nextTime: Int64? { heap.first?.time }
+    private(set) var count = 0
+    var isEmpty: Bool { count == 0 }
+
+    private var windowEnd: Int64 { windowStart &+ Self.bucketWidth }
+    private var horizon: Int64 { windowStart &+ Self.bucketWidth &* Int64(Self.bucketCount) }
 
     mutating func push(_ payload: Payload, at time: Int64) {
         let slot: Int32
@@ -35,19 +59,42 @@ struct EventQueue<Payload> {
             slot = Int32(slab.count)
             slab.append(payload)
         }
-        heap.append(Key(time: time, sequence: nextSequence, slot: slot))
+        let key = Key(time: time, sequence: nextSequence, slot: slot)
         nextSequence &+= 1
-        siftUp(heap.count - 1)
+        count += 1
+        place(key)
+    }
+
+    private mutating func place(_ key: Key) {
+        if key.time < windowEnd {
+            // Into the sorted current bucket (rare: the clock's own bucket, or the past).
+            var low = 0
+            var high = current.count
+            while low < high {
+                let mid = (low + high) / 2
+                if Key.before(key, current[mid]) { low = mid + 1 } else { high = mid }
+            }
+            current.insert(key, at: low)
+        } else if key.time < horizon {
+            let offset = Int((key.time - windowStart) / Self.bucketWidth)
+            buckets[(currentBucket + offset) % Self.bucketCount].append(key)
+            calendarCount += 1
+        } else {
+            far.append(key)
+            siftUp(far.count - 1)
+        }
+    }
+
+    /// Time of the earliest event, if any.
+    mutating func nextTime() -> Int64? {
+        guard fillCurrent() else { return nil }
+        return current.last?.time
     }
 
     /// Removes and returns the earliest event.
     mutating func pop() -> (time: Int64, payload: Payload)? {
-        guard let top = heap.first else { return nil }
-        let last = heap.removeLast()
-        if !heap.isEmpty {
-            heap[0] = last
-            siftDown(0)
-        }
+        guard fillCurrent(), let top = current.popLast() else { return nil }
+        count -= 1
         var payload: Payload? = nil
         swap(&payload, &slab[Int(top.slot)])
         free.append(top.slot)
@@ -55,8 +102,48 @@ struct EventQueue<Payload> {
         return (top.time, payload)
     }
 
+    /// Advances the calendar until the current bucket holds an event; false when none is left.
+    private mutating func fillCurrent() -> Bool {
+        while current.isEmpty {
+            guard count > 0 else { return false }
+            if calendarCount == 0, let first = far.first, first.time >= horizon {
+                // Nothing near: jump the calendar to the next far event's bucket.
+                windowStart = first.time - first.time % Self.bucketWidth
+            } else {
+                windowStart &+= Self.bucketWidth
+            }
+            currentBucket = (currentBucket + 1) % Self.bucketCount
+            swap(&current, &buckets[currentBucket])
+            calendarCount -= current.count
+            // Far events now inside the calendar move into their buckets.
+            while let first = far.first, first.time < horizon {
+                let key = popFar()
+                if key.time < windowEnd {
+                    current.append(key)
+                } else {
+                    buckets[(currentBucket + Int((key.time - windowStart) / Self.bucketWidth)) % Self.bucketCount].append(key)
+                    calendarCount += 1
+                }
+            }
+            current.sort { Key.before($1, $0) }
+        }
+        return true
+    }
+
+    // MARK: The far heap
+
+    private mutating func popFar() -> Key {
+        let top = far[0]
+        let last = far.removeLast()
+        if !far.isEmpty {
+            far[0] = last
+            siftDown(0)
+        }
+        return top
+    }
+
     private mutating func siftUp(_ start: Int) {
-        heap.withUnsafeMutableBufferPointer { h in
+        far.withUnsafeMutableBufferPointer { h in
             var i = start
             let item = h[i]
             while i > 0 {
@@ -70,7 +157,7 @@ struct EventQueue<Payload> {
     }
 
     private mutating func siftDown(_ start: Int) {
-        heap.withUnsafeMutableBufferPointer { h in
+        far.withUnsafeMutableBufferPointer { h in
             let n = h.count
             var i = start
             let item = h[i]

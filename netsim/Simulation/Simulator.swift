@@ -103,6 +103,9 @@ public final class Simulator<Node: ProtocolNode> {
     private var rng: SplitMix64
     private var queue = EventQueue<Pending>()
     private var nodes: [Node?]
+    /// Each node's identity while it has state: read per message without copying the node
+    /// (a node read through its optional is copied whole, retaining every buffer it holds).
+    private var peerIDs: [PeerID?]
     private var up: [Bool]
     private var incarnations: [Int]
     /// Crashes per node: work requested before the last crash is discarded.
@@ -127,6 +130,7 @@ public final class Simulator<Node: ProtocolNode> {
         self.topology = topology
         self.factory = factory
         self.nodes = Array(repeating: nil, count: nodeCount)
+        self.peerIDs = Array(repeating: nil, count: nodeCount)
         self.up = Array(repeating: false, count: nodeCount)
         self.incarnations = Array(repeating: -1, count: nodeCount)
         self.lives = Array(repeating: 0, count: nodeCount)
@@ -188,7 +192,7 @@ public final class Simulator<Node: ProtocolNode> {
 
     /// Processes every event due up to and including `end`; then the clock reads `end`.
     public func run(until end: Instant) {
-        while let next = queue.nextTime, next <= end.nanoseconds {
+        while let next = queue.nextTime(), next <= end.nanoseconds {
             guard let (time, pending) = queue.pop() else { break }
             now = Instant(nanoseconds: time)
             handle(pending)
@@ -224,7 +228,9 @@ public final class Simulator<Node: ProtocolNode> {
                 let context = NodeContext(
                     index: index, endpoint: endpoints[index], incarnation: incarnations[index],
                     seed: mixer.next() &+ UInt64(incarnations[index]) &* 0xD6E8_FEB8_6659_FD93)
-                nodes[index] = factory(context)
+                let node = factory(context)
+                peerIDs[index] = node.peerID
+                nodes[index] = node
             }
             up[index] = true
             if let actions = nodes[index]?.onStart(at: now) { perform(actions, by: index) }
@@ -233,7 +239,10 @@ public final class Simulator<Node: ProtocolNode> {
             up[index] = false
             lives[index] &+= 1
             interpreters[index].reset()
-            if !keepState { nodes[index] = nil }
+            if !keepState {
+                nodes[index] = nil
+                peerIDs[index] = nil
+            }
         case .partition(let p, let active):
             partitions[p].active = active
         case .computed(let i, let life, let id, let result):
@@ -275,7 +284,7 @@ public final class Simulator<Node: ProtocolNode> {
 
     private func send(_ message: Node.Message, from: Int, to endpoint: Endpoint, via transport: Transport) {
         let trace = message.traceWord
-        guard let sender = nodes[from]?.peerID else { return }
+        guard let sender = peerIDs[from] else { return }
         var session: (from: PeerID, to: PeerID)?
         if case .session(let peer) = transport { session = (sender, peer) }
         guard let target = indexOf[endpoint] else {
@@ -328,7 +337,7 @@ public final class Simulator<Node: ProtocolNode> {
     private static func side(_ sides: [Int], _ node: Int) -> Int { node < sides.count ? sides[node] : 0 }
 
     private func deliver(from: Int, to: Int, payload: Payload, size: Int, trace: UInt64, session: (from: PeerID, to: PeerID)?) {
-        guard up[to], let receiver = nodes[to]?.peerID else { return drop(.nodeDown, from: from, to: to, size: size, trace: trace) }
+        guard up[to], let receiver = peerIDs[to] else { return drop(.nodeDown, from: from, to: to, size: size, trace: trace) }
         // A session reaches only the peer it was opened to (the handshake names the responder).
         if let session, session.to != receiver { return drop(.wrongPeer, from: from, to: to, size: size, trace: trace) }
         let sender = Sender(endpoint: endpoints[from], peer: session?.from)
