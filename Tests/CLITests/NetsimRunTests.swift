@@ -104,6 +104,21 @@ struct NetsimRunTests {
         }
     }
 
+    @Test("stochastic gradient push runs over the protocol's own peer sampling: each node a learning node on a full GossipNode")
+    func learningOverSampling() throws {
+        let scratch = try Scratch()
+        let result = try Self.run("pushsum-loss", out: "run", extra: ["algorithm.name=sgp", "algorithm.tick_ms=50", "topology.kind=sampling",
+                                                                      "nodes.count=16", "nodes.dataset=blobs", "nodes.partition=dirichlet:0.3",
+                                                                      "rounds=100", "metrics.every=25"], in: scratch)
+        #expect(result.status == 0, "\(result.stderr)")
+        let last = try Self.file(scratch.path("run/rounds.csv")).split(separator: "\n").last?.split(separator: ",", omittingEmptySubsequences: false) ?? []
+        let columns = try Self.documentedColumns()
+        let accuracy = columns.firstIndex(of: "accuracy_min").flatMap { last.indices.contains($0) ? Double(last[$0]) : nil }
+        #expect((accuracy ?? 0) > 0.9, "every node learns the three blobs: \(last)")
+        expectError(try Self.run("pushsum-loss", out: "x", extra: ["algorithm.name=dpsgd", "topology.kind=sampling"], in: scratch),
+                    status: 1, mentions: ["topology.kind", "'sampling'", "push-sum and sgp"])
+    }
+
     @Test("an invalid scenario or --set is refused, naming the key, the file and what is allowed")
     func invalidScenario() throws {
         let scratch = try Scratch()

@@ -147,9 +147,6 @@ public struct Scenario: Sendable, Equatable {
         /// Nodes evaluated (0: all; else the first ones, by index).
         public var evalNodes: Int
     }
-
-    /// Whether the algorithm learns (evaluates a model) rather than averages vectors.
-    public var learns: Bool { !["push-sum", "pairwise"].contains(algorithm.name) }
 }
 
 // MARK: Resolving a document
@@ -222,8 +219,8 @@ extension Scenario {
             throw t.error("regions", "is only for kind = 'regions' (kind is '\(topology.kind)')")
         }
         if topology.kind == "edges", topology.file.isEmpty { throw t.error("file", "must name an edge-list file for kind = 'edges'") }
-        if topology.kind == "sampling", algorithmName != "push-sum" {
-            throw t.error("kind", "'sampling' (the protocol's own peer sampling) runs push-sum only; \(algorithmName) needs a fixed graph: \(Self.topologies.filter { $0 != "sampling" }.joined(separator: ", "))")
+        if topology.kind == "sampling", !["push-sum", "sgp"].contains(algorithmName) {
+            throw t.error("kind", "'sampling' (the protocol's own peer sampling) runs push-sum and sgp; \(algorithmName) needs a fixed graph: \(Self.topologies.filter { $0 != "sampling" }.joined(separator: ", "))")
         }
 
         let c = try top.table("churn")
@@ -255,7 +252,6 @@ extension Scenario {
         }
 
         let a = algorithmTable
-        let learns = !["push-sum", "pairwise"].contains(algorithmName)
         algorithm = AlgorithmSpec(
             name: algorithmName,
             tickMilliseconds: try a.int("tick_ms", default: 0, in: 0...3_600_000, meaning: "the milliseconds between two sends (0: one round)"),
@@ -271,7 +267,6 @@ extension Scenario {
             localEpochs: try a.int("local_epochs", default: 1, in: 1...1_000, meaning: "FedAvg's local epochs"))
         try Self.checkCompression(algorithm.compression, reader: a)
         try a.finish()
-        if learns, topology.kind == "sampling" { throw t.error("kind", "'sampling' runs push-sum only") }
 
         let m = try top.table("metrics")
         metrics = MetricsSpec(

@@ -201,7 +201,8 @@ public final class ScenarioRunner {
 
     private func learningSetup() throws(ScenarioError) -> (LearningNetwork, Architecture, TrainerConfig, Dataset) {
         let (train, test) = try learningData()
-        guard let graph = network.graph else { throw ScenarioError("algorithm \(scenario.algorithm.name) needs a fixed graph") }
+        // Over the protocol's own sampling the graph only carries the split.
+        let graph = network.graph ?? Graph(nodeCount: scenario.nodes.count)
         let a = scenario.algorithm
         do {
             let architecture = try Architecture.parse(scenario.nodes.model, inputCount: train.featureCount, classCount: train.classCount)
@@ -234,6 +235,10 @@ public final class ScenarioRunner {
                 var averaging = averagingSettings
                 averaging.retransmitInterval = tick * 4 / 5
                 averaging.maxInFlight = 4
+                if network.graph == nil {
+                    return try runSampledSGP(learning, architecture: architecture, settings: settings, averaging: averaging, codec: codec,
+                                             evaluated: evaluated, test: test, onRow)
+                }
                 let sim = try learning.sgp(architecture: architecture, settings: settings, averaging: averaging, codec: codec)
                 return try drive(sim, spacing: .zero, stepCost: stepCost(architecture), onRow) { sim in
                     Self.learningRow(sim, evaluated: evaluated, test: test, architecture: architecture) { $0.model?.flatten() }
@@ -261,6 +266,40 @@ public final class ScenarioRunner {
             throw error
         } catch {
             throw ScenarioError("algorithm \(a.name): \(error)")
+        }
+    }
+
+    /// Stochastic gradient push over the protocol's own peer sampling: each node the learning
+    /// node `peer join --data` runs, on a full `GossipNode`.
+    private func runSampledSGP(_ learning: LearningNetwork, architecture: Architecture, settings simulated: LearningNode<PushSumAverager>.Settings,
+                               averaging: PushSumAverager.Settings, codec: any ShareCodec, evaluated: Int, test: Dataset,
+                               _ onRow: (RoundRow) -> Bool) throws(ScenarioError) -> RunResult {
+        var settings = LearningNode<GossipNode>.Settings()
+        settings.localSteps = simulated.localSteps
+        settings.trainInterval = simulated.trainInterval
+        settings.trainer = simulated.trainer
+        let initial = Model(architecture: architecture, seed: learning.seed)
+        let vectors = learning.shards.map { LearningNode<GossipNode>.initialVector(initial: initial, data: $0, scaling: .fixed(.identity(featureCount: 0))) }
+        let overlay = try SampledOverlay(nodes: scenario.nodes.count, seed: scenario.seed, warmCaches: scenario.topology.bootstrap == "cache",
+                                         averaging: averaging, codec: codec,
+                                         inputs: { (vectors[$0], Double(learning.shards[$0].count)) })
+        let seed = learning.seed
+        let shards = learning.shards
+        let build = { (base: GossipNode, index: Int) throws -> LearningNode<GossipNode> in
+            try LearningNode(base: base, architecture: architecture, initial: initial, data: shards[index], settings: settings,
+                             seed: seed &+ UInt64(index))
+        }
+        // What could refuse a node (the model's shape, the training settings) is the same for
+        // every node: node 0, built here first, vouches for them all.
+        do { _ = try build(overlay.node(index: 0), 0) } catch {
+            throw ScenarioError("algorithm sgp: \(error)")
+        }
+        let sim = overlay.simulator(links: network.links) { context, base in
+            // Cannot throw: node 0 passed the only checks that could refuse a node.
+            try! build(base, context.index)
+        }
+        return try drive(sim, spacing: overlay.joinSpacing, stepCost: stepCost(architecture), onRow) { sim in
+            Self.learningRow(sim, evaluated: evaluated, test: test, architecture: architecture) { $0.model?.flatten() }
         }
     }
 

@@ -31,6 +31,13 @@ public struct NodeContext: Sendable, Hashable {
     public var incarnation: Int
     /// A seed for the node's own randomness, distinct per node and incarnation.
     public var seed: UInt64
+
+    public init(index: Int, endpoint: Endpoint, incarnation: Int, seed: UInt64) {
+        self.index = index
+        self.endpoint = endpoint
+        self.incarnation = incarnation
+        self.seed = seed
+    }
 }
 
 /// Wire mode: every message is encoded (and, e.g., signed and sealed) by the sender and
