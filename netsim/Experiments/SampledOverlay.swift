@@ -66,13 +66,8 @@ final class SampledOverlay {
 
     /// A network of nodes built on the overlay's: `wrap` makes each one around its `GossipNode`
     /// (a learning node, say).
-    func simulator<Node: ProtocolNode>(links: LinkPolicy, wrap: @escaping (NodeContext, GossipNode) -> Node) -> Simulator<Node> {
-        Simulator<Node>(nodeCount: identities.count, seed: seed, links: links) { [self] context in wrap(context, makeNode(context)) }
-    }
-
-    /// Node `index` as it would start first.
-    func node(index: Int) -> GossipNode {
-        makeNode(NodeContext(index: index, endpoint: SimAddress.endpoint(index), incarnation: 0, seed: seed))
+    func simulator<Node: ProtocolNode>(links: LinkPolicy, wrap: @escaping (NodeContext, GossipNode) throws -> Node) -> Simulator<Node> {
+        Simulator<Node>(nodeCount: identities.count, seed: seed, links: links) { [self] context in try wrap(context, makeNode(context)) }
     }
 
     private func makeNode(_ context: NodeContext) -> GossipNode {

@@ -285,18 +285,9 @@ public final class ScenarioRunner {
                                          inputs: { (vectors[$0], Double(learning.shards[$0].count)) })
         let seed = learning.seed
         let shards = learning.shards
-        let build = { (base: GossipNode, index: Int) throws -> LearningNode<GossipNode> in
-            try LearningNode(base: base, architecture: architecture, initial: initial, data: shards[index], settings: settings,
-                             seed: seed &+ UInt64(index))
-        }
-        // What could refuse a node (the model's shape, the training settings) is the same for
-        // every node: node 0, built here first, vouches for them all.
-        do { _ = try build(overlay.node(index: 0), 0) } catch {
-            throw ScenarioError("algorithm sgp: \(error)")
-        }
         let sim = overlay.simulator(links: network.links) { context, base in
-            // Cannot throw: node 0 passed the only checks that could refuse a node.
-            try! build(base, context.index)
+            try LearningNode(base: base, architecture: architecture, initial: initial, data: shards[context.index], settings: settings,
+                             seed: seed &+ UInt64(context.index))
         }
         return try drive(sim, spacing: overlay.joinSpacing, stepCost: stepCost(architecture), onRow) { sim in
             Self.learningRow(sim, evaluated: evaluated, test: test, architecture: architecture) { $0.model?.flatten() }
@@ -380,7 +371,12 @@ public final class ScenarioRunner {
         let end = Instant.zero + roundDuration * scenario.rounds
         var rows = 0
         var completed = true
+        var refused: ScenarioError?
         sim.run(until: end, every: step) { sim in
+            if let (index, error) = sim.refusedNodes.first {
+                refused = ScenarioError("node \(index) could not be built: \(error)")
+                return false
+            }
             var row = measure(sim)
             row.round = Int(sim.now.nanoseconds / roundDuration.nanosecondsClamped)
             row.time = Double(sim.now.nanoseconds) / 1e9
@@ -392,6 +388,7 @@ public final class ScenarioRunner {
             completed = onRow(row)
             return completed
         }
+        if let refused { throw refused }
         return RunResult(traceHash: "\(sim.traceHash)", rows: rows, completed: completed && sim.now >= end)
     }
 

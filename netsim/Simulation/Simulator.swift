@@ -31,13 +31,6 @@ public struct NodeContext: Sendable, Hashable {
     public var incarnation: Int
     /// A seed for the node's own randomness, distinct per node and incarnation.
     public var seed: UInt64
-
-    public init(index: Int, endpoint: Endpoint, incarnation: Int, seed: UInt64) {
-        self.index = index
-        self.endpoint = endpoint
-        self.incarnation = incarnation
-        self.seed = seed
-    }
 }
 
 /// Wire mode: every message is encoded (and, e.g., signed and sealed) by the sender and
@@ -65,7 +58,8 @@ public struct WireMode<Message> {
 public final class Simulator<Node: ProtocolNode> {
     public typealias Action = NodeAction<Node.Message, Node.Timer, Node.Event>
     /// Makes a node when it first starts, or restarts without its old state.
-    public typealias Factory = (NodeContext) -> Node
+    /// A factory that throws leaves the node down; the error is kept in ``refusedNodes``.
+    public typealias Factory = (NodeContext) throws -> Node
     /// Work injected into a node by a test or scenario (e.g. `onPeerGone`, `beginLeave`).
     public typealias Injection = (inout Node, Instant) -> [Action]
 
@@ -102,6 +96,8 @@ public final class Simulator<Node: ProtocolNode> {
     /// devices differ. The default, 10⁹, is a modest single core doing multiply-adds.
     public var computeRate: (Int) -> Double = { _ in 1e9 }
     public private(set) var counters = NetworkCounters()
+    /// Nodes whose factory threw when they were to start, with the error: they stayed down.
+    public private(set) var refusedNodes: [(index: Int, error: any Error)] = []
     /// Running hash of every message delivered or dropped.
     public private(set) var traceHash = TraceHash()
 
@@ -235,7 +231,11 @@ public final class Simulator<Node: ProtocolNode> {
                 let context = NodeContext(
                     index: index, endpoint: endpoints[index], incarnation: incarnations[index],
                     seed: mixer.next() &+ UInt64(incarnations[index]) &* 0xD6E8_FEB8_6659_FD93)
-                let node = factory(context)
+                let node: Node
+                do { node = try factory(context) } catch {
+                    refusedNodes.append((index, error))
+                    return
+                }
                 peerIDs[index] = node.peerID
                 nodes[index] = node
             }
