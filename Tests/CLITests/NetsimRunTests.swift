@@ -119,6 +119,20 @@ struct NetsimRunTests {
                     status: 1, mentions: ["topology.kind", "'sampling'", "push-sum and sgp"])
     }
 
+    @Test("a churn trace takes nodes offline and back at its times; a bad row is refused, naming the line")
+    func churnTrace() throws {
+        let scratch = try Scratch()
+        try scratch.write("trace.csv", "node,offline_s,online_s\n# node 3 is away for 1.5 s, node 5 for good\n3,1.0,2.5\n5,0.5,\n")
+        let result = try Self.run("pushsum-loss", out: "run", extra: ["churn.trace=\(scratch.path("trace.csv"))", "nodes.count=10",
+                                                                      "rounds=20", "metrics.every=4"], in: scratch)
+        #expect(result.status == 0, "\(result.stderr)")
+        let live = try Self.file(scratch.path("run/rounds.csv")).split(separator: "\n").dropFirst().map { $0.split(separator: ",").last.map(String.init) ?? "" }
+        #expect(live == ["9", "8", "8", "9", "9"], "live nodes at 0.8, 1.6, 2.4, 3.2 and 4 s")
+        try scratch.write("bad.csv", "3,soon,1\n")
+        expectError(try Self.run("pushsum-loss", out: "x", extra: ["churn.trace=\(scratch.path("bad.csv"))"], in: scratch), status: 1,
+                    mentions: ["churn.trace", "bad.csv", "line 1", "node,offline_s,online_s"])
+    }
+
     @Test("an invalid scenario or --set is refused, naming the key, the file and what is allowed")
     func invalidScenario() throws {
         let scratch = try Scratch()

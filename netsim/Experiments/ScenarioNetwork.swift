@@ -10,6 +10,8 @@ struct ScenarioNetwork {
     /// Region of each node (all 0 outside `regions` topologies).
     let regions: [Int]
     let links: LinkPolicy
+    /// The churn trace's `(node, offline_s, online_s)` rows (empty without a trace).
+    let churnTrace: [(Int, Double, Double)]
 
     init(_ scenario: Scenario, baseDirectory: URL) throws(ScenarioError) {
         let t = scenario.topology
@@ -86,6 +88,7 @@ struct ScenarioNetwork {
         }
         self.regions = regions
         self.links = policy
+        churnTrace = scenario.churn.trace.isEmpty ? [] : try Self.churnTrace(scenario.churn.trace, nodes: n, baseDirectory: baseDirectory)
     }
 
     /// The most square torus: the largest divisor of `n` not above its square root.
@@ -116,7 +119,7 @@ struct ScenarioNetwork {
 
     /// Schedules the scenario's churn, trace, partitions and flapping links on `sim`, and starts
     /// the nodes (one after another, `spacing` apart).
-    func schedule<Node: ProtocolNode>(_ scenario: Scenario, on sim: Simulator<Node>, spacing: Duration, baseDirectory: URL) throws(ScenarioError) {
+    func schedule<Node: ProtocolNode>(_ scenario: Scenario, on sim: Simulator<Node>, spacing: Duration) {
         let n = scenario.nodes.count
         let end = Double(scenario.rounds * scenario.roundMilliseconds) / 1000
         var rng = SplitMix64(seed: scenario.seed ^ 0xFA17_5EED)
@@ -142,11 +145,9 @@ struct ScenarioNetwork {
                 }
             }
         }
-        if !c.trace.isEmpty {
-            for (i, offline, online) in try Self.churnTrace(c.trace, nodes: n, baseDirectory: baseDirectory) {
-                sim.crash(i, at: instant(offline), keepState: c.keepState)
-                if online.isFinite { sim.start(i, at: instant(online)) }
-            }
+        for (i, offline, online) in churnTrace {
+            sim.crash(i, at: instant(offline), keepState: c.keepState)
+            if online.isFinite { sim.start(i, at: instant(online)) }
         }
         for p in scenario.partitions {
             let cut = members(fraction: p.fraction, region: p.regions, of: scenario, rng: &rng)

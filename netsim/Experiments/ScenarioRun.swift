@@ -61,9 +61,6 @@ public final class ScenarioRunner {
         self.scenario = scenario
         self.baseDirectory = baseDirectory
         network = try ScenarioNetwork(scenario, baseDirectory: baseDirectory)
-        if !scenario.churn.trace.isEmpty {
-            _ = try ScenarioNetwork.churnTrace(scenario.churn.trace, nodes: scenario.nodes.count, baseDirectory: baseDirectory)
-        }
     }
 
     private var roundDuration: Duration { .milliseconds(scenario.roundMilliseconds) }
@@ -364,7 +361,7 @@ public final class ScenarioRunner {
     /// `metrics.every` rounds (`measure` fills the algorithm's columns).
     private func drive<Node: ProtocolNode>(_ sim: Simulator<Node>, spacing: Duration, stepCost: Double? = nil,
                                            _ onRow: (RoundRow) -> Bool, measure: (Simulator<Node>) -> RoundRow) throws(ScenarioError) -> RunResult {
-        try network.schedule(scenario, on: sim, spacing: spacing, baseDirectory: baseDirectory)
+        network.schedule(scenario, on: sim, spacing: spacing)
         let rates = computeRates(stepCost: stepCost)
         if !rates.isEmpty { sim.computeRate = { rates[$0] } }
         let step = roundDuration * scenario.metrics.every
