@@ -123,3 +123,16 @@ private func probe(_ model: LinkModel, count: Int, size: Int = 100, interval: Du
     #expect(sequences.count == 5_000)
     #expect(inversions > 500)
 }
+
+@Test func exponentialJitter_delays_haveTheMeanAndALongTail() {
+    var model = LinkModel(latency: .milliseconds(10), jitter: .milliseconds(5))
+    model.jitterShape = .exponential
+    let run = probe(model, count: 10_000, interval: .milliseconds(1))
+    let extra = (run.node(1)?.received.map(\.delay) ?? []).map { Double($0 - 10_000_000) / 1e6 }
+    #expect(extra.count == 10_000 && extra.allSatisfy { $0 >= 0 && $0 <= 100 })
+    let mean = extra.reduce(0, +) / Double(max(1, extra.count))
+    #expect(abs(mean - 5) < 0.25, "mean extra delay \(mean) ms, expected 5")
+    // An exponential law puts e^-3 ≈ 5 % beyond three means; a uniform one puts nothing beyond one.
+    let beyond = Double(extra.filter { $0 > 15 }.count) / Double(max(1, extra.count))
+    #expect(beyond > 0.03 && beyond < 0.07, "share beyond 15 ms: \(beyond)")
+}

@@ -1,5 +1,6 @@
 import DeterministicRandom
 import Foundation
+import Simulation
 
 /// An experiment, resolved: every key has its value, those the file left open drawn from the
 /// seed. ``tree`` writes it back as a complete scenario file, so a run is reproduced from it
@@ -79,6 +80,8 @@ public struct Scenario: Sendable, Equatable {
         public var loss: Double
         public var latencyMilliseconds: Double
         public var jitterMilliseconds: Double
+        /// `uniform` (0 to jitter) or `exponential` (mean jitter).
+        public var jitterDistribution: String
         /// Bytes a second each way (0: unlimited).
         public var bandwidth: Double
         public var duplication: Double
@@ -298,6 +301,7 @@ extension Scenario {
             loss: try l.double("loss", default: 0, in: 0...1, meaning: "the chance that a message is lost"),
             latencyMilliseconds: try l.double("latency_ms", default: 10, in: 0...1e7, meaning: "the one-way latency in milliseconds"),
             jitterMilliseconds: try l.double("jitter_ms", default: 10, in: 0...1e7, meaning: "the extra delay drawn from 0 to jitter_ms"),
+            jitterDistribution: try l.choice("jitter_distribution", default: "uniform", allowed: LinkModel.JitterShape.allCases.map(\.rawValue)),
             bandwidth: try l.double("bandwidth", default: 0, in: 0...1e12, meaning: "bytes a second (0: unlimited)"),
             duplication: try l.double("duplication", default: 0, in: 0...1, meaning: "the chance that a message is delivered twice"),
             reorder: try l.double("reorder", default: 0, in: 0...1, meaning: "the chance that a message is held back 50 ms"),
@@ -373,7 +377,8 @@ extension Scenario {
 
     private static func tree(_ l: LinkSpec) -> [String: Any] {
         var t: [String: Any] = [
-            "loss": l.loss, "latency_ms": l.latencyMilliseconds, "jitter_ms": l.jitterMilliseconds, "bandwidth": l.bandwidth,
+            "loss": l.loss, "latency_ms": l.latencyMilliseconds, "jitter_ms": l.jitterMilliseconds,
+            "jitter_distribution": l.jitterDistribution, "bandwidth": l.bandwidth,
             "duplication": l.duplication, "reorder": l.reorder, "burst_enter": l.burstEnter, "burst_exit": l.burstExit,
         ]
         if !l.flaps.isEmpty {

@@ -100,9 +100,11 @@ struct ScenarioNetwork {
 
     static func model(_ l: Scenario.LinkSpec) -> LinkModel {
         let burst = l.burstEnter > 0 ? GilbertElliott(goodToBad: l.burstEnter, badToGood: l.burstExit, lossInGood: l.loss, lossInBad: 1) : nil
-        return LinkModel(loss: l.loss, burst: burst, latency: .nanoseconds(Int64(l.latencyMilliseconds * 1e6)),
-                         jitter: .nanoseconds(Int64(l.jitterMilliseconds * 1e6)), bandwidth: l.bandwidth > 0 ? l.bandwidth : nil,
-                         duplication: l.duplication, reorder: l.reorder)
+        var model = LinkModel(loss: l.loss, burst: burst, latency: .nanoseconds(Int64(l.latencyMilliseconds * 1e6)),
+                              jitter: .nanoseconds(Int64(l.jitterMilliseconds * 1e6)), bandwidth: l.bandwidth > 0 ? l.bandwidth : nil,
+                              duplication: l.duplication, reorder: l.reorder)
+        model.jitterShape = LinkModel.JitterShape(rawValue: l.jitterDistribution) ?? .uniform
+        return model
     }
 
     /// Nodes chosen by `fraction` (drawn from `rng`) or, when `region` is named, that region's.

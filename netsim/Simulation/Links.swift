@@ -1,3 +1,4 @@
+import Foundation
 import Gossip
 
 /// How a directed link treats a message: loss (i.i.d. or bursty), latency, jitter,
@@ -10,9 +11,11 @@ public struct LinkModel: Sendable, Hashable {
     public var burst: GilbertElliott?
     /// One-way propagation delay.
     public var latency: Duration
-    /// Extra delay drawn uniformly from `[0, jitter]` per message; reorders messages
-    /// sent closer together than the jitter.
+    /// Extra delay per message: drawn uniformly from `[0, jitter]`, or (``JitterShape/exponential``)
+    /// exponentially with mean `jitter`, a long tail as on congested wireless links. Reorders
+    /// messages sent closer together than the jitter.
     public var jitter: Duration
+    public var jitterShape: JitterShape = .uniform
     /// Bytes per second of the link; a message waits for the ones before it and takes
     /// `wireSize / bandwidth` to leave. Nil: unlimited.
     public var bandwidth: Double?
@@ -41,6 +44,14 @@ public struct LinkModel: Sendable, Hashable {
 
     /// A 10 ms link that loses, duplicates and reorders nothing.
     public static let perfect = LinkModel()
+
+    /// How the extra delay of a message is drawn.
+    public enum JitterShape: String, Sendable, Hashable, CaseIterable {
+        /// Uniform in `[0, jitter]`.
+        case uniform
+        /// Exponential with mean `jitter` (capped at 20 × jitter).
+        case exponential
+    }
 
     /// Whether the link keeps per-link state (burst chain or transmit queue).
     var isStateful: Bool { burst != nil || bandwidth != nil }
@@ -88,7 +99,15 @@ public struct LinkChannel: Sendable {
     private func delay(_ rng: inout SplitMix64) -> Int64 {
         var d = model.latency.nanosecondsClamped
         let jitter = model.jitter.nanosecondsClamped
-        if jitter > 0 { d += Int64(rng.next(upperBound: UInt64(jitter) + 1)) }
+        if jitter > 0 {
+            switch model.jitterShape {
+            case .uniform:
+                d += Int64(rng.next(upperBound: UInt64(jitter) + 1))
+            case .exponential:
+                let u = Double((rng.next() >> 11) + 1) * 0x1p-53
+                d += Int64(min(-log(u), 20) * Double(jitter))
+            }
+        }
         if Self.chance(model.reorder, &rng) { d += model.reorderDelay.nanosecondsClamped }
         return d
     }
