@@ -115,7 +115,8 @@ struct RelayCommand: ParsableCommand {
     @Option(help: "LISTEN=TARGET, numeric HOST:PORT each (repeatable).") var link: [String] = []
     @Option(parsing: .unconditional, help: "Probability that a datagram is lost (0...1).") var loss = 0.0
     @Option(parsing: .unconditional, help: "One-way latency in milliseconds.") var latency = 0
-    @Option(parsing: .unconditional, help: "Extra delay drawn uniformly from 0...JITTER milliseconds.") var jitter = 0
+    @Option(parsing: .unconditional, help: "Extra delay in milliseconds: drawn from 0...JITTER, or exponentially with mean JITTER (see --jitter-distribution).") var jitter = 0
+    @Option(name: .customLong("jitter-distribution"), help: "uniform or exponential.") var jitterDistribution = "uniform"
     @Option(parsing: .unconditional, help: "Probability that a datagram is delivered twice (0...1).") var duplication = 0.0
     @Option(parsing: .unconditional, help: "Probability that a datagram is held back 50 ms and overtaken (0...1).") var reorder = 0.0
     @Option(parsing: .unconditional, help: "Bytes per second each direction of a link carries (0: unlimited); datagrams wait their turn.") var bandwidth = 0.0
@@ -134,6 +135,9 @@ struct RelayCommand: ParsableCommand {
             guard (0...1).contains(p) else { throw ValidationError("\(name) is a probability from 0 to 1, got \(p)") }
         }
         guard latency >= 0, jitter >= 0 else { throw ValidationError("--latency and --jitter are milliseconds, 0 or more") }
+        guard LinkModel.JitterShape(rawValue: jitterDistribution) != nil else {
+            throw ValidationError("--jitter-distribution is uniform or exponential, got '\(jitterDistribution)'")
+        }
         guard bandwidth >= 0, bandwidth.isFinite else { throw ValidationError("--bandwidth is bytes per second, 0 (unlimited) or more, got \(bandwidth)") }
         if burstEnter > 0 { guard burstExit > 0 else { throw ValidationError("--burst-exit must be above 0 when --burst-enter is set, or a bad spell never ends") } }
     }
@@ -157,8 +161,9 @@ struct RelayCommand: ParsableCommand {
         let links = try link.map(Self.parse)
         // In a bad spell every datagram is lost; outside it, --loss applies.
         let burst = burstEnter > 0 ? GilbertElliott(goodToBad: burstEnter, badToGood: burstExit, lossInGood: loss, lossInBad: 1) : nil
-        let model = LinkModel(loss: loss, burst: burst, latency: .milliseconds(latency), jitter: .milliseconds(jitter),
+        var model = LinkModel(loss: loss, burst: burst, latency: .milliseconds(latency), jitter: .milliseconds(jitter),
                               bandwidth: bandwidth > 0 ? bandwidth : nil, duplication: duplication, reorder: reorder)
+        model.jitterShape = LinkModel.JitterShape(rawValue: jitterDistribution) ?? .uniform
         let relay: Relay
         let faults = Relay.StreamFaults(resetChance: tcpReset, stallChance: tcpStall, stallMilliseconds: tcpStallMs)
         do { relay = try Relay(links: links, model: model, streamFaults: faults, seed: seed) } catch {
