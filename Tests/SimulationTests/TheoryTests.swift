@@ -227,14 +227,7 @@ struct PushSumScalingTheoryTests {
         world.averaging = { (vectors[$0], samples[$0]) }
         // Each node's first record, as it signs it at its first start (sequence 1).
         let records = (0..<n).map { AddressRecord(signedBy: world.identity($0), endpoints: [SimAddress.endpoint($0)], sequence: 1) }
-        for i in 0..<n {
-            var picked: [Int] = []
-            while picked.count < viewSize {
-                let j = Int(rng.next(upperBound: UInt64(n)))
-                if j != i, !picked.contains(j) { picked.append(j) }
-            }
-            world.caches[i] = PeerCache(records: picked.map { records[$0] })
-        }
+        for (i, cache) in randomPeerCaches(records, viewSize: viewSize, rng: &rng).enumerated() { world.caches[i] = cache }
         let sim = world.simulator(nodeCount: n, seed: seed, links: LinkPolicy(default: LinkModel(latency: .milliseconds(2), jitter: .milliseconds(3))))
         sim.startAll()
         let tick = world.settings.averaging.tickInterval

@@ -49,23 +49,11 @@ final class SampledOverlay {
         guard warmCaches else { return }
         // Each node's first record, as it signs it at its first start (sequence 1).
         let records = (0..<nodes).map { AddressRecord(signedBy: identities[$0], endpoints: [SimAddress.endpoint($0)], sequence: 1) }
-        let viewSize = min(settings.sampling.viewSize, nodes - 1)
-        caches = (0..<nodes).map { i in
-            var picked: [Int] = []
-            while picked.count < viewSize {
-                let j = Int(rng.next(upperBound: UInt64(nodes)))
-                if j != i, !picked.contains(j) { picked.append(j) }
-            }
-            return PeerCache(records: picked.map { records[$0] })
-        }
+        caches = randomPeerCaches(records, viewSize: settings.sampling.viewSize, rng: &rng)
     }
 
-    func simulator(links: LinkPolicy) -> Simulator<GossipNode> {
-        Simulator<GossipNode>(nodeCount: identities.count, seed: seed, links: links) { [self] context in makeNode(context) }
-    }
-
-    /// A network of nodes built on the overlay's: `wrap` makes each one around its `GossipNode`
-    /// (a learning node, say).
+    /// The network: `wrap` makes each node around its `GossipNode` (a learning node, say), or
+    /// keeps it as it is.
     func simulator<Node: ProtocolNode>(links: LinkPolicy, wrap: @escaping (NodeContext, GossipNode) throws -> Node) -> Simulator<Node> {
         Simulator<Node>(nodeCount: identities.count, seed: seed, links: links) { [self] context in try wrap(context, makeNode(context)) }
     }

@@ -114,12 +114,8 @@ public final class ScenarioRunner {
         let graph = network.graph ?? Graph(nodeCount: scenario.nodes.count)
         let settings = averagingSettings
         let codec = try codec()
-        let peers = (0..<graph.nodeCount).map(SimAddress.peer)
-        let sim = Simulator(nodeCount: graph.nodeCount, seed: scenario.seed, links: network.links, topology: graph.topology) { context in
-            PushSumAverager(peer: peers[context.index], initial: inputs.vectors[context.index], sampleCount: inputs.samples[context.index],
-                            neighbours: graph.neighbourAddresses(context.index, peers: peers), settings: settings, codec: codec,
-                            rng: SplitMix64(seed: context.seed))
-        }
+        let sim = Simulator.averaging(over: graph, initial: { inputs.vectors[$0] }, samples: inputs.samples, settings: settings,
+                                      codec: codec, links: network.links, seed: scenario.seed)
         return try drive(sim, spacing: .zero, onRow) { sim in
             var meter = ConsensusMeter(target: inputs.mean)
             meter.measure(sim.nodeCount, isUp: sim.isUp) { i, body in sim.node(i)?.withValue { v, w in body(v, w) } }
@@ -132,7 +128,7 @@ public final class ScenarioRunner {
         let overlay = try SampledOverlay(nodes: scenario.nodes.count, seed: scenario.seed, warmCaches: scenario.topology.bootstrap == "cache",
                                          averaging: averagingSettings,
                                      codec: try codec(), inputs: { (inputs.vectors[$0], inputs.samples[$0]) })
-        let sim = overlay.simulator(links: network.links)
+        let sim = overlay.simulator(links: network.links) { _, node in node }
         return try drive(sim, spacing: overlay.joinSpacing, onRow) { sim in
             var meter = ConsensusMeter(target: inputs.mean)
             meter.measure(sim.nodeCount, isUp: sim.isUp) { i, body in sim.node(i)?.averager?.withValue { v, w in body(v, w) } }

@@ -47,16 +47,32 @@ extension Simulator where Node == PushSumAverager {
     /// to neighbours anyway) the per-message check is saved.
     public static func averaging(
         over graph: Graph, initial: @escaping (Int) -> [Float], samples: [Double],
-        settings: PushSumAverager.Settings = PushSumAverager.Settings(), links: LinkPolicy, seed: UInt64,
-        confinedToGraph: Bool = true, peers: [PeerID]? = nil
+        settings: PushSumAverager.Settings = PushSumAverager.Settings(), codec: any ShareCodec = IdentityShareCodec(),
+        links: LinkPolicy, seed: UInt64, confinedToGraph: Bool = true, peers: [PeerID]? = nil
     ) -> Simulator<PushSumAverager> {
         let peers = peers ?? (0..<graph.nodeCount).map(SimAddress.peer)
         return Simulator(nodeCount: graph.nodeCount, seed: seed, links: links, topology: confinedToGraph ? graph.topology : .complete) { context in
             PushSumAverager(
                 peer: peers[context.index], initial: initial(context.index), sampleCount: samples[context.index],
-                neighbours: graph.neighbourAddresses(context.index, peers: peers), settings: settings,
+                neighbours: graph.neighbourAddresses(context.index, peers: peers), settings: settings, codec: codec,
                 rng: SplitMix64(seed: context.seed))
         }
+    }
+}
+
+/// What a previous run would have persisted: each node's peer cache holding `viewSize` other
+/// nodes drawn uniformly (from `records`, node `i`'s record at index `i`), so overlay views are
+/// random from the first tick.
+public func randomPeerCaches(_ records: [AddressRecord], viewSize: Int, rng: inout SplitMix64) -> [PeerCache] {
+    let n = records.count
+    let size = min(viewSize, n - 1)
+    return (0..<n).map { i in
+        var picked: [Int] = []
+        while picked.count < size {
+            let j = Int(rng.next(upperBound: UInt64(n)))
+            if j != i, !picked.contains(j) { picked.append(j) }
+        }
+        return PeerCache(records: picked.map { records[$0] })
     }
 }
 
