@@ -36,7 +36,7 @@ let package = Package(
         // What every command shares: the error and exit conventions of docs/cli.md.
         .target(name: "CommandSupport", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "Crypto", dependencies: ["CSodium"]),
-        .target(name: "Gossip", dependencies: ["Crypto", "DeterministicRandom", "CLibUV", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Gossip", dependencies: ["Crypto", "DeterministicRandom", "CLibUV", "CZlib", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Learner", dependencies: ["DeterministicRandom", "CBLAS", "CZlib"]),
         // The one composition of gossip and learning: neither Gossip nor Learner knows the other.
         .target(name: "Federation", dependencies: ["Crypto", "Gossip", "Learner", "DeterministicRandom"]),

@@ -16,6 +16,12 @@ public struct SignatureDomain: Sendable, Hashable {
     /// Signed model-delta headers (see ``SignedDelta``).
     public static let delta = SignatureDomain(fixed: "murmuration/delta/v1")
 
+    /// Model release manifests, signed by their publisher.
+    public static let release = SignatureDomain(fixed: "murmuration/release/v1")
+
+    /// Rollback notices for a release, signed by its publisher.
+    public static let rollback = SignatureDomain(fixed: "murmuration/rollback/v1")
+
     /// The bytes actually signed for `body` in this domain.
     public func message(_ body: some Collection<UInt8>) -> [UInt8] {
         var w = ByteWriter(capacity: label.utf8.count + 5 + body.count)

@@ -21,6 +21,8 @@ final class OverlayWorld: @unchecked Sendable {
     let memo = RecordVerifier.Memo()
     /// When set, node `i` averages `averaging(i)` (its vector and sample count).
     var averaging: ((Int) -> (vector: [Float], samples: Double))?
+    /// When set, node `i` takes part in model distribution with `releases(i, seed)`.
+    var releases: ((Int, UInt64) -> ReleaseDistributor)?
 
     init(settings: OverlaySettings = .lan, bootstrap: [Endpoint] = [SimAddress.endpoint(0)]) {
         var s = settings
@@ -47,7 +49,8 @@ final class OverlayWorld: @unchecked Sendable {
         }
         return GossipNode(
             identity: identity(context.index), endpoints: [context.endpoint], settings: s,
-            cache: caches[context.index] ?? PeerCache(), averager: averager, seed: context.seed, verifier: RecordVerifier(sharing: memo))
+            cache: caches[context.index] ?? PeerCache(), averager: averager, releases: releases?(context.index, context.seed ^ 0x5A5A),
+            seed: context.seed, verifier: RecordVerifier(sharing: memo))
     }
 
     func simulator(nodeCount: Int, seed: UInt64, links: LinkPolicy = LinkPolicy()) -> Simulator<GossipNode> {

@@ -6,6 +6,7 @@ public enum GossipMessage: Sendable, Equatable, WireSized, TraceIdentified {
     case sampling(PeerSampler.Message)
     case discovery(Discovery.Message)
     case averaging(PushSumAverager.Message)
+    case release(ReleaseMessage)
 
     public var wireSize: Int { GossipWire.size(of: self) }
 
@@ -34,6 +35,14 @@ public enum GossipMessage: Sendable, Equatable, WireSized, TraceIdentified {
             }
         case .averaging(let m):
             return traceMix(0x41, m.traceWord)
+        case .release(let m):
+            switch m {
+            case .summary(let held, let rollbacks, _): return traceMix(0x51, UInt64(held.count), UInt64(rollbacks.count))
+            case .manifestRequest(let k): return traceMix(0x52, k.version)
+            case .manifest(let manifest): return traceMix(0x53, manifest.key.version)
+            case .chunkRequest(let k, let part, let index): return traceMix(0x54, k.version, UInt64(part.rawValue) << 32 | UInt64(index))
+            case .chunk(let k, let part, let index, _): return traceMix(0x55, k.version, UInt64(part.rawValue) << 32 | UInt64(index))
+            }
         }
     }
 }
@@ -44,6 +53,7 @@ public enum GossipTimer: Hashable, Sendable {
     case sampling(PeerSampler.Timer)
     case discovery(Discovery.Timer)
     case averaging(PushSumAverager.Timer)
+    case release(ReleaseDistributor.Timer)
     /// Checks whether the node is cut off (empty view, or silence for the isolation timeout).
     case isolationCheck
     /// Take back averaging shares still in flight to a peer that left (after a grace period).
@@ -56,6 +66,7 @@ public enum GossipEvent: Sendable {
     case sampling(PeerSampler.Event)
     case discovery(Discovery.Event)
     case averaging(PushSumAverager.Event)
+    case release(ReleaseDistributor.Event)
     /// An incoming message could not be used (bad signature, wrong sender).
     case refused(from: Endpoint, reason: String)
 }

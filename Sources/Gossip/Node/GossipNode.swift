@@ -1,7 +1,7 @@
 import Crypto
 
 /// One peer of the overlay: membership, peer sampling, discovery and (optionally) push-sum
-/// averaging, composed into a single ``ProtocolNode`` a driver can run.
+/// averaging and model distribution, composed into a single ``ProtocolNode`` a driver can run.
 ///
 /// The sampler's view is the hub: a peer entering it is watched by membership, remembered in
 /// the peer cache and offered to the averager as a neighbour; a peer membership declares dead
@@ -20,6 +20,8 @@ public struct GossipNode: AveragingHost {
     public private(set) var discovery: Discovery
     /// The averager, if this node averages (nil in membership-only simulations).
     public private(set) var averager: PushSumAverager?
+    /// Model distribution, if this node takes part in it.
+    public private(set) var releases: ReleaseDistributor?
     /// Last instant any peer's message arrived.
     public private(set) var lastHeard: Instant = .zero
     let verifier: RecordVerifier
@@ -30,7 +32,7 @@ public struct GossipNode: AveragingHost {
     /// record with the next sequence number, so peers replace any older address of it.
     public init(
         identity: Identity, endpoints: [Endpoint], settings: OverlaySettings = .lan, cache: PeerCache = PeerCache(),
-        averager: PushSumAverager? = nil, seed: UInt64, verifier: RecordVerifier = RecordVerifier()
+        averager: PushSumAverager? = nil, releases: ReleaseDistributor? = nil, seed: UInt64, verifier: RecordVerifier = RecordVerifier()
     ) {
         var rng = SplitMix64(seed: seed)
         var cache = cache
@@ -43,6 +45,7 @@ public struct GossipNode: AveragingHost {
         self.sampler = PeerSampler(settings: settings.sampling, rng: rng.split(), verifier: verifier)
         self.discovery = Discovery(settings: settings.discovery, cache: cache, rng: rng.split())
         self.averager = averager
+        self.releases = releases
     }
 
     /// This node's identity.
@@ -67,6 +70,10 @@ public struct GossipNode: AveragingHost {
         withAverager(into: &out) { a in
             a.neighbours = neighbours
             return a.onStart(at: now)
+        }
+        withReleases(into: &out) { r in
+            r.peers = neighbours
+            return r.onStart(at: now)
         }
         out.append(.schedule(.isolationCheck, at: now + settings.discovery.isolationTimeout))
         return out
@@ -106,6 +113,14 @@ public struct GossipNode: AveragingHost {
             withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert([PeerSampler.Entry(record: beacon, age: 0)], me: me, admit: admit) }
         case .averaging(let m):
             withAverager(into: &out) { $0.onMessage(m, from: origin, at: now) }
+        case .release(let m):
+            // Only over a session: what a release message asks for is sent back to its peer.
+            guard let peer = origin.peer else {
+                out.append(.report(.refused(from: sender, reason: "release message outside a session")))
+                break
+            }
+            let from = PeerAddress(peer: peer, endpoint: listeningEndpoint(of: peer) ?? sender)
+            withReleases(into: &out) { $0.onMessage(m, from: from, at: now) }
         }
         return out
     }
@@ -131,6 +146,8 @@ public struct GossipNode: AveragingHost {
             absorb(discovery.onTimer(t, me: record, at: now), at: now, into: &out)
         case .averaging(let t):
             withAverager(into: &out) { $0.onTimer(t, at: now) }
+        case .release(let t):
+            withReleases(into: &out) { $0.onTimer(t, at: now) }
         case .reclaim(let peer):
             // Not if the peer is in the view again (a rejoin): its new incarnation acknowledges.
             guard !sampler.view.contains(where: { $0.record.peer == peer }) else { break }
@@ -168,6 +185,26 @@ public struct GossipNode: AveragingHost {
         try inAverager { a throws(AveragingError) in try a.contribute(at: vector) } ?? false
     }
 
+    /// Publishes a release this node signed (``ReleaseDistributor/publish(_:file:delta:at:)``).
+    public mutating func publish(_ manifest: ReleaseManifest, file: [UInt8], delta: [UInt8]?, at now: Instant) throws(ReleaseError) -> [Action] {
+        guard var r = releases else { throw .invalid("this node takes no part in model distribution") }
+        releases = nil
+        defer { releases = r }
+        var out: [Action] = []
+        absorb(try r.publish(manifest, file: file, delta: delta, at: now), into: &out)
+        return out
+    }
+
+    /// Rolls a release back by a notice this node signed.
+    public mutating func rollBack(_ notice: RollbackNotice, at now: Instant) throws(ReleaseError) -> [Action] {
+        guard var r = releases else { throw .invalid("this node takes no part in model distribution") }
+        releases = nil
+        defer { releases = r }
+        var out: [Action] = []
+        absorb(try r.rollBack(notice, at: now), into: &out)
+        return out
+    }
+
     /// Runs `body` on the averager, if any, moved out of the node meanwhile so its vectors are
     /// uniquely referenced and change in place.
     private mutating func inAverager<R>(_ body: (inout PushSumAverager) throws(AveragingError) -> R) throws(AveragingError) -> R? {
@@ -188,12 +225,41 @@ public struct GossipNode: AveragingHost {
 
     private var neighbourAddresses: [PeerAddress] { sampler.view.map { PeerAddress(peer: $0.record.peer, endpoint: $0.record.primary) } }
 
+    /// Where `peer` listens, if it is in the view (a session's source port is not it).
+    private func listeningEndpoint(of peer: PeerID) -> Endpoint? { sampler.view.first { $0.record.peer == peer }?.record.primary }
+
     private mutating func refreshNeighbours() {
         let neighbours = neighbourAddresses
         var none: [Action] = []
         withAverager(into: &none) { a in
             a.neighbours = neighbours
             return []
+        }
+        withReleases(into: &none) { r in
+            r.peers = neighbours
+            return []
+        }
+    }
+
+    /// Runs `body` on the distributor, if any, moved out of the node meanwhile so the releases
+    /// it holds are uniquely referenced.
+    private mutating func withReleases(into out: inout [Action], _ body: (inout ReleaseDistributor) -> [ReleaseDistributor.Action]) {
+        guard var r = releases else { return }
+        releases = nil
+        let actions = body(&r)
+        releases = r
+        absorb(actions, into: &out)
+    }
+
+    private func absorb(_ actions: [ReleaseDistributor.Action], into out: inout [Action]) {
+        for action in actions {
+            switch action {
+            case let .send(m, to, via): out.append(.send(.release(m), to: to, via: via))
+            case let .schedule(t, at): out.append(.schedule(.release(t), at: at))
+            case let .cancel(t): out.append(.cancel(.release(t)))
+            case let .compute(request): out.append(.compute(request))
+            case let .report(e): out.append(.report(.release(e)))
+            }
         }
     }
 

@@ -55,8 +55,8 @@ public enum GossipWire {
             case .joinReply(let entries): w.write(Kind.joinReply.rawValue); write(entries, &w)
             case .beacon(let r): w.write(Kind.beacon.rawValue); write(r, to: &w)
             }
-        case .averaging:
-            throw .invalidValue(field: "message", reason: "averaging messages travel over a peer's session, never in a datagram")
+        case .averaging, .release:
+            throw .invalidValue(field: "message", reason: "averaging and release messages travel over a peer's session, never in a datagram")
         }
         return w.bytes
     }
@@ -154,6 +154,7 @@ public enum GossipWire {
             case .discovery(.join(let r)), .discovery(.beacon(let r)): return size(of: r)
             case .discovery(.joinReply(let e)): return size(of: e)
             case .averaging(let m): return m.wireSize
+            case .release(let m): return 1 + m.wireSize
             }
         }()
     }

@@ -7,10 +7,13 @@ import Crypto
 ///   network key for the peer it is addressed to (its ID bound into the seal), with a random
 ///   nonce and a timestamp checked by the node's ``ReplayGuard``. A datagram addressed to any
 ///   member may carry only a join or a beacon.
-/// - Session messages (averaging): a transfer is a ``SignedDelta`` envelope signed by this
-///   node and addressed to the session's peer; an acknowledgement is the plain
-///   ``AveragingWire`` encoding. The secure channel below encrypts and authenticates both; on
-///   receipt the author of a transfer must be the session's authenticated peer.
+/// - Session messages (averaging, releases): an averaging transfer is a ``SignedDelta``
+///   envelope signed by this node and addressed to the session's peer; an acknowledgement is
+///   the plain ``AveragingWire`` encoding; a release message is the byte 0x52 and its
+///   ``ReleaseMessage`` encoding (manifests and rollbacks carry their publisher's signature,
+///   chunks are checked against a manifest). The secure channel below encrypts and
+///   authenticates all of them; on receipt the author of a transfer must be the session's
+///   authenticated peer.
 ///
 /// Every refusal is counted by reason. One owner (the node's driver).
 public final class SecureWire {
@@ -35,6 +38,7 @@ public final class SecureWire {
         /// A datagram addressed to any member carried a message that must name its recipient.
         case misaddressed
         case averaging(AveragingEnvelope.Failure)
+        case release(WireError)
         /// A message sent on the wrong transport (an averaging message as a datagram, or a
         /// membership message on a session).
         case wrongTransport
@@ -45,6 +49,7 @@ public final class SecureWire {
             case let .message(e): return "gossip message: \(e)"
             case .misaddressed: return "datagram addressed to any member carries a message that must name its recipient"
             case let .averaging(e): return "\(e)"
+            case let .release(e): return "release message: \(e)"
             case .wrongTransport: return "message on the wrong transport (averaging travels over sessions, the rest as datagrams)"
             }
         }
@@ -124,10 +129,17 @@ public final class SecureWire {
         let identity: Identity
         let keyring: NetworkKeyring
 
+        /// The byte that opens a release message on a session (an averaging message opens
+        /// with its envelope's or its encoding's own tag, never this one).
+        static let releaseTag: UInt8 = 0x52
+
         /// The session message for `message` to `peer` (the session's other end).
         public func encode(_ message: GossipMessage, to peer: PeerID) throws(Failure) -> [UInt8] {
-            guard case .averaging(let m) = message else { throw .wrongTransport }
-            return try encode(m, to: peer)
+            switch message {
+            case .averaging(let m): return try encode(m, to: peer)
+            case .release(let m): return [Self.releaseTag] + m.encoded
+            default: throw .wrongTransport
+            }
         }
 
         /// The session message for an averaging message to `peer`.
@@ -142,7 +154,8 @@ public final class SecureWire {
         /// Decodes a message that arrived over the session with the authenticated `peer`: a
         /// transfer must be signed by `peer` and addressed to this node.
         public func decode(_ bytes: [UInt8], from peer: PeerID) throws(Failure) -> GossipMessage {
-            .averaging(try decodeAveraging(bytes, from: peer))
+            guard bytes.first == Self.releaseTag else { return .averaging(try decodeAveraging(bytes, from: peer)) }
+            do { return .release(try ReleaseMessage(decoding: Array(bytes.dropFirst()))) } catch { throw .release(error) }
         }
 
         /// Decodes an averaging message that arrived over the session with `peer`.
@@ -174,7 +187,12 @@ public final class SecureWire {
     /// Decodes a message that arrived over the session with the authenticated `peer` (see
     /// ``SessionCodec/decode(_:from:)``), counting a refusal.
     public func decodeSession(_ bytes: [UInt8], from peer: PeerID) throws(Failure) -> GossipMessage {
-        .averaging(try decodeAveragingSession(bytes, from: peer))
+        do {
+            return try sessionCodec.decode(bytes, from: peer)
+        } catch {
+            countSessionRefusal()
+            throw error
+        }
     }
 
     /// Decodes an averaging message that arrived over the session with `peer`, counting a refusal.
