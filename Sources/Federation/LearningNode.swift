@@ -322,6 +322,14 @@ extension LearningNode: OverlayNode where Base == GossipNode {
         wrap(base.leave(at: now), at: now)
     }
 
+    public mutating func publish(_ manifest: ReleaseManifest, file: [UInt8], delta: [UInt8]?, at now: Instant) throws(ReleaseError) -> [Action] {
+        wrap(try base.publish(manifest, file: file, delta: delta, at: now), at: now)
+    }
+
+    public mutating func rollBack(_ notice: RollbackNotice, at now: Instant) throws(ReleaseError) -> [Action] {
+        wrap(try base.rollBack(notice, at: now), at: now)
+    }
+
     public static func overlayEvent(_ event: Event) -> GossipEvent? {
         if case .base(let e) = event { return e }
         return nil

@@ -68,6 +68,9 @@ struct Join: ParsableCommand {
     @Flag(name: .customLong("no-beacons"), help: "Send and hear no LAN multicast beacons (the wan profile has none anyway).")
     var noBeacons = false
 
+    @Option(name: .customLong("publisher"), help: "A peer ID whose model releases and rollbacks this node accepts (repeatable; the config key is `publishers`). A peer publishes only if its own ID is listed.")
+    var publishers: [String] = []
+
     @OptionGroup(title: "Training (with --data)")
     var learning: LearningOptions
 
@@ -95,6 +98,9 @@ struct Join: ParsableCommand {
             throw ValidationError("--log-level must be one of \(Logs.levels.joined(separator: ", ")), got '\(logLevel)'")
         }
         guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json, got '\(logFormat)'") }
+        for p in publishers where PeerID(hex: p) == nil {
+            throw ValidationError("--publisher takes a peer ID (64 hex digits, as `peer show-id` prints), got '\(p)'")
+        }
         if let vector, vector.hasPrefix("random:") { _ = try Self.randomSpec(vector) }
         _ = try Self.shareCodec(compress)
         try learning.validate(vector: vector)
@@ -154,8 +160,10 @@ struct Join: ParsableCommand {
             advertise: advertised.map { Endpoint(host: $0.host, port: $0.port) }, settings: settings, dataDirectory: dataDir,
             bandwidth: bandwidth > 0 ? bandwidth : nil)
         let keyring = NetworkKeyring(current: key)
+        let releases = try ReleaseControl.distributor(identity: identity, publishers: publishers, dataDir: dataDir, seed: seedSource.next())
         if learning.data != nil {
-            try runLearning(identity: identity, keyring: keyring, configuration: configuration, codec: codec, logger: logger, seed: &seedSource)
+            try runLearning(identity: identity, keyring: keyring, configuration: configuration, codec: codec, releases: releases,
+                            logger: logger, seed: &seedSource)
             return
         }
         let averager: PushSumAverager?
@@ -171,9 +179,11 @@ struct Join: ParsableCommand {
             }
         }
         let runtime = try userFacing {
-            try NodeRuntime(identity: identity, keyring: keyring, configuration: configuration, averager: averager, seed: seedSource.next())
+            try NodeRuntime(identity: identity, keyring: keyring, configuration: configuration, averager: averager, releases: releases,
+                            seed: seedSource.next())
         }
         runtime.onEvent = { event in Self.log(event, to: logger) }
+        ReleaseControl.register(on: runtime, identity: identity)
         let handedOff = try drive(runtime, identity: identity, logger: logger)
         if runtime.node.averager != nil {
             printNote(handedOff ? "left: averaging mass handed to a neighbour" : "left: kept its averaging mass (no neighbour took it in time)")
@@ -317,6 +327,15 @@ struct Join: ParsableCommand {
             logger.info("peer in view", metadata: ["peer": "\(r.peer)", "address": "\(r.primary)"])
         case .refused(let from, let reason):
             logger.warning("refused a message", metadata: ["from": "\(from)", "reason": "\(reason)"])
+        case .release(let e):
+            switch e {
+            case .stored(let key): logger.info("release stored", metadata: ["release": "\(key)"])
+            case .activated(let key, let previous): logger.info("release activated", metadata: ["release": "\(key)", "previous": "\(previous.map { "v\($0)" } ?? "none")"])
+            case .rolledBack(let notice, let active): logger.info("release rolled back", metadata: ["release": "\(notice.key)", "active": "\(active.map { "v\($0)" } ?? "none")"])
+            case .discarded(let key): logger.debug("release discarded", metadata: ["release": "\(key)"])
+            case .refused(let reason, let key, let from):
+                logger.warning("refused a release", metadata: ["reason": "\(reason.rawValue)", "release": "\(key.map { "\($0)" } ?? "?")", "from": "\(from?.fingerprint ?? "?")"])
+            }
         default:
             logger.debug("\(event)")
         }

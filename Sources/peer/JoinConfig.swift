@@ -11,7 +11,7 @@ enum JoinConfig {
     static let keys: [String: Kind] = [
         "dir": .text, "network-key": .text, "listen": .text, "advertise": .text, "bootstrap": .list,
         "data-dir": .text, "profile": .text, "vector": .text, "samples": .number, "log-level": .text,
-        "log-format": .text, "no-beacons": .switch_, "bandwidth": .number, "compress": .text,
+        "log-format": .text, "no-beacons": .switch_, "bandwidth": .number, "compress": .text, "publisher": .list,
         // Training (--data).
         "data": .text, "test": .text, "model": .text, "algorithm": .text, "partition": .text, "peer-index": .number,
         "peers": .number, "partition-seed": .number, "normalize": .text, "classes": .number, "label-column": .number,
@@ -20,6 +20,9 @@ enum JoinConfig {
     ]
 
     /// The arguments with the config file's keys added as flags (for `peer join` only).
+    /// Config keys that name a flag by another spelling: a list of publishers reads as `publishers`.
+    static let aliases = ["publishers": "publisher"]
+
     static func expand(_ arguments: [String]) throws -> [String] {
         guard arguments.first == "join" else { return arguments }
         var path: String?
@@ -46,7 +49,8 @@ enum JoinConfig {
             return String(a.dropFirst(2).split(separator: "=", maxSplits: 1).first ?? "")
         })
         var added: [String] = []
-        for (key, value) in try load(path).sorted(by: { $0.key < $1.key }) {
+        for (written, value) in try load(path).sorted(by: { $0.key < $1.key }) {
+            let key = aliases[written] ?? written
             guard let kind = keys[key] else {
                 throw CommandFailure("\(path): unknown key '\(key)'; allowed: \(keys.keys.sorted().joined(separator: ", "))")
             }

@@ -193,7 +193,7 @@ enum LearningFiles {
 extension Join {
     /// Runs a peer that trains `learning.data` with the network.
     func runLearning(identity: Identity, keyring: NetworkKeyring, configuration: NodeRuntime.Configuration,
-                     codec: any ShareCodec, logger: Logger, seed: inout SystemRandomNumberGenerator) throws {
+                     codec: any ShareCodec, releases: ReleaseDistributor, logger: Logger, seed: inout SystemRandomNumberGenerator) throws {
         let loaded = try learning.load()
         let architecture = loaded.architecture
         printNote("training \(architecture) on \(loaded.train.count) samples\(loaded.test.map { ", testing on \($0.count)" } ?? ", no test set"); algorithm \(learning.algorithm), shares \(compress)")
@@ -216,7 +216,7 @@ extension Join {
         let trainingSeed = seed.next()
         let runtime = try userFacing {
             try OverlayRuntime<LearningNode<GossipNode>>(identity: identity, keyring: keyring, configuration: configuration,
-                                                          averager: averager, seed: seed.next()) { overlay in
+                                                          averager: averager, releases: releases, seed: seed.next()) { overlay in
                 var node = try LearningNode(base: overlay, architecture: architecture, initial: initial, data: loaded.train,
                                             test: loaded.test, scaling: loaded.scaling, settings: settings, seed: trainingSeed)
                 if let checkpoint { try node.restore(rounds: checkpoint.rounds, steps: checkpoint.steps, optimizer: checkpoint.optimizer) }
@@ -241,7 +241,8 @@ extension Join {
         runtime.statusExtras = { [unowned runtime] in
             ["learning": Self.learningStatus(runtime, normalize: learning.normalize, algorithm: learning.algorithm, compress: compress, startedAt: started)]
         }
-        runtime.controlRequests["model"] = { [unowned runtime] in
+        ReleaseControl.register(on: runtime, identity: identity)
+        runtime.controlRequests["model"] = { [unowned runtime] _ in
             guard let model = runtime.node.model, let normalizer = runtime.node.normalizer else {
                 return ["error": "this peer holds no model yet (it is joining); ask again in a few seconds"]
             }

@@ -19,6 +19,9 @@ struct Train: ParsableCommand {
     var data: String
     @Option(help: "Model: softmax or mlp:H1[,H2...] (e.g. mlp:128).")
     var model: String
+
+    @Option(name: .customLong("init-model"), help: "Fine-tune this model file (of the --model architecture) instead of starting from random weights; its input normalisation is kept.")
+    var initModel: String?
     // Numbers are parsed unconditionally, so `--lr -1` reaches validate() instead of being
     // taken for a flag.
     @Option(parsing: .unconditional, help: "Passes over the training set.")
@@ -107,8 +110,8 @@ struct Train: ParsableCommand {
     }
 
     func train(on trainSet: inout Dataset, testingOn testSet: inout Dataset) throws {
-        let normalizerKind = try Normalizer.Kind(name: normalize)
-        let normalizer = Normalizer.fit(normalizerKind, on: trainSet)
+        let start = try initModel.map { try ModelFile.read($0) }
+        let normalizer = try start?.normalizer ?? Normalizer.fit(try Normalizer.Kind(name: normalize), on: trainSet)
         try trainSet.normalize(with: normalizer)
         try testSet.normalize(with: normalizer)
         let classes = max(trainSet.classCount, testSet.classCount)
@@ -122,7 +125,11 @@ struct Train: ParsableCommand {
         BLAS.setThreadCount(threads)
         if verbose { printNote("BLAS: OpenBLAS with \(BLASKernel.description) kernels, \(BLAS.threadCount) thread(s)") }
 
-        var net = Model(architecture: architecture, seed: seed)
+        if let start, let initModel, start.model.architecture != architecture {
+            throw LearnerError.shapeMismatch("--init-model \(initModel) holds \(start.model.architecture); --model \(model) on this data makes \(architecture)")
+        }
+        var net = start?.model ?? Model(architecture: architecture, seed: seed)
+        if let initModel { printNote("fine-tuning \(initModel)") }
         printNote("training \(architecture) on \(trainSet.count) samples, testing on \(testSet.count); batch \(batch), lr \(lr), momentum \(momentum), seed \(seed)")
         var bar = ProgressBar(enabled: progress || isatty(STDERR_FILENO) == 1)
         let started = Date()

@@ -105,7 +105,9 @@ struct RelayCommand: ParsableCommand {
         Each --link LISTEN=TARGET listens on LISTEN (UDP and TCP on one port; port 0 picks one) and \
         forwards to a peer at TARGET; the peer advertises LISTEN (`peer join --advertise`). Every \
         datagram, each way, is lost, delayed, jittered or duplicated as the simulator's link model \
-        draws it; TCP is delayed by the latency, and stalls or resets with --tcp-stall and --tcp-reset. Standard error names each link's port; on SIGINT or \
+        draws it; TCP is delayed by the latency, and stalls or resets with --tcp-stall and --tcp-reset. \
+        --isolate HOST@FROM-UNTIL cuts a host off from everyone between two moments (seconds since \
+        the relay started): a partition that heals. Standard error names each link's port; on SIGINT or \
         SIGTERM the relay prints what the links did as one JSON object on standard output and exits 0.
 
         Example:
@@ -125,6 +127,7 @@ struct RelayCommand: ParsableCommand {
     @Option(name: .customLong("tcp-reset"), parsing: .unconditional, help: "Probability that a relayed TCP chunk resets its connection (both ends closed).") var tcpReset = 0.0
     @Option(name: .customLong("tcp-stall"), parsing: .unconditional, help: "Probability that a relayed TCP chunk stalls its direction for --tcp-stall-ms.") var tcpStall = 0.0
     @Option(name: .customLong("tcp-stall-ms"), parsing: .unconditional, help: "How long a TCP stall holds a direction, in milliseconds.") var tcpStallMs: UInt64 = 2_000
+    @Option(help: "HOST@FROM-UNTIL: drop every datagram and connection from or to HOST between FROM and UNTIL seconds after the relay started (repeatable).") var isolate: [String] = []
     @Option(parsing: .unconditional, help: "Seed of the link draws.") var seed: UInt64 = 1
 
     func validate() throws {
@@ -140,6 +143,17 @@ struct RelayCommand: ParsableCommand {
         }
         guard bandwidth >= 0, bandwidth.isFinite else { throw ValidationError("--bandwidth is bytes per second, 0 (unlimited) or more, got \(bandwidth)") }
         if burstEnter > 0 { guard burstExit > 0 else { throw ValidationError("--burst-exit must be above 0 when --burst-enter is set, or a bad spell never ends") } }
+        for i in isolate { _ = try Self.isolation(i) }
+    }
+
+    /// `HOST@FROM-UNTIL`, seconds since the relay started.
+    static func isolation(_ text: String) throws -> Relay.Isolation {
+        let parts = text.split(separator: "@")
+        let window = parts.count == 2 ? parts[1].split(separator: "-").map { Double($0) } : []
+        guard parts.count == 2, !parts[0].isEmpty, window.count == 2, let from = window[0], let until = window[1], from >= 0, until > from, until.isFinite else {
+            throw ValidationError("--isolate expects HOST@FROM-UNTIL with seconds FROM < UNTIL, e.g. 127.0.0.2@0-30; got '\(text)'")
+        }
+        return Relay.Isolation(host: String(parts[0]), fromMilliseconds: UInt64(from * 1_000), untilMilliseconds: UInt64(until * 1_000))
     }
 
     static func parse(_ text: String) throws -> Relay.Link {
@@ -166,7 +180,8 @@ struct RelayCommand: ParsableCommand {
         model.jitterShape = LinkModel.JitterShape(rawValue: jitterDistribution) ?? .uniform
         let relay: Relay
         let faults = Relay.StreamFaults(resetChance: tcpReset, stallChance: tcpStall, stallMilliseconds: tcpStallMs)
-        do { relay = try Relay(links: links, model: model, streamFaults: faults, seed: seed) } catch {
+        let isolations = try isolate.map(Self.isolation)
+        do { relay = try Relay(links: links, model: model, streamFaults: faults, isolations: isolations, seed: seed) } catch {
             throw CommandFailure("cannot listen: \(error)")
         }
         for (l, port) in zip(links, relay.ports) {
@@ -179,7 +194,7 @@ struct RelayCommand: ParsableCommand {
         let c = relay.counters
         let report: [String: Any] = ["datagrams": c.datagrams, "dropped": c.dropped, "duplicated": c.duplicated,
                                      "dropRate": c.dropRate, "tcpConnections": c.tcpConnections, "tcpBytes": c.tcpBytes,
-                                     "tcpResets": c.tcpResets, "tcpStalls": c.tcpStalls]
+                                     "tcpResets": c.tcpResets, "tcpStalls": c.tcpStalls, "isolated": c.isolated]
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         print(String(decoding: data, as: UTF8.self))
     }

@@ -38,10 +38,29 @@ public final class Relay {
         }
     }
 
+    /// A partition of one host from everyone, for a window of time: while it lasts, every
+    /// datagram from or to the host is dropped and every TCP connection from or to it is refused
+    /// or reset (a peer that binds its sessions to its own address, as `peer join` does, is
+    /// recognised by the source address of its connections too).
+    public struct Isolation: Sendable {
+        public var host: String
+        /// From and until when, in milliseconds since the relay started.
+        public var fromMilliseconds: UInt64
+        public var untilMilliseconds: UInt64
+
+        public init(host: String, fromMilliseconds: UInt64, untilMilliseconds: UInt64) {
+            self.host = host
+            self.fromMilliseconds = fromMilliseconds
+            self.untilMilliseconds = untilMilliseconds
+        }
+    }
+
     /// What the links did to the datagrams and connections they carried.
     public struct Counters: Sendable {
         public var datagrams = 0
         public var dropped = 0
+        /// Datagrams dropped and TCP connections refused or reset by an isolation.
+        public var isolated = 0
         public var duplicated = 0
         public var tcpConnections = 0
         public var tcpBytes = 0
@@ -60,6 +79,8 @@ public final class Relay {
     public private(set) var counters = Counters()
     private let model: LinkModel
     private let streamFaults: StreamFaults
+    private let isolations: [Isolation]
+    private let started: UInt64
     private var rng: SplitMix64
     private var channels: [String: LinkChannel] = [:]
     private var listeners: [UDPSocket] = []
@@ -70,12 +91,15 @@ public final class Relay {
     /// Open TCP connections (both ends of every pipe), closed by ``stop()``.
     private var streams: [ObjectIdentifier: StreamConnection] = [:]
 
-    /// A relay for `links`, all with the same link `model` and TCP `streamFaults`, drawing
-    /// from `seed`, on its own loop or on `loop`.
-    public init(links: [Link], model: LinkModel, streamFaults: StreamFaults = .init(), seed: UInt64, loop: EventLoop? = nil) throws {
+    /// A relay for `links`, all with the same link `model` and TCP `streamFaults`, cutting off
+    /// the hosts of `isolations` while they last, drawing from `seed`, on its own loop or on `loop`.
+    public init(links: [Link], model: LinkModel, streamFaults: StreamFaults = .init(), isolations: [Isolation] = [],
+                seed: UInt64, loop: EventLoop? = nil) throws {
         self.loop = try loop ?? EventLoop()
         self.model = model
         self.streamFaults = streamFaults
+        self.isolations = isolations
+        started = self.loop.nowMilliseconds
         rng = SplitMix64(seed: seed)
         for (index, link) in links.enumerated() {
             let socket = try UDPSocket(loop: self.loop, host: link.listen.host, port: link.listen.port)
@@ -102,6 +126,12 @@ public final class Relay {
         for clients in upstream { for s in clients.values { s.close() } }
         for connection in streams.values { connection.close() }
         loop.stop()
+    }
+
+    /// Whether traffic between `a` and `b` is cut now.
+    private func isolated(_ a: String, _ b: String) -> Bool {
+        let now = loop.nowMilliseconds - started
+        return isolations.contains { i in (i.host == a || i.host == b) && now >= i.fromMilliseconds && now < i.untilMilliseconds }
     }
 
     /// Passes `bytes` through the link for `key` (one direction of one client's path), then
@@ -135,12 +165,21 @@ public final class Relay {
             let listener = listeners[link]
             // The peer's replies go back to the client from the address it wrote to.
             made.onReceive = { [weak self] reply, _ in
-                self?.transmit(reply, key: "\(link)<\(client)") { listener.send($0, to: client) }
+                guard let self else { return }
+                if isolated(client.host, target.host) {
+                    counters.isolated += 1
+                    return
+                }
+                transmit(reply, key: "\(link)<\(client)") { listener.send($0, to: client) }
             }
             upstream[link][client] = made
             socket = made
         }
         order[link].append(client)
+        if isolated(client.host, target.host) {
+            counters.isolated += 1
+            return
+        }
         transmit(bytes, key: "\(link)>\(client)") { socket.send($0, to: target) }
     }
 
@@ -152,6 +191,11 @@ public final class Relay {
 
     private func pipe(_ client: StreamConnection, to target: Endpoint) {
         counters.tcpConnections += 1
+        if isolated(client.remoteEndpoint?.host ?? "", target.host) {
+            counters.isolated += 1
+            client.close()
+            return
+        }
         let latency = UInt64(max(0, model.latency.nanosecondsClamped) / 1_000_000)
         var server: StreamConnection?
         var pending: [[UInt8]] = []
@@ -161,6 +205,12 @@ public final class Relay {
         let forward: (StreamConnection?, Direction, [UInt8]) -> Void = { [weak self] to, direction, bytes in
             guard let self else { return }
             let now = loop.nowMilliseconds
+            if isolated(client.remoteEndpoint?.host ?? "", target.host) {
+                counters.isolated += 1
+                client.close()
+                server?.close()
+                return
+            }
             if LinkChannel.chance(streamFaults.resetChance, &rng) {
                 counters.tcpResets += 1
                 client.close()

@@ -8,6 +8,10 @@ public protocol OverlayNode: ProtocolNode where Message == GossipMessage {
     mutating func leave(at now: Instant) -> [Action]
     /// The overlay's event inside `event`, if it is one.
     static func overlayEvent(_ event: Event) -> GossipEvent?
+    /// Publishes a release this node signed (``GossipNode/publish(_:file:delta:at:)``).
+    mutating func publish(_ manifest: ReleaseManifest, file: [UInt8], delta: [UInt8]?, at now: Instant) throws(ReleaseError) -> [Action]
+    /// Rolls a release back by a notice this node signed.
+    mutating func rollBack(_ notice: RollbackNotice, at now: Instant) throws(ReleaseError) -> [Action]
 }
 
 extension GossipNode: OverlayNode {

@@ -78,8 +78,12 @@ public final class OverlayRuntime<Node: OverlayNode> {
     public var onEvent: ((Node.Event) -> Void)?
     /// More of the node's state for `peer status` (merged into ``status()``).
     public var statusExtras: (() -> [String: Any])?
-    /// Control requests beyond `status` and `leave`: the request word and its answer.
-    public var controlRequests: [String: () -> [String: Any]] = [:]
+    /// Control requests beyond `status` and `leave`: the request word, and its answer to the
+    /// request's arguments (the fields of a request sent as a JSON object).
+    public var controlRequests: [String: ([String: Any]) -> [String: Any]] = [:]
+    /// Where the node keeps its releases, if it takes part in model distribution.
+    public let releaseStore: ReleaseStore?
+    private var releaseState = ReleaseStore.State()
 
     private var interpreter = ActionInterpreter<GossipMessage, Node.Timer, Node.Event>()
     private let wire: SecureWire
@@ -115,7 +119,7 @@ public final class OverlayRuntime<Node: OverlayNode> {
     /// Binds the sockets and creates the node, the overlay node `compose` turns into the node
     /// to run; call ``start()`` to run it.
     public init(identity: Identity, keyring: NetworkKeyring, configuration: Configuration,
-                averager: PushSumAverager?, seed: UInt64, compose: (GossipNode) throws -> Node) throws {
+                averager: PushSumAverager?, releases: ReleaseDistributor? = nil, seed: UInt64, compose: (GossipNode) throws -> Node) throws {
         let loop = try EventLoop()
         self.loop = loop
         self.configuration = configuration
@@ -144,7 +148,10 @@ public final class OverlayRuntime<Node: OverlayNode> {
         let cachePath = configuration.dataDirectory + "/" + Self.peerCacheName
         let cache = (try? Data(contentsOf: URL(fileURLWithPath: cachePath))).flatMap { try? PeerCache(decoding: Array($0)) } ?? PeerCache()
         node = try compose(GossipNode(identity: identity, endpoints: [endpoint], settings: configuration.settings, cache: cache,
-                                      averager: averager, seed: seed))
+                                      averager: averager, releases: releases, seed: seed))
+        let store = releases.map { _ in ReleaseStore(dataDirectory: configuration.dataDirectory) }
+        releaseStore = store
+        releaseState = (try? store?.loadState()) ?? ReleaseStore.State()
         housekeeping = LoopTimer(loop: loop)
         pacer = configuration.bandwidth.map { OutboundPacer(loop: loop, bytesPerSecond: $0) }
         accepting.target = { [weak self] connection in self?.accept(connection) }
@@ -197,7 +204,10 @@ public final class OverlayRuntime<Node: OverlayNode> {
             send: { message, to, via in send(message, to: to, via: via) },
             wake: { timer, token, at in wake(timer, token: token, at: at) },
             cancelled: { timer in timers.removeValue(forKey: timer)?.close() },
-            report: { event in onEvent?(event) },
+            report: { event in
+                if case .release(let e)? = Node.overlayEvent(event) { keep(e) }
+                onEvent?(event)
+            },
             compute: { request in compute(request) })
         self.interpreter = interpreter
         persistCacheIfChanged()
@@ -365,7 +375,11 @@ public final class OverlayRuntime<Node: OverlayNode> {
         open[ObjectIdentifier(session)] = session
         enqueue(message, on: session)
         do {
-            try StreamConnection.connect(loop: loop, host: endpoint.host, port: endpoint.port) { [weak self] result in
+            // From the address the node listens on, when it listens on one: a multi-homed host's
+            // sessions leave where its datagrams do (and where firewalls and relays expect them).
+            let listenHost = configuration.listen.host
+            let source = listenHost == "0.0.0.0" || listenHost == "::" || listenHost.contains(":") != endpoint.host.contains(":") ? nil : listenHost
+            try StreamConnection.connect(loop: loop, host: endpoint.host, port: endpoint.port, from: source) { [weak self] result in
                 guard let self else {
                     if case .success(let connection) = result { connection.close() }
                     return
@@ -626,20 +640,68 @@ public final class OverlayRuntime<Node: OverlayNode> {
         RuntimeFiles.writeAtomically(bytes, to: configuration.dataDirectory + "/" + Self.peerCacheName)
     }
 
+    // MARK: Releases
+
+    /// Publishes a release this node signed; it spreads to every peer.
+    public func publish(_ manifest: ReleaseManifest, file: [UInt8], delta: [UInt8]?) throws(ReleaseError) {
+        perform(try node.publish(manifest, file: file, delta: delta, at: now))
+    }
+
+    /// Rolls a release back everywhere by a notice this node signed.
+    public func rollBack(_ notice: RollbackNotice) throws(ReleaseError) {
+        perform(try node.rollBack(notice, at: now))
+    }
+
+    /// Keeps on disk what a distribution event changed.
+    private func keep(_ event: ReleaseDistributor.Event) {
+        guard let store = releaseStore, let releases = node.overlay.releases else { return }
+        func note(_ key: ReleaseKey, _ what: String) {
+            releaseState.history.append(.init(name: key.name, version: key.version, event: what, at: WallClock.milliseconds()))
+            releaseState.history = Array(releaseState.history.suffix(ReleaseStore.historyLength))
+            releaseState.active = releases.active
+            _ = store.save(releaseState)
+        }
+        switch event {
+        case .stored(let key):
+            guard let h = releases.holdings[key], let manifest = h.manifest, let file = h.file else { return }
+            _ = store.save(manifest, file: file, delta: h.delta)
+            note(key, "stored")
+        case .activated(let key, _): note(key, "activated")
+        case .rolledBack(let notice, _):
+            _ = store.save(notice)
+            note(notice.key, "rolled back")
+        case .discarded(let key):
+            store.remove(key)
+            note(key, "discarded")
+        case .refused: break
+        }
+    }
+
     // MARK: Control
 
-    /// Answers one request on the control socket: `status` (the node's state as JSON) or
-    /// `leave` (start a graceful leave). One line in, one JSON line out, then the connection closes.
+    /// Longest control request line (a JSON object with arguments).
+    public static var maxControlRequest: Int { 64 << 10 }
+
+    /// Answers one request on the control socket: `status` (the node's state as JSON),
+    /// `leave` (start a graceful leave) or one of ``controlRequests``. One line in (a word, or
+    /// a JSON object with `request` and arguments), one JSON line out, then the connection closes.
     private func control(_ connection: StreamConnection) {
         var request: [UInt8] = []
         connection.onRead = { [weak self, unowned connection] bytes in
             guard let self else { return }
             request += bytes
             guard let newline = request.firstIndex(of: 10) else {
-                if request.count > 256 { connection.close() }
+                if request.count > Self.maxControlRequest { connection.close() }
                 return
             }
-            let command = String(decoding: request[..<newline], as: UTF8.self).trimmingCharacters(in: .whitespaces)
+            let line = String(decoding: request[..<newline], as: UTF8.self).trimmingCharacters(in: .whitespaces)
+            // A word, or a JSON object whose "request" is the word and whose other fields are its arguments.
+            var command = line
+            var arguments: [String: Any] = [:]
+            if line.hasPrefix("{"), let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] {
+                command = object["request"] as? String ?? ""
+                arguments = object
+            }
             let reply: [String: Any]
             switch command {
             case "status": reply = status()
@@ -648,7 +710,7 @@ public final class OverlayRuntime<Node: OverlayNode> {
                 reply = ["leaving": true, "peer": node.peerID.description]
             default:
                 if let answer = controlRequests[command] {
-                    reply = answer()
+                    reply = answer(arguments)
                 } else {
                     let known = (["status", "leave"] + controlRequests.keys.sorted()).joined(separator: ", ")
                     reply = ["error": "unknown request '\(command)'; send one of \(known)"]
@@ -698,6 +760,24 @@ public final class OverlayRuntime<Node: OverlayNode> {
             "pacedBytes": pacer?.sentBytes ?? 0, "pacedDatagramsDropped": pacer?.droppedDatagrams ?? 0,
             "bytesSent": counters.bytesSent, "bytesReceived": counters.bytesReceived,
         ]
+        if let releases = overlay.releases {
+            var models: [String: Any] = [:]
+            for name in Set(releases.holdings.keys.map(\.name)).union(releases.active.keys).sorted() {
+                models[name] = [
+                    "active": releases.active[name].map { $0 as Any } ?? NSNull(),
+                    "held": releases.versions(of: name).filter { releases.holdings[$0]?.isComplete == true }.map(\.version),
+                    "fetching": releases.versions(of: name).filter { releases.holdings[$0]?.isComplete == false }.map(\.version),
+                    "rolled_back": releases.rollbacks.keys.filter { $0.name == name }.map(\.version).sorted(),
+                ] as [String: Any]
+            }
+            var refused: [String: Int] = [:]
+            for reason in ReleaseDistributor.Refusal.allCases { refused[reason.rawValue] = releases.counters.refused[reason] ?? 0 }
+            result["releases"] = [
+                "models": models, "refused": refused, "publishers": releases.publishers.map(\.description),
+                "file_bytes_received": releases.counters.fileBytesReceived, "delta_bytes_received": releases.counters.deltaBytesReceived,
+                "chunks_served": releases.counters.chunksServed, "stored": releases.counters.releasesStored,
+            ] as [String: Any]
+        }
         for (key, value) in statusExtras?() ?? [:] { result[key] = value }
         return result
     }
@@ -768,10 +848,10 @@ public final class OverlayRuntime<Node: OverlayNode> {
 
 extension OverlayRuntime where Node == GossipNode {
     /// A runtime of a plain overlay node: membership, sampling, discovery and, given an
-    /// averager, vector averaging.
+    /// averager, vector averaging; given a distributor, model distribution.
     public convenience init(identity: Identity, keyring: NetworkKeyring, configuration: Configuration,
-                            averager: PushSumAverager?, seed: UInt64) throws {
-        try self.init(identity: identity, keyring: keyring, configuration: configuration, averager: averager, seed: seed) { $0 }
+                            averager: PushSumAverager?, releases: ReleaseDistributor? = nil, seed: UInt64) throws {
+        try self.init(identity: identity, keyring: keyring, configuration: configuration, averager: averager, releases: releases, seed: seed) { $0 }
     }
 }
 

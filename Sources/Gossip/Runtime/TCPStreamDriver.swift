@@ -145,10 +145,18 @@ public final class StreamConnection {
     }
 
     /// Connects to `host:port`; `completion` receives the connection or the error.
-    public static func connect(loop: EventLoop, host: String, port: UInt16,
+    public static func connect(loop: EventLoop, host: String, port: UInt16, from source: String? = nil,
                                completion: @escaping (Result<StreamConnection, UVError>) -> Void) throws {
         let address = try SocketAddress(host: host, port: port)
         let connection = try StreamConnection(loop: loop)
+        if let source {
+            let local = try SocketAddress(host: source, port: 0)
+            let bound = local.withSockaddr { uv_tcp_bind(connection.handle, $0, 0) }
+            guard bound == 0 else {
+                connection.closeHandle()
+                throw UVError(bound, "uv_tcp_bind")
+            }
+        }
         let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
         request.pointee.data = Unmanaged.passRetained(ConnectBox(completion)).toOpaque()
         let rc = address.withSockaddr { sa in
