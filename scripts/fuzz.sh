@@ -48,7 +48,7 @@ newer() { # newer OUTPUT INPUT... : true if OUTPUT is missing or older than any 
 # measured slower (103 s against 93 s from scratch).
 modules=(Crypto DeterministicRandom Gossip Learner)
 declare -A deps=([Crypto]="" [DeterministicRandom]="" [Gossip]="Crypto DeterministicRandom" [Learner]="DeterministicRandom")
-declare -A syslibs=([Crypto]="-lsodium" [DeterministicRandom]="" [Gossip]="-luv" [Learner]="-lopenblas -lz")
+declare -A syslibs=([Crypto]="-lsodium" [DeterministicRandom]="" [Gossip]="-luv -lz" [Learner]="-lopenblas -lz")
 build_start=$SECONDS built=""
 for m in "${modules[@]}"; do
   mapfile -t srcs < <(find "Sources/$m" -name '*.swift' | sort)

@@ -93,13 +93,13 @@ public enum ReleaseMessage: Sendable, Equatable {
         let kind = try r.readUInt8("release message kind")
         switch Kind(rawValue: kind) {
         case .summary:
-            let reply = try r.readUInt8("reply") == 1
+            let reply = try Self.readFlag(&r, "reply")
             let count = Int(try r.readUInt16("held count"))
             guard count <= Self.maxHeld else { throw .lengthTooLarge(field: "held releases", declared: UInt64(count), maximum: Self.maxHeld) }
             var held: [Held] = []
             for _ in 0..<count {
                 let key = try Self.readKey(&r)
-                held.append(Held(key: key, complete: try r.readUInt8("complete") == 1))
+                held.append(Held(key: key, complete: try Self.readFlag(&r, "complete")))
             }
             let rollbackCount = Int(try r.readUInt16("rollback count"))
             guard rollbackCount <= Self.maxRollbacks else {
@@ -136,6 +136,15 @@ public enum ReleaseMessage: Sendable, Equatable {
         let name = try r.readString(maximum: ReleaseKey.maxNameBytes, "model name")
         if let problem = ReleaseKey.problem(withName: name) { throw .invalidValue(field: "model name", reason: problem) }
         return ReleaseKey(name: name, version: try r.readUInt64("version"))
+    }
+
+    /// A byte that is 0 or 1, nothing else: the encoding stays canonical.
+    private static func readFlag(_ r: inout ByteReader, _ field: String) throws(WireError) -> Bool {
+        switch try r.readUInt8(field) {
+        case 0: return false
+        case 1: return true
+        case let other: throw .invalidValue(field: field, reason: "\(other), expected 0 or 1")
+        }
     }
 
     private static func readPart(_ r: inout ByteReader) throws(WireError) -> ReleasePart {
