@@ -16,6 +16,13 @@ struct ByteWriter {
     mutating func raw(_ v: [UInt8]) { bytes.append(contentsOf: v) }
     /// Appends a whole float array in one copy.
     mutating func floats(_ v: [Float]) { v.withUnsafeBytes { bytes.append(contentsOf: $0) } }
+
+    /// A sparse layer's bitmap: bit i % 8 of byte i / 8 set when `isStored(values[i])`.
+    mutating func bitmap<C: Collection>(_ values: C, isStored: (C.Element) -> Bool) {
+        var bits = [UInt8](repeating: 0, count: (values.count + 7) / 8)
+        for (i, v) in values.enumerated() where isStored(v) { bits[i >> 3] |= 1 << (i & 7) }
+        raw(bits)
+    }
 }
 
 /// Reads little-endian fields from untrusted bytes; every read is bounds-checked and a short

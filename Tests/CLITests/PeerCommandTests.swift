@@ -179,8 +179,9 @@ struct TrainPredictTests {
         let model = try trainIrisModel(in: scratch)
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: model)))
         // Header of a softmax model: magic (8), version (2), name length (2), "softmax" (7),
-        // inputs (4), classes (4), hidden count (2), normaliser kind (1), parameter count (8).
-        let firstParameter = 8 + 2 + 2 + 7 + 4 + 4 + 2 + 1 + 8
+        // inputs (4), classes (4), hidden count (2), normaliser kind (1), storage (1),
+        // parameter count (8).
+        let firstParameter = 8 + 2 + 2 + 7 + 4 + 4 + 2 + 1 + 1 + 8
         withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { bytes.replaceSubrange(firstParameter..<firstParameter + 4, with: $0) }
         let crc = crc32(bytes.dropLast(4))
         withUnsafeBytes(of: crc.littleEndian) { bytes.replaceSubrange(bytes.count - 4..<bytes.count, with: $0) }
