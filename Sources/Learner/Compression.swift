@@ -1,7 +1,9 @@
 import Foundation
 
 /// Compression for deployment: post-training quantization (fp16, or int8 with one scale per
-/// output unit) and global magnitude pruning.
+/// output unit), magnitude pruning (global and unstructured, or of whole hidden units) and
+/// fine-tuning that keeps pruned weights at zero. `peer compress` applies them in the order
+/// that loses least: prune, fine-tune, then quantize.
 public enum Compression {
     /// `contents` as a file of `storage` holds it: `model`'s values rounded to what the storage
     /// keeps (fp16 values; for int8 the dequantized weights, with the int8 weights kept for the
@@ -69,9 +71,75 @@ public enum Compression {
         return (result, mask)
     }
 
+    /// Structured pruning: removes the `fraction` of every hidden layer's units (rounded, at
+    /// least one unit kept) that matter least, and returns the smaller dense model.
+    ///
+    /// A unit's importance is ‖(incoming weights, bias)‖₂ · ‖outgoing weights‖₂. ReLU is
+    /// positively homogeneous: scaling a unit's incoming weights and bias by c > 0 and its
+    /// outgoing weights by 1/c leaves the network's function unchanged, and so does this
+    /// product, whereas a sum of the two norms would rank the same function's units differently.
+    /// The product is also an upper bound on how much the unit can move the next layer's
+    /// pre-activations per unit of input norm.
+    public static func prunedUnits(_ model: Model, fraction: Double) throws -> Model {
+        try checkFraction(fraction)
+        let architecture = model.architecture
+        guard !architecture.hiddenSizes.isEmpty else {
+            throw LearnerError.invalidArgument("\(architecture.name) has no hidden units to remove; structured pruning needs an MLP")
+        }
+        let layers = architecture.layers
+        let p = model.parameters
+        // kept[h]: the units of hidden layer h that stay, in their order.
+        var kept: [[Int]] = []
+        for h in architecture.hiddenSizes.indices {
+            let into = layers[h], outOf = layers[h + 1]
+            let importance = (0..<into.outputs).map { j -> Double in
+                var incoming = Double(p[into.biasOffset + j]).squared
+                for k in 0..<into.inputs { incoming += Double(p[into.weightOffset + j * into.inputs + k]).squared }
+                var outgoing = 0.0
+                for o in 0..<outOf.outputs { outgoing += Double(p[outOf.weightOffset + o * outOf.inputs + j]).squared }
+                return (incoming * outgoing).squareRoot()
+            }
+            let removed = min(Int((fraction * Double(into.outputs)).rounded()), into.outputs - 1)
+            // Most important first; of equally important units the earlier stays.
+            let byImportance = importance.indices.sorted { importance[$0] != importance[$1] ? importance[$0] > importance[$1] : $0 < $1 }
+            kept.append(byImportance.prefix(into.outputs - removed).sorted())
+        }
+        let smaller = try Architecture(inputCount: architecture.inputCount, hiddenSizes: kept.map(\.count), classCount: architecture.classCount)
+        var parameters: [Float] = []
+        parameters.reserveCapacity(smaller.parameterCount)
+        for (l, layer) in layers.enumerated() {
+            let rows = l < kept.count ? kept[l] : Array(0..<layer.outputs)
+            let columns = l > 0 ? kept[l - 1] : Array(0..<layer.inputs)
+            for j in rows {
+                for k in columns { parameters.append(p[layer.weightOffset + j * layer.inputs + k]) }
+            }
+            for j in rows { parameters.append(p[layer.biasOffset + j]) }
+        }
+        return try Model(architecture: smaller, parameters: parameters)
+    }
+
+    /// Trains `model` on `data` (normalised as the model expects) for `epochs` passes, holding
+    /// the weights `mask` prunes at zero; `afterEpoch` hears each epoch's number, figures and
+    /// the model it left.
+    public static func fineTune(
+        _ model: inout Model, on data: Dataset, epochs: Int, config: TrainerConfig, mask: WeightMask?,
+        afterEpoch: (Int, EpochStats, Model) throws -> Void = { _, _, _ in }
+    ) throws {
+        guard epochs >= 1 else { throw LearnerError.invalidArgument("fine-tuning needs at least 1 epoch, got \(epochs)") }
+        var trainer = try Trainer(architecture: model.architecture, config: config, mask: mask)
+        for epoch in 1...epochs {
+            let stats = try trainer.trainEpoch(&model, on: data)
+            try afterEpoch(epoch, stats, model)
+        }
+    }
+
     static func checkFraction(_ fraction: Double) throws {
         guard fraction >= 0, fraction < 1 else {
             throw LearnerError.invalidArgument("the pruned fraction must be at least 0 and below 1, got \(fraction)")
         }
     }
+}
+
+extension Double {
+    fileprivate var squared: Double { self * self }
 }

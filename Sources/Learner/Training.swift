@@ -121,6 +121,9 @@ public struct Trainer: Sendable {
     public let config: TrainerConfig
     public private(set) var optimizer: SGD
     public let architecture: Architecture
+    /// The weights of a pruned model that stay zero: set to zero again after every step, so
+    /// fine-tuning never revives them. Nil trains every weight.
+    public let mask: WeightMask?
     private var rng: SplitMix64
     /// The current pass's sample order and how far into it the steps are (tests read both).
     private(set) var order: [Int] = []
@@ -130,7 +133,7 @@ public struct Trainer: Sendable {
     private var batchFeatures: [Float]
     private var batchLabels: [Int32]
 
-    public init(architecture: Architecture, config: TrainerConfig = TrainerConfig()) throws {
+    public init(architecture: Architecture, config: TrainerConfig = TrainerConfig(), mask: WeightMask? = nil) throws {
         guard config.batchSize >= 1 && config.batchSize <= 1 << 16 else {
             throw LearnerError.invalidArgument("batch size must be between 1 and 65536, got \(config.batchSize)")
         }
@@ -140,8 +143,12 @@ public struct Trainer: Sendable {
         guard (0..<1).contains(config.sgd.momentum), config.sgd.weightDecay >= 0 else {
             throw LearnerError.invalidArgument("momentum must be in [0, 1) and weight decay non-negative")
         }
+        if let mask, mask.architecture != architecture {
+            throw LearnerError.shapeMismatch("a mask for \(mask.architecture) cannot train \(architecture)")
+        }
         self.config = config
         self.architecture = architecture
+        self.mask = mask
         optimizer = SGD(config: config.sgd, parameterCount: architecture.parameterCount)
         rng = SplitMix64(seed: config.seed)
         workspace = Workspace(architecture: architecture, capacity: config.batchSize)
@@ -231,6 +238,7 @@ public struct Trainer: Sendable {
             throw LearnerError.invalidArgument("training diverged (loss \(loss)) at step \(optimizer.state.step); lower the learning rate")
         }
         try gradient.withUnsafeBufferPointer { try optimizer.apply($0, to: &model) }
+        mask?.apply(to: &model)
         return loss
     }
 
