@@ -82,22 +82,35 @@ extension Model {
         guard data.featureCount == architecture.inputCount, data.classCount <= architecture.classCount else {
             throw LearnerError.shapeMismatch("data has \(data.featureCount) features and \(data.classCount) classes; model \(architecture)")
         }
-        let k = architecture.classCount
-        var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
-        var correct = 0
-        var loss = 0.0
-        try forEachLogits(data.features) { r, z in
-            let y = Int(data.labels[r])
-            let p = Self.argmax(z)
-            confusion[y][p] += 1
-            if p == y { correct += 1 }
-            var m = z[0]
-            for j in 1..<k where z[j] > m { m = z[j] }
-            var sum: Float = 0
-            for j in 0..<k { sum += expf(z[j] - m) }
-            loss += Double(logf(sum) - (z[y] - m))
-        }
-        let n = max(data.count, 1)
-        return Evaluation(sampleCount: data.count, accuracy: Double(correct) / Double(n), loss: loss / Double(n), confusion: confusion)
+        var tally = EvaluationTally(classCount: architecture.classCount)
+        try forEachLogits(data.features) { r, z in tally.add(logits: z, label: Int(data.labels[r])) }
+        return tally.evaluation
+    }
+}
+
+/// An evaluation under way: each sample's logits and label go in one at a time.
+struct EvaluationTally {
+    private var confusion: [[Int]]
+    private var samples = 0
+    private var correct = 0
+    private var loss = 0.0
+
+    init(classCount: Int) { confusion = [[Int]](repeating: [Int](repeating: 0, count: classCount), count: classCount) }
+
+    /// Counts one sample: its predicted class (argmax of `z`) against label `y`, and its
+    /// cross-entropy, computed stably (the largest logit subtracted).
+    mutating func add(logits z: UnsafeBufferPointer<Float>, label y: Int) {
+        let p = Model.argmax(z)
+        confusion[y][p] += 1
+        if p == y { correct += 1 }
+        samples += 1
+        var sum: Float = 0
+        for j in 0..<z.count { sum += expf(z[j] - z[p]) }
+        loss += Double(logf(sum) - (z[y] - z[p]))
+    }
+
+    var evaluation: Evaluation {
+        let n = Double(max(samples, 1))
+        return Evaluation(sampleCount: samples, accuracy: Double(correct) / n, loss: loss / n, confusion: confusion)
     }
 }

@@ -6,7 +6,8 @@ import Learner
 /// as it is, and with its last four bytes replaced by the CRC of the rest, which lets the fuzzer
 /// reach the parameter and normaliser checks behind the checksum. Version 2 is canonical, so a
 /// file of version 2 that parses must re-encode to exactly its bytes; a version 1 file
-/// re-encodes as version 2, which must read back the same.
+/// re-encodes as version 2, which must read back the same. Whatever parses must also run
+/// through the `Predictor` (the int8 kernel for int8 files) without trapping.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let bytes = fuzzInput(data, size)
@@ -32,6 +33,7 @@ func check(_ bytes: [UInt8]) {
         precondition(encoded == bytes, "model file does not re-encode to its input")
     }
     _ = try? ModelFile.decode(bytes, expecting: arch)
+    _ = try? Predictor(contents).predict([Float](repeating: 0.5, count: 2 * arch.inputCount), batch: 2)
 }
 
 @_cdecl("LLVMFuzzerInitialize")

@@ -1,0 +1,244 @@
+import Foundation
+
+/// Inference with a model file's contents, for `peer predict`, `peer serve` and anything
+/// deployed: applies the stored normaliser to raw features and answers each sample's class
+/// and class probabilities.
+///
+/// fp32, fp16 and sparse models run in fp32 through BLAS (`sgemv` for one sample, `sgemm` for
+/// a batch). int8 models, dense or sparse, run the int8 path (``Int8Kernel``): activations
+/// quantized per sample, int8 × int8 products summed in Int32, dequantized with the row scale
+/// times the activation scale. Immutable: one predictor serves any number of threads at once,
+/// each call with scratch space of its own.
+public final class Predictor: Sendable {
+    public let architecture: Architecture
+    /// How the model's file stores its parameters; int8 storage selects the int8 path.
+    public let storage: ModelFile.Storage
+    let normalizer: Normalizer
+    let engine: Engine
+
+    /// How the layers are computed.
+    enum Engine: Sendable {
+        /// Dense fp32 through BLAS.
+        case float(Model)
+        /// The int8 kernel, one prepared layer after another.
+        case int8([Int8Layer])
+
+        var isInt8: Bool {
+            if case .int8 = self { return true }
+            return false
+        }
+    }
+
+    /// Samples computed together: enough for efficient products, few enough that the scratch
+    /// space of a call stays within the L2 cache for the int8 path (64 rows of 784 floats is
+    /// 200 KB) and a few megabytes for BLAS.
+    static let floatChunk = Model.inferenceBatch
+    static let int8Chunk = 64
+
+    public init(_ contents: ModelFile.Contents) {
+        let model = contents.model
+        architecture = model.architecture
+        storage = contents.storage
+        normalizer = contents.normalizer
+        if contents.storage.precision == .int8 {
+            let weights = contents.quantizedWeights
+            engine = .int8((0..<model.architecture.layerCount).map { Int8Layer($0, of: weights, biasesFrom: model) })
+        } else {
+            engine = .float(model)
+        }
+    }
+
+    /// The predicted class of every sample and its class probabilities (softmax of the
+    /// logits). `features`: batch × inputs raw features, row-major, normalised here as the
+    /// model file says. Returns batch classes and batch × classes probabilities, row-major.
+    /// Throws on a wrong count, a non-finite feature, or a feature the normaliser takes beyond
+    /// the float range.
+    public func predict(_ features: [Float], batch: Int) throws -> (classes: [Int], probabilities: [Float]) {
+        try checkBatch(features, batch: batch)
+        let k = architecture.classCount
+        var classes = [Int](repeating: 0, count: batch)
+        var probabilities = [Float](repeating: 0, count: batch * k)
+        try probabilities.withUnsafeMutableBufferPointer { buffer in
+            guard let out = buffer.baseAddress else { return } // an empty batch
+            try forEachChunk(features, batch: batch) { start, rows, logits in
+                for r in 0..<rows {
+                    let z = logits + r * k, p = out + (start + r) * k
+                    var best = 0
+                    for j in 1..<k where z[j] > z[best] { best = j }
+                    classes[start + r] = best
+                    var sum: Float = 0
+                    for j in 0..<k {
+                        p[j] = expf(z[j] - z[best])
+                        sum += p[j]
+                    }
+                    for j in 0..<k { p[j] /= sum }
+                }
+            }
+        }
+        return (classes, probabilities)
+    }
+
+    /// Accuracy, loss and confusion matrix on labelled raw (not normalised) data, computed the
+    /// way deployment computes them: through this predictor's path.
+    public func evaluate(on data: Dataset) throws -> Evaluation {
+        guard data.featureCount == architecture.inputCount, data.classCount <= architecture.classCount else {
+            throw LearnerError.shapeMismatch("data has \(data.featureCount) features and \(data.classCount) classes; model \(architecture)")
+        }
+        var tally = EvaluationTally(classCount: architecture.classCount)
+        try forEachChunk(data.features, batch: data.count) { start, rows, logits in
+            for r in 0..<rows {
+                tally.add(logits: UnsafeBufferPointer(start: logits + r * architecture.classCount, count: architecture.classCount),
+                          label: Int(data.labels[start + r]))
+            }
+        }
+        return tally.evaluation
+    }
+
+    /// Normalises `features` chunk by chunk, computes the logits and hands each chunk's
+    /// (first sample, rows, rows × classes logits) to `body`.
+    func forEachChunk(_ features: [Float], batch: Int,
+                      _ body: (Int, Int, UnsafePointer<Float>) throws -> Void) throws {
+        try checkBatch(features, batch: batch)
+        guard batch > 0 else { return }
+        let d = architecture.inputCount
+        let chunk = min(batch, engine.isInt8 ? Self.int8Chunk : Self.floatChunk)
+        var scratch = Scratch(architecture: architecture, engine: engine, rows: chunk)
+        defer { scratch.deallocate() }
+        try features.withUnsafeBufferPointer { x in
+            guard let base = x.baseAddress else { return }
+            var start = 0
+            while start < batch {
+                let rows = min(chunk, batch - start)
+                try normalize(base + start * d, rows: rows, into: scratch.input, firstSample: start)
+                let logits = compute(rows: rows, &scratch)
+                if let bad = (0..<(rows * architecture.classCount)).first(where: { !logits[$0].isFinite }) {
+                    throw LearnerError.invalidArgument("the model's output for sample \(start + bad / architecture.classCount) is not finite: its inputs are beyond what the model can take")
+                }
+                try body(start, rows, logits)
+                start += rows
+            }
+        }
+    }
+
+    func checkBatch(_ features: [Float], batch: Int) throws {
+        let (expected, overflow) = batch.multipliedReportingOverflow(by: architecture.inputCount)
+        guard batch >= 0, !overflow, features.count == expected else {
+            throw LearnerError.shapeMismatch("\(features.count) feature values are not a batch of \(batch) samples of \(architecture.inputCount) features")
+        }
+    }
+
+    /// (x − offset) · scale into `out`, as ``Normalizer/apply(to:featureCount:)`` computes it;
+    /// throws on a value that is not finite before or after.
+    func normalize(_ x: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>, firstSample: Int) throws {
+        let d = architecture.inputCount
+        let vectorEnd = d - d % 8
+        try normalizer.offsets.withUnsafeBufferPointer { ob in
+            try normalizer.scales.withUnsafeBufferPointer { sb in
+                guard let o = ob.baseAddress, let s = sb.baseAddress else { return }
+                for r in 0..<rows {
+                    let row = x + r * d, y = out + r * d
+                    // v · 0 is 0 for every finite v and NaN otherwise, so one sum finds a bad value.
+                    var check = SIMD8<Float>()
+                    var j = 0
+                    while j < vectorEnd {
+                        let v = (UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self) - UnsafeRawPointer(o + j).loadUnaligned(as: SIMD8<Float>.self))
+                            * UnsafeRawPointer(s + j).loadUnaligned(as: SIMD8<Float>.self)
+                        UnsafeMutableRawPointer(y + j).storeBytes(of: v, as: SIMD8<Float>.self)
+                        check += v * 0
+                        j += 8
+                    }
+                    var tail: Float = 0
+                    for j in vectorEnd..<d {
+                        y[j] = (row[j] - o[j]) * s[j]
+                        tail += y[j] * 0
+                    }
+                    if check.sum() + tail != 0, let j = (0..<d).first(where: { !y[$0].isFinite }) {
+                        throw LearnerError.invalidArgument(row[j].isFinite
+                            ? "feature \(j) of sample \(firstSample + r) is \(row[j]), beyond what the model's normalisation can take"
+                            : "feature \(j) of sample \(firstSample + r) is \(row[j]); features must be finite numbers")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The logits of the `rows` normalised samples in `scratch.input`.
+    func compute(rows: Int, _ scratch: inout Scratch) -> UnsafePointer<Float> {
+        switch engine {
+        case .float(let model):
+            if rows == 1 { return singleSample(model, scratch) }
+            model.forward(scratch.input, rows: rows, workspace: &scratch.workspace)
+            let offset = scratch.workspace.offsets[architecture.layerCount - 1], logits = scratch.logits
+            scratch.workspace.activations.withUnsafeBufferPointer { act in
+                if let base = act.baseAddress { logits.update(from: base + offset, count: rows * architecture.classCount) }
+            }
+            return UnsafePointer(logits)
+        case .int8(let layers):
+            var input = UnsafePointer(scratch.input)
+            for (l, layer) in layers.enumerated() {
+                Int8Kernel.quantize(input, rows: rows, count: layer.inputs, into: scratch.quantized, stride: layer.stride,
+                                    scales: scratch.activationScales)
+                let output = l % 2 == 0 ? scratch.even : scratch.odd
+                Int8Kernel.multiply(layer, scratch.quantized, activationScales: scratch.activationScales, rows: rows, into: output)
+                input = UnsafePointer(output)
+            }
+            return input
+        }
+    }
+
+    /// One sample through every layer with `sgemv`: no packing of the weights, which is most
+    /// of what `sgemm` would spend on a single row.
+    func singleSample(_ model: Model, _ scratch: Scratch) -> UnsafePointer<Float> {
+        let sizes = architecture.layerSizes
+        var input = UnsafePointer(scratch.input)
+        model.parameters.withUnsafeBufferPointer { p in
+            guard let base = p.baseAddress else { return }
+            for l in 0..<architecture.layerCount {
+                let din = sizes[l], dout = sizes[l + 1]
+                let w = base + architecture.weightOffset(l)
+                let output = l % 2 == 0 ? scratch.even : scratch.odd
+                output.update(from: w + din * dout, count: dout)
+                BLAS.gemv(m: dout, n: din, a: w, lda: din, x: input, beta: 1, y: output)
+                if l < architecture.layerCount - 1 {
+                    for i in 0..<dout where output[i] < 0 { output[i] = 0 }
+                }
+                input = UnsafePointer(output)
+            }
+        }
+        return input
+    }
+}
+
+/// A call's scratch space, allocated once per call and freed at its end.
+struct Scratch {
+    /// rows × inputs normalised features.
+    let input: UnsafeMutablePointer<Float>
+    /// Layer outputs, alternating: even layers write `even`, odd layers `odd`.
+    let even: UnsafeMutablePointer<Float>
+    let odd: UnsafeMutablePointer<Float>
+    /// rows × classes logits copied out of the workspace (fp32 batches).
+    let logits: UnsafeMutablePointer<Float>
+    /// rows × the widest stride quantized activations, and one scale per row (int8 path).
+    let quantized: UnsafeMutablePointer<Int16>
+    let activationScales: UnsafeMutablePointer<Float>
+    /// The forward pass's buffers for fp32 batches (empty otherwise).
+    var workspace: Workspace
+
+    init(architecture: Architecture, engine: Predictor.Engine, rows: Int) {
+        let widest = architecture.layerSizes.max() ?? 1
+        input = .allocate(capacity: rows * architecture.inputCount)
+        even = .allocate(capacity: rows * widest)
+        odd = .allocate(capacity: rows * widest)
+        logits = .allocate(capacity: rows * architecture.classCount)
+        let int8 = engine.isInt8
+        let stride = (widest + Int8Kernel.lanes - 1) / Int8Kernel.lanes * Int8Kernel.lanes
+        quantized = .allocate(capacity: int8 ? rows * stride : 0)
+        activationScales = .allocate(capacity: rows)
+        workspace = Workspace(architecture: architecture, capacity: !int8 && rows > 1 ? rows : 1)
+    }
+
+    func deallocate() {
+        for buffer in [input, even, odd, logits, activationScales] { buffer.deallocate() }
+        quantized.deallocate()
+    }
+}
