@@ -35,21 +35,18 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
-        let contents = try loadModel()
-        let net = contents.model
-        let inputs = net.architecture.inputCount
-        var (features, labelled) = try loadInput(inputs: inputs, classCount: net.architecture.classCount)
-        try contents.normalizer.apply(to: &features, featureCount: inputs)
-        let predictions = try net.predict(features)
+        let predictor = Predictor(try loadModel())
+        let inputs = predictor.architecture.inputCount
+        let (features, labelled) = try loadInput(inputs: inputs, classCount: predictor.architecture.classCount)
+        let predictions = try predictor.predict(features, batch: features.count / inputs).classes
         if !summaryOnly {
             var text = ""
             for (i, p) in predictions.enumerated() { text += "\(i)\t\(p)\n" }
             FileHandle.standardOutput.write(Data(text.utf8))
         }
-        printNote("\(predictions.count) samples, model \(net.architecture)")
-        if var labelled {
-            try labelled.normalize(with: contents.normalizer)
-            let evaluation = try net.evaluate(on: labelled)
+        printNote("\(predictions.count) samples, model \(predictor.architecture), \(predictor.storage)")
+        if let labelled {
+            let evaluation = try predictor.evaluate(on: labelled)
             printNote(String(format: "accuracy %.4f  loss %.4f", evaluation.accuracy, evaluation.loss))
             FileHandle.standardError.write(Data(evaluation.confusionTable().utf8))
         }
