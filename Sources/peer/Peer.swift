@@ -17,6 +17,7 @@ struct Peer: ParsableCommand {
             Exchange.self,
             Train.self,
             Predict.self,
+            Compress.self,
             Publish.self, Rollback.self, Models.self,
         ]
     )
