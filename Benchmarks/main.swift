@@ -10,6 +10,7 @@ let suites: [(name: String, run: () throws -> Void)] = [
     ("overlay", OverlayBench.run),
     ("runtime", RuntimeBench.run),
     ("learning", LearningBench.run),
+    ("deployment", DeploymentBench.run),
 ]
 
 BLASKernel.selectForThisCPU()

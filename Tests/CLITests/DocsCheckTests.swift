@@ -29,7 +29,7 @@ struct DocsCheckTests {
         return blocks
     }
 
-    @Test("the checked examples of each document run", arguments: ["README.md", "docs/cli.md", "docs/researchers.md"])
+    @Test("the checked examples of each document run", arguments: ["README.md", "docs/cli.md", "docs/researchers.md", "docs/deployment.md"])
     func examplesRun(document: String) throws {
         let markdown = try String(contentsOf: Self.packageRoot.appendingPathComponent(document), encoding: .utf8)
         let blocks = Self.checkedBlocks(in: markdown)
