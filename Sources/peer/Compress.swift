@@ -21,21 +21,21 @@ struct Compress: ParsableCommand {
         """
     )
 
-    @Option(help: "The model file to compress.")
+    @Option(help: ArgumentHelp("The model file to compress.", valueName: "IN"))
     var model: String
-    @Option(help: "Where to write the compressed model file.")
+    @Option(help: ArgumentHelp("Where to write the compressed model file.", valueName: "OUT"))
     var out: String
-    @Option(help: "Store the parameters as int8 or fp16 (default: the input's precision).")
+    @Option(help: ArgumentHelp("Store the parameters as int8 or fp16 (default: the input's precision).", valueName: "int8|fp16"))
     var quantize: String?
-    @Option(parsing: .unconditional, help: "Share of the weights to set to zero, at least 0 and below 1 (with --structured: of every hidden layer's units to remove).")
+    @Option(parsing: .unconditional, help: ArgumentHelp("Share of the weights to set to zero, at least 0 and below 1 (with --structured: of every hidden layer's units to remove).", valueName: "FRACTION"))
     var prune: Double?
     @Flag(help: "With --prune: remove whole hidden units (smallest ‖incoming‖·‖outgoing‖ first) instead of single weights.")
     var structured = false
-    @Option(name: .customLong("finetune-epochs"), parsing: .unconditional, help: "After pruning, train this many passes over --data, pruned weights held at zero.")
+    @Option(name: .customLong("finetune-epochs"), parsing: .unconditional, help: ArgumentHelp("After pruning, train this many passes over --data, pruned weights held at zero.", valueName: "E"))
     var finetuneEpochs: Int?
-    @Option(help: "Data to fine-tune on: fashion-mnist, mnist:DIR, an IDX prefix or a CSV file (its training set).")
+    @Option(help: ArgumentHelp("Data to fine-tune on: fashion-mnist, mnist:DIR, an IDX prefix or a CSV file (its training set).", valueName: "PATH"))
     var data: String?
-    @Option(help: "Labelled data to measure accuracy on before and after (its test set when it has one).")
+    @Option(help: ArgumentHelp("Labelled data to measure accuracy on before and after (its test set when it has one).", valueName: "PATH"))
     var test: String?
     @Option(parsing: .unconditional, help: "Fine-tuning learning rate, decayed by a cosine schedule over the fine-tuning steps (default: \(SGDConfig().learningRate)).")
     var lr: Float?
