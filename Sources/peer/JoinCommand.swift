@@ -74,6 +74,12 @@ struct Join: ParsableCommand {
     @OptionGroup(title: "Training (with --data)")
     var learning: LearningOptions
 
+    @Option(help: "Serve predictions over HTTP on HOST:PORT (KServe v2) with the network's active model releases, and a training peer's own model as `local`.")
+    var serve: String?
+
+    @OptionGroup(title: "Serving (with --serve)")
+    var serving: ServingOptions
+
     // Read before parsing (JoinConfig.expand turns the file's keys into flags); declared here
     // so that --help documents it.
     @Option(help: "A TOML file (JSON if it ends in .json) whose keys are the long flag names above; flags given on the command line win.")
@@ -101,6 +107,7 @@ struct Join: ParsableCommand {
         for p in publishers where PeerID(hex: p) == nil {
             throw ValidationError("--publisher takes a peer ID (64 hex digits, as `peer show-id` prints), got '\(p)'")
         }
+        if let serve { _ = try HostPort(parsing: serve, flag: "--serve") }
         if let vector, vector.hasPrefix("random:") { _ = try Self.randomSpec(vector) }
         _ = try Self.shareCodec(compress)
         try learning.validate(vector: vector)
@@ -184,12 +191,23 @@ struct Join: ParsableCommand {
         }
         runtime.onEvent = { event in Self.log(event, to: logger) }
         ReleaseControl.register(on: runtime, identity: identity)
+        let server = try startServing(runtime)
         let handedOff = try drive(runtime, identity: identity, logger: logger)
+        _ = server
         if runtime.node.averager != nil {
             printNote(handedOff ? "left: averaging mass handed to a neighbour" : "left: kept its averaging mass (no neighbour took it in time)")
         } else {
             printNote("left")
         }
+    }
+
+    /// With --serve, starts the prediction server on the node's active releases; nil without.
+    func startServing<Node>(_ runtime: OverlayRuntime<Node>) throws -> (InferenceServer, ModelRegistry)? {
+        guard let serve else { return nil }
+        let registry = ModelRegistry()
+        let server = try serving.startServer(at: serve, flag: "--serve", registry: registry)
+        NetworkServing.follow(runtime, into: registry)
+        return (server, registry)
     }
 
     /// Starts `runtime`, prints the peer's ID on standard output, runs until the node has

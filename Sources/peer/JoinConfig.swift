@@ -16,7 +16,9 @@ enum JoinConfig {
         "data": .text, "test": .text, "model": .text, "algorithm": .text, "partition": .text, "peer-index": .number,
         "peers": .number, "partition-seed": .number, "normalize": .text, "classes": .number, "label-column": .number,
         "local-steps": .number, "batch": .number, "lr": .number, "schedule": .text, "train-interval": .number,
-        "eval-interval": .number, "eval-samples": .number, "init-seed": .number,
+        "eval-interval": .number, "eval-samples": .number, "init-seed": .number, "init-model": .text,
+        // Serving (--serve).
+        "serve": .text, "batch-window": .number, "max-batch": .number, "max-body": .number, "max-concurrent": .number,
     ]
 
     /// The arguments with the config file's keys added as flags (for `peer join` only).

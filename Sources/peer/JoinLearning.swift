@@ -48,6 +48,8 @@ struct LearningOptions: ParsableArguments {
     var evalSamples: Int = 2_000
     @Option(name: .customLong("init-seed"), parsing: .unconditional, help: "Seed of the initial model: the same on every peer.")
     var initSeed: UInt64 = 1
+    @Option(name: .customLong("init-model"), help: "Start from a model release this peer holds (NAME, its active version, or NAME@VERSION) instead of random weights, with its architecture and input normalisation: a centrally trained model fine-tuned on local data.")
+    var initModel: String?
 
     /// Checks every learning flag before anything is loaded.
     func validate(vector: String?) throws {
@@ -72,6 +74,9 @@ struct LearningOptions: ParsableArguments {
             guard (0..<peers).contains(peerIndex) else { throw ValidationError("--peer-index must be from 0 to \(peers - 1), got \(peerIndex)") }
         }
         _ = try Self.scaling(normalize, featureCount: 1)
+        if initModel != nil, normalize != "network" {
+            throw ValidationError("--init-model trains with the released model's own input normalisation; leave out --normalize")
+        }
         if let classes, classes < 2 { throw ValidationError("--classes must be at least 2, got \(classes)") }
         if let labelColumn, labelColumn < 0 { throw ValidationError("--label-column counts columns from 0, got \(labelColumn)") }
         guard localSteps >= 1 else { throw ValidationError("--local-steps must be at least 1, got \(localSteps)") }
@@ -112,13 +117,16 @@ struct LearningOptions: ParsableArguments {
         var test: Dataset?
         var scaling: InputScaling
         var architecture: Architecture
+        /// The released model to start from (--init-model), if any.
+        var initial: Model?
     }
 
-    func load() throws -> Loaded {
+    func load(dataDir: String) throws -> Loaded {
         guard let data else { throw UserFacingError("--data is missing") }
         let source = try DataSource.resolve(data)
         var (train, ownTest) = try source.load(labelColumn: labelColumn, classCount: classes)
-        let scaling = try Self.scaling(normalize, featureCount: train.featureCount)
+        let released = try initModel.map { try ReleaseControl.releasedModel($0, dataDir: dataDir) }
+        let scaling = try released.map { .fixed($0.contents.normalizer) } ?? Self.scaling(normalize, featureCount: train.featureCount)
         if let partition, let peers, let peerIndex {
             let scheme = try PartitionScheme(parsing: partition)
             let split = try Partition(labels: train.labels, classCount: train.classCount, peers: peers, scheme: scheme, seed: partitionSeed)
@@ -139,8 +147,14 @@ struct LearningOptions: ParsableArguments {
             test = t
         }
         if case .fixed(let normalizer) = scaling { try train.normalize(with: normalizer) }
-        let architecture = try Architecture.parse(model, inputCount: train.featureCount, classCount: train.classCount)
-        return Loaded(train: train, test: test, scaling: scaling, architecture: architecture)
+        let architecture = try released?.contents.model.architecture ?? Architecture.parse(model, inputCount: train.featureCount, classCount: train.classCount)
+        if let released {
+            guard architecture.inputCount == train.featureCount, architecture.classCount == train.classCount else {
+                throw UserFacingError("--init-model \(released.key) takes \(architecture.inputCount) features and \(architecture.classCount) classes; --data \(data) has \(train.featureCount) and \(train.classCount)")
+            }
+            printNote("starting from release \(released.key): \(architecture)")
+        }
+        return Loaded(train: train, test: test, scaling: scaling, architecture: architecture, initial: released?.contents.model)
     }
 
     /// The learning node's settings from the flags.
@@ -194,7 +208,7 @@ extension Join {
     /// Runs a peer that trains `learning.data` with the network.
     func runLearning(identity: Identity, keyring: NetworkKeyring, configuration: NodeRuntime.Configuration,
                      codec: any ShareCodec, releases: ReleaseDistributor, logger: Logger, seed: inout SystemRandomNumberGenerator) throws {
-        let loaded = try learning.load()
+        let loaded = try learning.load(dataDir: dataDir)
         let architecture = loaded.architecture
         printNote("training \(architecture) on \(loaded.train.count) samples\(loaded.test.map { ", testing on \($0.count)" } ?? ", no test set"); algorithm \(learning.algorithm), shares \(compress)")
         let averagerSettings = configuration.settings.averaging
@@ -212,7 +226,7 @@ extension Join {
         }
         let checkpoint = LearningFiles.load(from: dataDir)
         let settings = try learning.settings()
-        let initial = Model(architecture: architecture, seed: learning.initSeed)
+        let initial = loaded.initial ?? Model(architecture: architecture, seed: learning.initSeed)
         let trainingSeed = seed.next()
         let runtime = try userFacing {
             try OverlayRuntime<LearningNode<GossipNode>>(identity: identity, keyring: keyring, configuration: configuration,
@@ -248,6 +262,19 @@ extension Join {
             }
             let bytes = ModelFile.encode(ModelFile.Contents(model: model, normalizer: normalizer))
             return ["model": Data(bytes).base64EncodedString(), "rounds": runtime.node.roundsTrained]
+        }
+        let serving = try startServing(runtime)
+        if let registry = serving?.1 {
+            // The peer's own model, as it trains: swapped in at each checkpoint.
+            let previous = runtime.onEvent
+            runtime.onEvent = { [unowned runtime] event in
+                previous?(event)
+                guard case .trained = event, runtime.node.roundsTrained % LearningFiles.checkpointEvery == 0,
+                      let model = runtime.node.model, let normalizer = runtime.node.normalizer else { return }
+                let contents = ModelFile.Contents(model: model, normalizer: normalizer)
+                registry.set(ServedModel(name: "local", version: "round \(runtime.node.roundsTrained)", predictor: Predictor(contents),
+                                         description: ReleaseControl.describe(contents)))
+            }
         }
         let handedOff = try drive(runtime, identity: identity, logger: logger)
         LearningFiles.save(runtime.node, in: directory)

@@ -18,7 +18,7 @@ struct Peer: ParsableCommand {
             Train.self,
             Predict.self,
             Compress.self,
-            Publish.self, Rollback.self, Models.self,
+            Publish.self, Rollback.self, Models.self, Serve.self,
         ]
     )
 

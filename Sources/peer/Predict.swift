@@ -19,8 +19,10 @@ struct Predict: ParsableCommand {
 
     @Option(help: "Model file written by `peer train` (or a peer's DATA_DIR/model).")
     var model: String?
-    @Option(name: .customLong("data-dir"), help: "Use the latest model of the peer running with this --data-dir.")
+    @Option(name: .customLong("data-dir"), help: "Use the latest model of the peer running with this --data-dir (or, with --release, a release it holds).")
     var dataDir: String?
+    @Option(help: "With --data-dir: predict with a model release the peer holds (NAME, its active version, or NAME@VERSION), read from its files; the peer need not run.")
+    var release: String?
     @Option(help: "Input: a CSV file, an IDX images file or an IDX prefix, fashion-mnist or mnist:DIR (their test sets).")
     var input: String
     @Option(name: .customLong("label-column"), parsing: .unconditional,
@@ -31,6 +33,7 @@ struct Predict: ParsableCommand {
 
     func validate() throws {
         guard (model == nil) != (dataDir == nil) else { throw ValidationError("give exactly one of --model FILE and --data-dir DIR") }
+        if release != nil, dataDir == nil { throw ValidationError("--release NAME reads the release from a peer's files: give --data-dir DIR") }
         if let labelColumn, labelColumn < 0 { throw ValidationError("--label-column counts columns from 0, got \(labelColumn)") }
     }
 
@@ -56,6 +59,11 @@ struct Predict: ParsableCommand {
     func loadModel() throws -> ModelFile.Contents {
         if let model { return try ModelFile.read(model) }
         guard let dataDir else { throw ValidationError("give exactly one of --model FILE and --data-dir DIR") }
+        if let release {
+            let (contents, key) = try ReleaseControl.releasedModel(release, dataDir: dataDir)
+            printNote("release \(key)")
+            return contents
+        }
         let reply = try ControlClient.request("model", dataDirectory: dataDir)
         if let error = reply["error"] as? String {
             throw UserFacingError("the peer with --data-dir \(dataDir) cannot predict: \(error)")

@@ -80,9 +80,31 @@ enum ReleaseControl {
         ]
     }
 
+    /// The model file of release `spec` (`NAME`, its active version, or `NAME@VERSION`) held in
+    /// `dataDir`, checked against its release hash; and its key.
+    static func releasedModel(_ spec: String, dataDir: String) throws -> (contents: ModelFile.Contents, key: ReleaseKey) {
+        let parts = spec.split(separator: "@", maxSplits: 1).map(String.init)
+        let name = parts.first ?? spec
+        if let problem = ReleaseKey.problem(withName: name) { throw UserFacingError("release '\(spec)': \(problem)") }
+        let store = ReleaseStore(dataDirectory: dataDir)
+        let version: UInt64
+        if parts.count == 2 {
+            guard let v = UInt64(parts[1]), v >= 1 else { throw UserFacingError("release '\(spec)': the version after '@' is a positive integer") }
+            version = v
+        } else {
+            guard let active = try userFacing({ try store.loadState() }).active[name] else {
+                throw UserFacingError("the peer with --data-dir \(dataDir) has no active release of '\(name)'; `peer models --data-dir \(dataDir)` lists what it holds")
+            }
+            version = active
+        }
+        let key = ReleaseKey(name: name, version: version)
+        let bytes = try userFacing { try store.file(of: key) }
+        return (try ModelFile.decode(bytes, path: "release \(key)"), key)
+    }
+
     /// What a release's manifest says of its model: architecture, shape, normaliser.
     static func describe(_ contents: ModelFile.Contents) -> String {
-        "\(contents.model.architecture), normaliser \(contents.normalizer.kind)"
+        "\(contents.model.architecture), \(contents.storage), normaliser \(contents.normalizer.kind)"
     }
 }
 

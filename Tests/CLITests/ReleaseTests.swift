@@ -158,5 +158,16 @@ struct ReleaseTests {
             #expect(release(status, "fashion").held == [2, 3, 4])
             if i < 2 { #expect(release(status, "rogue").active == nil && release(status, "rogue").held.isEmpty) }
         }
+
+        // A release predicts offline from a peer's files, and seeds training on local data.
+        let predicted = try CommandRunner.peer("predict", "--release", "fashion", "--data-dir", "d3", "--input", "fashion-mnist", "--summary-only", in: net.scratch.url)
+        #expect(predicted.status == 0 && predicted.stderr.contains("release fashion v4") && predicted.stderr.contains("accuracy 0.8"), "\(predicted.stderr)")
+        expectError(try CommandRunner.peer("predict", "--release", "fashion@9", "--data-dir", "d3", "--input", "fashion-mnist", in: net.scratch.url),
+                    status: 1, mentions: ["fashion v9"])
+        #expect(try CommandRunner.peer("leave", "--data-dir", "d3", in: net.scratch.url).status == 0)
+        _ = try net.processes[3]?.wait()
+        try net.start(3, extra: trustPublisher + ["--eval-interval", "1"], workload: ["--data", "fashion-mnist", "--init-model", "fashion"])
+        let fineTuning = try net.waitUntil([3], seconds: 40) { (($0["learning"] as? [String: Any])?["accuracy"] as? Double ?? 0) >= 0.8 }
+        #expect(fineTuning, "a peer starting from release v4 should test at 0.8 or more at once: \((try? net.status(3))?["learning"] ?? "no status")")
     }
 }

@@ -112,7 +112,7 @@ public struct ReleaseStore: Sendable {
     /// The model file of `key`, checked against its manifest.
     public func file(of key: ReleaseKey) throws -> [UInt8] {
         guard let bytes = FileManager.default.contents(atPath: path(key, "manifest")).map(Array.init) else {
-            throw ReleaseStoreError(path: path(key, "manifest"), reason: "no such release here; `peer models --data-dir DIR` lists what is held")
+            throw ReleaseStoreError(path: path(key, "manifest"), reason: "no release \(key) is held here; `peer models --data-dir DIR` lists what is")
         }
         guard let manifest = try? ReleaseManifest(decoding: bytes) else { throw ReleaseStoreError(path: path(key, "manifest"), reason: "not a release manifest") }
         guard let model = FileManager.default.contents(atPath: path(key, "model")).map(Array.init), Blake2b.hash256(model) == manifest.fileHash else {
