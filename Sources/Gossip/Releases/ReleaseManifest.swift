@@ -16,6 +16,19 @@ public struct ReleaseKey: Hashable, Comparable, Sendable, CustomStringConvertibl
     /// Longest model name.
     public static let maxNameBytes = 64
 
+    /// A key as every release encoding writes it: name (u16 length · UTF-8) · u64 version.
+    func write(to w: inout ByteWriter) {
+        w.writeString(name)
+        w.writeUInt64(version)
+    }
+
+    /// Reads a key written by ``write(to:)``, refusing a name that cannot name a release.
+    init(reading r: inout ByteReader) throws(WireError) {
+        let name = try r.readString(maximum: Self.maxNameBytes, "model name")
+        if let problem = Self.problem(withName: name) { throw .invalidValue(field: "model name", reason: problem) }
+        self.init(name: name, version: try r.readUInt64("version"))
+    }
+
     /// Why `name` cannot name a release, or nil if it can: 1 to 64 of `A-Z a-z 0-9 . _ -`, not
     /// starting with a dot (names become directory names in a peer's data directory).
     public static func problem(withName name: String) -> String? {
@@ -89,6 +102,22 @@ public struct ReleaseManifest: Sendable, Equatable {
     public let signature: [UInt8]
 
     static let format: UInt8 = 1
+
+    /// What a manifest and a rollback notice both start with: u8 format · key · publisher.
+    static func writeHead(_ key: ReleaseKey, _ publisher: PeerID, to w: inout ByteWriter) {
+        w.write(format)
+        key.write(to: &w)
+        w.write(bytes: publisher.bytes)
+    }
+
+    static func readHead(_ r: inout ByteReader, _ what: String) throws(WireError) -> (ReleaseKey, PeerID) {
+        let found = try r.readUInt8("\(what) format")
+        guard found == format else { throw .invalidValue(field: "\(what) format", reason: "format \(found); this build reads \(format)") }
+        let key = try ReleaseKey(reading: &r)
+        guard let publisher = PeerID(bytes: try r.readBytes(PeerID.length, "publisher")) else { throw .invalidValue(field: "publisher", reason: "not a key") }
+        return (key, publisher)
+    }
+
     /// Largest model file (and delta) a release may carry.
     public static let maxBytes = 256 << 20
     /// Chunk sizes accepted: 4 KiB to 1 MiB.
@@ -137,8 +166,7 @@ public struct ReleaseManifest: Sendable, Equatable {
         guard canaryPercent < 100 else { return true }
         var w = ByteWriter(capacity: 96)
         w.write(bytes: peer.bytes)
-        w.writeString(key.name)
-        w.writeUInt64(key.version)
+        key.write(to: &w)
         let digest = Blake2b.hash256(w.bytes)
         let draw = digest.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         return Double(draw) / 18_446_744_073_709_551_616.0 < Double(canaryPercent) / 100
@@ -154,10 +182,7 @@ public struct ReleaseManifest: Sendable, Equatable {
 
     var signedBody: [UInt8] {
         var w = ByteWriter(capacity: 160 + 32 * (file.chunkHashes.count + (delta?.artefact.chunkHashes.count ?? 0)))
-        w.write(Self.format)
-        w.writeString(key.name)
-        w.writeUInt64(key.version)
-        w.write(bytes: publisher.bytes)
+        Self.writeHead(key, publisher, to: &w)
         w.writeString(description)
         w.writeUInt64(publishedAt)
         w.writeUInt32(UInt32(chunkSize))
@@ -189,12 +214,7 @@ public struct ReleaseManifest: Sendable, Equatable {
     }
 
     init(reading r: inout ByteReader) throws(WireError) {
-        let format = try r.readUInt8("release format")
-        guard format == Self.format else { throw .invalidValue(field: "release format", reason: "format \(format); this build reads \(Self.format)") }
-        let name = try r.readString(maximum: ReleaseKey.maxNameBytes, "model name")
-        if let problem = ReleaseKey.problem(withName: name) { throw .invalidValue(field: "model name", reason: problem) }
-        let version = try r.readUInt64("version")
-        guard let publisher = PeerID(bytes: try r.readBytes(PeerID.length, "publisher")) else { throw .invalidValue(field: "publisher", reason: "not a key") }
+        let (key, publisher) = try Self.readHead(&r, "release")
         let description = try r.readString(maximum: Self.maxDescriptionBytes, "description")
         let publishedAt = try r.readUInt64("published at")
         let chunkSize = Int(try r.readUInt32("chunk size"))
@@ -213,7 +233,7 @@ public struct ReleaseManifest: Sendable, Equatable {
         case let other: throw .invalidValue(field: "has delta", reason: "\(other), expected 0 or 1")
         }
         let signature = try r.readBytes(Identity.signatureLength, "signature")
-        self.init(key: ReleaseKey(name: name, version: version), publisher: publisher, description: description, publishedAt: publishedAt,
+        self.init(key: key, publisher: publisher, description: description, publishedAt: publishedAt,
                   chunkSize: chunkSize, canaryPercent: canary, canaryDelaySeconds: delay, fileHash: fileHash, file: file, delta: delta,
                   signature: signature)
         try Self.check(self)
@@ -278,10 +298,7 @@ public struct RollbackNotice: Sendable, Equatable, Comparable {
 
     private static func body(key: ReleaseKey, publisher: PeerID, issuedAt: UInt64) -> [UInt8] {
         var w = ByteWriter(capacity: 120)
-        w.write(ReleaseManifest.format)
-        w.writeString(key.name)
-        w.writeUInt64(key.version)
-        w.write(bytes: publisher.bytes)
+        ReleaseManifest.writeHead(key, publisher, to: &w)
         w.writeUInt64(issuedAt)
         return w.bytes
     }
@@ -296,13 +313,7 @@ public struct RollbackNotice: Sendable, Equatable, Comparable {
     }
 
     init(reading r: inout ByteReader) throws(WireError) {
-        let format = try r.readUInt8("rollback format")
-        guard format == ReleaseManifest.format else { throw .invalidValue(field: "rollback format", reason: "format \(format)") }
-        let name = try r.readString(maximum: ReleaseKey.maxNameBytes, "model name")
-        if let problem = ReleaseKey.problem(withName: name) { throw .invalidValue(field: "model name", reason: problem) }
-        key = ReleaseKey(name: name, version: try r.readUInt64("version"))
-        guard let publisher = PeerID(bytes: try r.readBytes(PeerID.length, "publisher")) else { throw .invalidValue(field: "publisher", reason: "not a key") }
-        self.publisher = publisher
+        (key, publisher) = try ReleaseManifest.readHead(&r, "rollback")
         issuedAt = try r.readUInt64("issued at")
         signature = try r.readBytes(Identity.signatureLength, "signature")
     }

@@ -127,16 +127,9 @@ public enum ReleaseMessage: Sendable, Equatable {
         try r.expectEnd()
     }
 
-    private static func write(_ key: ReleaseKey, _ w: inout ByteWriter) {
-        w.writeString(key.name)
-        w.writeUInt64(key.version)
-    }
+    private static func write(_ key: ReleaseKey, _ w: inout ByteWriter) { key.write(to: &w) }
 
-    private static func readKey(_ r: inout ByteReader) throws(WireError) -> ReleaseKey {
-        let name = try r.readString(maximum: ReleaseKey.maxNameBytes, "model name")
-        if let problem = ReleaseKey.problem(withName: name) { throw .invalidValue(field: "model name", reason: problem) }
-        return ReleaseKey(name: name, version: try r.readUInt64("version"))
-    }
+    private static func readKey(_ r: inout ByteReader) throws(WireError) -> ReleaseKey { try ReleaseKey(reading: &r) }
 
     /// A byte that is 0 or 1, nothing else: the encoding stays canonical.
     private static func readFlag(_ r: inout ByteReader, _ field: String) throws(WireError) -> Bool {
