@@ -351,6 +351,8 @@ struct Join: ParsableCommand {
             case .activated(let key, let previous): logger.info("release activated", metadata: ["release": "\(key)", "previous": "\(previous.map { "v\($0)" } ?? "none")"])
             case .rolledBack(let notice, let active): logger.info("release rolled back", metadata: ["release": "\(notice.key)", "active": "\(active.map { "v\($0)" } ?? "none")"])
             case .discarded(let key): logger.debug("release discarded", metadata: ["release": "\(key)"])
+            case .fetching(let key): logger.info("release fetching", metadata: ["release": "\(key)"])
+            case .chunkKept: logger.trace("\(event)")
             case .refused(let reason, let key, let from):
                 logger.warning("refused a release", metadata: ["reason": "\(reason.rawValue)", "release": "\(key.map { "\($0)" } ?? "?")", "from": "\(from?.fingerprint ?? "?")"])
             }

@@ -21,9 +21,14 @@ enum ReleaseControl {
         let state = try userFacing { try store.loadState() }
         let (stored, rollbacks, problems) = store.load()
         for problem in problems { printNote("skipping \(problem); the node fetches it again from its peers") }
+        let partials = store.loadPartials()
         let distributor = ReleaseDistributor(me: identity.peerID, publishers: trusted, seed: seed,
                                              stored: stored.map { ($0.manifest, file: $0.file, delta: $0.delta) },
-                                             active: state.active, rollbacks: rollbacks)
+                                             active: state.active, rollbacks: rollbacks,
+                                             partial: partials.map { ($0.manifest, fileChunks: $0.fileChunks, deltaChunks: $0.deltaChunks) })
+        for key in distributor.holdings.keys.sorted() where distributor.holdings[key]?.isComplete == false {
+            printNote("resuming the fetch of \(key) with \(distributor.holdings[key]?.keptChunks ?? 0) chunk(s) kept")
+        }
         if !distributor.holdings.isEmpty {
             printNote("holding \(distributor.holdings.count) release(s) from \(store.directory); active: "
                       + (distributor.active.isEmpty ? "none" : distributor.active.sorted { $0.key < $1.key }.map { "\($0.key) v\($0.value)" }.joined(separator: ", ")))

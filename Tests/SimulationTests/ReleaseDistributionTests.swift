@@ -1,5 +1,6 @@
 import Crypto
 import DeterministicRandom
+import Foundation
 import Gossip
 import Testing
 @testable import Simulation
@@ -241,6 +242,50 @@ struct ReleaseRefusalTests {
         // Truncations are refused, never trapped on.
         let encoded = ReleaseMessage.manifest(m).encoded
         for cut in stride(from: 0, to: encoded.count, by: 37) { #expect(throws: WireError.self) { try ReleaseMessage(decoding: Array(encoded[..<cut])) } }
+    }
+
+    /// Records every event of `actions` in `store`, as the runtime does.
+    func record(_ actions: [ReleaseDistributor.Action], of d: ReleaseDistributor, in store: inout ReleaseStore) {
+        for case let .report(event) in actions { store.record(event, of: d, at: 0) }
+    }
+
+    @Test func fetch_interruptedByARestart_resumesWithTheChunksItKept() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("releases-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var store = ReleaseStore(dataDirectory: directory)
+        var d = distributor()
+        let m = try manifest(version: 1, by: publisher)
+        record(d.onMessage(.summary(held: [.init(key: m.key, complete: true)], rollbacks: [], reply: false), from: peerA, at: .zero), of: d, in: &store)
+        record(d.onMessage(.manifest(m), from: peerA, at: .zero), of: d, in: &store)
+        let kept = 4
+        for index in 0..<kept {
+            record(d.onMessage(.chunk(m.key, .file, index: index, bytes: Array(file[m.file.range(of: index, chunkSize: m.chunkSize)])), from: peerA, at: .zero), of: d, in: &store)
+        }
+        // The node restarts: a new distributor from what the store kept.
+        let partials = store.loadPartials()
+        #expect(partials.count == 1 && partials.first?.fileChunks.count == kept)
+        var resumed = ReleaseDistributor(me: simIdentity(103).peerID, publishers: [publisher.peerID], seed: 2,
+                                         partial: partials.map { ($0.manifest, fileChunks: $0.fileChunks, deltaChunks: $0.deltaChunks) })
+        resumed.peers = [peerA]
+        #expect(resumed.holdings[m.key]?.keptChunks == kept)
+        var asked: [Int] = []
+        var actions = resumed.onMessage(.summary(held: [.init(key: m.key, complete: true)], rollbacks: [], reply: false), from: peerA, at: .zero)
+        while !actions.isEmpty {
+            let requests = actions.compactMap { action -> Int? in if case let .send(.chunkRequest(_, _, index), _, _) = action { return index } else { return nil } }
+            asked += requests
+            record(actions, of: resumed, in: &store)
+            actions = requests.flatMap { index in
+                resumed.onMessage(.chunk(m.key, .file, index: index, bytes: Array(file[m.file.range(of: index, chunkSize: m.chunkSize)])), from: peerA, at: .zero)
+            }
+        }
+        #expect(Set(asked) == Set(kept..<m.file.chunkHashes.count), "asked again for \(asked.sorted())")
+        #expect(resumed.holdings[m.key]?.file == file)
+        #expect(store.loadPartials().isEmpty)
+        #expect(store.load().releases.map(\.manifest.key) == [m.key])
+        // A kept chunk that was damaged on disk is dropped and fetched again, never used.
+        _ = ReleaseDistributor(me: simIdentity(103).peerID, publishers: [publisher.peerID], seed: 3,
+                               partial: [(m, fileChunks: [0: [UInt8](repeating: 0, count: m.chunkSize)], deltaChunks: [:])])
+            .holdings[m.key].map { #expect($0.keptChunks == 0) }
     }
 
     @Test func patch_rebuildsTheFileExactly_andRefusesAnotherBase() throws {

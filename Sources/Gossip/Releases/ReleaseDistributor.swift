@@ -64,6 +64,10 @@ public struct ReleaseDistributor: Sendable {
     }
 
     public enum Event: Sendable {
+        /// A release's manifest was accepted and its chunks are being fetched.
+        case fetching(ReleaseKey)
+        /// A verified chunk was kept (``Holding`` has it until the release completes).
+        case chunkKept(ReleaseKey, ReleasePart, index: Int)
         /// A release is complete and verified: its file (and delta) are ready to be kept on disk.
         case stored(ReleaseKey)
         /// `key` is now the active version of its model.
@@ -95,6 +99,8 @@ public struct ReleaseDistributor: Sendable {
         var attempts = 0
 
         public var isComplete: Bool { file != nil }
+        /// Verified chunks kept of an incomplete release.
+        public var keptChunks: Int { chunks.count }
     }
 
     public struct Counters: Sendable, Equatable {
@@ -124,10 +130,12 @@ public struct ReleaseDistributor: Sendable {
     private var refusedNotices: [RollbackNotice] = []
 
     /// A distributor for `me`, accepting `publishers`, resuming what a previous run kept:
-    /// `stored` releases (manifest, file, delta; each checked again), the `active` versions
-    /// and the rollback notices.
+    /// `stored` releases (manifest, file, delta; each checked again), the `active` versions,
+    /// the rollback notices, and the `partial` fetches (their manifests and the chunks kept,
+    /// each checked again, so a fetch resumes where it stopped).
     public init(me: PeerID, publishers: [PeerID], settings: Settings = Settings(), seed: UInt64,
-                stored: [(ReleaseManifest, file: [UInt8], delta: [UInt8]?)] = [], active: [String: UInt64] = [:], rollbacks: [RollbackNotice] = []) {
+                stored: [(ReleaseManifest, file: [UInt8], delta: [UInt8]?)] = [], active: [String: UInt64] = [:], rollbacks: [RollbackNotice] = [],
+                partial: [(ReleaseManifest, fileChunks: [Int: [UInt8]], deltaChunks: [Int: [UInt8]])] = []) {
         self.me = me
         self.publishers = Array(Set(publishers)).sorted()
         self.settings = settings
@@ -138,6 +146,32 @@ public struct ReleaseDistributor: Sendable {
             holdings[manifest.key] = Holding(manifest: manifest, file: file, delta: keptDelta)
         }
         for (name, version) in active where holdings[ReleaseKey(name: name, version: version)]?.isComplete == true { self.active[name] = version }
+        for (manifest, fileChunks, deltaChunks) in partial where holdings[manifest.key] == nil && accepts(manifest) {
+            var h = Holding(manifest: manifest)
+            h.fetching = deltaBase(for: manifest) != nil && !deltaChunks.isEmpty ? .delta : .file
+            let artefact = h.fetching == .delta ? manifest.delta?.artefact : manifest.file
+            for (index, bytes) in (h.fetching == .delta ? deltaChunks : fileChunks) where artefact.map({ Self.verifies(bytes, index, $0, manifest.chunkSize) }) == true {
+                h.chunks[index] = bytes
+            }
+            holdings[manifest.key] = h
+        }
+    }
+
+    /// Whether a manifest may be fetched: a trusted publisher's valid signature, newer than the
+    /// active version, not rolled back.
+    private func accepts(_ m: ReleaseManifest) -> Bool { problem(with: m) == nil }
+
+    private func problem(with m: ReleaseManifest) -> Refusal? {
+        !publishers.contains(m.publisher) ? .untrustedPublisher
+            : !m.isSigned ? .badSignature
+            : (active[m.key.name].map { m.key.version <= $0 } ?? false) ? .olderThanActive
+            : rollbacks[m.key] != nil ? .rolledBack : nil
+    }
+
+    /// Whether `bytes` are chunk `index` of `artefact`: its length and BLAKE2b-256.
+    private static func verifies(_ bytes: [UInt8], _ index: Int, _ artefact: ReleaseArtefact, _ chunkSize: Int) -> Bool {
+        index >= 0 && index < artefact.chunkHashes.count && bytes.count == artefact.range(of: index, chunkSize: chunkSize).count
+            && Blake2b.hash256(bytes) == artefact.chunkHashes[index]
     }
 
     /// The versions held of `name`, oldest first.
@@ -302,11 +336,7 @@ public struct ReleaseDistributor: Sendable {
         guard var h = holdings[key], h.manifest == nil else { return }
         h.inFlight[-1] = nil
         out.append(.cancel(.request(key, .file, index: -1)))
-        let problem: Refusal? = !publishers.contains(m.publisher) ? .untrustedPublisher
-            : !m.isSigned ? .badSignature
-            : (active[key.name].map { key.version <= $0 } ?? false) ? .olderThanActive
-            : rollbacks[key] != nil ? .rolledBack : nil
-        if let problem {
+        if let problem = problem(with: m) {
             refuse(problem, key, from: sender.peer, into: &out)
             remember(refused: key, from: sender.peer)
             // Others may offer a genuine manifest for the same release.
@@ -317,6 +347,7 @@ public struct ReleaseDistributor: Sendable {
         if !h.holders.contains(where: { $0.peer == sender.peer }) { h.holders.insert(sender, at: 0) }
         h.fetching = deltaBase(for: m) != nil ? .delta : .file
         holdings[key] = h
+        out.append(.report(.fetching(key)))
         requestMore(key, at: now, into: &out)
     }
 
@@ -366,7 +397,7 @@ public struct ReleaseDistributor: Sendable {
         }
         h.inFlight[index] = nil
         out.append(.cancel(.request(key, part, index: index)))
-        guard bytes.count == artefact.range(of: index, chunkSize: m.chunkSize).count, Blake2b.hash256(bytes) == artefact.chunkHashes[index] else {
+        guard Self.verifies(bytes, index, artefact, m.chunkSize) else {
             // Never stored; the sender is no longer asked for this release.
             h.holders.removeAll { $0.peer == sender.peer }
             holdings[key] = h
@@ -378,6 +409,7 @@ public struct ReleaseDistributor: Sendable {
         if part == .file { counters.fileBytesReceived += bytes.count } else { counters.deltaBytesReceived += bytes.count }
         holdings[key] = h
         guard h.chunks.count == artefact.chunkHashes.count else {
+            out.append(.report(.chunkKept(key, part, index: index)))
             requestMore(key, at: now, into: &out)
             return
         }
@@ -450,6 +482,7 @@ public struct ReleaseDistributor: Sendable {
         if holdings[key]?.isComplete == false {
             for index in (holdings[key]?.inFlight.keys.sorted() ?? []) { out.append(.cancel(.request(key, holdings[key]?.fetching ?? .file, index: index))) }
             holdings[key] = nil
+            out.append(.report(.discarded(key)))
         }
         if active[key.name] == key.version {
             let fallback = versions(of: key.name).last { $0.version < key.version && rollbacks[$0] == nil && holdings[$0]?.isComplete == true }

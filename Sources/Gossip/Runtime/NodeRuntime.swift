@@ -82,8 +82,7 @@ public final class OverlayRuntime<Node: OverlayNode> {
     /// request's arguments (the fields of a request sent as a JSON object).
     public var controlRequests: [String: ([String: Any]) -> [String: Any]] = [:]
     /// Where the node keeps its releases, if it takes part in model distribution.
-    public let releaseStore: ReleaseStore?
-    private var releaseState = ReleaseStore.State()
+    public private(set) var releaseStore: ReleaseStore?
 
     private var interpreter = ActionInterpreter<GossipMessage, Node.Timer, Node.Event>()
     private let wire: SecureWire
@@ -149,9 +148,7 @@ public final class OverlayRuntime<Node: OverlayNode> {
         let cache = (try? Data(contentsOf: URL(fileURLWithPath: cachePath))).flatMap { try? PeerCache(decoding: Array($0)) } ?? PeerCache()
         node = try compose(GossipNode(identity: identity, endpoints: [endpoint], settings: configuration.settings, cache: cache,
                                       averager: averager, releases: releases, seed: seed))
-        let store = releases.map { _ in ReleaseStore(dataDirectory: configuration.dataDirectory) }
-        releaseStore = store
-        releaseState = (try? store?.loadState()) ?? ReleaseStore.State()
+        releaseStore = releases.map { _ in ReleaseStore(dataDirectory: configuration.dataDirectory) }
         housekeeping = LoopTimer(loop: loop)
         pacer = configuration.bandwidth.map { OutboundPacer(loop: loop, bytesPerSecond: $0) }
         accepting.target = { [weak self] connection in self?.accept(connection) }
@@ -654,27 +651,8 @@ public final class OverlayRuntime<Node: OverlayNode> {
 
     /// Keeps on disk what a distribution event changed.
     private func keep(_ event: ReleaseDistributor.Event) {
-        guard let store = releaseStore, let releases = node.overlay.releases else { return }
-        func note(_ key: ReleaseKey, _ what: String) {
-            releaseState.history.append(.init(name: key.name, version: key.version, event: what, at: WallClock.milliseconds()))
-            releaseState.history = Array(releaseState.history.suffix(ReleaseStore.historyLength))
-            releaseState.active = releases.active
-            _ = store.save(releaseState)
-        }
-        switch event {
-        case .stored(let key):
-            guard let h = releases.holdings[key], let manifest = h.manifest, let file = h.file else { return }
-            _ = store.save(manifest, file: file, delta: h.delta)
-            note(key, "stored")
-        case .activated(let key, _): note(key, "activated")
-        case .rolledBack(let notice, _):
-            _ = store.save(notice)
-            note(notice.key, "rolled back")
-        case .discarded(let key):
-            store.remove(key)
-            note(key, "discarded")
-        case .refused: break
-        }
+        guard let releases = node.overlay.releases else { return }
+        releaseStore?.record(event, of: releases, at: WallClock.milliseconds())
     }
 
     // MARK: Control

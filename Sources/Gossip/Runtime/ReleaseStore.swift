@@ -9,11 +9,14 @@ import Foundation
 /// DATA_DIR/releases/NAME/VERSION.model      the model file, as published
 /// DATA_DIR/releases/NAME/VERSION.delta      its delta against the previous version, if held
 /// DATA_DIR/releases/NAME/VERSION.rollback   a rollback notice for that version
+/// DATA_DIR/releases/NAME/VERSION.partial/   a fetch in progress: its manifest and every
+///                                           verified chunk (file-INDEX, delta-INDEX)
 /// DATA_DIR/releases/state.json              active versions and the history of changes
 /// ```
 ///
 /// Every file is written atomically (a crash leaves the old file or the new one), the model
-/// before its manifest, so a manifest on disk always has its file.
+/// before its manifest, so a manifest on disk always has its file. A fetch interrupted by a
+/// restart resumes with the chunks it had kept.
 public struct ReleaseStore: Sendable {
     /// One change of a model's state, for `peer models`.
     public struct HistoryEntry: Sendable, Equatable, Codable {
@@ -38,12 +41,86 @@ public struct ReleaseStore: Sendable {
         public var delta: [UInt8]?
     }
 
+    /// A fetch in progress read back from disk: its manifest and the chunks kept so far.
+    public struct Partial: Sendable {
+        public var manifest: ReleaseManifest
+        public var fileChunks: [Int: [UInt8]]
+        public var deltaChunks: [Int: [UInt8]]
+    }
+
     /// History entries kept.
     public static let historyLength = 200
 
     public let directory: String
+    /// Active versions and history, as last written.
+    public private(set) var state: State
 
-    public init(dataDirectory: String) { directory = dataDirectory + "/releases" }
+    /// The store of the node with `dataDirectory`; an unreadable state starts empty (`peer
+    /// join` checks it first with ``loadState()`` and says so).
+    public init(dataDirectory: String) {
+        directory = dataDirectory + "/releases"
+        state = State()
+        state = (try? loadState()) ?? State()
+    }
+
+    /// Keeps on disk what `event` of `distributor` changed, at wall-clock `now` (Unix ms).
+    public mutating func record(_ event: ReleaseDistributor.Event, of distributor: ReleaseDistributor, at now: UInt64) {
+        func note(_ key: ReleaseKey, _ what: String) {
+            state.history = Array((state.history + [HistoryEntry(name: key.name, version: key.version, event: what, at: now)]).suffix(Self.historyLength))
+            state.active = distributor.active
+            _ = save(state)
+        }
+        switch event {
+        case .fetching(let key):
+            guard let manifest = distributor.holdings[key]?.manifest,
+                  (try? FileManager.default.createDirectory(atPath: partialPath(key), withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])) != nil else { return }
+            _ = RuntimeFiles.writeAtomically(manifest.encoded, to: partialPath(key) + "/manifest")
+        case let .chunkKept(key, part, index):
+            if let bytes = distributor.holdings[key]?.chunks[index] {
+                _ = RuntimeFiles.writeAtomically(bytes, to: partialPath(key) + "/\(part.fileName)-\(index)")
+            }
+        case .stored(let key):
+            guard let h = distributor.holdings[key], let manifest = h.manifest, let file = h.file else { return }
+            _ = save(manifest, file: file, delta: h.delta)
+            try? FileManager.default.removeItem(atPath: partialPath(key))
+            note(key, "stored")
+        case .activated(let key, _): note(key, "activated")
+        case .rolledBack(let notice, _):
+            _ = save(notice)
+            try? FileManager.default.removeItem(atPath: partialPath(notice.key))
+            note(notice.key, "rolled back")
+        case .discarded(let key):
+            remove(key)
+            try? FileManager.default.removeItem(atPath: partialPath(key))
+            note(key, "discarded")
+        case .refused: break
+        }
+    }
+
+    func partialPath(_ key: ReleaseKey) -> String { "\(directory)/\(key.name)/\(key.version).partial" }
+
+    /// Every fetch in progress on disk; chunks are checked by the distributor that resumes them.
+    public func loadPartials() -> [Partial] {
+        var partials: [Partial] = []
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { ReleaseKey.problem(withName: $0) == nil }.sorted()
+        for name in names {
+            let entries = ((try? FileManager.default.contentsOfDirectory(atPath: directory + "/" + name)) ?? []).filter { $0.hasSuffix(".partial") }.sorted()
+            for entry in entries {
+                let folder = "\(directory)/\(name)/\(entry)"
+                guard let bytes = FileManager.default.contents(atPath: folder + "/manifest").map(Array.init),
+                      let manifest = try? ReleaseManifest(decoding: bytes), manifest.key.name == name else { continue }
+                var chunks: [ReleasePart: [Int: [UInt8]]] = [.file: [:], .delta: [:]]
+                for file in ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).sorted() {
+                    let parts = file.split(separator: "-")
+                    guard parts.count == 2, let part = ReleasePart(fileName: String(parts[0])), let index = Int(parts[1]),
+                          let data = FileManager.default.contents(atPath: folder + "/" + file) else { continue }
+                    chunks[part]?[index] = Array(data)
+                }
+                partials.append(Partial(manifest: manifest, fileChunks: chunks[.file] ?? [:], deltaChunks: chunks[.delta] ?? [:]))
+            }
+        }
+        return partials
+    }
 
     func path(_ key: ReleaseKey, _ suffix: String) -> String { "\(directory)/\(key.name)/\(key.version).\(suffix)" }
 
@@ -123,6 +200,19 @@ public struct ReleaseStore: Sendable {
 
     private func prepare(_ name: String) -> Bool {
         (try? FileManager.default.createDirectory(atPath: directory + "/" + name, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])) != nil
+    }
+}
+
+extension ReleasePart {
+    /// How chunk files of this part are named in a fetch's folder.
+    var fileName: String { self == .file ? "file" : "delta" }
+
+    init?(fileName: String) {
+        switch fileName {
+        case "file": self = .file
+        case "delta": self = .delta
+        default: return nil
+        }
     }
 }
 
