@@ -207,6 +207,12 @@ struct Join: ParsableCommand {
         let registry = ModelRegistry()
         let server = try serving.startServer(at: serve, flag: "--serve", registry: registry)
         NetworkServing.follow(runtime, into: registry)
+        let previous = runtime.statusExtras
+        runtime.statusExtras = {
+            var extras = previous?() ?? [:]
+            extras["serving"] = server.status
+            return extras
+        }
         return (server, registry)
     }
 
@@ -478,6 +484,14 @@ struct Status: ParsableCommand {
                 + "rounds \(l["rounds"] ?? "?"), local steps \(l["local_steps"] ?? "?"), model age \(figure("model_age_seconds", "%.1f")) s, "
                 + "bytes sent \(l["bytes_sent"] ?? "?"), received \(l["bytes_received"] ?? "?")\((l["joining"] as? Bool) == true ? " (joining)" : "")\n"
         }
+        if let r = state["releases"] as? [String: Any], let models = r["models"] as? [String: [String: Any]], !models.isEmpty {
+            out += "releases: " + models.sorted { $0.key < $1.key }.map { name, m in
+                "\(name) " + ((m["active"] as? Int).map { "v\($0)" } ?? "none") + " (held \((m["held"] as? [Int] ?? []).map(String.init).joined(separator: ",")))"
+            }.joined(separator: ", ") + "\n"
+        }
+        if let s = state["serving"] as? [String: Any] {
+            out += "serving: \(s["models"] ?? "?") on \(s["url"] ?? "?"), answered \(s["answered"] ?? 0), refused \(s["refused"] ?? 0), busy \(s["busy"] ?? 0), batches \(s["batches"] ?? 0)\n"
+        }
         if let r = state["rejected"] as? [String: Int] {
             out += "rejected: " + r.sorted { $0.key < $1.key }.filter { $0.value > 0 }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "\n"
         }
@@ -516,6 +530,19 @@ struct Status: ParsableCommand {
                                 ("model_age_seconds", "Seconds since the model last changed"), ("rounds", "Training rounds applied"),
                                 ("local_steps", "Local SGD steps applied"), ("bytes_sent", "Bytes sent"), ("bytes_received", "Bytes received")] {
                 if let v = l[key] as? Double { gauge("learning_\(key)", [("peer", peer)], help: help).set(v) }
+            }
+        }
+        if let r = state["releases"] as? [String: Any] {
+            for (name, m) in (r["models"] as? [String: [String: Any]] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                gauge("release_active_version", [("peer", peer), ("model", name)], help: "Active release version of a model (0: none)").set(Double(m["active"] as? Int ?? 0))
+            }
+            for (reason, n) in (r["refused"] as? [String: Int] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                counter("releases_refused", [("peer", peer), ("reason", snake(reason))], help: "Release messages refused by reason").increment(by: Int64(n))
+            }
+        }
+        if let s = state["serving"] as? [String: Any] {
+            for key in ["answered", "refused", "busy", "batches", "rows"] {
+                counter("serving_\(key)", [("peer", peer)], help: "Prediction server: \(key)").increment(by: Int64(s[key] as? Int ?? 0))
             }
         }
         for (reason, n) in (state["rejected"] as? [String: Int] ?? [:]).sorted(by: { $0.key < $1.key }) {

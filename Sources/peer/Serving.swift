@@ -171,6 +171,14 @@ final class InferenceServer: Sendable {
 
     func stop() async { await server.stop(timeout: 1) }
 
+    /// Counters for `peer status`: requests answered, refused (4xx) and turned away busy (503),
+    /// micro-batches run and rows in them, the models served.
+    var status: [String: Any] {
+        ["answered": answered.load(ordering: .relaxed), "refused": refused.load(ordering: .relaxed), "busy": busy.load(ordering: .relaxed),
+         "batches": batcher.batches.load(ordering: .relaxed), "rows": batcher.rows.load(ordering: .relaxed),
+         "models": registry.all.map { "\($0.name) \($0.version)" }]
+    }
+
     private func addRoutes() async {
         await server.appendRoute("GET /v2/health/live") { _ in Self.json(.ok, ["live": true]) }
         await server.appendRoute("GET /v2/health/ready") { [registry] _ in

@@ -209,6 +209,11 @@ struct ServingTests {
         // Every answer is exactly what its model version says of those images.
         let mismatched = answers.filter { a in a.classes != a.version.flatMap { expected[$0] }.map { Array($0[a.offset..<(a.offset + 8)]) } }
         #expect(mismatched.isEmpty, "\(mismatched.count) answers match no whole model, e.g. \(mismatched.prefix(3))")
+        // Four clients at once: micro-batches held several requests.
+        let serving = try #require(try net.status(1)["serving"] as? [String: Any])
+        let batches = serving["batches"] as? Int ?? 0, answered = serving["answered"] as? Int ?? 0
+        print("micro-batching: \(answered) requests in \(batches) batches")
+        #expect(answered >= answers.count && batches > 0 && batches < answered, "\(serving)")
         // Requests sent once the peer said it runs version 3 again are answered by version 3.
         let late = answers.filter { $0.sent > rolledBack }
         #expect(!late.isEmpty && late.allSatisfy { $0.version == "3" }, "\(late.map(\.version))")
