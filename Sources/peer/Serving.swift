@@ -1,5 +1,10 @@
+import CommandSupport
 import FlyingFox
+import FlyingSocks
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Learner
 import Synchronization
 
@@ -151,8 +156,9 @@ final class InferenceServer: Sendable {
         self.registry = registry
         self.limits = limits
         batcher = MicroBatcher(registry: registry, limits: limits)
-        let config = host.contains(":") ? HTTPServer.Configuration(address: try sockaddr_in6.inet6(ip6: host, port: port), timeout: 30)
-                                        : HTTPServer.Configuration(address: try sockaddr_in.inet(ip4: host, port: port), timeout: 30)
+        let pool = NoDelaySocketPool(base: HTTPServer.defaultPool())
+        let config = host.contains(":") ? HTTPServer.Configuration(address: try sockaddr_in6.inet6(ip6: host, port: port), timeout: 30, pool: pool, logger: ServerLog())
+                                        : HTTPServer.Configuration(address: try sockaddr_in.inet(ip4: host, port: port), timeout: 30, pool: pool, logger: ServerLog())
         server = HTTPServer(config: config)
     }
 
@@ -290,6 +296,36 @@ final class InferenceServer: Sendable {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
         return HTTPResponse(statusCode: status, headers: [.contentType: "application/json"], body: data)
     }
+}
+
+/// FlyingFox's socket pool, turning Nagle's algorithm off (TCP_NODELAY) on every socket it
+/// waits on: the listening socket first, whose accepted connections inherit the option, and
+/// each connection. FlyingFox writes a response's head and body in two writes; with Nagle on,
+/// the body waits for the client's delayed acknowledgement of the head (40 ms on Linux), so
+/// every request after the first on a keep-alive connection took over 40 ms.
+struct NoDelaySocketPool: AsyncSocketPool {
+    let base: any AsyncSocketPool
+
+    func prepare() async throws { try await base.prepare() }
+    func run() async throws { try await base.run() }
+
+    func suspendSocket(_ socket: Socket, untilReadyFor events: Socket.Events) async throws {
+        var on: Int32 = 1
+        // Fails harmlessly on a socket that is not TCP.
+        _ = setsockopt(socket.file.rawValue, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
+        try await base.suspendSocket(socket, untilReadyFor: events)
+    }
+}
+
+/// FlyingFox's log, kept off standard output, which carries only the server's URL: its
+/// warnings and errors go to standard error as notes; its line per connection and per
+/// request is dropped.
+struct ServerLog: Logging {
+    func logDebug(_ debug: @autoclosure () -> String) {}
+    func logInfo(_ info: @autoclosure () -> String) {}
+    func logWarning(_ warning: @autoclosure () -> String) { printNote("HTTP server: \(warning())") }
+    func logError(_ error: @autoclosure () -> String) { printNote("HTTP server: \(error())") }
+    func logCritical(_ critical: @autoclosure () -> String) { printNote("HTTP server: \(critical())") }
 }
 
 /// The inference request's shape (KServe v2): inputs with name, datatype, shape and flat data.
