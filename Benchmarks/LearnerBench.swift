@@ -32,7 +32,7 @@ func runLearnerBench() throws {
     }
 
     let mlp = try train("mlp:128", normalize: .standardize, lr: 0.05)
-    let baseline = try runScikitLearn(epochs: epochs, batch: batch, threads: threads)
+    let baseline = runScikitLearn(epochs: epochs, batch: batch, threads: threads)
     let note = "fit only, \(epochs) epochs, batch \(batch), \(threads) BLAS thread, OpenBLAS \(BLASKernel.description); ours: SGD momentum 0.9, lr 0.05 cosine, fp32; sklearn: adam, fp64"
     report.add(BenchFigure(name: "mlp784-128-10 train time", value: mlp.seconds, unit: "s",
                            baseline: baseline?.seconds, ratio: baseline.map { $0.seconds / mlp.seconds }, note: note))
@@ -61,25 +61,12 @@ func runLearnerBench() throws {
 
 /// Runs `scripts/sklearn_baseline.py` with BLAS limited to `threads`; nil (and a message on
 /// stderr) if python3 or the script fails, so the rest of the suite still reports.
-private func runScikitLearn(epochs: Int, batch: Int, threads: Int) throws -> (seconds: Double, accuracy: Double, library: String)? {
-    let repoScript = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("scripts/sklearn_baseline.py").path
-    let script = FileManager.default.fileExists(atPath: "scripts/sklearn_baseline.py") ? "scripts/sklearn_baseline.py" : repoScript
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", script, "--epochs", String(epochs), "--batch", String(batch)]
+private func runScikitLearn(epochs: Int, batch: Int, threads: Int) -> (seconds: Double, accuracy: Double, library: String)? {
     var environment = ProcessInfo.processInfo.environment
     for name in ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"] { environment[name] = String(threads) }
-    process.environment = environment
-    let output = Pipe()
-    process.standardOutput = output
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0,
-          let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+    guard let object = Subprocess.pythonBaseline("sklearn_baseline.py", ["--epochs", String(epochs), "--batch", String(batch)], environment: environment),
           let seconds = object["fit_seconds"] as? Double, let accuracy = object["test_accuracy"] as? Double else {
-        FileHandle.standardError.write(Data("learner bench: scikit-learn baseline failed (exit \(process.terminationStatus))\n".utf8))
+        FileHandle.standardError.write(Data("learner bench: scikit-learn baseline failed\n".utf8))
         return nil
     }
     return (seconds, accuracy, object["library"] as? String ?? "scikit-learn")
