@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         // The prediction server of `peer serve` and `peer join --serve`: small, pure Swift, no SwiftNIO.
         .package(url: "https://github.com/swhitty/FlyingFox", from: "0.27.1"),
+        // Latency percentiles of the benchmarks (murmur-bench only).
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // System libraries from Debian packages (see `make deps`).
@@ -70,7 +72,8 @@ let package = Package(
         ),
         .executableTarget(
             name: "murmur-bench",
-            dependencies: ["Crypto", "Gossip", "Learner", "Federation", "Experiments", "Simulation", "DeterministicRandom", "CSodium"],
+            dependencies: ["Crypto", "Gossip", "Learner", "Federation", "Experiments", "Simulation", "DeterministicRandom", "CSodium",
+                           .product(name: "Histogram", package: "hdrhistogram-swift")],
             path: "Benchmarks"
         ),
 

@@ -3,10 +3,11 @@ import Learner
 
 /// Deployment benchmark: softmax regression and the MLP 784-128-10 trained on Fashion-MNIST
 /// (the settings of the test suite's full runs), then every compressed form `peer compress`
-/// makes, each through the `Predictor` a deployed model runs: size on disk, test accuracy,
-/// batch-1 latency (p50 of many calls) and, for the MLP, throughput at batch 1,000. The fp32
-/// model measured in the same run is every figure's baseline. Prints the table of
-/// docs/deployment.md as Markdown too.
+/// makes, each through the `Predictor` a deployed model runs: size on disk, test accuracy and
+/// batch-1 latency (p50 of many calls), the fp32 model measured in the same run being every
+/// figure's baseline. Then the trained MLP is served (``ServingBench``: in process and over
+/// HTTP, beside ONNX Runtime). Prints the tables of docs/deployment.md and docs/benchmarks.md
+/// as Markdown too.
 enum DeploymentBench {
     /// Fine-tuning after pruning: passes over the training set, at `peer compress`'s defaults.
     static let fineTuningEpochs = 2
@@ -14,7 +15,6 @@ enum DeploymentBench {
     /// neighbour's load on this shared machine falls on all forms alike.
     static let latencyRounds = 10
     static let callsPerRound = 1_000
-    static let throughputBatch = 1_000
 
     struct Row {
         let model: String
@@ -30,8 +30,10 @@ enum DeploymentBench {
         let (train, loadedTest) = try DataSource.resolve("fashion-mnist").load()
         guard let test = loadedTest else { throw LearnerError.invalidArgument("fashion-mnist has no test set") }
         var rows: [Row] = []
+        var trainedMLP: ModelFile.Contents?
         for (spec, normalize, lr) in [("softmax", Normalizer.Kind.minMax, Float(0.05)), ("mlp:128", .standardize, Float(0.01))] {
             let trained = try trainedContents(spec, on: train, normalize: normalize, lr: lr)
+            if spec != "softmax" { trainedMLP = trained }
             var normalizedTrain = train
             try normalizedTrain.normalize(with: trained.normalizer)
             var forms: [(String, ModelFile.Contents)] = [
@@ -67,15 +69,18 @@ enum DeploymentBench {
                 report.add(BenchFigure(name: "\(spec) \(form) batch-1 latency p50", value: latency * 1e6, unit: "µs",
                                        baseline: fp32Latency * 1e6, ratio: fp32Latency / latency,
                                        note: "in-process Predictor, best p50 of \(latencyRounds) rounds of \(callsPerRound) calls, 1 BLAS thread; baseline: fp32"))
-                if spec != "softmax", form == "fp32" || form == "int8" {
-                    let perSecond = try throughput(predictor, test)
-                    report.add(BenchFigure(name: "\(spec) \(form) throughput at batch \(throughputBatch)", value: perSecond, unit: "predictions/s",
-                                           note: "best of 20 batches, 1 BLAS thread"))
-                }
             }
         }
+        guard let mlp = trainedMLP else { throw BenchFailure("the MLP was not trained") }
+        let scratch = try Subprocess.scratchDirectory("murmur-deployment")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        // A part that fails is reported; the figures of the others are still written.
+        var tables: [String] = [], failures: [String] = []
+        do { tables.append(try ServingBench.run(mlp, test: test, scratch: scratch, into: &report)) } catch { failures.append("serving: \(error)") }
         report.finish()
         printTable(rows)
+        for table in tables { print("\n" + table) }
+        if !failures.isEmpty { throw BenchFailure(failures.joined(separator: "; ")) }
     }
 
     /// The model trained on the full training set, 10 epochs at batch 64 with a cosine schedule.
@@ -114,13 +119,6 @@ enum DeploymentBench {
             }
         }
         return best
-    }
-
-    /// Predictions per second for batches of `throughputBatch` test images.
-    static func throughput(_ predictor: Predictor, _ test: Dataset) throws -> Double {
-        let batch = Array(test.features[0..<(throughputBatch * test.featureCount)])
-        let seconds = try bestTime(repeats: 20) { _ = try predictor.predict(batch, batch: throughputBatch) }
-        return Double(throughputBatch) / seconds
     }
 
     /// The Markdown table of docs/deployment.md.
