@@ -6,8 +6,8 @@ import Learner
 /// makes, each through the `Predictor` a deployed model runs: size on disk, test accuracy and
 /// batch-1 latency (p50 of many calls), the fp32 model measured in the same run being every
 /// figure's baseline. Then the trained MLP is served (``ServingBench``: in process and over
-/// HTTP, beside ONNX Runtime). Prints the tables of docs/deployment.md and docs/benchmarks.md
-/// as Markdown too.
+/// HTTP, beside ONNX Runtime) and released to 8 real peers (``ReleaseSpreadBench``). Prints
+/// the tables of docs/deployment.md and docs/benchmarks.md as Markdown too.
 enum DeploymentBench {
     /// Fine-tuning after pruning: passes over the training set, at `peer compress`'s defaults.
     static let fineTuningEpochs = 2
@@ -77,6 +77,13 @@ enum DeploymentBench {
         // A part that fails is reported; the figures of the others are still written.
         var tables: [String] = [], failures: [String] = []
         do { tables.append(try ServingBench.run(mlp, test: test, scratch: scratch, into: &report)) } catch { failures.append("serving: \(error)") }
+        do {
+            let modelFile = scratch.appendingPathComponent("mlp-v1.model").path
+            try ModelFile.write(mlp, to: modelFile)
+            tables.append(try ReleaseSpreadBench.run(modelFile: modelFile, scratch: scratch, into: &report))
+        } catch {
+            failures.append("release spread: \(error)")
+        }
         report.finish()
         printTable(rows)
         for table in tables { print("\n" + table) }
