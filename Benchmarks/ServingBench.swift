@@ -22,16 +22,6 @@ enum ServingBench {
     struct Latency {
         let p50: Double
         let p99: Double
-
-        init(p50: Double, p99: Double) {
-            self.p50 = p50
-            self.p99 = p99
-        }
-
-        init(_ nanoseconds: Histogram<UInt64>) {
-            p50 = Double(nanoseconds.valueAtPercentile(50)) / 1e3
-            p99 = Double(nanoseconds.valueAtPercentile(99)) / 1e3
-        }
     }
 
     /// One form of the model measured in one runtime.
@@ -112,7 +102,7 @@ enum ServingBench {
             let elapsed = DispatchTime.now().uptimeNanoseconds - start
             if call >= warmupCalls { _ = histogram.record(elapsed) }
         }
-        return Latency(histogram)
+        return Latency(p50: Double(histogram.valueAtPercentile(50)) / 1e3, p99: Double(histogram.valueAtPercentile(99)) / 1e3)
     }
 
     /// Predictions per second for batches of `throughputBatch` test images, the best of
