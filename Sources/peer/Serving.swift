@@ -224,12 +224,12 @@ final class InferenceServer: Sendable {
         do {
             let body = try await Self.body(of: request, limit: limits.maxBodyBytes)
             guard let model = registry.model(name) else { throw ServingError(status: .notFound, message: "no model named '\(name)' is served") }
-            let (features, rows) = try Self.parse(body, inputs: model.predictor.architecture.inputCount, maxRows: limits.maxRowsPerRequest)
+            let (features, rows, id) = try Self.parse(body, inputs: model.predictor.architecture.inputCount, maxRows: limits.maxRowsPerRequest)
             let answer = try await batcher.predict(features, count: rows, model: name)
             answered.add(1, ordering: .relaxed)
             let classes = answer.model.predictor.architecture.classCount
             let response = InferResponse(
-                modelName: name, modelVersion: answer.model.version, id: Self.requestID(body),
+                modelName: name, modelVersion: answer.model.version, id: id,
                 outputs: [.init(name: "class", datatype: "INT64", shape: [rows], data: .integers(answer.classes)),
                           .init(name: "probabilities", datatype: "FP32", shape: [rows, classes], data: .floats(answer.probabilities))])
             let data = try JSONEncoder().encode(response)
@@ -256,9 +256,9 @@ final class InferenceServer: Sendable {
         return body
     }
 
-    /// The request's one FP32 input as row-major features and its row count, checked against
-    /// the model's input width.
-    static func parse(_ body: Data, inputs: Int, maxRows: Int) throws -> ([Float], Int) {
+    /// The request's one FP32 input as row-major features, its row count, checked against the
+    /// model's input width, and the request's `id` (echoed back as KServe does).
+    static func parse(_ body: Data, inputs: Int, maxRows: Int) throws -> ([Float], Int, String?) {
         let request: InferRequest
         do { request = try JSONDecoder().decode(InferRequest.self, from: body) } catch {
             throw ServingError(status: .badRequest, message: "the body is not a KServe v2 inference request: \(Self.reason(error)); expected {\"inputs\": [{\"name\": \"input\", \"datatype\": \"FP32\", \"shape\": [BATCH, \(inputs)], \"data\": [...]}]}")
@@ -277,7 +277,7 @@ final class InferenceServer: Sendable {
             throw ServingError(status: .badRequest, message: "input data has \(input.data.count) values; shape \(input.shape) needs \(rows * inputs)")
         }
         guard input.data.allSatisfy(\.isFinite) else { throw ServingError(status: .badRequest, message: "input data holds a value that is not a finite number") }
-        return (input.data, rows)
+        return (input.data, rows, request.id)
     }
 
     static func reason(_ error: any Error) -> String {
@@ -288,9 +288,6 @@ final class InferenceServer: Sendable {
         default: return "\(error)"
         }
     }
-
-    /// The request's `id`, echoed back as KServe does.
-    static func requestID(_ body: Data) -> String? { (try? JSONDecoder().decode(RequestID.self, from: body))?.id }
 
     static func json(_ status: HTTPStatusCode, _ object: [String: Any]) -> HTTPResponse {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
@@ -336,10 +333,9 @@ struct InferRequest: Decodable {
         let shape: [Int]
         let data: [Float]
     }
+    let id: String?
     let inputs: [Input]
 }
-
-struct RequestID: Decodable { let id: String? }
 
 /// The inference response: one output per named tensor.
 struct InferResponse: Encodable {
