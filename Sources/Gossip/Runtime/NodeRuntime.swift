@@ -192,7 +192,8 @@ public final class OverlayRuntime<Node: OverlayNode> {
     private func perform(_ actions: [Node.Action]) {
         // A transfer or acknowledgement must not leave before the state it reflects is on
         // disk: after `kill -9`, a restart resumes exactly what peers have seen.
-        if node.overlay.averager != nil, actions.contains(where: { if case .send(_, _, .session) = $0 { return true } else { return false } }) {
+        // Release messages change no averaging state: they cost no write.
+        if node.overlay.averager != nil, actions.contains(where: { if case .send(.averaging, _, .session) = $0 { return true } else { return false } }) {
             persistAveragingState()
         }
         var interpreter = interpreter
