@@ -199,6 +199,34 @@ struct ServingTests {
         #expect(result.stdout == "http://127.0.0.1:\(port)\n", "standard output: \(result.stdout.prefix(300))")
     }
 
+    @Test("a training peer with --serve serves its own model as local, swapped in as it trains")
+    func trainingPeerServesItsOwnModel() throws {
+        let net = try PeerNetwork()
+        try net.start(0, extra: ["--serve", "127.0.0.1:0", "--no-beacons", "--eval-interval", "1"],
+                      workload: ["--data", "fashion-mnist", "--model", "softmax", "--normalize", "none", "--train-interval", "20"])
+        let port = try Self.servingPort(try #require(net.processes[0]))
+        let deadline = Date().addingTimeInterval(60)
+        var ready = try HTTP.request("GET", port: port, path: "/v2/models/local/ready")
+        while ready.status != 200 && Date() < deadline {
+            usleep(300_000)
+            ready = try HTTP.request("GET", port: port, path: "/v2/models/local/ready")
+        }
+        #expect(ready.status == 200, "the training peer never served its model")
+        let first = try #require(ready.json?["version"] as? String)
+        #expect(first.hasPrefix("round "))
+        let images = try fashionImages(8)
+        let answer = try HTTP.request("POST", port: port, path: "/v2/models/local/infer", body: HTTP.inferBody(images))
+        #expect(answer.status == 200 && classes(answer)?.count == 8, "\(String(decoding: answer.body, as: UTF8.self))")
+        // A later checkpoint replaces it.
+        var later = first
+        while later == first && Date() < deadline {
+            usleep(300_000)
+            later = try HTTP.request("GET", port: port, path: "/v2/models/local/ready").json?["version"] as? String ?? first
+        }
+        #expect(later != first, "the served model did not follow training")
+        #expect((try net.status(0)["serving"] as? [String: Any])?["answered"] as? Int == 1)
+    }
+
     @Test("a client sending requests continuously to peer join --serve while three releases activate and one is rolled back sees no failed request, each answer from one whole model")
     func servingThroughARollingSwap() throws {
         let net = try PeerNetwork()
