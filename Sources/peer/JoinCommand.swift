@@ -205,7 +205,7 @@ struct Join: ParsableCommand {
     func startServing<Node>(_ runtime: OverlayRuntime<Node>) throws -> (InferenceServer, ModelRegistry)? {
         guard let serve else { return nil }
         let registry = ModelRegistry()
-        let server = try serving.startServer(at: serve, flag: "--serve", registry: registry)
+        let server = try serving.startServer(at: serve, flag: "--serve", registry: registry).server
         NetworkServing.follow(runtime, into: registry)
         let previous = runtime.statusExtras
         runtime.statusExtras = {

@@ -34,8 +34,10 @@ struct ServingOptions: ParsableArguments {
         return l
     }
 
-    /// Starts a server on `address` for `registry`; prints its URL on standard output.
-    func startServer(at address: String, flag: String, registry: ModelRegistry) throws -> InferenceServer {
+    /// Starts a server on `address` for `registry`, says where on standard error, and returns
+    /// it with its URL (`peer serve` prints that on standard output; `peer join`'s standard
+    /// output stays its peer ID).
+    func startServer(at address: String, flag: String, registry: ModelRegistry) throws -> (server: InferenceServer, url: String) {
         let hostPort = try HostPort(parsing: address, flag: flag).resolved()
         let server = try userFacing { try InferenceServer(host: hostPort.host, port: hostPort.port, registry: registry, limits: limits) }
         let started = DispatchSemaphore(value: 0)
@@ -49,8 +51,7 @@ struct ServingOptions: ParsableArguments {
         case .success(let port)?:
             let host = hostPort.host.contains(":") ? "[\(hostPort.host)]" : hostPort.host
             printNote("serving predictions on http://\(host):\(port)/v2 (KServe v2: POST /v2/models/NAME/infer)")
-            FileHandle.standardOutput.write(Data("http://\(host):\(port)\n".utf8))
-            return server
+            return (server, "http://\(host):\(port)")
         case .failure(let error)?:
             throw UserFacingError("\(flag) \(address): cannot listen (\(error)); is the port in use?")
         case nil:
@@ -138,7 +139,8 @@ struct Serve: ParsableCommand {
         var loaded = try load()
         registry.set(loaded.model)
         printNote("serving \(modelName): \(loaded.model.description)")
-        let server = try serving.startServer(at: listen, flag: "--listen", registry: registry)
+        let (server, url) = try serving.startServer(at: listen, flag: "--listen", registry: registry)
+        FileHandle.standardOutput.write(Data((url + "\n").utf8))
         let stop = DispatchSemaphore(value: 0)
         let watchers = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in
             signal(number, SIG_IGN)

@@ -225,6 +225,11 @@ struct ServingTests {
         }
         #expect(later != first, "the served model did not follow training")
         #expect((try net.status(0)["serving"] as? [String: Any])?["answered"] as? Int == 1)
+        // Standard output stays the peer's ID alone: the server's address goes to standard error.
+        let peer = try #require(net.processes[0])
+        peer.process.interrupt()
+        let stdout = try peer.wait().stdout.split(separator: "\n")
+        #expect(stdout.count == 1 && stdout.first?.count == 64, "\(stdout)")
     }
 
     @Test("a client sending requests continuously to peer join --serve while three releases activate and one is rolled back sees no failed request, each answer from one whole model")
