@@ -24,6 +24,15 @@ public struct CompressedShareCodec: ShareCodec {
     /// On the wire: 16 plus the learner codec's tag, apart from the identity codec's 0.
     public var identifier: UInt8 { 0x10 | codec.tag.rawValue }
 
+    /// Top-k is sparse push-sum: a transfer carries the k coordinates whose estimates moved
+    /// most since this node last sent them, each with a weight of its own (``SparseShare``).
+    /// Compressing whole values instead would move all of a share's weight with a tenth of its
+    /// value, and the estimates would swing instead of converging.
+    public var sparseSelection: SparseSelection? {
+        guard let topK = codec as? TopKCodec else { return nil }
+        return SparseSelection(count: topK.keep, largest: TopKCodec.largestIndices)
+    }
+
     public func encode(_ share: [Float]) -> (payload: SharePayload, decoded: [Float]) {
         let bytes = codec.encode(share)
         if let decoded = try? codec.decode(bytes, expectedCount: share.count) { return (.bytes(bytes), decoded) }

@@ -251,7 +251,7 @@ public struct TopKCodec: DeltaCodec {
     }
 
     /// Indices of the k largest magnitudes, ascending; ties broken by lower index.
-    static func largestIndices(_ values: [Float], _ k: Int) -> [Int] {
+    public static func largestIndices(_ values: [Float], _ k: Int) -> [Int] {
         guard k < values.count else { return Array(values.indices) }
         guard k > 0 else { return [] }
         var mags = values.map { $0.isNaN ? Float.infinity : abs($0) }

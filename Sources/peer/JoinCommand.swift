@@ -115,17 +115,11 @@ struct Join: ParsableCommand {
 
     static let profiles: [String: OverlaySettings] = ["lan": .lan, "wan": .wan, "local": .local]
 
-    /// The share codec for `--compress`. Top-k is refused here: averaging a vector with top-k
-    /// shares moves all of a share's weight but a tenth of its values, and the estimates swing
-    /// instead of converging (measured: an error above the values' own magnitude after 20,000
-    /// steps on six nodes, against 5e-3 for fp16 and 5e-2 for int8); it needs the
-    /// model-difference gossip of decentralized training.
+    /// The share codec for `--compress`: fp32, fp16, int8 or top-k (sparse push-sum, where
+    /// every coordinate has a weight of its own; see docs/averaging.md).
     static func shareCodec(_ spec: String) throws -> any ShareCodec {
-        guard !spec.hasPrefix("topk") else {
-            throw ValidationError("--compress \(spec): top-k shares do not converge when averaging a vector; use fp32, fp16 or int8")
-        }
         do { return try CompressedShareCodec.named(spec) } catch {
-            throw ValidationError("--compress must be fp32, fp16 or int8, got '\(spec)'")
+            throw ValidationError("--compress must be fp32, fp16, int8 or topk:FRACTION (0 < FRACTION ≤ 1), got '\(spec)'")
         }
     }
 
@@ -305,8 +299,8 @@ struct Join: ParsableCommand {
         guard state.peer == identity.peerID else {
             throw UserFacingError("\(path) belongs to peer \(state.peer.fingerprint), not to this identity (\(identity.peerID.fingerprint)); use that peer's --dir or another --data-dir")
         }
-        if let saved = state.inFlightCodec(otherThan: codec) {
-            throw UserFacingError("\(path) holds transfers in flight encoded with another --compress than '\(compress)' (codec \(saved)); restart with the --compress it ran with")
+        if let reason = state.incompatibility(with: codec) {
+            throw UserFacingError("\(path) was saved with another --compress than '\(compress)': \(reason); restart with the --compress it ran with")
         }
         return state
     }

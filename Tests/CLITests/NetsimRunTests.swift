@@ -146,6 +146,8 @@ struct NetsimRunTests {
                     status: 1, mentions: ["pushsum-loss.toml", "links.loss", "0.0 to 1.0", "1.5"])
         expectError(try CommandRunner.netsim("run", Self.scenario("pushsum-loss"), "--out", "x", "--set", "algorithm.name=magic", in: scratch.url),
                     status: 1, mentions: ["algorithm.name", "push-sum", "'magic'"])
+        expectError(try CommandRunner.netsim("run", Self.scenario("dpsgd-topologies"), "--out", "x", "--set", "algorithm.compression=topk:0.1", in: scratch.url),
+                    status: 1, mentions: ["algorithm.compression", "dpsgd sends whole models", "fp32, fp16 or int8"])
         expectError(try CommandRunner.netsim("run", Self.scenario("pushsum-loss"), "--out", "x", "--set", "nodes", in: scratch.url),
                     status: 1, mentions: ["--set", "KEY=VALUE"])
         let broken = try scratch.write("broken.toml", "[nodes\ncount = 3\n")

@@ -150,7 +150,7 @@ struct LearningNodeTests {
     /// with int8 shares 0.828 as well (every node between 0.821 and the mean), with 3.92 times
     /// fewer bytes sent (1.20 GB against 4.70 GB).
     @Test(.enabled(if: fashionMNISTAvailable))
-    func fashionMNIST_32DirichletPeers_20PercentLoss_softmax_plainAndInt8() throws {
+    func fashionMNIST_32DirichletPeers_20PercentLoss_softmax_plainInt8AndTopK() throws {
         let plain = try Self.fashionMNISTRun(codec: "fp32")
         let mean = plain.accuracies.reduce(0, +) / 32
         #expect(mean >= 0.82, "mean \(mean)")
@@ -159,6 +159,10 @@ struct LearningNodeTests {
         let int8Mean = int8.accuracies.reduce(0, +) / 32
         #expect(abs(int8Mean - mean) <= 0.01, "int8 \(int8Mean) against \(mean)")
         #expect(Double(plain.bytes) / Double(int8.bytes) >= 3.5, "int8 sent \(int8.bytes) bytes against \(plain.bytes)")
+        let topK = try Self.fashionMNISTRun(codec: "topk:0.1")
+        let topKMean = topK.accuracies.reduce(0, +) / 32
+        #expect(abs(topKMean - mean) <= 0.01, "top-k 10 % \(topKMean) against \(mean)")
+        #expect(Double(plain.bytes) / Double(topK.bytes) >= 4, "top-k 10 % sent \(topK.bytes) bytes against \(plain.bytes)")
     }
 
     /// An uneven deployment: a dense site of 16 peers (5 % loss, 5 ms) and 8 sparse outposts

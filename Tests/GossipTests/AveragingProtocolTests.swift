@@ -507,10 +507,10 @@ private struct OtherShareCodec: ShareCodec {
 
 @Test func durableState_namesTheCodecOfTransfersInFlight_thatAnotherCodecWouldStrand() {
     var h = Harness(vectors: Array(vectors.prefix(2)), weights: Array(weights.prefix(2)))
-    #expect(h.nodes[0].durableState.inFlightCodec(otherThan: OtherShareCodec()) == nil, "nothing in flight: any codec may resume")
+    #expect(h.nodes[0].durableState.incompatibility(with: OtherShareCodec()) == nil, "nothing in flight: any codec may resume")
     h.timer(.tick, 0)
     let saved = h.nodes[0].durableState
     #expect(saved.inFlight.count == 1)
-    #expect(saved.inFlightCodec(otherThan: IdentityShareCodec()) == nil)
-    #expect(saved.inFlightCodec(otherThan: OtherShareCodec()) == IdentityShareCodec().identifier)
+    #expect(saved.incompatibility(with: IdentityShareCodec()) == nil)
+    #expect(saved.incompatibility(with: OtherShareCodec())?.contains("codec \(IdentityShareCodec().identifier)") == true)
 }

@@ -268,7 +268,7 @@ extension Scenario {
             schedule: try a.choice("schedule", default: "cosine", allowed: ["constant", "cosine"]),
             clientFraction: try a.double("client_fraction", default: 0.25, in: 0...1, meaning: "the share of clients per FedAvg round"),
             localEpochs: try a.int("local_epochs", default: 1, in: 1...1_000, meaning: "FedAvg's local epochs"))
-        try Self.checkCompression(algorithm.compression, reader: a)
+        try Self.checkCompression(algorithm.compression, for: algorithmName, reader: a)
         try a.finish()
 
         let m = try top.table("metrics")
@@ -319,9 +319,15 @@ extension Scenario {
         throw reader.error("samples", "must be equal, pareto or pareto:ALPHA (ALPHA above 0), got '\(spec)'")
     }
 
-    private static func checkCompression(_ spec: String, reader: KeyReader) throws(ScenarioError) {
+    /// Top-k is sparse push-sum (each coordinate at its own weight): it compresses the shares of
+    /// push-sum and SGP. Gossip learning and D-PSGD send whole models, which top-k would cut to
+    /// a tenth of their values.
+    private static func checkCompression(_ spec: String, for algorithm: String, reader: KeyReader) throws(ScenarioError) {
         if ["fp32", "fp16", "int8"].contains(spec) { return }
-        if spec.hasPrefix("topk:"), let f = Double(spec.dropFirst(5)), f > 0, f <= 1 { return }
+        if spec.hasPrefix("topk:"), let f = Double(spec.dropFirst(5)), f > 0, f <= 1 {
+            guard ["gossip-learning", "dpsgd"].contains(algorithm) else { return }
+            throw reader.error("compression", "topk compresses push-sum and sgp shares; \(algorithm) sends whole models, so use fp32, fp16 or int8")
+        }
         throw reader.error("compression", "must be fp32, fp16, int8 or topk:FRACTION (FRACTION in (0, 1]), got '\(spec)'")
     }
 }

@@ -118,7 +118,7 @@ public final class ScenarioRunner {
                                       codec: codec, links: network.links, seed: scenario.seed)
         return try drive(sim, spacing: .zero, onRow) { sim in
             var meter = ConsensusMeter(target: inputs.mean)
-            meter.measure(sim.nodeCount, isUp: sim.isUp) { i, body in sim.node(i)?.withValue { v, w in body(v, w) } }
+            meter.measure(sim.nodeCount, isUp: sim.isUp) { i, body in sim.node(i)?.withEstimateParts { v, w in body(v, w) } }
             return meter.row
         }
     }
@@ -131,7 +131,7 @@ public final class ScenarioRunner {
         let sim = overlay.simulator(links: network.links) { _, node in node }
         return try drive(sim, spacing: overlay.joinSpacing, onRow) { sim in
             var meter = ConsensusMeter(target: inputs.mean)
-            meter.measure(sim.nodeCount, isUp: sim.isUp) { i, body in sim.node(i)?.averager?.withValue { v, w in body(v, w) } }
+            meter.measure(sim.nodeCount, isUp: sim.isUp) { i, body in sim.node(i)?.averager?.withEstimateParts { v, w in body(v, w) } }
             return meter.row
         }
     }

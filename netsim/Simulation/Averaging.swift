@@ -93,7 +93,7 @@ public enum AveragingMetrics {
     /// `max_k |estimate_k − mean_k| / max_k |mean_k|` of one node; infinity without weight.
     public static func relativeError(of node: PushSumAverager, to mean: [Double]) -> Double {
         let scale = mean.reduce(0) { max($0, abs($1)) }
-        return node.withValue { value, weight in
+        return node.withEstimateParts { value, weight in
             guard weight > 0, scale > 0, value.count == mean.count else { return .infinity }
             var worst = 0.0
             for k in 0..<value.count { worst = max(worst, abs(value[k] / weight - mean[k])) }

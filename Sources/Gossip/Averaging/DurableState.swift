@@ -6,15 +6,16 @@ import Crypto
 /// it (atomically) before any transfer or acknowledgement leaves the process, so the saved
 /// state is never behind what peers have seen.
 ///
-/// Encoding (big-endian, like every other format of the project): `"MPS2" ‖ peer(32) ‖
+/// Encoding (big-endian, like every other format of the project): `"MPS3" ‖ peer(32) ‖
 /// epoch u64 ‖ nextSequence u64 ‖ weight f64 bits ‖ pending contribution f64 bits ‖ dimension u32 ‖ value (f64 bits × dimension) ‖
+/// coordinate weights u8 (0: none, the state of a dense codec; 1: f64 bits × dimension follow) ‖
 /// inFlight count u16 ‖ per transfer: endpoint, to-peer(32), the transfer (``AveragingWire``,
 /// length-prefixed) ‖ senders count u32 ‖ per sender: peer(32) ‖ epoch u64 ‖ highest u64 ‖ bitmap u64`.
-/// States written before joiners could defer their contribution (`"MPS1"`, the same without the
-/// pending contribution) are still read.
+/// Earlier states are still read: `"MPS2"` (no coordinate weights) and `"MPS1"` (nor the
+/// pending contribution either).
 public struct DurableState: Equatable, Sendable {
-    static let magic = Array("MPS2".utf8)
-    static let previousMagic = Array("MPS1".utf8)
+    static let magic = Array("MPS3".utf8)
+    static let olderMagics = [Array("MPS2".utf8), Array("MPS1".utf8)]
     /// Bounds checked before allocating, far above what one node holds.
     static let maxDimension = AveragingWire.maxElements
     static let maxSenders = 1 << 20
@@ -26,14 +27,23 @@ public struct DurableState: Equatable, Sendable {
     /// Samples whose mass the node has not added yet (``PushSumAverager/pendingContribution``).
     public var pendingContribution: Double
     public var value: [Double]
+    /// Each coordinate's own weight, saved by a node averaging with a sparse codec; nil otherwise.
+    public var coordinateWeights: [Double]?
     public var inFlight: [(to: PeerAddress, transfer: PushSumAverager.Transfer)]
     public var senders: [(peer: PeerID, epoch: UInt64, highest: UInt64, bitmap: UInt64)]
 
-    /// The codec of a saved transfer in flight that `codec` does not run, if any: resumed as
-    /// saved, such a transfer would be refused by every receiver running `codec`, and its
-    /// mass would wait until this node is declared gone.
-    public func inFlightCodec(otherThan codec: any ShareCodec) -> UInt8? {
-        inFlight.first { $0.transfer.codec != codec.identifier }?.transfer.codec
+    /// Why this state cannot resume with `codec`, or nil if it can. A saved transfer in flight
+    /// that `codec` does not run would be refused by every receiver running `codec`, and its
+    /// mass would wait until this node is declared gone; coordinates with weights of their own
+    /// (a sparse codec's state) have no one weight a dense codec could go on with.
+    public func incompatibility(with codec: any ShareCodec) -> String? {
+        if let saved = inFlight.first(where: { $0.transfer.codec != codec.identifier })?.transfer.codec {
+            return "it holds transfers in flight encoded with codec \(saved)"
+        }
+        if coordinateWeights != nil, codec.sparseSelection == nil {
+            return "its coordinates have weights of their own, which only a sparse codec (top-k) resumes"
+        }
+        return nil
     }
 
     public static func == (a: DurableState, b: DurableState) -> Bool {
@@ -50,6 +60,12 @@ public struct DurableState: Equatable, Sendable {
         w.writeUInt64(pendingContribution.bitPattern)
         w.writeUInt32(UInt32(value.count))
         for v in value { w.writeUInt64(v.bitPattern) }
+        if let coordinateWeights {
+            w.write(UInt8(1))
+            for x in coordinateWeights { w.writeUInt64(x.bitPattern) }
+        } else {
+            w.write(UInt8(0))
+        }
         w.writeUInt16(UInt16(inFlight.count))
         for entry in inFlight {
             w.writeString(entry.to.endpoint.host)
@@ -71,14 +87,14 @@ public struct DurableState: Equatable, Sendable {
     public init(decoding bytes: [UInt8]) throws(WireError) {
         var r = ByteReader(bytes)
         let magic = try r.readBytes(4, "state magic")
-        guard magic == Self.magic || magic == Self.previousMagic else {
-            throw .invalidValue(field: "state magic", reason: "not a Murmuration averaging state (expected MPS2)")
+        guard magic == Self.magic || Self.olderMagics.contains(magic) else {
+            throw .invalidValue(field: "state magic", reason: "not a Murmuration averaging state (expected MPS3)")
         }
         peer = try Self.readPeer(&r)
         epoch = try r.readUInt64("epoch")
         nextSequence = try r.readUInt64("next sequence")
         weight = Double(bitPattern: try r.readUInt64("weight"))
-        pendingContribution = magic == Self.magic ? Double(bitPattern: try r.readUInt64("pending contribution")) : 0
+        pendingContribution = magic == Self.olderMagics[1] ? 0 : Double(bitPattern: try r.readUInt64("pending contribution"))
         guard weight.isFinite, weight >= 0, pendingContribution.isFinite, pendingContribution >= 0 else {
             throw .invalidValue(field: "weight", reason: "weights are finite and not negative")
         }
@@ -90,6 +106,23 @@ public struct DurableState: Equatable, Sendable {
         value.reserveCapacity(dimension)
         for _ in 0..<dimension { value.append(Double(bitPattern: try r.readUInt64("value"))) }
         self.value = value
+        coordinateWeights = nil
+        if magic == Self.magic {
+            switch try r.readUInt8("coordinate weights") {
+            case 0: break
+            case 1:
+                var weights: [Double] = []
+                weights.reserveCapacity(dimension)
+                for _ in 0..<dimension {
+                    let x = Double(bitPattern: try r.readUInt64("coordinate weight"))
+                    guard x.isFinite, x >= 0 else { throw .invalidValue(field: "coordinate weight", reason: "weights are finite and not negative") }
+                    weights.append(x)
+                }
+                coordinateWeights = weights
+            case let flag:
+                throw .invalidValue(field: "coordinate weights", reason: "flag \(flag), expected 0 or 1")
+            }
+        }
         let transfers = Int(try r.readUInt16("in-flight count"))
         guard transfers <= PushSumAverager.maxInFlightLimit else {
             throw .lengthTooLarge(field: "in-flight count", declared: UInt64(transfers), maximum: PushSumAverager.maxInFlightLimit)
@@ -120,7 +153,7 @@ public struct DurableState: Equatable, Sendable {
     }
 
     init(peer: PeerID, epoch: UInt64, nextSequence: UInt64, weight: Double, pendingContribution: Double, value: [Double],
-         inFlight: [(to: PeerAddress, transfer: PushSumAverager.Transfer)],
+         coordinateWeights: [Double]?, inFlight: [(to: PeerAddress, transfer: PushSumAverager.Transfer)],
          senders: [(peer: PeerID, epoch: UInt64, highest: UInt64, bitmap: UInt64)]) {
         self.peer = peer
         self.epoch = epoch
@@ -128,6 +161,7 @@ public struct DurableState: Equatable, Sendable {
         self.weight = weight
         self.pendingContribution = pendingContribution
         self.value = value
+        self.coordinateWeights = coordinateWeights
         self.inFlight = inFlight
         self.senders = senders
     }
@@ -138,6 +172,7 @@ extension PushSumAverager {
     public var durableState: DurableState {
         DurableState(peer: peerID, epoch: epoch, nextSequence: nextSequence, weight: weight,
                      pendingContribution: pendingContribution, value: value,
+                     coordinateWeights: isSparse ? coordinateWeights : nil,
                      inFlight: inFlight.map { ($0.to, $0.transfer) },
                      senders: senders.sorted { $0.key < $1.key }.map { ($0.key.peer, $0.key.epoch, $0.value.applied.highest, $0.value.applied.bitmap) })
     }

@@ -38,9 +38,10 @@ public struct PushSumAverager: ProtocolNode {
         public var shareFraction: Double = 0.5
         /// Acknowledged transfers (exact) or plain push-sum (for comparison).
         public var lossRecovery: LossRecovery = .acknowledged
-        /// With a lossy codec, the sender keeps what the codec rounds away or leaves out and
-        /// sends it later (error feedback), so the average stays exact. Off, it subtracts the
-        /// share it meant to send and that remainder is lost: only for comparison.
+        /// With a lossy dense codec, the sender keeps what the codec rounds away and sends it
+        /// later (error feedback), so the average stays exact. Off, it subtracts the share it
+        /// meant to send and that remainder is lost: only for comparison. A sparse codec
+        /// (top-k) moves whole coordinates, so there is nothing to feed back either way.
         public var errorFeedback = true
         /// Transfers a node may hold in flight at once. One bounds the extra memory per node
         /// to one share; a tick finding it still unacknowledged skips sending.
@@ -199,6 +200,15 @@ public struct PushSumAverager: ProtocolNode {
     /// current estimate from the shares it receives; see ``contribute(at:)``); 0 once added.
     public internal(set) var pendingContribution: Double = 0
     var value: [Double]
+    /// With a sparse codec (sparse push-sum, see ``SparseShare``), each coordinate's own
+    /// weight, and ``weight`` is their mean; empty with a dense codec, where every coordinate
+    /// has the weight ``weight``.
+    var coordinateWeights: [Double] = []
+    /// With a sparse codec, each coordinate's estimate when this node last sent it: a
+    /// coordinate's priority for the next transfer is how far its estimate has moved since.
+    private var lastSent: [Float] = []
+    /// With a sparse codec, where the round-robin sweep that every transfer also carries goes on.
+    private var sweepCursor = 0
     let codec: any ShareCodec
     private var rng: SplitMix64
     let epoch: UInt64
@@ -230,6 +240,11 @@ public struct PushSumAverager: ProtocolNode {
         self.codec = codec
         self.rng = rng
         self.epoch = self.rng.next()
+        if codec.sparseSelection != nil {
+            coordinateWeights = [Double](repeating: sampleCount, count: dimension)
+            lastSent = initial
+            sweepCursor = Int(self.rng.next(upperBound: UInt64(max(dimension, 1))))
+        }
     }
 
     /// A node that joins a running network: it holds no mass at first, so the first shares it
@@ -268,26 +283,56 @@ public struct PushSumAverager: ProtocolNode {
         for s in state.senders {
             senders[SenderKey(peer: s.peer, epoch: s.epoch)] = SenderRecord(applied: SequenceWindow(highest: s.highest, bitmap: s.bitmap), lastSeen: .zero)
         }
+        if codec.sparseSelection != nil {
+            // A dense state resumed sparse: every coordinate starts at the one weight it had.
+            coordinateWeights = state.coordinateWeights ?? [Double](repeating: state.weight, count: dimension)
+            lastSent = estimate.map { $0.map(Float.init) } ?? [Float](repeating: 0, count: dimension)
+            sweepCursor = Int(self.rng.next(upperBound: UInt64(max(dimension, 1))))
+        }
     }
 
     // MARK: Reading the state
 
-    /// `v / w` per element, or nil while the weight is zero.
+    /// `v / w` per element, or nil while the weight is zero. With a sparse codec each
+    /// element has its own weight, and the estimate is nil until every element has weight
+    /// (a joiner first hears of every coordinate).
     public var estimate: [Double]? {
         guard weight > 0 else { return nil }
-        let w = weight
-        return value.map { $0 / w }
+        guard isSparse else {
+            let w = weight
+            return value.map { $0 / w }
+        }
+        guard !coordinateWeights.contains(0) else { return nil }
+        return zip(value, coordinateWeights).map { $0 / $1 }
     }
 
-    /// Calls `body` with the value `v` and the weight `w` without copying.
+    /// Whether transfers carry some coordinates, each at its own weight (a sparse codec).
+    public var isSparse: Bool { !coordinateWeights.isEmpty }
+
+    /// Calls `body` with the value `v` and the weight `w` without copying: the mass this node
+    /// holds. With a sparse codec, `w` is the mean of the elements' own weights, which sums
+    /// over the network like a dense weight; divide by ``estimate`` or
+    /// ``withEstimateParts(_:)``, not by `w`.
     public func withValue<R>(_ body: (UnsafeBufferPointer<Double>, Double) throws -> R) rethrows -> R {
         try value.withUnsafeBufferPointer { try body($0, weight) }
+    }
+
+    /// Calls `body` with the estimate as values and one divisor (`estimate = values / divisor`):
+    /// `(v, w)` without copying when every element has the node's weight, else the estimate
+    /// itself and 1 (or a weight of 0 while some element has none).
+    public func withEstimateParts<R>(_ body: (UnsafeBufferPointer<Double>, Double) throws -> R) rethrows -> R {
+        guard isSparse else { return try withValue(body) }
+        guard let estimate else { return try value.withUnsafeBufferPointer { try body($0, 0) } }
+        return try estimate.withUnsafeBufferPointer { try body($0, 1) }
     }
 
     /// Transfers sent and not yet acknowledged or reclaimed, with their destinations.
     public var pendingTransfers: [(to: PeerAddress, transfer: Transfer)] {
         inFlight.map { ($0.to, $0.transfer) }
     }
+
+    /// Whether a transfer to `peer` is in flight (sent, neither acknowledged nor reclaimed).
+    public func hasTransfers(inFlightTo peer: PeerID) -> Bool { inFlight.contains { $0.to.peer == peer } }
 
     /// Whether the transfer `(epoch, sequence)` from `sender` has been applied here.
     public func hasApplied(from sender: PeerID, epoch: UInt64, sequence: UInt64) -> Bool {
@@ -300,10 +345,19 @@ public struct PushSumAverager: ProtocolNode {
         neighbours.first { $0.peer == address.peer }?.endpoint ?? address.endpoint
     }
 
-    /// Decodes a transfer's vector share with this node's codec.
-    public func decodeShare(_ transfer: Transfer) throws(AveragingError) -> [Float] {
+    /// A transfer's share as decoded: every coordinate at the transfer's weight, or some
+    /// coordinates each at its own (sparse push-sum).
+    enum DecodedShare {
+        case dense([Float])
+        case sparse(SparseShare)
+    }
+
+    /// Decodes a transfer's share with this node's codec.
+    func decodeShare(_ transfer: Transfer) throws(AveragingError) -> DecodedShare {
         guard transfer.codec == codec.identifier else { throw .unknownCodec(transfer.codec) }
-        return try codec.decode(transfer.payload, count: transfer.count)
+        guard isSparse else { return .dense(try codec.decode(transfer.payload, count: transfer.count)) }
+        guard case .bytes(let bytes) = transfer.payload else { throw .badPayload("expected a sparse share, got raw floats") }
+        return .sparse(try SparseShare(decoding: bytes, dimension: transfer.count))
     }
 
     // MARK: Local training
@@ -328,9 +382,18 @@ public struct PushSumAverager: ProtocolNode {
         var finite = true
         moved.withUnsafeMutableBufferPointer { v in
             change.withUnsafeBufferPointer { c in
-                for i in 0..<v.count {
-                    v[i] += w * Double(c[i])
-                    finite = finite && v[i].isFinite
+                if isSparse {
+                    coordinateWeights.withUnsafeBufferPointer { cw in
+                        for i in 0..<v.count {
+                            v[i] += cw[i] * Double(c[i])
+                            finite = finite && v[i].isFinite
+                        }
+                    }
+                } else {
+                    for i in 0..<v.count {
+                        v[i] += w * Double(c[i])
+                        finite = finite && v[i].isFinite
+                    }
                 }
             }
         }
@@ -354,7 +417,13 @@ public struct PushSumAverager: ProtocolNode {
         value.withUnsafeMutableBufferPointer { v in
             for i in 0..<v.count { v[i] += Double(vector[i]) * n }
         }
-        weight += n
+        if isSparse {
+            for i in coordinateWeights.indices { coordinateWeights[i] += n }
+            lastSent = vector
+            refreshMeanWeight()
+        } else {
+            weight += n
+        }
         pendingContribution = 0
         return true
     }
@@ -524,10 +593,14 @@ public struct PushSumAverager: ProtocolNode {
             return
         }
         let to = neighbours[Int(rng.next(upperBound: UInt64(neighbours.count)))]
-        let weightShare = fraction == 1 ? weight : weight * fraction
+        var weightShare = fraction == 1 ? weight : weight * fraction
         let scale = Self.scale(forWeight: weightShare)
         let payload: SharePayload
-        if codec.decodesExactly {
+        if let selection = codec.sparseSelection {
+            let share = takeSparseShare(fraction: fraction, selection: selection)
+            payload = .bytes(share.encoded(dimension: dimension))
+            weightShare = share.weights.reduce(0.0) { $0 + Double($1) } / Double(dimension)
+        } else if codec.decodesExactly {
             payload = codec.encode(takeShare(fraction: fraction, scale: scale)).payload
         } else {
             let share = makeShare(fraction: fraction, scale: scale)
@@ -535,7 +608,7 @@ public struct PushSumAverager: ProtocolNode {
             subtract(settings.errorFeedback ? encoded.decoded : share, scale: scale)
             payload = encoded.payload
         }
-        weight -= weightShare
+        if isSparse { refreshMeanWeight() } else { weight -= weightShare }
         let transfer = Transfer(
             epoch: epoch, sequence: nextSequence, weight: weightShare,
             count: dimension, codec: codec.identifier, payload: payload)
@@ -580,8 +653,64 @@ public struct PushSumAverager: ProtocolNode {
 
     /// The mass a transfer moves, element by element.
     public func shareMass(_ transfer: Transfer) throws(AveragingError) -> [Double] {
-        let scale = Self.scale(forWeight: transfer.weight)
-        return try decodeShare(transfer).map { Double($0) * scale }
+        switch try decodeShare(transfer) {
+        case .dense(let share):
+            let scale = Self.scale(forWeight: transfer.weight)
+            return share.map { Double($0) * scale }
+        case .sparse(let share):
+            var mass = [Double](repeating: 0, count: dimension)
+            for (j, i) in share.indices.enumerated() { mass[i] = Double(share.values[j]) * Self.scale(forWeight: Double(share.weights[j])) }
+            return mass
+        }
+    }
+
+    /// A sparse transfer's share, taken out of `(v, w)` coordinate by coordinate: the
+    /// coordinates the codec's selection picks by priority (how far each estimate moved since
+    /// this node last sent it), plus a window of the round-robin sweep (an eighth of the
+    /// selection, so every coordinate travels at least once every `8 · dimension / k`
+    /// transfers: a joiner hears of all of them, and none waits for ever behind busier ones).
+    /// A hand-off (`fraction` 1) carries every coordinate that holds weight.
+    private mutating func takeSparseShare(fraction: Double, selection: SparseSelection) -> SparseShare {
+        let n = dimension
+        var chosen: [Int]
+        if fraction == 1 {
+            chosen = Array(0..<n)
+        } else {
+            let k = min(n, max(1, selection.count(n)))
+            var priorities = [Float](repeating: 0, count: n)
+            for i in 0..<n where coordinateWeights[i] > 0 {
+                priorities[i] = Float(coordinateWeights[i]) * abs(Float(value[i] / coordinateWeights[i]) - lastSent[i])
+            }
+            let sweep = max(1, k / 8)
+            for j in 0..<sweep { priorities[(sweepCursor + j) % n] = .infinity }
+            sweepCursor = (sweepCursor + sweep) % n
+            chosen = selection.largest(priorities, k)
+        }
+        var share = SparseShare(indices: [], values: [], weights: [])
+        share.indices.reserveCapacity(chosen.count)
+        share.values.reserveCapacity(chosen.count)
+        share.weights.reserveCapacity(chosen.count)
+        for i in chosen {
+            let w = coordinateWeights[i]
+            // A coordinate whose weight share would not be a positive normal Float moves nothing.
+            let omega = Float(fraction == 1 ? w : w * fraction)
+            guard omega.isNormal, omega > 0 else { continue }
+            let scale = Self.scale(forWeight: Double(omega))
+            let estimate = value[i] / w
+            let s = Float(value[i] * fraction / scale)
+            value[i] -= Double(s) * scale
+            coordinateWeights[i] -= Double(omega)
+            lastSent[i] = Float(estimate)
+            share.indices.append(i)
+            share.values.append(s)
+            share.weights.append(omega)
+        }
+        return share
+    }
+
+    /// Sets ``weight`` to the mean of the coordinates' own weights (sparse push-sum).
+    private mutating func refreshMeanWeight() {
+        weight = coordinateWeights.reduce(0, +) / Double(dimension)
     }
 
     /// `Float(v[i] · fraction / scale)` for every element.
@@ -621,15 +750,25 @@ public struct PushSumAverager: ProtocolNode {
         }
     }
 
-    private mutating func add(_ share: [Float], weight shareWeight: Double) {
-        let n = dimension
-        let scale = Self.scale(forWeight: shareWeight)
-        value.withUnsafeMutableBufferPointer { v in
-            share.withUnsafeBufferPointer { s in
-                for i in 0..<n { v[i] += Double(s[i]) * scale }
+    private mutating func add(_ share: DecodedShare, weight shareWeight: Double) {
+        switch share {
+        case .dense(let share):
+            let n = dimension
+            let scale = Self.scale(forWeight: shareWeight)
+            value.withUnsafeMutableBufferPointer { v in
+                share.withUnsafeBufferPointer { s in
+                    for i in 0..<n { v[i] += Double(s[i]) * scale }
+                }
             }
+            weight += shareWeight
+        case .sparse(let share):
+            for (j, i) in share.indices.enumerated() {
+                let omega = Double(share.weights[j])
+                value[i] += Double(share.values[j]) * Self.scale(forWeight: omega)
+                coordinateWeights[i] += omega
+            }
+            refreshMeanWeight()
         }
-        weight += shareWeight
     }
 
     // MARK: Receiving
@@ -650,7 +789,7 @@ public struct PushSumAverager: ProtocolNode {
             counters.refused += 1
             return []
         }
-        let share: [Float]
+        let share: DecodedShare
         do {
             share = try validate(transfer)
         } catch {
@@ -674,11 +813,19 @@ public struct PushSumAverager: ProtocolNode {
         return actions
     }
 
-    private func validate(_ transfer: Transfer) throws(AveragingError) -> [Float] {
+    private func validate(_ transfer: Transfer) throws(AveragingError) -> DecodedShare {
         guard transfer.count == dimension else { throw .wrongDimension(expected: dimension, got: transfer.count) }
         guard transfer.weight.isFinite, transfer.weight >= 0 else { throw .negativeWeight }
         let share = try decodeShare(transfer)
-        guard sumStaysFinite(share, scale: Self.scale(forWeight: transfer.weight)) else { throw .nonFinite }
+        switch share {
+        case .dense(let floats):
+            guard sumStaysFinite(floats, scale: Self.scale(forWeight: transfer.weight)) else { throw .nonFinite }
+        case .sparse(let sparse):
+            for (j, i) in sparse.indices.enumerated() {
+                let sum = value[i] + Double(sparse.values[j]) * Self.scale(forWeight: Double(sparse.weights[j]))
+                guard sum.isFinite, (coordinateWeights[i] + Double(sparse.weights[j])).isFinite else { throw .nonFinite }
+            }
+        }
         return share
     }
 

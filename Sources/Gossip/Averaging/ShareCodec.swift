@@ -34,10 +34,28 @@ public protocol ShareCodec: Sendable {
     /// True if `encode(share).decoded` is always `share` itself: the sender may then take
     /// the share out of its value in the same pass that computes it.
     var decodesExactly: Bool { get }
+    /// For a sparse codec, how a transfer chooses the coordinates it carries (sparse push-sum:
+    /// each coordinate then has a weight of its own, see ``SparseShare``); nil for a dense
+    /// codec, whose transfers carry every coordinate at the one weight of the node.
+    var sparseSelection: SparseSelection? { get }
 }
 
 extension ShareCodec {
     public var decodesExactly: Bool { false }
+    public var sparseSelection: SparseSelection? { nil }
+}
+
+/// How a sparse codec picks the coordinates of a transfer (top-k: the largest priorities).
+public struct SparseSelection: Sendable {
+    /// Coordinates carried by one transfer of a vector of this many elements (at least 1).
+    public let count: @Sendable (_ dimension: Int) -> Int
+    /// Indices, ascending, of the `k` largest of `priorities` (ties to the lower index).
+    public let largest: @Sendable (_ priorities: [Float], _ k: Int) -> [Int]
+
+    public init(count: @escaping @Sendable (Int) -> Int, largest: @escaping @Sendable ([Float], Int) -> [Int]) {
+        self.count = count
+        self.largest = largest
+    }
 }
 
 /// Sends shares as plain 32-bit floats.
