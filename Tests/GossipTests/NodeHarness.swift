@@ -41,6 +41,8 @@ struct NodeHarness {
     var rng = SplitMix64(seed: 42)
     var events: [(node: Int, at: Instant, event: GossipEvent)] = []
     var keepEvents: (GossipEvent) -> Bool = { _ in false }
+    /// Messages dropped on the way to a node (by message and receiving node), beside `loss`.
+    var drops: (GossipMessage, Int) -> Bool = { _, _ in false }
     var messagesSent = 0
 
     mutating func add(_ node: GossipNode, start: Bool = true) -> Int {
@@ -81,6 +83,7 @@ struct NodeHarness {
                 messagesSent += 1
                 guard let j = endpoints[to] else { return }
                 if loss > 0, Double(rng.next() >> 11) / Double(1 << 53) < loss { return }
+                if drops(m, j) { return }
                 var sender = Sender(endpoint: nodes[i].record.primary)
                 if case .session(let peer) = via {
                     // A session reaches only the peer it names, and tells it who is speaking.

@@ -116,6 +116,50 @@ func averagingNetwork(_ n: Int) -> NodeHarness {
     }
 }
 
+/// A peer leaves a node's view (a shuffle) while the node still has a share in flight to it,
+/// then crashes: the node kept watching it for that share, so it probes it and takes the share
+/// back, rather than waiting for word of the death to reach it through gossip (without the
+/// watch, the first expectation fails). Once every share owed is settled the node stops
+/// watching peers outside its view.
+@Test func node_peerLeavingTheViewWithAShareInFlight_isWatchedUntilTheShareIsSettled() {
+    var h = averagingNetwork(30)
+    h.run(for: .seconds(20))
+    let victim = 7
+    let gone = testIdentity(victim).peerID
+    // The victim answers probes and shuffles but never receives a share: shares to it stay in
+    // flight while the views churn.
+    h.drops = { message, to in
+        if to == victim, case .averaging(.transfer) = message { return true }
+        return false
+    }
+    func owedOutsideTheView(_ h: NodeHarness) -> [Int] {
+        h.nodes.indices.filter { i in
+            i != victim && h.nodes[i].averager?.hasTransfers(inFlightTo: gone) == true && !h.nodes[i].sampler.contains(gone)
+        }
+    }
+    var owed: [Int] = []
+    for _ in 0..<120 where owed.isEmpty {
+        h.run(for: .seconds(1))
+        owed = owedOutsideTheView(h)
+    }
+    #expect(!owed.isEmpty, "some node holds a share to a peer no longer in its view")
+    for i in owed { #expect(h.nodes[i].membership.member(gone) != nil, "node \(i) still watches the peer it owes a share to") }
+    h.crash(victim)
+    h.keepEvents = { if case .averaging(.transferReclaimed(from: gone, _)) = $0 { return true }; return false }
+    h.run(for: .seconds(60))
+    for i in owed {
+        #expect(h.nodes[i].averager?.hasTransfers(inFlightTo: gone) == false, "node \(i) took its share back")
+        #expect(h.events.contains { $0.node == i }, "node \(i) reported taking back its share")
+    }
+    // No node watches a peer outside its view that it owes nothing to.
+    for i in h.nodes.indices where i != victim {
+        for peer in h.nodes[i].membership.members.keys where !h.nodes[i].sampler.contains(peer) {
+            #expect(h.nodes[i].averager?.hasTransfers(inFlightTo: peer) == true || h.nodes[i].membership.member(peer)?.status == .suspect,
+                    "node \(i) watches \(peer.fingerprint) outside its view, owing it nothing")
+        }
+    }
+}
+
 @Test func node_gracefulLeave_isAnnouncedAsLeftNotDead() {
     var h = bootstrappedNetwork(40)
     h.run(for: .seconds(20))

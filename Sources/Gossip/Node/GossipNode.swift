@@ -346,7 +346,7 @@ public struct GossipNode: AveragingHost {
                     discovery.returned(r.peer)
                     viewChanged = true
                 case .removed(let peer):
-                    membership.unwatch(peer)
+                    stopWatchingUnlessOwed(peer)
                     viewChanged = true
                 case .shuffled:
                     absorb(discovery.succeeded(), at: now, into: &out)
@@ -372,15 +372,28 @@ public struct GossipNode: AveragingHost {
         }
     }
 
-    private func absorb(_ actions: [PushSumAverager.Action], into out: inout [Action]) {
+    private mutating func absorb(_ actions: [PushSumAverager.Action], into out: inout [Action]) {
         for action in actions {
             switch action {
             case let .send(m, to, via): out.append(.send(.averaging(m), to: to, via: via))
             case let .schedule(t, at): out.append(.schedule(.averaging(t), at: at))
             case let .cancel(t): out.append(.cancel(.averaging(t)))
             case let .compute(request): out.append(.compute(request))
-            case let .report(e): out.append(.report(.averaging(e)))
+            case let .report(e):
+                out.append(.report(.averaging(e)))
+                // The last share owed by a peer that left the view is settled: stop watching it.
+                if case .transferAcked(let peer, _) = e, !sampler.contains(peer) { stopWatchingUnlessOwed(peer) }
             }
         }
+    }
+
+    /// Stops watching a peer that left the view, unless the averager still has shares in
+    /// flight to it: only membership declaring that peer dead or left gives them back. An
+    /// unwatched peer that vanished would hold them until word of its death happened to reach
+    /// this node through gossip (a send slot lost meanwhile, a graceful hand-off stalled until
+    /// its deadline); watched, it is probed and declared dead here. Unwatched once settled.
+    private mutating func stopWatchingUnlessOwed(_ peer: PeerID) {
+        guard !(averager?.hasTransfers(inFlightTo: peer) ?? false) else { return }
+        membership.unwatch(peer)
     }
 }
