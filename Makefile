@@ -13,7 +13,7 @@ FUZZ_SECONDS ?= 60
 # Total time box for fuzzing inside `make test`.
 FUZZ_SMOKE_SECONDS ?= 48
 
-DEBIAN_PACKAGES := libsodium-dev libuv1-dev libopenblas-dev zlib1g-dev pkg-config \
+DEBIAN_PACKAGES := libsodium-dev libuv1-dev libopenblas-dev zlib1g-dev libdnnl-dev pkg-config \
                    dataset-fashion-mnist iproute2 nftables python3-pip python3-venv time
 
 .PHONY: deps build test demo bench fuzz clean

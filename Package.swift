@@ -35,13 +35,14 @@ let package = Package(
         .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
 
         .target(name: "DeterministicRandom"),
         // What every command shares: the error and exit conventions of docs/cli.md.
         .target(name: "CommandSupport", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "Crypto", dependencies: ["CSodium"]),
         .target(name: "Gossip", dependencies: ["Crypto", "DeterministicRandom", "CLibUV", "CZlib", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "Learner", dependencies: ["DeterministicRandom", "CBLAS", "CZlib"]),
+        .target(name: "Learner", dependencies: ["DeterministicRandom", "CBLAS", "CZlib", "CDNNL"]),
         // The one composition of gossip and learning: neither Gossip nor Learner knows the other.
         .target(name: "Federation", dependencies: ["Crypto", "Gossip", "Learner", "DeterministicRandom"]),
         .target(name: "Simulation", dependencies: ["Gossip", "Crypto"], path: "netsim/Simulation",

@@ -77,7 +77,7 @@ enum ServingBench {
             }
             report.add(BenchFigure(name: "mlp \(form) throughput at batch \(throughputBatch)", value: measured.throughput, unit: "predictions/s",
                                    baseline: theirs?.throughput, ratio: theirs.map { measured.throughput / $0.throughput },
-                                   note: "best of \(throughputRepeats) batches, 1 BLAS thread; \(baselineNote)"))
+                                   note: "best of \(throughputRepeats) batches, \(OneDNN.summary); \(baselineNote)"))
             row("predictions/s at batch \(DeploymentBench.grouped(throughputBatch)), \(form)", measured.throughput, theirs?.throughput, unit: "/s", higherIsBetter: true)
         }
         let onnxFP32 = onnx?.forms["fp32"]?.latency

@@ -7,7 +7,7 @@
 # first, in dependency order, as instrumented static libraries; each is rebuilt only when its
 # sources change. Needs swiftc with libFuzzer (Swift's Linux toolchain ships it; Debian's
 # libclang-rt-14-dev provides the same runtime for clang), libsodium-dev, libuv1-dev,
-# libopenblas-dev, zlib1g-dev and pkg-config. Each target first replays, once each, the inputs
+# libopenblas-dev, zlib1g-dev, libdnnl-dev and pkg-config. Each target first replays, once each, the inputs
 # in fuzz/regressions/TARGET/ (a crash file that was found and fixed goes there, so the fix stays
 # tested), then fuzzes from three seed sources: the committed, minimised corpus in
 # fuzz/corpus/TARGET/ (refresh it with `scripts/fuzz.sh --minimize`), the hex vectors of
@@ -27,7 +27,7 @@ BIN=fuzz/bin
 SWIFTC=${SWIFTC:-swiftc}
 # Module search paths for the C modules every library below may pull in; openblas's header
 # directory comes from pkg-config (Debian puts cblas.h in a per-variant directory).
-CINCLUDES=(-I Sources/CSodium -I Sources/CLibUV -I Sources/CBLAS -I Sources/CZlib)
+CINCLUDES=(-I Sources/CSodium -I Sources/CLibUV -I Sources/CBLAS -I Sources/CZlib -I Sources/CDNNL)
 for f in $(pkg-config --cflags-only-I openblas); do CINCLUDES+=(-Xcc "$f"); done
 FLAGS=(-parse-as-library -sanitize=fuzzer,address -O "${CINCLUDES[@]}" -I "$BIN")
 SUPPORT=(fuzz/support/*.swift)
@@ -48,7 +48,7 @@ newer() { # newer OUTPUT INPUT... : true if OUTPUT is missing or older than any 
 # measured slower (103 s against 93 s from scratch).
 modules=(Crypto DeterministicRandom Gossip Learner)
 declare -A deps=([Crypto]="" [DeterministicRandom]="" [Gossip]="Crypto DeterministicRandom" [Learner]="DeterministicRandom")
-declare -A syslibs=([Crypto]="-lsodium" [DeterministicRandom]="" [Gossip]="-luv -lz" [Learner]="-lopenblas -lz")
+declare -A syslibs=([Crypto]="-lsodium" [DeterministicRandom]="" [Gossip]="-luv -lz" [Learner]="-lopenblas -lz -ldnnl -lgomp")
 build_start=$SECONDS built=""
 for m in "${modules[@]}"; do
   mapfile -t srcs < <(find "Sources/$m" -name '*.swift' | sort)

@@ -58,10 +58,11 @@ enum Int8Kernel {
     /// to the nearest integer (ties to even) in the low mantissa bits, without a call to libm.
     static let roundingBias: Float = 12_582_912
 
-    /// Quantizes `rows` rows of `count` floats at `x` into rows of `stride` int8 values (in
-    /// 16-bit lanes, the padding zeroed) at `q`, and writes each row's scale to `scales`.
-    static func quantize(_ x: UnsafePointer<Float>, rows: Int, count: Int,
-                         into q: UnsafeMutablePointer<Int16>, stride: Int, scales: UnsafeMutablePointer<Float>) {
+    /// Quantizes `rows` rows of `count` floats at `x` into rows of `stride` int8 values at `q`
+    /// (in 16-bit lanes for this kernel, in bytes for oneDNN; the padding zeroed), and writes
+    /// each row's scale to `scales`.
+    static func quantize<Value: QuantizedValue>(_ x: UnsafePointer<Float>, rows: Int, count: Int,
+                                                into q: UnsafeMutablePointer<Value>, stride: Int, scales: UnsafeMutablePointer<Float>) {
         let vectorEnd = count - count % lanes
         for r in 0..<rows {
             let row = x + r * count, out = q + r * stride
@@ -77,16 +78,10 @@ enum Int8Kernel {
             for j in vectorEnd..<count where abs(row[j]) > amax { amax = abs(row[j]) }
             scales[r] = amax / 127
             let inverse: Float = amax > 0 ? 127 / amax : 0
-            let bias = SIMD8<Float>(repeating: roundingBias)
-            k = 0
-            while k < vectorEnd {
-                let v = UnsafeRawPointer(row + k).loadUnaligned(as: SIMD8<Float>.self) * inverse + bias
-                let integers = unsafeBitCast(v, to: SIMD8<Int32>.self) &- roundingBias.bitPattern.asInt32
-                UnsafeMutableRawPointer(out + k).storeBytes(of: Lanes(truncatingIfNeeded: integers), as: Lanes.self)
-                k &+= lanes
-            }
-            for j in vectorEnd..<count {
-                out[j] = Int16(truncatingIfNeeded: (row[j] * inverse + roundingBias).bitPattern.asInt32 &- roundingBias.bitPattern.asInt32)
+            // A plain loop: the compiler vectorises it, narrowing with pack instructions.
+            let biasBits = roundingBias.bitPattern.asInt32
+            for j in 0..<count {
+                out[j] = Value(truncatingIfNeeded: (row[j] * inverse + roundingBias).bitPattern.asInt32 &- biasBits)
             }
             for j in count..<stride { out[j] = 0 }
         }
@@ -104,8 +99,7 @@ enum Int8Kernel {
                 layer.biases.withUnsafeBufferPointer { b in
                     guard let w = wb.baseAddress else { return }
                     @inline(__always) func finish(_ sum: Int32, unit o: Int, row r: Int) {
-                        let v = Float(sum) * (ws[o] * xs[r]) + b[o]
-                        y[r * outputs + o] = relu && v < 0 ? 0 : v
+                        y[r * outputs + o] = dequantized(sum, scale: ws[o], activationScale: xs[r], bias: b[o], relu: relu)
                     }
                     var o = 0
                     while o + 4 <= outputs {
@@ -163,6 +157,46 @@ enum Int8Kernel {
         }
     }
 }
+
+extension Int8Kernel {
+    /// One output of a layer from its Int32 sum: the sum times the unit's weight scale times the
+    /// sample's activation scale, plus the bias, through the ReLU if the layer has one.
+    @inline(__always)
+    static func dequantized(_ sum: Int32, scale: Float, activationScale: Float, bias: Float, relu: Bool) -> Float {
+        let v = Float(sum) * (scale * activationScale) + bias
+        return relu && v < 0 ? 0 : v
+    }
+
+    /// ``multiply(_:_:activationScales:rows:into:)``'s outputs from sums computed elsewhere:
+    /// `sums` is rows × outputs.
+    static func dequantize(_ sums: UnsafePointer<Int32>, _ layer: Int8Layer, activationScales xs: UnsafePointer<Float>, rows: Int,
+                           into y: UnsafeMutablePointer<Float>) {
+        let outputs = layer.outputs
+        layer.scales.withUnsafeBufferPointer { ws in
+            layer.biases.withUnsafeBufferPointer { b in
+                guard let ws = ws.baseAddress, let b = b.baseAddress else { return }
+                // Two loops rather than a test per value, so each vectorises.
+                if layer.relu {
+                    for r in 0..<rows { dequantizeRow(sums + r * outputs, ws, xs[r], b, outputs, relu: true, into: y + r * outputs) }
+                } else {
+                    for r in 0..<rows { dequantizeRow(sums + r * outputs, ws, xs[r], b, outputs, relu: false, into: y + r * outputs) }
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    private static func dequantizeRow(_ sums: UnsafePointer<Int32>, _ ws: UnsafePointer<Float>, _ activationScale: Float, _ b: UnsafePointer<Float>,
+                                      _ outputs: Int, relu: Bool, into y: UnsafeMutablePointer<Float>) {
+        for o in 0..<outputs { y[o] = dequantized(sums[o], scale: ws[o], activationScale: activationScale, bias: b[o], relu: relu) }
+    }
+}
+
+/// An integer type the quantizer writes: Int16 lanes for ``Int8Kernel``, bytes for oneDNN.
+protocol QuantizedValue: FixedWidthInteger {}
+
+extension Int16: QuantizedValue {}
+extension Int8: QuantizedValue {}
 
 extension UInt32 {
     /// The same bits as an Int32.

@@ -4,11 +4,12 @@ import Foundation
 /// deployed: applies the stored normaliser to raw features and answers each sample's class
 /// and class probabilities.
 ///
-/// fp32, fp16 and sparse models run in fp32 through BLAS (`sgemv` for one sample, `sgemm` for
-/// a batch). int8 models, dense or sparse, run the int8 path (``Int8Kernel``): activations
-/// quantized per sample, int8 × int8 products summed in Int32, dequantized with the row scale
-/// times the activation scale. Immutable: one predictor serves any number of threads at once,
-/// each call with scratch space of its own.
+/// fp32, fp16 and sparse models run in fp32: through BLAS (`sgemv` for one sample, `sgemm` for
+/// a small batch) and through oneDNN's matmul for batches of ``OneDNN/minimumRows`` or more.
+/// int8 models, dense or sparse, run the int8 path: activations quantized per sample, int8 ×
+/// int8 products summed in Int32 (by ``Int8Kernel``, or by oneDNN for large batches: the same
+/// sums to the bit), dequantized with the row scale times the activation scale. Immutable:
+/// one predictor serves any number of threads at once, each call with scratch space of its own.
 public final class Predictor: Sendable {
     public let architecture: Architecture
     /// How the model's file stores its parameters; int8 storage selects the int8 path.
@@ -16,22 +17,30 @@ public final class Predictor: Sendable {
     let normalizer: Normalizer
     let engine: Engine
 
-    /// How the layers are computed.
+    /// How the layers are computed; the oneDNN layers (nil where oneDNN is unavailable) serve
+    /// large batches.
     enum Engine: Sendable {
         /// Dense fp32 through BLAS.
-        case float(Model)
+        case float(Model, [OneDNN.Layer]?)
         /// The int8 kernel, one prepared layer after another.
-        case int8([Int8Layer])
+        case int8([Int8Layer], [OneDNN.Layer]?)
 
         var isInt8: Bool {
             if case .int8 = self { return true }
             return false
         }
+
+        /// Samples per chunk of a `batch`: the int8 kernel's cache-sized chunk, unless oneDNN
+        /// takes the batch (each of its calls costs about 10 µs, so it takes large chunks).
+        func chunk(for batch: Int) -> Int {
+            guard case .int8(_, let fast) = self else { return Predictor.floatChunk }
+            return fast != nil && batch >= OneDNN.minimumRows ? Predictor.floatChunk : Predictor.int8Chunk
+        }
     }
 
     /// Samples computed together: enough for efficient products, few enough that the scratch
-    /// space of a call stays within the L2 cache for the int8 path (64 rows of 784 floats is
-    /// 200 KB) and a few megabytes for BLAS.
+    /// space of a call stays within the L2 cache for the int8 kernel (64 rows of 784 floats is
+    /// 200 KB) and a few megabytes for BLAS and oneDNN.
     static let floatChunk = Model.inferenceBatch
     static let int8Chunk = 64
 
@@ -40,11 +49,28 @@ public final class Predictor: Sendable {
         architecture = model.architecture
         storage = contents.storage
         normalizer = contents.normalizer
+        let architecture = model.architecture
+        let last = architecture.layerCount - 1
         if contents.storage.precision == .int8 {
             let weights = contents.quantizedWeights
-            engine = .int8((0..<model.architecture.layerCount).map { Int8Layer($0, of: weights, biasesFrom: model) })
+            let layers = (0..<architecture.layerCount).map { Int8Layer($0, of: weights, biasesFrom: model) }
+            let fast = weights.values.withUnsafeBufferPointer { v in
+                architecture.layers.map { layer in
+                    v.baseAddress.flatMap { OneDNN.Layer(inputs: layer.inputs, outputs: layer.outputs, kind: .int8, weights: $0 + layer.valueOffset, bias: nil) }
+                }
+            }
+            engine = .int8(layers, fast.contains { $0 == nil } ? nil : fast.compactMap { $0 })
         } else {
-            engine = .float(model)
+            let fast = model.parameters.withUnsafeBufferPointer { p in
+                (0..<architecture.layerCount).map { l in
+                    let layer = architecture.layers[l]
+                    return p.baseAddress.flatMap { base in
+                        OneDNN.Layer(inputs: layer.inputs, outputs: layer.outputs, kind: .float(relu: l < last),
+                                     weights: base + architecture.weightOffset(l), bias: base + layer.biasOffset)
+                    }
+                }
+            }
+            engine = .float(model, fast.contains { $0 == nil } ? nil : fast.compactMap { $0 })
         }
     }
 
@@ -101,7 +127,7 @@ public final class Predictor: Sendable {
         try checkBatch(features, batch: batch)
         guard batch > 0 else { return }
         let d = architecture.inputCount
-        let chunk = min(batch, engine.isInt8 ? Self.int8Chunk : Self.floatChunk)
+        let chunk = min(batch, engine.chunk(for: batch))
         var scratch = Scratch(architecture: architecture, engine: engine, rows: chunk)
         defer { scratch.deallocate() }
         try features.withUnsafeBufferPointer { x in
@@ -165,25 +191,52 @@ public final class Predictor: Sendable {
     /// The logits of the `rows` normalised samples in `scratch.input`.
     func compute(rows: Int, _ scratch: inout Scratch) -> UnsafePointer<Float> {
         switch engine {
-        case .float(let model):
+        case .float(let model, let fast):
             if rows == 1 { return singleSample(model, scratch) }
+            if rows >= OneDNN.minimumRows, let fast, let logits = throughOneDNN(fast, rows: rows, scratch) { return logits }
             model.forward(scratch.input, rows: rows, workspace: &scratch.workspace)
             let offset = scratch.workspace.offsets[architecture.layerCount - 1], logits = scratch.logits
             scratch.workspace.activations.withUnsafeBufferPointer { act in
                 if let base = act.baseAddress { logits.update(from: base + offset, count: rows * architecture.classCount) }
             }
             return UnsafePointer(logits)
-        case .int8(let layers):
+        case .int8(let layers, let fast):
             var input = UnsafePointer(scratch.input)
             for (l, layer) in layers.enumerated() {
-                Int8Kernel.quantize(input, rows: rows, count: layer.inputs, into: scratch.quantized, stride: layer.stride,
-                                    scales: scratch.activationScales)
                 let output = l % 2 == 0 ? scratch.even : scratch.odd
-                Int8Kernel.multiply(layer, scratch.quantized, activationScales: scratch.activationScales, rows: rows, into: output)
+                if rows < OneDNN.minimumRows || !multiplyThroughOneDNN(input, layer, fast?[l], rows: rows, scratch, into: output) {
+                    Int8Kernel.quantize(input, rows: rows, count: layer.inputs, into: scratch.quantized, stride: layer.stride,
+                                        scales: scratch.activationScales)
+                    Int8Kernel.multiply(layer, scratch.quantized, activationScales: scratch.activationScales, rows: rows, into: output)
+                }
                 input = UnsafePointer(output)
             }
             return input
         }
+    }
+
+    /// The logits of a batch through the oneDNN layers, nil if oneDNN failed.
+    func throughOneDNN(_ layers: [OneDNN.Layer], rows: Int, _ scratch: Scratch) -> UnsafePointer<Float>? {
+        var input = UnsafePointer(scratch.input)
+        for (l, layer) in layers.enumerated() {
+            let output = l % 2 == 0 ? scratch.even : scratch.odd
+            guard layer.run(rows: rows, source: input, destination: output) else { return nil }
+            input = UnsafePointer(output)
+        }
+        return input
+    }
+
+    /// One int8 layer through oneDNN: `input` quantized as ``Int8Kernel`` quantizes it, the
+    /// sums computed by oneDNN and dequantized as ``Int8Kernel/multiply(_:_:activationScales:rows:into:)``
+    /// does; false if oneDNN is not there or failed.
+    func multiplyThroughOneDNN(_ input: UnsafePointer<Float>, _ layer: Int8Layer, _ fast: OneDNN.Layer?, rows: Int, _ scratch: Scratch,
+                               into output: UnsafeMutablePointer<Float>) -> Bool {
+        guard let fast else { return false }
+        Int8Kernel.quantize(input, rows: rows, count: layer.inputs, into: scratch.quantizedBytes, stride: layer.inputs,
+                            scales: scratch.activationScales)
+        guard fast.run(rows: rows, source: scratch.quantizedBytes, destination: scratch.sums) else { return false }
+        Int8Kernel.dequantize(scratch.sums, layer, activationScales: scratch.activationScales, rows: rows, into: output)
+        return true
     }
 
     /// One sample through every layer with `sgemv`: no packing of the weights, which is most
@@ -221,6 +274,10 @@ struct Scratch {
     /// rows × the widest stride quantized activations, and one scale per row (int8 path).
     let quantized: UnsafeMutablePointer<Int16>
     let activationScales: UnsafeMutablePointer<Float>
+    /// The quantized activations as bytes and their Int32 sums, rows × widest (int8 batches
+    /// through oneDNN).
+    let quantizedBytes: UnsafeMutablePointer<Int8>
+    let sums: UnsafeMutablePointer<Int32>
     /// The forward pass's buffers for fp32 batches (empty otherwise).
     var workspace: Workspace
 
@@ -234,11 +291,16 @@ struct Scratch {
         let stride = (widest + Int8Kernel.lanes - 1) / Int8Kernel.lanes * Int8Kernel.lanes
         quantized = .allocate(capacity: int8 ? rows * stride : 0)
         activationScales = .allocate(capacity: rows)
+        let bytes = int8 && rows >= OneDNN.minimumRows ? rows * widest : 0
+        quantizedBytes = .allocate(capacity: bytes)
+        sums = .allocate(capacity: bytes)
         workspace = Workspace(architecture: architecture, capacity: !int8 && rows > 1 ? rows : 1)
     }
 
     func deallocate() {
         for buffer in [input, even, odd, logits, activationScales] { buffer.deallocate() }
         quantized.deallocate()
+        quantizedBytes.deallocate()
+        sums.deallocate()
     }
 }

@@ -50,7 +50,7 @@ struct ServingOptions: ParsableArguments {
         switch outcome.get() {
         case .success(let port)?:
             let host = hostPort.host.contains(":") ? "[\(hostPort.host)]" : hostPort.host
-            printNote("serving predictions on http://\(host):\(port)/v2 (KServe v2: POST /v2/models/NAME/infer)")
+            printNote("serving predictions on http://\(host):\(port)/v2 (KServe v2: POST /v2/models/NAME/infer); batches: \(OneDNN.summary)")
             return (server, "http://\(host):\(port)")
         case .failure(let error)?:
             throw UserFacingError("\(flag) \(address): cannot listen (\(error)); is the port in use?")

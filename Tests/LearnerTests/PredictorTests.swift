@@ -93,6 +93,50 @@ struct PredictorTests {
         }
     }
 
+    /// An MLP of the deployed shape (784-128-10) and 200 samples: a batch takes oneDNN's path,
+    /// batches of 31 take OpenBLAS's and the int8 kernel's. int8 answers are the same to the
+    /// bit (the sums are exact integers either way); fp32 ones agree to rounding, with the same
+    /// classes as `Model.predict`.
+    @Test func predictor_largeBatches_goThroughOneDNN_withTheSmallBatchesAnswers() throws {
+        let architecture = try Architecture(inputCount: 784, hiddenSizes: [128], classCount: 10)
+        let data = try Dataset.gaussianBlobs(count: 200, featureCount: 784, classCount: 10, seed: 7)
+        var model = Model(architecture: architecture, seed: 4)
+        var trainer = try Trainer(architecture: architecture, config: TrainerConfig(batchSize: 32, seed: 4))
+        try trainer.train(&model, on: data, steps: 20)
+        let fp32 = ModelFile.Contents(model: model, normalizer: Normalizer.fit(.standardize, on: data))
+        let int8 = Compression.converted(fp32, to: .int8)
+        let d = 784, k = 10, small = OneDNN.minimumRows - 1
+        func inSmallBatches(_ predictor: Predictor) throws -> (classes: [Int], probabilities: [Float]) {
+            var classes: [Int] = [], probabilities: [Float] = []
+            for start in stride(from: 0, to: data.count, by: small) {
+                let rows = min(small, data.count - start)
+                let part = try predictor.predict(Array(data.features[(start * d)..<((start + rows) * d)]), batch: rows)
+                classes += part.classes
+                probabilities += part.probabilities
+            }
+            return (classes, probabilities)
+        }
+        for contents in [fp32, int8] {
+            let predictor = Predictor(contents)
+            switch predictor.engine {
+            case .float(_, let fast), .int8(_, let fast): #expect(fast?.count == 2, "oneDNN layers were built: \(OneDNN.summary)")
+            }
+            let whole = try predictor.predict(data.features, batch: data.count)
+            let parts = try inSmallBatches(predictor)
+            if predictor.storage == .int8 {
+                #expect(whole.probabilities == parts.probabilities, "int8 through oneDNN and through the kernel, to the bit")
+                #expect(whole.classes == parts.classes)
+            } else {
+                var normalized = data
+                try normalized.normalize(with: contents.normalizer)
+                #expect(whole.classes == (try model.predict(normalized.features)))
+                #expect(zip(whole.probabilities, parts.probabilities).allSatisfy { abs($0 - $1) < 1e-5 })
+                #expect(whole.classes == parts.classes)
+            }
+            #expect(whole.probabilities.count == data.count * k)
+        }
+    }
+
     @Test(.enabled(if: FashionMNISTTests.available))
     func predictor_int8_agreesWithFP32OnFashionMNIST() throws {
         let (train, test) = try FashionMNISTTests.load(.none)
