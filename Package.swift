@@ -42,7 +42,8 @@ let package = Package(
         .target(name: "CommandSupport", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "Crypto", dependencies: ["CSodium"]),
         .target(name: "Gossip", dependencies: ["Crypto", "DeterministicRandom", "CLibUV", "CZlib", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "Learner", dependencies: ["DeterministicRandom", "CBLAS", "CZlib", "CDNNL"]),
+        .target(name: "CInference"),
+        .target(name: "Learner", dependencies: ["DeterministicRandom", "CBLAS", "CZlib", "CDNNL", "CInference"]),
         // The one composition of gossip and learning: neither Gossip nor Learner knows the other.
         .target(name: "Federation", dependencies: ["Crypto", "Gossip", "Learner", "DeterministicRandom"]),
         .target(name: "Simulation", dependencies: ["Gossip", "Crypto"], path: "netsim/Simulation",
@@ -80,7 +81,7 @@ let package = Package(
 
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "CSodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "Crypto", "DeterministicRandom"]),
-        .testTarget(name: "LearnerTests", dependencies: ["Learner", "DeterministicRandom"]),
+        .testTarget(name: "LearnerTests", dependencies: ["Learner", "DeterministicRandom", "CInference"]),
         .testTarget(name: "FederationTests", dependencies: ["Federation", "Experiments", "Gossip", "Crypto", "Learner", "Simulation", "DeterministicRandom"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Gossip", "Crypto"]),
         // Runs the built `peer` and `netsim` as a user would, and the commands the docs show.

@@ -27,7 +27,7 @@ BIN=fuzz/bin
 SWIFTC=${SWIFTC:-swiftc}
 # Module search paths for the C modules every library below may pull in; openblas's header
 # directory comes from pkg-config (Debian puts cblas.h in a per-variant directory).
-CINCLUDES=(-I Sources/CSodium -I Sources/CLibUV -I Sources/CBLAS -I Sources/CZlib -I Sources/CDNNL)
+CINCLUDES=(-I Sources/CSodium -I Sources/CLibUV -I Sources/CBLAS -I Sources/CZlib -I Sources/CDNNL -I Sources/CInference/include)
 for f in $(pkg-config --cflags-only-I openblas); do CINCLUDES+=(-Xcc "$f"); done
 FLAGS=(-parse-as-library -sanitize=fuzzer,address -O "${CINCLUDES[@]}" -I "$BIN")
 SUPPORT=(fuzz/support/*.swift)
@@ -48,8 +48,15 @@ newer() { # newer OUTPUT INPUT... : true if OUTPUT is missing or older than any 
 # measured slower (103 s against 93 s from scratch).
 modules=(Crypto DeterministicRandom Gossip Learner)
 declare -A deps=([Crypto]="" [DeterministicRandom]="" [Gossip]="Crypto DeterministicRandom" [Learner]="DeterministicRandom")
-declare -A syslibs=([Crypto]="-lsodium" [DeterministicRandom]="" [Gossip]="-luv -lz" [Learner]="-lopenblas -lz -ldnnl -lgomp")
+declare -A syslibs=([Crypto]="-lsodium" [DeterministicRandom]="" [Gossip]="-luv -lz" [Learner]="$BIN/libCInference.a -lopenblas -lz -ldnnl -lgomp")
 build_start=$SECONDS built=""
+# Learner's C passes (CInference), a plain static library.
+if newer "$BIN/libCInference.a" Sources/CInference/inference.c Sources/CInference/include/inference.h; then
+  echo "fuzz: building CInference"
+  clang -O2 -c Sources/CInference/inference.c -I Sources/CInference/include -o "$BIN/inference.o"
+  ar rcs "$BIN/libCInference.a" "$BIN/inference.o"
+  built+=" CInference"
+fi
 for m in "${modules[@]}"; do
   mapfile -t srcs < <(find "Sources/$m" -name '*.swift' | sort)
   inputs=("${srcs[@]}"); for d in ${deps[$m]}; do inputs+=("$BIN/lib$d.a"); done

@@ -1,3 +1,5 @@
+import CInference
+
 /// One dense layer prepared for the int8 inference path.
 struct Int8Layer: Sendable {
     let inputs: Int
@@ -54,37 +56,13 @@ enum Int8Kernel {
         return products.evenHalf &+ products.oddHalf
     }
 
-    /// 1.5 · 2²³: adding it to a float of magnitude below 2²² leaves the float's value rounded
-    /// to the nearest integer (ties to even) in the low mantissa bits, without a call to libm.
-    static let roundingBias: Float = 12_582_912
-
     /// Quantizes `rows` rows of `count` floats at `x` into rows of `stride` int8 values at `q`
     /// (in 16-bit lanes for this kernel, in bytes for oneDNN; the padding zeroed), and writes
-    /// each row's scale to `scales`.
+    /// each row's scale to `scales`: CInference's pass (AVX2 where the CPU has it), rounding to
+    /// nearest with ties to even.
     static func quantize<Value: QuantizedValue>(_ x: UnsafePointer<Float>, rows: Int, count: Int,
                                                 into q: UnsafeMutablePointer<Value>, stride: Int, scales: UnsafeMutablePointer<Float>) {
-        let vectorEnd = count - count % lanes
-        for r in 0..<rows {
-            let row = x + r * count, out = q + r * stride
-            var largest = SIMD8<Float>()
-            var k = 0
-            while k < vectorEnd {
-                let v = UnsafeRawPointer(row + k).loadUnaligned(as: SIMD8<Float>.self)
-                let magnitude = v.replacing(with: -v, where: v .< 0)
-                largest.replace(with: magnitude, where: magnitude .> largest)
-                k &+= lanes
-            }
-            var amax = largest.max()
-            for j in vectorEnd..<count where abs(row[j]) > amax { amax = abs(row[j]) }
-            scales[r] = amax / 127
-            let inverse: Float = amax > 0 ? 127 / amax : 0
-            // A plain loop: the compiler vectorises it, narrowing with pack instructions.
-            let biasBits = roundingBias.bitPattern.asInt32
-            for j in 0..<count {
-                out[j] = Value(truncatingIfNeeded: (row[j] * inverse + roundingBias).bitPattern.asInt32 &- biasBits)
-            }
-            for j in count..<stride { out[j] = 0 }
-        }
+        murmur_quantize(x, rows, count, q, stride, Int32(MemoryLayout<Value>.size), scales)
     }
 
     /// y[r][o] = (Σₖ q[r][k] · w[o][k]) · scale[o] · activationScales[r] + bias[o], with a ReLU
@@ -197,8 +175,3 @@ protocol QuantizedValue: FixedWidthInteger {}
 
 extension Int16: QuantizedValue {}
 extension Int8: QuantizedValue {}
-
-extension UInt32 {
-    /// The same bits as an Int32.
-    fileprivate var asInt32: Int32 { Int32(bitPattern: self) }
-}

@@ -39,6 +39,7 @@ public enum OneDNN {
         let handle: dnnl_engine_t
 
         init?() {
+            omp_set_num_threads(Int32(clamping: OneDNN.threadCount))
             var engine: dnnl_engine_t?
             guard dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success, let engine else { return nil }
             handle = engine
@@ -73,6 +74,8 @@ public enum OneDNN {
         /// Float for `.float` and Int8 for `.int8`; nil if oneDNN refuses any step.
         init?(inputs: Int, outputs: Int, kind: Kind, weights plain: UnsafeRawPointer, bias plainBias: UnsafePointer<Float>?) {
             guard let engine = OneDNN.engine else { return nil }
+            // A primitive sizes its work for the threads its creating thread may use.
+            omp_set_num_threads(Int32(clamping: OneDNN.threadCount))
             self.inputs = inputs
             self.outputs = outputs
             self.kind = kind
@@ -163,6 +166,7 @@ public enum OneDNN {
         /// Runs the layer on `rows` rows at `source` into `destination`; false if oneDNN
         /// failed (the caller then computes the rows another way).
         func run(rows: Int, source: UnsafeRawPointer, destination: UnsafeMutableRawPointer) -> Bool {
+            omp_set_num_threads(Int32(clamping: OneDNN.threadCount))
             let (inType, outType): (dnnl_data_type_t, dnnl_data_type_t)
             switch kind {
             case .float: (inType, outType) = (dnnl_f32, dnnl_f32)
@@ -183,7 +187,6 @@ public enum OneDNN {
             var arguments = [dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: input), dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: weights),
                              dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: output)]
             if let bias { arguments.append(dnnl_exec_arg_t(arg: DNNL_ARG_BIAS, memory: bias)) }
-            omp_set_num_threads(Int32(clamping: OneDNN.threadCount))
             return dnnl_primitive_execute(primitive, stream, Int32(arguments.count), arguments) == dnnl_success
                 && dnnl_stream_wait(stream) == dnnl_success
         }

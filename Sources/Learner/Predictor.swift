@@ -1,3 +1,4 @@
+import CInference
 import Foundation
 
 /// Inference with a model file's contents, for `peer predict`, `peer serve` and anything
@@ -153,39 +154,21 @@ public final class Predictor: Sendable {
         }
     }
 
-    /// (x − offset) · scale into `out`, as ``Normalizer/apply(to:featureCount:)`` computes it;
-    /// throws on a value that is not finite before or after.
+    /// (x − offset) · scale into `out`, as ``Normalizer/apply(to:featureCount:)`` computes it
+    /// (CInference's pass, AVX2 where the CPU has it); throws on a value that is not finite
+    /// before or after.
     func normalize(_ x: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>, firstSample: Int) throws {
         let d = architecture.inputCount
-        let vectorEnd = d - d % 8
-        try normalizer.offsets.withUnsafeBufferPointer { ob in
-            try normalizer.scales.withUnsafeBufferPointer { sb in
-                guard let o = ob.baseAddress, let s = sb.baseAddress else { return }
-                for r in 0..<rows {
-                    let row = x + r * d, y = out + r * d
-                    // v · 0 is 0 for every finite v and NaN otherwise, so one sum finds a bad value.
-                    var check = SIMD8<Float>()
-                    var j = 0
-                    while j < vectorEnd {
-                        let v = (UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self) - UnsafeRawPointer(o + j).loadUnaligned(as: SIMD8<Float>.self))
-                            * UnsafeRawPointer(s + j).loadUnaligned(as: SIMD8<Float>.self)
-                        UnsafeMutableRawPointer(y + j).storeBytes(of: v, as: SIMD8<Float>.self)
-                        check += v * 0
-                        j += 8
-                    }
-                    var tail: Float = 0
-                    for j in vectorEnd..<d {
-                        y[j] = (row[j] - o[j]) * s[j]
-                        tail += y[j] * 0
-                    }
-                    if check.sum() + tail != 0, let j = (0..<d).first(where: { !y[$0].isFinite }) {
-                        throw LearnerError.invalidArgument(row[j].isFinite
-                            ? "feature \(j) of sample \(firstSample + r) is \(row[j]), beyond what the model's normalisation can take"
-                            : "feature \(j) of sample \(firstSample + r) is \(row[j]); features must be finite numbers")
-                    }
-                }
+        let bad = normalizer.offsets.withUnsafeBufferPointer { ob in
+            normalizer.scales.withUnsafeBufferPointer { sb in
+                murmur_normalize(x, ob.baseAddress, sb.baseAddress, rows, d, out)
             }
         }
+        guard bad >= 0 else { return }
+        let r = bad / d, j = bad % d, value = x[bad]
+        throw LearnerError.invalidArgument(value.isFinite
+            ? "feature \(j) of sample \(firstSample + r) is \(value), beyond what the model's normalisation can take"
+            : "feature \(j) of sample \(firstSample + r) is \(value); features must be finite numbers")
     }
 
     /// The logits of the `rows` normalised samples in `scratch.input`.

@@ -1,3 +1,4 @@
+import CInference
 import Foundation
 import Testing
 @testable import Learner
@@ -93,16 +94,22 @@ struct PredictorTests {
         }
     }
 
+    /// An MLP with one hidden layer trained for 20 steps on Gaussian blobs, and the blobs.
+    static func trainedOnBlobs(inputs: Int, hidden: Int, classes: Int, samples: Int, seed: UInt64) throws -> (Model, Dataset) {
+        let architecture = try Architecture(inputCount: inputs, hiddenSizes: [hidden], classCount: classes)
+        let data = try Dataset.gaussianBlobs(count: samples, featureCount: inputs, classCount: classes, seed: seed + 3)
+        var model = Model(architecture: architecture, seed: seed)
+        var trainer = try Trainer(architecture: architecture, config: TrainerConfig(batchSize: 32, seed: seed))
+        try trainer.train(&model, on: data, steps: 20)
+        return (model, data)
+    }
+
     /// An MLP of the deployed shape (784-128-10) and 200 samples: a batch takes oneDNN's path,
     /// batches of 31 take OpenBLAS's and the int8 kernel's. int8 answers are the same to the
     /// bit (the sums are exact integers either way); fp32 ones agree to rounding, with the same
     /// classes as `Model.predict`.
     @Test func predictor_largeBatches_goThroughOneDNN_withTheSmallBatchesAnswers() throws {
-        let architecture = try Architecture(inputCount: 784, hiddenSizes: [128], classCount: 10)
-        let data = try Dataset.gaussianBlobs(count: 200, featureCount: 784, classCount: 10, seed: 7)
-        var model = Model(architecture: architecture, seed: 4)
-        var trainer = try Trainer(architecture: architecture, config: TrainerConfig(batchSize: 32, seed: 4))
-        try trainer.train(&model, on: data, steps: 20)
+        let (model, data) = try Self.trainedOnBlobs(inputs: 784, hidden: 128, classes: 10, samples: 200, seed: 4)
         let fp32 = ModelFile.Contents(model: model, normalizer: Normalizer.fit(.standardize, on: data))
         let int8 = Compression.converted(fp32, to: .int8)
         let d = 784, k = 10, small = OneDNN.minimumRows - 1
@@ -134,6 +141,27 @@ struct PredictorTests {
                 #expect(whole.classes == parts.classes)
             }
             #expect(whole.probabilities.count == data.count * k)
+        }
+    }
+
+    /// The element-wise passes' AVX2 build and their baseline build answer alike, to the bit,
+    /// fp32 and int8, one sample and a batch (the same operations in the same order, no fused
+    /// multiply-adds). On a CPU without AVX2 both runs take the baseline build.
+    @Test func predictor_avx2AndBaselinePasses_giveTheSameAnswers() throws {
+        let (model, data) = try Self.trainedOnBlobs(inputs: 37, hidden: 19, classes: 4, samples: 100, seed: 5)
+        let fp32 = ModelFile.Contents(model: model, normalizer: Normalizer.fit(.standardize, on: data))
+        let build = String(cString: murmur_inference_build())
+        for contents in [fp32, Compression.converted(fp32, to: .int8)] {
+            let predictor = Predictor(contents)
+            let single = try predictor.predict(Array(data.features[0..<37]), batch: 1)
+            let batch = try predictor.predict(data.features, batch: data.count)
+            murmur_inference_use_baseline(1)
+            defer { murmur_inference_use_baseline(0) }
+            #expect(String(cString: murmur_inference_build()) == "baseline")
+            let singleBaseline = try predictor.predict(Array(data.features[0..<37]), batch: 1)
+            let batchBaseline = try predictor.predict(data.features, batch: data.count)
+            #expect(single.probabilities == singleBaseline.probabilities, "\(contents.storage), one sample, \(build) against baseline")
+            #expect(batch.probabilities == batchBaseline.probabilities, "\(contents.storage), a batch, \(build) against baseline")
         }
     }
 
