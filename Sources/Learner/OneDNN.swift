@@ -57,6 +57,14 @@ public enum OneDNN {
             case float(relu: Bool)
             /// int8 in, exact Int32 sums out; no bias (the caller dequantizes).
             case int8
+
+            /// The element types of the rows in and out.
+            var types: (in: dnnl_data_type_t, out: dnnl_data_type_t) {
+                switch self {
+                case .float: return (dnnl_f32, dnnl_f32)
+                case .int8: return (dnnl_s8, dnnl_s32)
+                }
+            }
         }
 
         let inputs: Int
@@ -80,11 +88,7 @@ public enum OneDNN {
             self.outputs = outputs
             self.kind = kind
             self.engine = engine
-            let (inType, outType): (dnnl_data_type_t, dnnl_data_type_t)
-            switch kind {
-            case .float: (inType, outType) = (dnnl_f32, dnnl_f32)
-            case .int8: (inType, outType) = (dnnl_s8, dnnl_s32)
-            }
+            let (inType, outType) = kind.types
             let k = Int64(inputs), n = Int64(outputs), anyRows = Int64.min // DNNL_RUNTIME_DIM_VAL
             guard let source = Self.descriptor([anyRows, k], inType, dnnl_ab),
                   let chosen = Self.descriptor([k, n], inType, dnnl_format_tag_any),
@@ -167,11 +171,7 @@ public enum OneDNN {
         /// failed (the caller then computes the rows another way).
         func run(rows: Int, source: UnsafeRawPointer, destination: UnsafeMutableRawPointer) -> Bool {
             omp_set_num_threads(Int32(clamping: OneDNN.threadCount))
-            let (inType, outType): (dnnl_data_type_t, dnnl_data_type_t)
-            switch kind {
-            case .float: (inType, outType) = (dnnl_f32, dnnl_f32)
-            case .int8: (inType, outType) = (dnnl_s8, dnnl_s32)
-            }
+            let (inType, outType) = kind.types
             guard var src = Self.descriptor([Int64(rows), Int64(inputs)], inType, dnnl_ab),
                   var dst = Self.descriptor([Int64(rows), Int64(outputs)], outType, dnnl_ab) else { return false }
             var input: dnnl_memory_t?, output: dnnl_memory_t?, stream: dnnl_stream_t?

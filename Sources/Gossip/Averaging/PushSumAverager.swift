@@ -672,7 +672,7 @@ public struct PushSumAverager: ProtocolNode {
     /// A hand-off (`fraction` 1) carries every coordinate that holds weight.
     private mutating func takeSparseShare(fraction: Double, selection: SparseSelection) -> SparseShare {
         let n = dimension
-        var chosen: [Int]
+        let chosen: [Int]
         if fraction == 1 {
             chosen = Array(0..<n)
         } else {

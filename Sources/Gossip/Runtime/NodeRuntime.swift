@@ -772,9 +772,19 @@ public final class OverlayRuntime<Node: OverlayNode> {
 
     // MARK: Leaving
 
-    /// Most time a leave waits for the averager to hand off its mass before the node stops
+    /// Least time a leave waits for the averager to hand off its mass before the node stops
     /// anyway (keeping what it could not hand off, and saying so).
     public static var leaveDeadlineMilliseconds: UInt64 { 15_000 }
+
+    /// How long this node's leave waits for its hand-off: at least
+    /// ``leaveDeadlineMilliseconds``, and long enough for membership to declare a hand-off
+    /// receiver that vanished dead (its detection bound), so the share is taken back and
+    /// handed to another neighbour, plus five seconds for that one to acknowledge it. A peer
+    /// that left just before this one, and had not been heard of as gone, is such a receiver.
+    var leaveDeadline: UInt64 {
+        let detection = node.overlay.membership.detectionBound + .seconds(5)
+        return max(Self.leaveDeadlineMilliseconds, UInt64(clamping: detection.nanosecondsClamped / 1_000_000))
+    }
     /// Called once the node stopped: true if every bit of averaging mass was handed off (or
     /// the node did not average).
     public var onStopped: ((Bool) -> Void)?
@@ -799,7 +809,7 @@ public final class OverlayRuntime<Node: OverlayNode> {
             handedOff = true
             try? loop.after(milliseconds: 1_000) { [weak self] in self?.stop() }
         }
-        try? loop.after(milliseconds: Self.leaveDeadlineMilliseconds, keepsLoopAlive: false) { [weak self] in self?.stop() }
+        try? loop.after(milliseconds: leaveDeadline, keepsLoopAlive: false) { [weak self] in self?.stop() }
     }
 
     private var stopped = false
