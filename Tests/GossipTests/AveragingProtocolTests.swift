@@ -429,6 +429,22 @@ private let weights: [Double] = [1, 3, 100, 7]
     #expect(drained, "after the restart, the nodes hold exactly the inputs' mass")
 }
 
+/// A state saved before coordinate weights existed (`MPS2`: the same bytes without the flag
+/// after the value) is still read; an unknown flag is refused with the field's name.
+@Test func durableState_previousFormat_isStillRead_andAnUnknownFlagIsRefused() throws {
+    let node = PushSumAverager(peer: averagingTestPeer(0), initial: [1, 2, 3], sampleCount: 3, rng: SplitMix64(seed: 1))
+    let current = node.durableState.encoded()
+    let flagOffset = 4 + 32 + 8 + 8 + 8 + 8 + 4 + 8 * 3
+    #expect(current[flagOffset] == 0, "a dense node saves no coordinate weights")
+    var previous = Array("MPS2".utf8) + current[4...]
+    previous.remove(at: flagOffset)
+    let read = try DurableState(decoding: previous)
+    #expect(read == node.durableState && read.coordinateWeights == nil)
+    var unknown = current
+    unknown[flagOffset] = 2
+    #expect(throws: WireError.invalidValue(field: "coordinate weights", reason: "flag 2, expected 0 or 1")) { try DurableState(decoding: unknown) }
+}
+
 @Test func durableState_malformedBytes_areRefusedWithTheField() {
     #expect(throws: WireError.self) { try DurableState(decoding: []) }
     #expect(throws: WireError.self) { try DurableState(decoding: Array("MPS2".utf8) + [UInt8](repeating: 0, count: 60)) }
