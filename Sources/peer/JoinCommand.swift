@@ -59,7 +59,7 @@ struct Join: ParsableCommand {
     @Option(name: .customLong("log-format"), help: "text, or json (one object per line) for log collectors.")
     var logFormat: String = "text"
 
-    @Option(name: .long, help: "Compression of averaging shares: fp32 (none), fp16 or int8; what a share loses stays with its sender (error feedback), so no mass is lost. Every peer of a network must use the same.")
+    @Option(name: .long, help: "Compression of averaging shares: fp32 (none), fp16, int8, or topk:F (each share carries the fraction F of the coordinates, each at its own weight); what a share loses or leaves out stays with its sender (error feedback), so no mass is lost. Every peer of a network must use the same.")
     var compress: String = "fp32"
 
     @Option(name: .long, parsing: .unconditional, help: "Most bytes per second this node sends, datagrams and transfers together (0: no cap); heartbeats go before transfers.")
