@@ -256,13 +256,25 @@ public struct TopKCodec: DeltaCodec {
         guard k > 0 else { return [] }
         var mags = values.map { $0.isNaN ? Float.infinity : abs($0) }
         let threshold = quickselect(&mags, rank: values.count - k) // k-th largest
-        var chosen: [Int] = []
-        chosen.reserveCapacity(k)
-        for (i, v) in values.enumerated() where abs(v) > threshold || v.isNaN { chosen.append(i) }
-        for (i, v) in values.enumerated() where chosen.count < k && abs(v) == threshold { chosen.append(i) }
-        if chosen.count > k { chosen.removeLast(chosen.count - k) }
-        chosen.sort()
-        return chosen
+        return values.withUnsafeBufferPointer { v in
+            // Every value above the threshold is taken (at most k of them); the ties fill the
+            // rest, lowest indices first. One pass in index order keeps the result ascending.
+            var above = 0
+            for x in v where abs(x) > threshold || x.isNaN { above += 1 }
+            var ties = k - above
+            var chosen: [Int] = []
+            chosen.reserveCapacity(k)
+            for i in 0..<v.count {
+                let m = abs(v[i])
+                if m > threshold || v[i].isNaN {
+                    chosen.append(i)
+                } else if m == threshold, ties > 0 {
+                    chosen.append(i)
+                    ties -= 1
+                }
+            }
+            return chosen
+        }
     }
 
     /// The element that would sit at `rank` if `a` were sorted ascending (Hoare selection,

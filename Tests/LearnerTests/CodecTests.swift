@@ -53,6 +53,23 @@ struct CodecTests {
         for i in kept { #expect(y[i] == x[i]) }
     }
 
+    /// Many equal magnitudes (as sparse push-sum's priorities have: zeros, and infinities for
+    /// its sweep): the k chosen are the largest, ties to the lower index, in ascending order.
+    @Test(arguments: [1, 13, 100, 399])
+    func largestIndices_withManyTies_takeTheLowerIndices(k: Int) {
+        var rng = SplitMix64(seed: UInt64(k))
+        let values = (0..<400).map { _ -> Float in
+            switch rng.next(upperBound: UInt64(4)) {
+            case 0: return 0
+            case 1: return .infinity
+            case 2: return -2.5
+            default: return Float(rng.next(upperBound: UInt64(5)))
+            }
+        }
+        let expected = values.indices.sorted { (abs(values[$0]), -$0) > (abs(values[$1]), -$1) }.prefix(k).sorted()
+        #expect(TopKCodec.largestIndices(values, k) == Array(expected))
+    }
+
     @Test(arguments: ["fp16", "int8", "topk:0.01", "topk:0.1"])
     func errorFeedback_sumOfDecoded_tracksSumOfTrueDeltas(spec: String) throws {
         let n = 2000
