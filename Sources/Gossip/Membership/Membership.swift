@@ -276,12 +276,14 @@ public struct Membership: Sendable {
         table[peer]?.status ?? hearsay[peer]?.status
     }
 
-    /// Every peer this node knows a status of, watched or heard of, in key order.
-    public var knownPeers: [(peer: PeerID, status: Status)] {
-        var all: [PeerID: Status] = [:]
-        for (peer, h) in hearsay { all[peer] = h.status }
-        for (peer, m) in table { all[peer] = m.status }
-        return all.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    /// Every peer this node knows a status of, watched or heard of, in key order, with the
+    /// instant this node entered that status where it keeps one: when a suspicion started,
+    /// a peer was declared dead or left, or a rumour was heard (nil for a watched live peer).
+    public var knownPeers: [(peer: PeerID, status: Status, since: Instant?)] {
+        var all: [PeerID: (Status, Instant?)] = [:]
+        for (peer, h) in hearsay { all[peer] = (h.status, h.heard) }
+        for (peer, m) in table { all[peer] = (m.status, m.suspicion?.start) }
+        return all.sorted { $0.key < $1.key }.map { ($0.key, $0.value.0, $0.value.1) }
     }
 
     // MARK: Driver entry points

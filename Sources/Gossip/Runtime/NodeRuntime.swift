@@ -709,7 +709,12 @@ public final class OverlayRuntime<Node: OverlayNode> {
         var result: [String: Any] = [
             "peer": me.description,
             "addresses": overlay.record.endpoints.map(\.description),
-            "members": overlay.membership.knownPeers.filter { $0.peer != me }.map { ["peer": $0.peer.description, "state": Self.name($0.status)] },
+            "members": overlay.membership.knownPeers.filter { $0.peer != me }.map { known in
+                var member: [String: Any] = ["peer": known.peer.description, "state": Self.name(known.status)]
+                if let since = known.since { member["since"] = wallClock(of: since) }
+                return member
+            },
+            "localHealth": overlay.membership.localHealth,
             "view": overlay.sampler.view.count,
             "beacons": beaconsOff == nil,
         ]
@@ -759,6 +764,11 @@ public final class OverlayRuntime<Node: OverlayNode> {
         }
         for (key, value) in statusExtras?() ?? [:] { result[key] = value }
         return result
+    }
+
+    /// Unix time, in seconds, of an instant of the loop's clock.
+    private func wallClock(of instant: Instant) -> Double {
+        Date().timeIntervalSince1970 - Double((now - instant).nanosecondsClamped) / 1e9
     }
 
     static func name(_ status: Membership.Status) -> String {
