@@ -2,9 +2,9 @@ import Crypto
 import Gossip
 import Learner
 
-/// Decentralized parallel SGD (D-PSGD; Lian et al. 2017) over a fixed graph with
-/// Metropolis–Hastings weights: every round a node mixes its model with the latest models its
-/// neighbours sent, `x ← W_ii·x + Σ_j W_ij·x_j` with `W_ij = 1 / (1 + max(d_i, d_j))` and
+/// Decentralized parallel SGD (D-PSGD; Lian et al. 2017) with Metropolis–Hastings weights:
+/// every round a node mixes its model with the latest models its neighbours sent,
+/// `x ← W_ii·x + Σ_j W_ij·x_j` with `W_ij = 1 / (1 + max(d_i, d_j))` and
 /// `W_ii = 1 − Σ_j W_ij`, trains the mixture for ``Settings/localSteps`` steps, and sends the
 /// result to every neighbour. The weights are symmetric and doubly stochastic, so the network
 /// converges to the plain (unweighted) average of the nodes' models.
@@ -12,7 +12,12 @@ import Learner
 /// Rounds are not synchronised: a node mixes whatever copies it holds, and a neighbour it has
 /// not heard from yet (or whose copies were lost) counts with the node's own model. A lost copy
 /// makes the next mixture use an older one; nothing has to be acknowledged.
-public struct DPSGDNode: ProtocolNode {
+///
+/// The neighbours are a fixed graph (the simulator's topologies) or, in the overlay, the
+/// peer-sampling view, which is not symmetric: a peer that sends this node copies becomes its
+/// neighbour too for a while (``Settings/senderMemory``), so both mix with each other and the
+/// weights stay close to symmetric as the views change.
+public struct DPSGDNode: ModelExchangeAlgorithm {
     public typealias Message = ModelExchangeMessage
 
     public enum Timer: Hashable, Sendable {
@@ -27,21 +32,35 @@ public struct DPSGDNode: ProtocolNode {
         /// SGD steps per round.
         public var localSteps = 5
         public var trainer = TrainerConfig(batchSize: 32, sgd: SGDConfig(learningRate: 0.1, momentum: 0, weightDecay: 0))
+        /// How long a peer that sent a copy stays a neighbour after its last copy although it
+        /// is not among ``DPSGDNode/neighbours`` (another peer's view held this node): mixing
+        /// and sending both ways keeps the weights symmetric over a peer-sampling view.
+        public var senderMemory: Duration = .seconds(5)
 
         public init() {}
+    }
+
+    /// A neighbour's latest copy.
+    struct Received: Sendable {
+        var parameters: [Float]
+        var degree: Int
+        var from: PeerAddress
+        var heard: Instant
     }
 
     public let peerID: PeerID
     public let architecture: Architecture
     public let settings: Settings
-    /// The fixed neighbours; their latest copies are kept in this order, so mixing adds them
-    /// in the same order in every run.
-    public let neighbours: [PeerAddress]
+    /// The given neighbours: a fixed graph, or the overlay's view. Copies are mixed in this
+    /// order, then those of other recent senders by key, so a run adds them in the same order
+    /// every time.
+    public var neighbours: [PeerAddress]
     public private(set) var parameters: [Float]
     public private(set) var roundsTrained = 0
-    private var latest: [(parameters: [Float], degree: Int)?]
-    private let data: Dataset
+    private var latest: [PeerID: Received] = [:]
+    private var data: Dataset
     private let copies: ModelCopyCodec
+    private var copiesSent: UInt64 = 0
     private var local: LocalTraining
     private var training: UInt64?
     private var nextRequest: UInt64 = 0
@@ -54,7 +73,6 @@ public struct DPSGDNode: ProtocolNode {
         self.settings = settings
         self.data = data
         parameters = initial.flatten()
-        latest = Array(repeating: nil, count: neighbours.count)
         copies = ModelCopyCodec(codec: codec, count: architecture.parameterCount)
         var config = settings.trainer
         config.seed = seed
@@ -63,8 +81,35 @@ public struct DPSGDNode: ProtocolNode {
 
     public var model: Model? { try? Model(architecture: architecture, parameters: parameters) }
 
-    /// The Metropolis–Hastings weight of a neighbour of degree `degree`.
-    func weight(ofNeighbourWithDegree degree: Int) -> Float { 1 / Float(1 + max(neighbours.count, degree)) }
+    public var localSteps: Int { settings.localSteps }
+    public var optimizerState: SGDState { local.optimizerState }
+
+    public mutating func replaceTrainingData(_ data: Dataset) { self.data = data }
+
+    public mutating func adopt(_ copy: ModelCopy) -> Bool {
+        guard let received = copies.decode(copy) else { return false }
+        parameters = received
+        return true
+    }
+
+    public mutating func restore(parameters: [Float], rounds: Int, optimizer: SGDState) throws {
+        self.parameters = try local.resume(parameters: parameters, optimizer: optimizer)
+        roundsTrained = max(0, rounds)
+    }
+
+    /// The peers this node mixes with and sends to: the neighbours, then every other peer that
+    /// sent a copy within ``Settings/senderMemory``, by key. With a fixed symmetric graph that
+    /// is exactly the neighbours.
+    func partners(at now: Instant) -> [PeerAddress] {
+        var result = neighbours.filter { $0.peer != peerID }
+        let given = Set(result.map(\.peer))
+        let recent = latest.values.filter { !given.contains($0.from.peer) && now - $0.heard <= settings.senderMemory }
+        result += recent.map(\.from).sorted { $0.peer < $1.peer }
+        return result
+    }
+
+    /// The Metropolis–Hastings weight between this node, of degree `own`, and a neighbour of degree `degree`.
+    static func weight(own: Int, neighbour degree: Int) -> Float { 1 / Float(1 + max(own, degree)) }
 
     public mutating func onStart(at now: Instant) -> [Action] {
         training = nil
@@ -72,17 +117,18 @@ public struct DPSGDNode: ProtocolNode {
     }
 
     public mutating func onMessage(_ message: Message, from sender: Sender, at now: Instant) -> [Action] {
-        guard case .model(let copy) = message, let peer = sender.peer, let index = neighbours.firstIndex(where: { $0.peer == peer }),
+        guard case .model(let copy) = message, let peer = sender.peer, peer != peerID,
               let received = copies.decode(copy) else { return [.report(.refused(from: sender))] }
-        latest[index] = (received, Int(copy.degree))
+        let from = neighbours.first { $0.peer == peer } ?? latest[peer]?.from ?? PeerAddress(peer: peer, endpoint: sender.endpoint)
+        latest[peer] = Received(parameters: received, degree: Int(copy.degree), from: from, heard: now)
         return []
     }
 
     public mutating func onTimer(_ timer: Timer, at now: Instant) -> [Action] {
         guard training == nil else { return [] }
-        mix()
+        mix(at: now)
         guard data.count > 0 else {
-            return broadcast() + [.schedule(.round, at: now + settings.roundInterval)]
+            return broadcast(at: now) + [.schedule(.round, at: now + settings.roundInterval)]
         }
         nextRequest += 1
         training = nextRequest
@@ -98,15 +144,19 @@ public struct DPSGDNode: ProtocolNode {
             roundsTrained += 1
             actions.append(.report(.trained(loss: outcome.loss)))
         }
-        return broadcast() + actions
+        return broadcast(at: now) + actions
     }
 
-    /// `x ← W_ii·x + Σ_j W_ij·x_j` over the copies held; a neighbour without one counts as `x`.
-    private mutating func mix() {
+    /// `x ← W_ii·x + Σ_j W_ij·x_j` over the partners' copies held; a partner without one
+    /// counts as `x`. Copies of peers that are no longer partners are dropped.
+    private mutating func mix(at now: Instant) {
+        let partners = partners(at: now)
+        let current = Set(partners.map(\.peer))
+        latest = latest.filter { current.contains($0.key) }
         var mixed = parameters
-        for copy in latest {
-            guard let copy else { continue }
-            let w = weight(ofNeighbourWithDegree: copy.degree)
+        for partner in partners {
+            guard let copy = latest[partner.peer] else { continue }
+            let w = Self.weight(own: partners.count, neighbour: copy.degree)
             copy.parameters.withUnsafeBufferPointer { x in
                 mixed.withUnsafeMutableBufferPointer { m in
                     parameters.withUnsafeBufferPointer { own in
@@ -118,8 +168,10 @@ public struct DPSGDNode: ProtocolNode {
         parameters = mixed
     }
 
-    private func broadcast() -> [Action] {
-        let copy = copies.encode(parameters, age: UInt64(roundsTrained), degree: neighbours.count)
-        return neighbours.map { .send(.model(copy), to: $0.endpoint, via: .session($0.peer)) }
+    private mutating func broadcast(at now: Instant) -> [Action] {
+        let partners = partners(at: now)
+        copiesSent += 1
+        let copy = copies.encode(parameters, age: UInt64(roundsTrained), sequence: copiesSent, degree: partners.count)
+        return partners.map { .send(.model(copy), to: $0.endpoint, via: .session($0.peer)) }
     }
 }

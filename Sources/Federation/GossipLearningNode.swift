@@ -12,7 +12,7 @@ import Learner
 ///
 /// A model arriving while a round trains waits (the latest one), and is merged with the
 /// round's result.
-public struct GossipLearningNode: ProtocolNode {
+public struct GossipLearningNode: ModelExchangeAlgorithm {
     public typealias Message = ModelExchangeMessage
 
     public enum Timer: Hashable, Sendable {
@@ -40,8 +40,9 @@ public struct GossipLearningNode: ProtocolNode {
     public private(set) var age: UInt64 = 0
     public private(set) var roundsTrained = 0
     public private(set) var merged = 0
-    private let data: Dataset
+    private var data: Dataset
     private let copies: ModelCopyCodec
+    private var copiesSent: UInt64 = 0
     private var local: LocalTraining
     private var rng: SplitMix64
     private var training: UInt64?
@@ -67,6 +68,24 @@ public struct GossipLearningNode: ProtocolNode {
     /// The node's current model.
     public var model: Model? { try? Model(architecture: architecture, parameters: parameters) }
 
+    public var localSteps: Int { settings.localSteps }
+    public var optimizerState: SGDState { local.optimizerState }
+
+    public mutating func replaceTrainingData(_ data: Dataset) { self.data = data }
+
+    public mutating func adopt(_ copy: ModelCopy) -> Bool {
+        guard let received = copies.decode(copy) else { return false }
+        parameters = received
+        age = copy.age
+        return true
+    }
+
+    public mutating func restore(parameters: [Float], rounds: Int, optimizer: SGDState) throws {
+        self.parameters = try local.resume(parameters: parameters, optimizer: optimizer)
+        roundsTrained = max(0, rounds)
+        age = UInt64(roundsTrained)
+    }
+
     public mutating func onStart(at now: Instant) -> [Action] {
         training = nil
         let offset = Int64(rng.next(upperBound: UInt64(max(settings.gossipInterval.nanosecondsClamped, 1))))
@@ -76,7 +95,9 @@ public struct GossipLearningNode: ProtocolNode {
     public mutating func onTimer(_ timer: Timer, at now: Instant) -> [Action] {
         var actions: [Action] = [.schedule(.gossip, at: now + settings.gossipInterval)]
         guard let to = randomNeighbour() else { return actions }
-        actions.append(.send(.model(copies.encode(parameters, age: age, degree: neighbours.count)), to: to.endpoint, via: .session(to.peer)))
+        copiesSent += 1
+        actions.append(.send(.model(copies.encode(parameters, age: age, sequence: copiesSent, degree: neighbours.count)),
+                             to: to.endpoint, via: .session(to.peer)))
         return actions
     }
 

@@ -39,6 +39,14 @@ public struct AveragedLayout: Sendable, Equatable {
         }
     }
 
+    /// The layout of a vector of moments alone: what a peer whose model travels by copies
+    /// (gossip learning, D-PSGD) averages by push-sum to agree on the scaling.
+    public init(momentsOf features: Int) {
+        parameters = 0
+        self.features = features
+        momentsOffset = 0
+    }
+
     /// The per-feature mean and mean square of `data`, as they ride in the vector.
     public static func moments(of data: Dataset) -> [Float] {
         let d = data.featureCount, n = data.count
@@ -84,5 +92,31 @@ public struct AveragedLayout: Sendable, Equatable {
             scales[j] = Float(deviation) > Normalizer.minimumSpread ? Float(1 / deviation) : 1
         }
         return try? Normalizer(kind: .standardize, offsets: offsets, scales: scales)
+    }
+}
+
+/// A node's training data as the current scaling sees it. With agreed scaling the raw data is
+/// scaled again only when the network's moments have moved by more than
+/// ``ScaledTrainingData/tolerance`` (they settle within seconds).
+struct ScaledTrainingData: Sendable {
+    /// How far the scaling may drift before the data is scaled anew: a thousandth of a
+    /// feature's unit.
+    static var tolerance: Float { 1e-3 }
+
+    /// Scaled with fixed scaling, raw with agreed scaling.
+    let data: Dataset
+    private var scaled: (normalizer: Normalizer, data: Dataset)?
+
+    init(_ data: Dataset) { self.data = data }
+
+    /// The data scaled by `normalizer` (with agreed scaling; nil: the data as given), and
+    /// whether it was scaled anew for this call.
+    mutating func scaled(by normalizer: Normalizer?) -> (data: Dataset, changed: Bool) {
+        guard let normalizer else { return (data, false) }
+        if let scaled, scaled.normalizer.isClose(to: normalizer, tolerance: Self.tolerance) { return (scaled.data, false) }
+        var copy = data
+        guard (try? copy.normalize(with: normalizer)) != nil else { return (data, false) }
+        scaled = (normalizer, copy)
+        return (copy, true)
     }
 }

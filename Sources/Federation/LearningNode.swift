@@ -63,13 +63,6 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         public init() {}
     }
 
-    /// The latest evaluation on the test set.
-    public struct Evaluated: Sendable, Equatable {
-        public var accuracy: Double
-        public var loss: Double
-        public var at: Instant
-    }
-
     public var peerID: PeerID { base.peerID }
     /// The averaging node underneath: its averager holds the model as `v/w`.
     public private(set) var base: Base
@@ -80,25 +73,24 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
     public private(set) var stepsTrained = 0
     /// Mean training loss of the last round.
     public private(set) var trainingLoss: Double?
-    public private(set) var lastEvaluation: Evaluated?
+    /// The latest evaluation on the test set.
+    public var lastEvaluation: TimedEvaluation? { evaluation.last }
     /// When the model last changed (a training round or a share applied).
     public private(set) var modelChangedAt: Instant?
     /// How inputs are scaled, and where the model and the moments lie in the averaged vector.
     public let scaling: InputScaling
     public let layout: AveragedLayout
-    /// Training and test data: scaled with fixed scaling, raw with agreed scaling.
-    private let data: Dataset
-    private let test: Dataset?
+    /// Training data: scaled with fixed scaling, raw with agreed scaling (and scaled here).
+    private var data: ScaledTrainingData
+    /// Evaluation on the test set (scaled like the training data).
+    private var evaluation: PeriodicEvaluation
     /// This node's data's moments (agreed scaling), added with its own mass.
     private let moments: [Float]
-    /// The training data scaled by the normaliser last used (agreed scaling).
-    private var scaled: (normalizer: Normalizer, data: Dataset)?
     /// The model a first peer starts from.
     private let initial: [Float]
     private var local: LocalTraining
     /// The training round in progress: its request and the parameters it started from.
     private var training: (id: UInt64, start: [Float])?
-    private var evaluating: UInt64?
     private var nextRequest: UInt64 = 0
     private var sharesApplied = 0
 
@@ -116,8 +108,8 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         }
         self.base = base
         self.architecture = architecture
-        self.data = data
-        self.test = test
+        self.data = ScaledTrainingData(data)
+        evaluation = PeriodicEvaluation(test: test, interval: settings.evaluationInterval)
         self.scaling = scaling
         self.layout = layout
         moments = layout.features > 0 ? AveragedLayout.moments(of: data) : []
@@ -172,10 +164,10 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
 
     public mutating func onStart(at now: Instant) -> [Action] {
         training = nil
-        evaluating = nil
+        evaluation.reset()
         var actions = wrap(base.onStart(at: now), at: now)
         actions.append(.schedule(.train, at: now))
-        if test != nil { actions.append(.schedule(.evaluate, at: now)) }
+        if evaluation.test != nil { actions.append(.schedule(.evaluate, at: now)) }
         if joining { actions.append(.schedule(.join, at: now + settings.joinTimeout)) }
         return actions
     }
@@ -197,12 +189,10 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
     }
 
     public mutating func onComputed(_ id: UInt64, result: any Sendable, at now: Instant) -> [Action] {
-        if id == evaluating {
-            evaluating = nil
+        if evaluation.owns(id) {
             var actions: [Action] = [.schedule(.evaluate, at: now + settings.evaluationInterval)]
-            if let evaluation = result as? Evaluation {
-                lastEvaluation = Evaluated(accuracy: evaluation.accuracy, loss: evaluation.loss, at: now)
-                actions.append(.report(.evaluated(accuracy: evaluation.accuracy, loss: evaluation.loss)))
+            if let evaluated = evaluation.finish(id, result: result, at: now) {
+                actions.append(.report(.evaluated(accuracy: evaluated.accuracy, loss: evaluated.loss)))
             }
             return actions
         }
@@ -225,7 +215,7 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
     /// or weight, or still joining, only averages, and looks again later.
     private mutating func startTraining(at now: Instant) -> [Action] {
         guard training == nil else { return [] }
-        guard data.count > 0, !joining, let estimate = base.averager?.estimate else {
+        guard data.data.count > 0, !joining, let estimate = base.averager?.estimate else {
             return [.schedule(.train, at: now + settings.trainInterval)]
         }
         let start = layout.parameters(of: estimate)
@@ -234,52 +224,27 @@ public struct LearningNode<Base: AveragingHost>: ProtocolNode {
         return [.compute(local.request(id: nextRequest, data: trainingData(for: estimate), start: start, steps: settings.localSteps))]
     }
 
-    /// How far the scaling may drift before the training data is scaled anew: a thousandth of
-    /// a feature's unit.
-    static var rescalingTolerance: Float { 1e-3 }
-
-    /// The training data as the current scaling sees it. With agreed scaling, scaled again only
-    /// when the network's moments have moved (they settle within seconds).
+    /// The training data as the current scaling sees it.
     private mutating func trainingData(for estimate: [Double]) -> Dataset {
-        guard case .agreed = scaling, let normalizer = normalizer(of: estimate) else { return data }
-        if let scaled, scaled.normalizer.isClose(to: normalizer, tolerance: Self.rescalingTolerance) { return scaled.data }
-        var copy = data
-        guard (try? copy.normalize(with: normalizer)) != nil else { return data }
-        scaled = (normalizer, copy)
-        return copy
+        guard case .agreed = scaling else { return data.data }
+        return data.scaled(by: normalizer(of: estimate)).data
     }
 
     /// Asks the driver to evaluate the current model on the test set.
     private mutating func startEvaluation(at now: Instant) -> [Action] {
-        guard evaluating == nil, let test else { return [] }
         guard let estimate = base.averager?.estimate, let normalizer = normalizer(of: estimate),
               let model = try? Model(architecture: architecture, parameters: layout.parameters(of: estimate)) else {
-            return [.schedule(.evaluate, at: now + settings.evaluationInterval)]
+            return evaluation.test == nil ? [] : [.schedule(.evaluate, at: now + settings.evaluationInterval)]
         }
-        let rescale = scaling == .agreed
         nextRequest += 1
-        evaluating = nextRequest
-        // A forward pass: about two multiply-adds per parameter per sample.
-        let cost = Double(test.count * architecture.parameterCount * 2)
-        return [.compute(ComputeRequest(id: nextRequest, cost: cost) { () -> any Sendable in
-            var test = test
-            if rescale { try? test.normalize(with: normalizer) }
-            return (try? model.evaluate(on: test)) as Evaluation?
-        })]
+        guard let request = evaluation.request(id: nextRequest, model: model, rescaling: scaling == .agreed ? normalizer : nil) else { return [] }
+        return [.compute(request)]
     }
 
     /// The base's actions, wrapped; a joiner that has received its first share adds its own
     /// mass at the model the share brought.
     private mutating func wrap(_ actions: [Base.Action], at now: Instant) -> [Action] {
-        var out = actions.map { action -> Action in
-            switch action {
-            case let .send(m, to, via): return .send(m, to: to, via: via)
-            case let .schedule(t, at): return .schedule(.base(t), at: at)
-            case let .cancel(t): return .cancel(.base(t))
-            case let .report(e): return .report(.base(e))
-            case let .compute(request): return .compute(request)
-            }
-        }
+        var out = actions.map { $0.wrapped(message: { $0 }, timer: Timer.base, event: Event.base) }
         let applied = base.averager?.counters.applied ?? 0
         if applied != sharesApplied {
             sharesApplied = applied
@@ -314,9 +279,26 @@ extension LearningNode where Base == PushSumAverager {
     }
 }
 
-/// A learning peer of the overlay: what `peer join --data` runs.
-extension LearningNode: OverlayNode where Base == GossipNode {
+/// A learning peer of the overlay: what `peer join --data` runs with `--algorithm sgp`.
+extension LearningNode: OverlayNode, LearningPeer where Base == GossipNode {
     public var overlay: GossipNode { base }
+
+    public var checkpoint: LearningCheckpoint {
+        LearningCheckpoint(rounds: roundsTrained, steps: stepsTrained, optimizer: optimizerState)
+    }
+
+    public mutating func restore(_ checkpoint: LearningCheckpoint) throws {
+        try restore(rounds: checkpoint.rounds, steps: checkpoint.steps, optimizer: checkpoint.optimizer)
+    }
+
+    public static func learningEvent(_ event: Event) -> LearningEvent? {
+        switch event {
+        case .base: return nil
+        case .trained(_, let loss): return .trained(loss: loss)
+        case .evaluated(let accuracy, let loss): return .evaluated(accuracy: accuracy, loss: loss)
+        case .joined(let pulled): return .joined(pulled: pulled)
+        }
+    }
 
     public mutating func leave(at now: Instant) -> [Action] {
         wrap(base.leave(at: now), at: now)

@@ -2,20 +2,6 @@ import Crypto
 import Gossip
 import Learner
 
-/// A whole model sent to a neighbour by the algorithms that exchange copies rather than mass
-/// (gossip learning, D-PSGD). A lost copy loses nothing: the sender keeps its model.
-public struct ModelCopy: Sendable, Equatable {
-    /// Training rounds behind the model (gossip learning merges by it).
-    public var age: UInt64
-    /// The sender's number of neighbours (D-PSGD's Metropolis–Hastings weights need it).
-    public var degree: UInt32
-    /// Parameters in the model.
-    public var count: Int
-    /// The codec that produced `payload`.
-    public var codec: UInt8
-    public var payload: SharePayload
-}
-
 /// What the model-exchanging nodes (gossip learning, D-PSGD) report.
 public enum ModelExchangeEvent: Sendable {
     /// A training round finished, with its mean loss.
@@ -24,16 +10,14 @@ public enum ModelExchangeEvent: Sendable {
     case refused(from: Sender)
 }
 
-/// What model-exchanging nodes send each other.
+/// What model-exchanging nodes send each other (inside an overlay, ``GossipMessage/model(_:)``).
 public enum ModelExchangeMessage: Sendable, Equatable, WireSized, TraceIdentified {
     case model(ModelCopy)
 
-    /// Kind, age, degree, count and codec.
-    public static let headerSize = 1 + 8 + 4 + 4 + 1
-
+    /// The signed envelope's size on a session (``ModelCopyEnvelope``).
     public var wireSize: Int {
         switch self {
-        case .model(let copy): return Self.headerSize + copy.payload.byteCount
+        case .model(let copy): return copy.wireSize
         }
     }
 
@@ -93,6 +77,15 @@ struct LocalTraining: Sendable {
         optimizerState = trainer.optimizer.state
     }
 
+    /// Resumes a checkpoint's model and optimizer; returns the model, checked to fit.
+    mutating func resume(parameters: [Float], optimizer state: SGDState) throws -> [Float] {
+        guard parameters.count == architecture.parameterCount else {
+            throw LearnerError.shapeMismatch("the checkpoint holds \(parameters.count) parameters, a \(architecture) has \(architecture.parameterCount)")
+        }
+        try restore(state)
+        return parameters
+    }
+
     /// Resumes the optimizer from a checkpoint.
     mutating func restore(_ state: SGDState) throws {
         var trainer = try self.trainer ?? Trainer(architecture: architecture, config: config)
@@ -149,8 +142,8 @@ struct ModelCopyCodec: Sendable {
     let codec: any ShareCodec
     let count: Int
 
-    func encode(_ parameters: [Float], age: UInt64, degree: Int) -> ModelCopy {
-        ModelCopy(age: age, degree: UInt32(clamping: degree), count: parameters.count, codec: codec.identifier,
+    func encode(_ parameters: [Float], age: UInt64, sequence: UInt64, degree: Int) -> ModelCopy {
+        ModelCopy(age: age, sequence: sequence, degree: UInt32(clamping: degree), count: parameters.count, codec: codec.identifier,
                   payload: codec.encode(parameters).payload)
     }
 
@@ -159,4 +152,28 @@ struct ModelCopyCodec: Sendable {
               let values = try? codec.decode(copy.payload, count: count), values.allSatisfy(\.isFinite) else { return nil }
         return values
     }
+}
+
+/// A learning algorithm that exchanges model copies (gossip learning, D-PSGD): run on its own
+/// over fixed neighbours (the simulator's topologies), or inside the overlay by
+/// ``ModelExchangePeer``, which hands it the peer-sampling view as its neighbours.
+public protocol ModelExchangeAlgorithm: ProtocolNode where Message == ModelExchangeMessage, Event == ModelExchangeEvent {
+    var architecture: Architecture { get }
+    /// The peers it exchanges with.
+    var neighbours: [PeerAddress] { get set }
+    /// The node's current model.
+    var parameters: [Float] { get }
+    /// Training rounds whose result became the model.
+    var roundsTrained: Int { get }
+    /// SGD steps per training round.
+    var localSteps: Int { get }
+    /// The optimizer's state after the last round that finished, for a checkpoint.
+    var optimizerState: SGDState { get }
+    /// Trains later rounds on `data` (the same samples, scaled anew).
+    mutating func replaceTrainingData(_ data: Dataset)
+    /// Takes the model in `copy` as its own (a late joiner's first model); false if the copy
+    /// does not fit (codec, size, values).
+    mutating func adopt(_ copy: ModelCopy) -> Bool
+    /// Resumes a checkpoint: the model, the rounds behind it and the optimizer.
+    mutating func restore(parameters: [Float], rounds: Int, optimizer: SGDState) throws
 }

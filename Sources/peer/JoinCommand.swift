@@ -15,7 +15,7 @@ struct Join: ParsableCommand {
         discussion: """
         The node listens on one port for UDP (membership, peer sampling, discovery) and TCP (averaging \
         sessions behind the secret handshake). With --data it trains a model with the network by \
-        stochastic gradient push (docs/learning.md); with --vector it averages a vector. It finds its peers through --bootstrap addresses and the \
+        stochastic gradient push, gossip learning or D-PSGD (--algorithm; docs/learning.md); with --vector it averages a vector. It finds its peers through --bootstrap addresses and the \
         peer cache it keeps in --data-dir. Watch it with `peer status --data-dir DIR`; stop it with \
         SIGINT/SIGTERM or `peer leave --data-dir DIR`: it leaves gracefully, hands its averaging mass to a \
         neighbour, and exits 0. A second signal exits at once. See docs/operators.md.
@@ -110,7 +110,7 @@ struct Join: ParsableCommand {
         if let serve { _ = try HostPort(parsing: serve, flag: "--serve") }
         if let vector, vector.hasPrefix("random:") { _ = try Self.randomSpec(vector) }
         _ = try Self.shareCodec(compress)
-        try learning.validate(vector: vector)
+        try learning.validate(vector: vector, compress: compress)
     }
 
     static let profiles: [String: OverlaySettings] = ["lan": .lan, "wan": .wan, "local": .local]

@@ -16,7 +16,7 @@ struct LearningOptions: ParsableArguments {
     var test: String?
     @Option(help: "Model: softmax or mlp:H1[,H2...] (e.g. mlp:128). Every peer of a network must use the same.")
     var model: String = "softmax"
-    @Option(help: "Decentralized learning algorithm: sgp (stochastic gradient push: push-sum averaging of the model weighted by samples, local SGD between exchanges).")
+    @Option(help: "Decentralized learning algorithm: sgp (stochastic gradient push: push-sum averaging of the model weighted by samples, local SGD between exchanges), gossip-learning (every --train-interval the model goes to a random peer, which averages it with its own and trains) or dpsgd (D-PSGD: every round a peer mixes the models its neighbours sent with Metropolis-Hastings weights, trains, and sends the result to each). Every peer of a network must use the same.")
     var algorithm: String = "sgp"
     @Option(help: "Give this peer one disjoint part of --data: iid, dirichlet:ALPHA, shards:K or powerlaw:EXPONENT (with --peer-index and --peers).")
     var partition: String?
@@ -51,16 +51,25 @@ struct LearningOptions: ParsableArguments {
     @Option(name: .customLong("init-model"), help: "Start from a model release this peer holds (NAME, its active version, or NAME@VERSION) instead of random weights, with its architecture and input normalisation: a centrally trained model fine-tuned on local data.")
     var initModel: String?
 
+    /// The decentralized learning algorithms `--algorithm` names.
+    static let algorithms = ["sgp", "gossip-learning", "dpsgd"]
+
     /// Checks every learning flag before anything is loaded.
-    func validate(vector: String?) throws {
+    func validate(vector: String?, compress: String) throws {
         guard data != nil else {
             let learningOnly = [test != nil, partition != nil, peerIndex != nil, peers != nil, normalize != "network", classes != nil]
             guard !learningOnly.contains(true) else { throw ValidationError("--test, --partition, --peer-index, --peers, --normalize and --classes need --data") }
             return
         }
         guard vector == nil else { throw ValidationError("give --data (train a model) or --vector (average a vector), not both") }
-        guard algorithm == "sgp" else {
-            throw ValidationError("--algorithm must be sgp (stochastic gradient push), got '\(algorithm)'; gossip learning and D-PSGD run in the simulator only so far")
+        guard Self.algorithms.contains(algorithm) else {
+            throw ValidationError("--algorithm must be sgp (stochastic gradient push), gossip-learning or dpsgd, got '\(algorithm)'")
+        }
+        if algorithm != "sgp", compress.hasPrefix("topk") {
+            throw ValidationError("--compress \(compress) works with --algorithm sgp only: gossip learning and D-PSGD send whole models; use fp32, fp16 or int8")
+        }
+        if algorithm == "gossip-learning", trainInterval < 1 {
+            throw ValidationError("--train-interval is the time between two models sent with --algorithm gossip-learning: 1 ms or more, got \(trainInterval)")
         }
         do {
             _ = try Architecture.parse(model, inputCount: 1, classCount: 2)
@@ -157,15 +166,20 @@ struct LearningOptions: ParsableArguments {
         return Loaded(train: train, test: test, scaling: scaling, architecture: architecture, initial: released?.contents.model)
     }
 
-    /// The learning node's settings from the flags.
+    /// The stochastic-gradient-push node's settings from the flags.
     func settings() throws -> LearningNode<GossipNode>.Settings {
         var settings = LearningNode<GossipNode>.Settings()
         settings.localSteps = localSteps
         settings.trainInterval = .milliseconds(trainInterval)
         settings.evaluationInterval = .milliseconds(Int64(evalInterval * 1_000))
-        settings.trainer = TrainerConfig(batchSize: batch, sgd: SGDConfig(learningRate: lr, momentum: 0, weightDecay: 0,
-                                                                          schedule: try Self.schedule(schedule, localSteps: localSteps)))
+        settings.trainer = try trainerConfig()
         return settings
+    }
+
+    /// The local steps' batch size, learning rate and schedule, for every algorithm.
+    func trainerConfig() throws -> TrainerConfig {
+        TrainerConfig(batchSize: batch, sgd: SGDConfig(learningRate: lr, momentum: 0, weightDecay: 0,
+                                                       schedule: try Self.schedule(schedule, localSteps: localSteps)))
     }
 }
 
@@ -180,10 +194,10 @@ enum LearningFiles {
     static let checkpointEvery = 25
 
     /// Saves the checkpoint (keeping the previous one) and the model, each atomically.
-    static func save(_ node: LearningNode<GossipNode>, in directory: String) {
+    static func save<Node: LearningPeer>(_ node: Node, in directory: String) {
         let path = directory + "/" + checkpoint
         if FileManager.default.fileExists(atPath: path) { _ = rename(path, directory + "/" + previousCheckpoint) }
-        RuntimeFiles.writeAtomically(LearningCheckpoint(of: node).encoded(), to: path)
+        RuntimeFiles.writeAtomically(node.checkpoint.encoded(), to: path)
         if let model = node.model, let normalizer = node.normalizer {
             RuntimeFiles.writeAtomically(ModelFile.encode(ModelFile.Contents(model: model, normalizer: normalizer)), to: directory + "/" + Self.model)
         }
@@ -205,12 +219,53 @@ enum LearningFiles {
 }
 
 extension Join {
-    /// Runs a peer that trains `learning.data` with the network.
+    /// Runs a peer that trains `learning.data` with the network by `learning.algorithm`.
     func runLearning(identity: Identity, keyring: NetworkKeyring, configuration: NodeRuntime.Configuration,
                      codec: any ShareCodec, releases: ReleaseDistributor, logger: Logger, seed: inout SystemRandomNumberGenerator) throws {
         let loaded = try learning.load(dataDir: dataDir)
+        let what = learning.algorithm == "sgp" ? "shares" : "model copies"
+        printNote("training \(loaded.architecture) on \(loaded.train.count) samples\(loaded.test.map { ", testing on \($0.count)" } ?? ", no test set"); algorithm \(learning.algorithm), \(what) \(compress)")
+        let checkpoint = LearningFiles.load(from: dataDir)
+        if let checkpoint, (checkpoint.parameters == nil) != (learning.algorithm == "sgp") {
+            let saved = checkpoint.parameters == nil ? "sgp" : "gossip-learning or dpsgd"
+            throw UserFacingError("\(dataDir)/\(LearningFiles.checkpoint) was saved by a peer running --algorithm \(saved); restart with the algorithm it ran with, or use another --data-dir")
+        }
+        switch learning.algorithm {
+        case "gossip-learning":
+            var settings = GossipLearningNode.Settings()
+            settings.gossipInterval = .milliseconds(learning.trainInterval)
+            settings.localSteps = learning.localSteps
+            settings.trainer = try learning.trainerConfig()
+            let runtime = try exchangeRuntime(loaded, checkpoint: checkpoint, identity: identity, keyring: keyring, configuration: configuration,
+                                              releases: releases, seed: &seed) { peer, initial, data, trainingSeed in
+                try GossipLearningNode(peer: peer, neighbours: [], architecture: loaded.architecture, initial: initial, data: data,
+                                       settings: settings, codec: codec, seed: trainingSeed)
+            }
+            try run(runtime, checkpoint: checkpoint, identity: identity, logger: logger)
+        case "dpsgd":
+            var settings = DPSGDNode.Settings()
+            settings.roundInterval = .milliseconds(learning.trainInterval)
+            settings.localSteps = learning.localSteps
+            settings.trainer = try learning.trainerConfig()
+            let runtime = try exchangeRuntime(loaded, checkpoint: checkpoint, identity: identity, keyring: keyring, configuration: configuration,
+                                              releases: releases, seed: &seed) { peer, initial, data, trainingSeed in
+                try DPSGDNode(peer: peer, neighbours: [], architecture: loaded.architecture, initial: initial, data: data,
+                              settings: settings, codec: codec, seed: trainingSeed)
+            }
+            try run(runtime, checkpoint: checkpoint, identity: identity, logger: logger)
+        default:
+            let runtime = try pushSumRuntime(loaded, checkpoint: checkpoint, identity: identity, keyring: keyring, configuration: configuration,
+                                             codec: codec, releases: releases, seed: &seed)
+            try run(runtime, checkpoint: checkpoint, identity: identity, logger: logger)
+        }
+    }
+
+    /// The runtime of a peer training by stochastic gradient push: the model rides in the
+    /// averager (with the inputs' moments, with the network's scaling).
+    private func pushSumRuntime(_ loaded: LearningOptions.Loaded, checkpoint: LearningCheckpoint?, identity: Identity, keyring: NetworkKeyring,
+                                configuration: NodeRuntime.Configuration, codec: any ShareCodec, releases: ReleaseDistributor,
+                                seed: inout SystemRandomNumberGenerator) throws -> OverlayRuntime<LearningNode<GossipNode>> {
         let architecture = loaded.architecture
-        printNote("training \(architecture) on \(loaded.train.count) samples\(loaded.test.map { ", testing on \($0.count)" } ?? ", no test set"); algorithm \(learning.algorithm), shares \(compress)")
         let averagerSettings = configuration.settings.averaging
         let layout = AveragedLayout(architecture: architecture, scaling: loaded.scaling)
         let averager: PushSumAverager
@@ -224,36 +279,85 @@ extension Join {
             averager = PushSumAverager(joining: identity.peerID, dimension: layout.dimension, sampleCount: Double(loaded.train.count),
                                        settings: averagerSettings, codec: codec, rng: SplitMix64(seed: seed.next()))
         }
-        let checkpoint = LearningFiles.load(from: dataDir)
         let settings = try learning.settings()
         let initial = loaded.initial ?? Model(architecture: architecture, seed: learning.initSeed)
         let trainingSeed = seed.next()
-        let runtime = try userFacing {
+        return try userFacing {
             try OverlayRuntime<LearningNode<GossipNode>>(identity: identity, keyring: keyring, configuration: configuration,
                                                           averager: averager, releases: releases, seed: seed.next()) { overlay in
                 var node = try LearningNode(base: overlay, architecture: architecture, initial: initial, data: loaded.train,
                                             test: loaded.test, scaling: loaded.scaling, settings: settings, seed: trainingSeed)
-                if let checkpoint { try node.restore(rounds: checkpoint.rounds, steps: checkpoint.steps, optimizer: checkpoint.optimizer) }
+                if let checkpoint { try node.restore(checkpoint) }
                 return node
             }
         }
+    }
+
+    /// The runtime of a peer whose model travels by copies (gossip learning, D-PSGD), made by
+    /// `algorithm` from the peer's ID, the initial model, the training data and a seed. With the
+    /// network's scaling the overlay averages only the inputs' moments.
+    private func exchangeRuntime<Algorithm: ModelExchangeAlgorithm>(
+        _ loaded: LearningOptions.Loaded, checkpoint: LearningCheckpoint?, identity: Identity, keyring: NetworkKeyring,
+        configuration: NodeRuntime.Configuration, releases: ReleaseDistributor, seed: inout SystemRandomNumberGenerator,
+        algorithm: @escaping (PeerID, Model, Dataset, UInt64) throws -> Algorithm
+    ) throws -> OverlayRuntime<ModelExchangePeer<Algorithm>> {
+        var averager: PushSumAverager?
+        if case .agreed = loaded.scaling {
+            let dimension = AveragedLayout(momentsOf: loaded.train.featureCount).dimension
+            if let saved = try loadAveragingState(for: identity, codec: IdentityShareCodec()) {
+                guard saved.value.count == dimension else {
+                    throw UserFacingError("\(dataDir)/\(NodeRuntime.averagingStateName) holds \(saved.value.count) elements, the moments of \(loaded.train.featureCount) features are \(dimension); use the --algorithm and --normalize it ran with, or another --data-dir")
+                }
+                printNote("resuming the inputs' moments saved in \(dataDir) (weight \(saved.weight)); this peer's samples are not added again")
+                averager = .resuming(saved, settings: configuration.settings.averaging, codec: IdentityShareCodec(), rng: SplitMix64(seed: seed.next()))
+            } else {
+                averager = PushSumAverager(peer: identity.peerID, initial: ModelExchangePeer<Algorithm>.initialMoments(of: loaded.train),
+                                           sampleCount: Double(loaded.train.count), settings: configuration.settings.averaging,
+                                           codec: IdentityShareCodec(), rng: SplitMix64(seed: seed.next()))
+            }
+        }
+        var settings = ModelExchangePeer<Algorithm>.Settings()
+        settings.evaluationInterval = .milliseconds(Int64(learning.evalInterval * 1_000))
+        let initial = loaded.initial ?? Model(architecture: loaded.architecture, seed: learning.initSeed)
+        let trainingSeed = seed.next()
+        return try userFacing {
+            try OverlayRuntime<ModelExchangePeer<Algorithm>>(identity: identity, keyring: keyring, configuration: configuration,
+                                                              averager: averager, releases: releases, seed: seed.next()) { overlay in
+                var node = try ModelExchangePeer(base: overlay, algorithm: algorithm(identity.peerID, initial, loaded.train, trainingSeed),
+                                                 data: loaded.train, test: loaded.test, scaling: loaded.scaling, settings: settings,
+                                                 joining: checkpoint == nil)
+                if let checkpoint { try node.restore(checkpoint) }
+                return node
+            }
+        }
+    }
+
+    /// Runs a learning peer until it leaves: logs, checkpoints, `peer status`, the `model`
+    /// control request, serving, and the model saved at the end.
+    private func run<Node: LearningPeer>(_ runtime: OverlayRuntime<Node>, checkpoint: LearningCheckpoint?, identity: Identity,
+                                          logger: Logger) throws {
         if let checkpoint { printNote("resuming training after round \(checkpoint.rounds)") }
         let directory = dataDir
         runtime.onEvent = { [unowned runtime] event in
-            switch event {
-            case .base(let e): Self.log(e, to: logger)
-            case .trained(_, let loss):
+            if let e = Node.overlayEvent(event) { return Self.log(e, to: logger) }
+            switch Node.learningEvent(event) {
+            case .trained(let loss):
                 logger.debug("trained", metadata: ["loss": "\(loss)", "round": "\(runtime.node.roundsTrained)"])
                 if runtime.node.roundsTrained % LearningFiles.checkpointEvery == 0 { LearningFiles.save(runtime.node, in: directory) }
             case .evaluated(let accuracy, let loss):
                 logger.info("evaluated", metadata: ["accuracy": "\(accuracy)", "loss": "\(loss)", "round": "\(runtime.node.roundsTrained)"])
             case .joined(let pulled):
                 logger.info(pulled ? "joined: training from the network's model" : "joined: no peer had a model yet, training from the initial one")
+            case .refused(let sender):
+                logger.warning("refused a model copy that does not fit this peer's model", metadata: ["from": "\(sender)"])
+            case nil:
+                break
             }
         }
         let started = WallClock.milliseconds()
+        let (normalize, algorithm, compress) = (learning.normalize, learning.algorithm, self.compress)
         runtime.statusExtras = { [unowned runtime] in
-            ["learning": Self.learningStatus(runtime, normalize: learning.normalize, algorithm: learning.algorithm, compress: compress, startedAt: started)]
+            ["learning": Self.learningStatus(runtime, normalize: normalize, algorithm: algorithm, compress: compress, startedAt: started)]
         }
         ReleaseControl.register(on: runtime, identity: identity)
         runtime.controlRequests["model"] = { [unowned runtime] _ in
@@ -269,7 +373,7 @@ extension Join {
             let previous = runtime.onEvent
             runtime.onEvent = { [unowned runtime] event in
                 previous?(event)
-                guard case .trained = event, runtime.node.roundsTrained % LearningFiles.checkpointEvery == 0,
+                guard case .trained? = Node.learningEvent(event), runtime.node.roundsTrained % LearningFiles.checkpointEvery == 0,
                       let model = runtime.node.model, let normalizer = runtime.node.normalizer else { return }
                 let contents = ModelFile.Contents(model: model, normalizer: normalizer)
                 registry.set(ServedModel(name: "local", version: "round \(runtime.node.roundsTrained)", predictor: Predictor(contents),
@@ -278,13 +382,17 @@ extension Join {
         }
         let handedOff = try drive(runtime, identity: identity, logger: logger)
         LearningFiles.save(runtime.node, in: directory)
-        printNote(handedOff ? "left: averaging mass handed to a neighbour; model saved in \(directory)/\(LearningFiles.model)"
-                            : "left: kept its averaging mass (no neighbour took it in time); model saved in \(directory)/\(LearningFiles.model)")
+        let saved = "model saved in \(directory)/\(LearningFiles.model)"
+        if runtime.node.overlay.averager == nil {
+            printNote("left; \(saved)")
+        } else {
+            printNote(handedOff ? "left: averaging mass handed to a neighbour; \(saved)" : "left: kept its averaging mass (no neighbour took it in time); \(saved)")
+        }
     }
 
     /// The `learning` section of `peer status`.
-    static func learningStatus(_ runtime: OverlayRuntime<LearningNode<GossipNode>>, normalize: String, algorithm: String,
-                               compress: String, startedAt: UInt64) -> [String: Any] {
+    static func learningStatus<Node: LearningPeer>(_ runtime: OverlayRuntime<Node>, normalize: String, algorithm: String,
+                                                   compress: String, startedAt: UInt64) -> [String: Any] {
         let node = runtime.node
         let nowNanoseconds = Int64(runtime.loop.nowMilliseconds) * 1_000_000
         var status: [String: Any] = [

@@ -360,21 +360,32 @@ struct RelayTests {
     /// Starts `netsim relay` with `flags` and `count` peers behind it, each advertising its
     /// relay address, bootstrapped through peer 0's; returns the relay. Suites that run at the
     /// same time use different `portBlock`s (0 or 1), so their ports never collide.
-    static func startRelayed(_ net: PeerNetwork, count: Int, flags: [String], profile: String, portBlock: Int = 0,
+    /// `starting` peers (all by default) start now; ``startBehindRelay(_:_:profile:portBlock:workload:)``
+    /// starts the others later.
+    static func startRelayed(_ net: PeerNetwork, count: Int, flags: [String], profile: String, portBlock: Int = 0, starting: Int? = nil,
                              workload: (Int) -> [String]? = { _ in nil }) throws -> RunningCommand {
-        // Below the kernel's ephemeral range (32768 and up), where other tests' port-0 sockets
-        // land.
-        let base = 20_000 + Int(getpid() % 300) * 40 + portBlock * 20
+        let base = relayPorts(portBlock)
         let links = (0..<count).map { "127.0.0.1:\(base + 10 + $0)=127.0.0.1:\(base + $0)" }
         let relay = try CommandRunner.start("netsim", ["relay"] + links.flatMap { ["--link", $0] } + flags, in: net.scratch.url)
         #expect(relay.waitForStderrLine(containing: "127.0.0.1:\(base + 10 + count - 1) -> ") != nil, "\(relay.stderrSoFar)")
-        for i in 0..<count {
-            var extra = ["--advertise", "127.0.0.1:\(base + 10 + i)", "--no-beacons", "--profile", profile]
-            if i > 0 { extra += ["--bootstrap", "127.0.0.1:\(base + 10)"] }
-            try net.start(i, listen: "127.0.0.1:\(base + i)", extra: extra, workload: workload(i))
+        for i in 0..<(starting ?? count) {
+            try startBehindRelay(net, i, profile: profile, portBlock: portBlock, workload: workload(i))
         }
         return relay
     }
+
+    /// Starts peer `i` behind a relay started with ``startRelayed(_:count:flags:profile:portBlock:starting:workload:)``.
+    static func startBehindRelay(_ net: PeerNetwork, _ i: Int, profile: String, portBlock: Int, workload: [String]?) throws {
+        let base = relayPorts(portBlock)
+        var extra = ["--advertise", "127.0.0.1:\(base + 10 + i)", "--no-beacons", "--profile", profile]
+        if i > 0 { extra += ["--bootstrap", "127.0.0.1:\(base + 10)"] }
+        try net.start(i, listen: "127.0.0.1:\(base + i)", extra: extra, workload: workload)
+    }
+
+    /// The first of a port block's 20 ports: peers listen on the first 10, the relay on the
+    /// next 10. Below the kernel's ephemeral range (32768 and up), where other tests' port-0
+    /// sockets land.
+    static func relayPorts(_ portBlock: Int) -> Int { 20_000 + Int(getpid() % 300) * 40 + portBlock * 20 }
 
     /// Stops the relay and returns the counters it printed.
     static func stop(_ relay: RunningCommand) throws -> [String: Any] {

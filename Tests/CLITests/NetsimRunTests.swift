@@ -104,10 +104,11 @@ struct NetsimRunTests {
         }
     }
 
-    @Test("stochastic gradient push runs over the protocol's own peer sampling: each node a learning node on a full GossipNode")
-    func learningOverSampling() throws {
+    @Test("stochastic gradient push, gossip learning and D-PSGD run over the protocol's own peer sampling: each node the learning peer `peer join --data` runs, on a full GossipNode",
+          arguments: ["sgp", "gossip-learning", "dpsgd"])
+    func learningOverSampling(algorithm: String) throws {
         let scratch = try Scratch()
-        let result = try Self.run("pushsum-loss", out: "run", extra: ["algorithm.name=sgp", "algorithm.tick_ms=50", "topology.kind=sampling",
+        let result = try Self.run("pushsum-loss", out: "run", extra: ["algorithm.name=\(algorithm)", "algorithm.tick_ms=50", "topology.kind=sampling",
                                                                       "nodes.count=16", "nodes.dataset=blobs", "nodes.partition=dirichlet:0.3",
                                                                       "rounds=100", "metrics.every=25"], in: scratch)
         #expect(result.status == 0, "\(result.stderr)")
@@ -115,8 +116,8 @@ struct NetsimRunTests {
         let columns = try Self.documentedColumns()
         let accuracy = columns.firstIndex(of: "accuracy_min").flatMap { last.indices.contains($0) ? Double(last[$0]) : nil }
         #expect((accuracy ?? 0) > 0.9, "every node learns the three blobs: \(last)")
-        expectError(try Self.run("pushsum-loss", out: "x", extra: ["algorithm.name=dpsgd", "topology.kind=sampling"], in: scratch),
-                    status: 1, mentions: ["topology.kind", "'sampling'", "push-sum and sgp"])
+        expectError(try Self.run("pushsum-loss", out: "x", extra: ["algorithm.name=fedavg", "topology.kind=sampling"], in: scratch),
+                    status: 1, mentions: ["topology.kind", "'sampling'", "push-sum, sgp, gossip-learning and dpsgd"])
     }
 
     @Test("a churn trace takes nodes offline and back at its times; a bad row is refused, naming the line")

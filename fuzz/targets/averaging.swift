@@ -4,10 +4,16 @@ import Gossip
 /// Fuzzes the push-sum share decoders: `AveragingWire.decode` (unsigned encoding; canonical, so
 /// a decoded message must re-encode to its input), `AveragingEnvelope.decode` (signed
 /// transfers from a fixed author to a fixed recipient, plain acknowledgements) under a fixed
-/// network key, and a transfer's payload read as a `SparseShare` (canonical too).
+/// network key, a transfer's payload read as a `SparseShare` (canonical too), and the whole
+/// session decoder, which also opens model copies (`ModelCopyEnvelope`: a copy's size must be
+/// the one its sender counted).
 let keyring = fuzzSetup("network key") { NetworkKeyring(current: try NetworkKey(bytes: (0..<32).map { UInt8(0x40 + $0) })) }
 let author = fuzzSetup("author identity") { try Identity(seed: [UInt8](repeating: 3, count: 32)) }
 let recipient = fuzzSetup("recipient identity") { try Identity(seed: [UInt8](repeating: 4, count: 32)) }
+
+let sessions = fuzzSetup("session codec") {
+    try SecureWire(identity: recipient, keyring: keyring, replayGuard: .forDatagrams(startedAt: 0)).sessionCodec
+}
 
 /// Opens a signed averaging message as the fixed recipient would from the fixed author.
 func openSigned(_ bytes: [UInt8]) -> PushSumAverager.Message? {
@@ -23,6 +29,10 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         checkShape(message)
     }
     if let opened = openSigned(bytes) { checkShape(opened) }
+    if case .model(let copy)? = try? sessions.decode(bytes, from: author.peerID) {
+        precondition(copy.wireSize == bytes.count, "model copy of \(bytes.count) bytes has a wireSize of \(copy.wireSize)")
+        if case .floats(let floats) = copy.payload { precondition(floats.count == copy.count, "model copy of \(copy.count) parameters decoded to \(floats.count)") }
+    }
     return 0
 }
 
@@ -57,8 +67,11 @@ public func fuzzInitialize(_ argc: FuzzArgc, _ argv: FuzzArgv) -> Int32 {
     ].compactMap { try? AveragingWire.decode($0) }
     precondition(messages.count == 4, "fuzz: a hand-written averaging seed does not decode")
     writeSeeds(messages.map(AveragingWire.encode)
-        + messages.compactMap { try? AveragingEnvelope.encode($0, identity: author, networkID: keyring.current.id, to: recipient.peerID) }) {
-        (try? AveragingWire.decode($0)) != nil || openSigned($0) != nil
+        + messages.compactMap { try? AveragingEnvelope.encode($0, identity: author, networkID: keyring.current.id, to: recipient.peerID) }
+        + [ModelCopy(age: 4, sequence: 1, degree: 3, count: 4, codec: identity, payload: .floats(floats)),
+           ModelCopy(age: 5, sequence: 2, degree: 2, count: 6, codec: 0x12, payload: .bytes([9, 8, 7, 6, 5]))]
+            .compactMap { try? ModelCopyEnvelope.encode($0, identity: author, networkID: keyring.current.id, to: recipient.peerID) }) {
+        (try? AveragingWire.decode($0)) != nil || openSigned($0) != nil || (try? sessions.decode($0, from: author.peerID)) != nil
     }
     return 0
 }

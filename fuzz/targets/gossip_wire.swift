@@ -24,7 +24,7 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     case .sampling(.request(_, let e)), .sampling(.reply(_, let e)), .discovery(.joinReply(let e)):
         records = e.map(\.record)
     case .discovery(.join(let r)), .discovery(.beacon(let r)): records = [r]
-    case .averaging, .release: preconditionFailure("a session message decoded from a datagram")
+    case .averaging, .release, .model: preconditionFailure("a session message decoded from a datagram")
     }
     for r in records { _ = verifier.isValid(r) }
     for u in updates {

@@ -3,8 +3,8 @@ import DeterministicRandom
 import Gossip
 import Simulation
 
-/// Push-sum over the protocol's own peer sampling: every node a full `GossipNode` (signed
-/// address records, membership, Cyclon views, discovery), its averager pushing to the peers its
+/// The protocol's own peer sampling: every node a full `GossipNode` (signed address records,
+/// membership, Cyclon views, discovery), its averager (if it has one) pushing to the peers its
 /// view holds, as `peer join` runs it.
 ///
 /// With `warmCaches` every node starts, at time 0, with the peer cache a previous run would
@@ -20,12 +20,13 @@ final class SampledOverlay {
     private let settings: OverlaySettings
     private let averaging: PushSumAverager.Settings
     private let codec: any ShareCodec
-    private let inputs: (Int) -> (vector: [Float], samples: Double)
+    private let inputs: (Int) -> (vector: [Float], samples: Double)?
     /// Verification is pure: one memo for the whole network changes no outcome, only CPU time.
     private let memo = RecordVerifier.Memo()
 
+    /// `inputs` gives each node's vector and sample count, or nil for a node without an averager.
     init(nodes: Int, seed: UInt64, warmCaches: Bool, averaging: PushSumAverager.Settings, codec: any ShareCodec,
-         inputs: @escaping (Int) -> (vector: [Float], samples: Double)) throws(ScenarioError) {
+         inputs: @escaping (Int) -> (vector: [Float], samples: Double)?) throws(ScenarioError) {
         var settings = OverlaySettings.lan
         settings.discovery.beaconEndpoint = nil  // the simulator has no multicast group
         settings.averaging = averaging
@@ -61,9 +62,10 @@ final class SampledOverlay {
     private func makeNode(_ context: NodeContext) -> GossipNode {
         var s = settings
         if context.index > 0, caches.isEmpty { s.discovery.bootstrap = [SimAddress.endpoint(0)] }
-        let (vector, samples) = inputs(context.index)
-        let averager = PushSumAverager(peer: identities[context.index].peerID, initial: vector, sampleCount: samples,
-                                       settings: averaging, codec: codec, rng: SplitMix64(seed: context.seed ^ 0xA5A5))
+        let averager = inputs(context.index).map { vector, samples in
+            PushSumAverager(peer: identities[context.index].peerID, initial: vector, sampleCount: samples,
+                            settings: averaging, codec: codec, rng: SplitMix64(seed: context.seed ^ 0xA5A5))
+        }
         return GossipNode(identity: identities[context.index], endpoints: [context.endpoint], settings: s,
                           cache: caches.isEmpty ? PeerCache() : caches[context.index], averager: averager, seed: context.seed, verifier: RecordVerifier(sharing: memo))
     }

@@ -222,8 +222,8 @@ extension Scenario {
             throw t.error("regions", "is only for kind = 'regions' (kind is '\(topology.kind)')")
         }
         if topology.kind == "edges", topology.file.isEmpty { throw t.error("file", "must name an edge-list file for kind = 'edges'") }
-        if topology.kind == "sampling", !["push-sum", "sgp"].contains(algorithmName) {
-            throw t.error("kind", "'sampling' (the protocol's own peer sampling) runs push-sum and sgp; \(algorithmName) needs a fixed graph: \(Self.topologies.filter { $0 != "sampling" }.joined(separator: ", "))")
+        if topology.kind == "sampling", !["push-sum", "sgp", "gossip-learning", "dpsgd"].contains(algorithmName) {
+            throw t.error("kind", "'sampling' (the protocol's own peer sampling) runs push-sum, sgp, gossip-learning and dpsgd; \(algorithmName) needs a fixed graph: \(Self.topologies.filter { $0 != "sampling" }.joined(separator: ", "))")
         }
 
         let c = try top.table("churn")

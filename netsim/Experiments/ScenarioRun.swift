@@ -241,6 +241,12 @@ public final class ScenarioRunner {
                 settings.gossipInterval = tick
                 settings.localSteps = a.localSteps
                 settings.trainer = trainer
+                if network.graph == nil {
+                    return try runSampledExchange(learning, architecture: architecture, evaluated: evaluated, test: test, onRow) { i, peer, initial, data in
+                        try GossipLearningNode(peer: peer, neighbours: [], architecture: architecture, initial: initial, data: data,
+                                               settings: settings, codec: codec, seed: learning.seed &+ UInt64(i))
+                    }
+                }
                 let sim = try learning.gossipLearning(architecture: architecture, settings: settings, codec: codec)
                 return try drive(sim, spacing: .zero, stepCost: stepCost(architecture), onRow) { sim in
                     Self.learningRow(sim, evaluated: evaluated, test: test, architecture: architecture) { $0.parameters }
@@ -250,6 +256,12 @@ public final class ScenarioRunner {
                 settings.roundInterval = tick
                 settings.localSteps = a.localSteps
                 settings.trainer = trainer
+                if network.graph == nil {
+                    return try runSampledExchange(learning, architecture: architecture, evaluated: evaluated, test: test, onRow) { i, peer, initial, data in
+                        try DPSGDNode(peer: peer, neighbours: [], architecture: architecture, initial: initial, data: data,
+                                      settings: settings, codec: codec, seed: learning.seed &+ UInt64(i))
+                    }
+                }
                 let sim = try learning.dpsgd(architecture: architecture, settings: settings, codec: codec)
                 return try drive(sim, spacing: .zero, stepCost: stepCost(architecture), onRow) { sim in
                     Self.learningRow(sim, evaluated: evaluated, test: test, architecture: architecture) { $0.parameters }
@@ -284,6 +296,28 @@ public final class ScenarioRunner {
         }
         return try drive(sim, spacing: overlay.joinSpacing, stepCost: stepCost(architecture), onRow) { sim in
             Self.learningRow(sim, evaluated: evaluated, test: test, architecture: architecture) { $0.model?.flatten() }
+        }
+    }
+
+    /// Gossip learning or D-PSGD over the protocol's own peer sampling: each node the peer
+    /// `peer join --data --algorithm gossip-learning|dpsgd` runs (``ModelExchangePeer``) on a
+    /// full `GossipNode` without an averager, its algorithm made by `algorithm` from the node's
+    /// index, ID, initial model and shard; the view is its neighbours.
+    private func runSampledExchange<Algorithm: ModelExchangeAlgorithm>(
+        _ learning: LearningNetwork, architecture: Architecture, evaluated: Int, test: Dataset, _ onRow: (RoundRow) -> Bool,
+        algorithm: @escaping (Int, PeerID, Model, Dataset) throws -> Algorithm
+    ) throws(ScenarioError) -> RunResult {
+        let initial = Model(architecture: architecture, seed: learning.seed)
+        let overlay = try SampledOverlay(nodes: scenario.nodes.count, seed: scenario.seed, warmCaches: scenario.topology.bootstrap == "cache",
+                                         averaging: averagingSettings, codec: IdentityShareCodec(), inputs: { _ in nil })
+        let shards = learning.shards
+        let sim = overlay.simulator(links: network.links) { context, base in
+            let node = try algorithm(context.index, base.peerID, initial, shards[context.index])
+            return try ModelExchangePeer(base: base, algorithm: node, data: shards[context.index], scaling: .fixed(.identity(featureCount: 0)),
+                                         joining: false)
+        }
+        return try drive(sim, spacing: overlay.joinSpacing, stepCost: stepCost(architecture), onRow) { sim in
+            Self.learningRow(sim, evaluated: evaluated, test: test, architecture: architecture) { $0.algorithm.parameters }
         }
     }
 

@@ -41,20 +41,35 @@ public enum AveragingEnvelope {
         metadata.reserveCapacity(metadataLength)
         withUnsafeBytes(of: t.weight.bitPattern.littleEndian) { metadata.append(contentsOf: $0) }
         metadata.append(t.codec)
-        let encoding = t.codec == IdentityShareCodec().identifier
-            ? DeltaEncoding.float32 : DeltaEncoding(rawValue: codecEncodingFlag | t.codec)
-        let shape = [UInt32(clamping: t.count)]
-        guard t.count <= Int(UInt32.max) else { throw .malformed(.lengthTooLarge(field: "count", declared: UInt64(t.count), maximum: Int(UInt32.max))) }
+        return try seal(t.payload, count: t.count, codec: t.codec, kind: .pushSumShare, round: t.epoch, sequence: t.sequence,
+                        metadata: metadata, identity: identity, networkID: networkID, to: recipient)
+    }
+
+    /// Signs a codec's payload of `count` elements for `recipient`: shape `[count]`, encoding
+    /// float32 for the identity codec and `0x80 | codec` for the others.
+    static func seal(_ payload: SharePayload, count: Int, codec: UInt8, kind: DeltaKind, round: UInt64, sequence: UInt64, metadata: [UInt8],
+                     identity: Identity, networkID: [UInt8], to recipient: PeerID) throws(DeltaError) -> [UInt8] {
+        let encoding = codec == IdentityShareCodec().identifier ? DeltaEncoding.float32 : DeltaEncoding(rawValue: codecEncodingFlag | codec)
+        guard count <= Int(UInt32.max) else { throw .malformed(.lengthTooLarge(field: "count", declared: UInt64(count), maximum: Int(UInt32.max))) }
+        let shape = [UInt32(clamping: count)]
         func sealed(_ raw: UnsafeRawBufferPointer) -> Result<[UInt8], DeltaError> {
             Result { () throws(DeltaError) in
-                try SignedDelta.seal(kind: .pushSumShare, networkID: networkID, recipient: recipient, round: t.epoch, sequence: t.sequence,
+                try SignedDelta.seal(kind: kind, networkID: networkID, recipient: recipient, round: round, sequence: sequence,
                                      encoding: encoding, shape: shape, metadata: metadata, payload: raw, identity: identity)
             }
         }
-        switch t.payload {
+        switch payload {
         case .floats(let floats): return try floats.withUnsafeBytes(sealed).get()
         case .bytes(let bytes): return try bytes.withUnsafeBytes(sealed).get()
         }
+    }
+
+    /// The payload of an opened envelope of `count` elements by `codec`: plain floats for the
+    /// identity codec (checked here), the codec's bytes otherwise (checked when decoded).
+    static func payload(_ bytes: [UInt8], count: Int, codec: UInt8) throws(AveragingError) -> SharePayload {
+        guard count <= AveragingWire.maxElements else { throw .tooLarge(elements: count, limit: AveragingWire.maxElements) }
+        guard codec == IdentityShareCodec().identifier else { return .bytes(bytes) }
+        return .floats(try IdentityShareCodec().decode(.bytes(bytes), count: count))
     }
 
     /// Decodes a message that arrived from the authenticated peer `sender` at `localPeer`; a
@@ -81,19 +96,8 @@ public enum AveragingEnvelope {
         for i in 0..<8 { bits |= UInt64(header.metadata[i]) << (8 * i) }
         let codec = header.metadata[8]
         let count = Int(header.shape[0])
-        guard count <= AveragingWire.maxElements else {
-            throw .message(.tooLarge(elements: count, limit: AveragingWire.maxElements))
-        }
         let payload: SharePayload
-        if codec == IdentityShareCodec().identifier {
-            do {
-                payload = .floats(try IdentityShareCodec().decode(.bytes(opened.payload), count: count))
-            } catch {
-                throw .message(error)
-            }
-        } else {
-            payload = .bytes(opened.payload)
-        }
+        do { payload = try Self.payload(opened.payload, count: count, codec: codec) } catch { throw .message(error) }
         let transfer = PushSumAverager.Transfer(
             epoch: header.round, sequence: header.sequence, weight: Double(bitPattern: bits),
             count: count, codec: codec, payload: payload)

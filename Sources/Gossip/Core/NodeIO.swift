@@ -209,3 +209,17 @@ extension ProtocolNode {
     /// A node that never asks for work hears of none.
     public mutating func onComputed(_ id: UInt64, result: any Sendable, at now: Instant) -> [Action] { [] }
 }
+
+extension NodeAction {
+    /// This action as the node that composes its asker passes it on: message, timer and event
+    /// wrapped in the composite's own types.
+    public func wrapped<M, T, E>(message: (Message) -> M, timer: (Timer) -> T, event: (Event) -> E) -> NodeAction<M, T, E> {
+        switch self {
+        case let .send(m, to, via): return .send(message(m), to: to, via: via)
+        case let .schedule(t, at): return .schedule(timer(t), at: at)
+        case let .cancel(t): return .cancel(timer(t))
+        case let .report(e): return .report(event(e))
+        case let .compute(request): return .compute(request)
+        }
+    }
+}

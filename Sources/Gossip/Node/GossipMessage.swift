@@ -7,6 +7,8 @@ public enum GossipMessage: Sendable, Equatable, WireSized, TraceIdentified {
     case discovery(Discovery.Message)
     case averaging(PushSumAverager.Message)
     case release(ReleaseMessage)
+    /// A learning algorithm's model copy (gossip learning, D-PSGD), over the peer's session.
+    case model(ModelCopy)
 
     public var wireSize: Int { GossipWire.size(of: self) }
 
@@ -43,6 +45,8 @@ public enum GossipMessage: Sendable, Equatable, WireSized, TraceIdentified {
             case .chunkRequest(let k, let part, let index): return traceMix(0x54, k.version, UInt64(part.rawValue) << 32 | UInt64(index))
             case .chunk(let k, let part, let index, _): return traceMix(0x55, k.version, UInt64(part.rawValue) << 32 | UInt64(index))
             }
+        case .model(let copy):
+            return traceMix(0x61, copy.age, copy.sequence, UInt64(copy.count))
         }
     }
 }

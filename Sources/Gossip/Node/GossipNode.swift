@@ -66,13 +66,13 @@ public struct GossipNode: AveragingHost {
         let cached = discovery.cache.records.map { PeerSampler.Entry(record: $0, age: 0) }
         withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert(cached, me: me, admit: admit) }
         absorb(discovery.onStart(at: now), at: now, into: &out)
-        let neighbours = neighbourAddresses
+        let view = neighbours
         withAverager(into: &out) { a in
-            a.neighbours = neighbours
+            a.neighbours = view
             return a.onStart(at: now)
         }
         withReleases(into: &out) { r in
-            r.peers = neighbours
+            r.peers = view
             return r.onStart(at: now)
         }
         out.append(.schedule(.isolationCheck, at: now + settings.discovery.isolationTimeout))
@@ -121,6 +121,9 @@ public struct GossipNode: AveragingHost {
             }
             let from = PeerAddress(peer: peer, endpoint: listeningEndpoint(of: peer) ?? sender)
             withReleases(into: &out) { $0.onMessage(m, from: from, at: now) }
+        case .model:
+            // A composite running a model-exchange algorithm takes these before they get here.
+            out.append(.report(.refused(from: sender, reason: "model copy, but this node runs no model-exchange algorithm")))
         }
         return out
     }
@@ -223,20 +226,22 @@ public struct GossipNode: AveragingHost {
         return { r in !m.isSuperseded(r) && !(cached.records.first { $0.peer == r.peer }.map { $0.sequence > r.sequence } ?? false) }
     }
 
-    private var neighbourAddresses: [PeerAddress] { sampler.view.map { PeerAddress(peer: $0.record.peer, endpoint: $0.record.primary) } }
+    /// The peers of the view, at the addresses they listen on: the averager's and the
+    /// distributor's neighbours, and those of a composite's learning algorithm.
+    public var neighbours: [PeerAddress] { sampler.view.map { PeerAddress(peer: $0.record.peer, endpoint: $0.record.primary) } }
 
     /// Where `peer` listens, if it is in the view (a session's source port is not it).
     private func listeningEndpoint(of peer: PeerID) -> Endpoint? { sampler.view.first { $0.record.peer == peer }?.record.primary }
 
     private mutating func refreshNeighbours() {
-        let neighbours = neighbourAddresses
+        let view = neighbours
         var none: [Action] = []
         withAverager(into: &none) { a in
-            a.neighbours = neighbours
+            a.neighbours = view
             return []
         }
         withReleases(into: &none) { r in
-            r.peers = neighbours
+            r.peers = view
             return []
         }
     }

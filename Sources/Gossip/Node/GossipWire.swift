@@ -55,8 +55,8 @@ public enum GossipWire {
             case .joinReply(let entries): w.write(Kind.joinReply.rawValue); write(entries, &w)
             case .beacon(let r): w.write(Kind.beacon.rawValue); write(r, to: &w)
             }
-        case .averaging, .release:
-            throw .invalidValue(field: "message", reason: "averaging and release messages travel over a peer's session, never in a datagram")
+        case .averaging, .release, .model:
+            throw .invalidValue(field: "message", reason: "averaging, release and model messages travel over a peer's session, never in a datagram")
         }
         return w.bytes
     }
@@ -155,6 +155,7 @@ public enum GossipWire {
             case .discovery(.joinReply(let e)): return size(of: e)
             case .averaging(let m): return m.wireSize
             case .release(let m): return 1 + m.wireSize
+            case .model(let copy): return copy.wireSize - 2  // the envelope, with no version and kind bytes
             }
         }()
     }

@@ -7,8 +7,9 @@ import Crypto
 ///   network key for the peer it is addressed to (its ID bound into the seal), with a random
 ///   nonce and a timestamp checked by the node's ``ReplayGuard``. A datagram addressed to any
 ///   member may carry only a join or a beacon.
-/// - Session messages (averaging, releases): an averaging transfer is a ``SignedDelta``
-///   envelope signed by this node and addressed to the session's peer; an acknowledgement is
+/// - Session messages (averaging, releases, model copies): an averaging transfer or a model
+///   copy (``ModelCopyEnvelope``) is a ``SignedDelta`` envelope signed by this node and
+///   addressed to the session's peer; an acknowledgement is
 ///   the plain ``AveragingWire`` encoding; a release message is the byte 0x52 and its
 ///   ``ReleaseMessage`` encoding (manifests and rollbacks carry their publisher's signature,
 ///   chunks are checked against a manifest). The secure channel below encrypts and
@@ -39,6 +40,7 @@ public final class SecureWire {
         case misaddressed
         case averaging(AveragingEnvelope.Failure)
         case release(WireError)
+        case model(ModelCopyEnvelope.Failure)
         /// A message sent on the wrong transport (an averaging message as a datagram, or a
         /// membership message on a session).
         case wrongTransport
@@ -50,6 +52,7 @@ public final class SecureWire {
             case .misaddressed: return "datagram addressed to any member carries a message that must name its recipient"
             case let .averaging(e): return "\(e)"
             case let .release(e): return "release message: \(e)"
+            case let .model(e): return "\(e)"
             case .wrongTransport: return "message on the wrong transport (averaging travels over sessions, the rest as datagrams)"
             }
         }
@@ -138,6 +141,12 @@ public final class SecureWire {
             switch message {
             case .averaging(let m): return try encode(m, to: peer)
             case .release(let m): return [Self.releaseTag] + m.encoded
+            case .model(let copy):
+                do {
+                    return try ModelCopyEnvelope.encode(copy, identity: identity, networkID: keyring.current.id, to: peer)
+                } catch {
+                    throw .model(.envelope(error))
+                }
             default: throw .wrongTransport
             }
         }
@@ -154,6 +163,13 @@ public final class SecureWire {
         /// Decodes a message that arrived over the session with the authenticated `peer`: a
         /// transfer must be signed by `peer` and addressed to this node.
         public func decode(_ bytes: [UInt8], from peer: PeerID) throws(Failure) -> GossipMessage {
+            if ModelCopyEnvelope.isModelCopy(bytes) {
+                do {
+                    return .model(try ModelCopyEnvelope.decode(bytes, keyring: keyring, from: peer, localPeer: identity.peerID))
+                } catch {
+                    throw .model(error)
+                }
+            }
             guard bytes.first == Self.releaseTag else { return .averaging(try decodeAveraging(bytes, from: peer)) }
             do { return .release(try ReleaseMessage(decoding: Array(bytes.dropFirst()))) } catch { throw .release(error) }
         }
