@@ -38,27 +38,8 @@ enum LearningBench {
         let started = Date()
         let (shards, test) = try load()
         let loaded = Date()
-
-        let architecture = try Architecture(inputCount: 784, hiddenSizes: [], classCount: 10)
-        var settings = GossipLearningNode.Settings()
-        settings.gossipInterval = .seconds(1)
-        settings.trainer = TrainerConfig(batchSize: 32, sgd: SGDConfig(learningRate: 0.1, momentum: 0, weightDecay: 0))
-        settings.localSteps = (60 + 31) / 32
-        let peers = (0..<nodes).map(SimAddress.peer)
-        // Every node may push to every other: one shared list (copy on write: never copied).
-        let everyone = (0..<nodes).map { PeerAddress(peer: peers[$0], endpoint: SimAddress.endpoint($0)) }
-        let initial = Model(architecture: architecture, seed: 1)
-        let built = try (0..<nodes).map { i in
-            try GossipLearningNode(peer: peers[i], neighbours: everyone, architecture: architecture, initial: initial,
-                                   data: shards[i], settings: settings, seed: UInt64(i))
-        }
-        let sim = Simulator<GossipLearningNode>(nodeCount: nodes, seed: 1, links: LinkPolicy(default: LinkModel(latency: .milliseconds(1)))) {
-            built[$0.index]
-        }
-        sim.startAll()
-        sim.run(until: .zero + settings.gossipInterval * rounds)
+        let models = try simulate(shards)
         let simulated = Date()
-        let models = (0..<nodes).map { sim.node($0)?.model }
         let accuracies = Self.evaluate(models, on: test)
         let finished = Date()
         let mean = accuracies.reduce(0, +) / Double(nodes)
@@ -81,6 +62,27 @@ enum LearningBench {
             name: "gossip learning: peak resident memory", value: resident / 1_048_576, unit: "MiB",
             baseline: gossipyResidentBytes / 1_048_576, ratio: gossipyResidentBytes / resident,
             note: "VmHWM, the whole process with the data set loaded; target ratio >= 10"))
+    }
+
+    /// The anchor's 100 rounds of gossip learning on `shards`; the nodes' final models (the
+    /// simulator is gone once they are evaluated).
+    static func simulate(_ shards: [Dataset]) throws -> [Model?] {
+        let architecture = try Architecture(inputCount: 784, hiddenSizes: [], classCount: 10)
+        var settings = GossipLearningNode.Settings()
+        settings.gossipInterval = .seconds(1)
+        settings.trainer = TrainerConfig(batchSize: 32, sgd: SGDConfig(learningRate: 0.1, momentum: 0, weightDecay: 0))
+        settings.localSteps = (60 + 31) / 32
+        let peers = (0..<nodes).map(SimAddress.peer)
+        // Every node may push to every other: one shared list (copy on write: never copied).
+        let everyone = (0..<nodes).map { PeerAddress(peer: peers[$0], endpoint: SimAddress.endpoint($0)) }
+        let initial = Model(architecture: architecture, seed: 1)
+        let sim = Simulator<GossipLearningNode>(nodeCount: nodes, seed: 1, links: LinkPolicy(default: LinkModel(latency: .milliseconds(1)))) {
+            try GossipLearningNode(peer: peers[$0.index], neighbours: everyone, architecture: architecture, initial: initial,
+                                   data: shards[$0.index], settings: settings, seed: UInt64($0.index))
+        }
+        sim.startAll()
+        sim.run(until: .zero + settings.gossipInterval * rounds)
+        return (0..<nodes).map { sim.node($0)?.model }
     }
 
     /// Each algorithm, uncompressed and with int8 (SGP with top-k 10 % too: sparse push-sum;
@@ -173,8 +175,8 @@ enum LearningBench {
                                note: String(format: "final mean %.4f on 2,000 images; %.1f s wall", m.final, m.wall)))
     }
 
-    /// Each node's 60 training images and the test set, pixels scaled to [0, 1]; the whole
-    /// training set is released once it is split.
+    /// Each node's 60 training images (views of the one training set, kept as bytes) and the
+    /// test set, pixels scaled to [0, 1].
     static func load() throws -> (shards: [Dataset], test: Dataset) {
         var (train, loadedTest) = try DataSource.resolve("fashion-mnist").load()
         guard var test = loadedTest else { throw LearnerError.invalidArgument("Fashion-MNIST without its test set") }
@@ -182,17 +184,19 @@ enum LearningBench {
         try train.normalize(with: pixels)
         try test.normalize(with: pixels)
         let partition = try Partition(labels: train.labels, classCount: train.classCount, peers: nodes, scheme: .iid, seed: 1)
-        return (try (0..<nodes).map { try partition.dataset(forPeer: $0, of: train) }, test)
+        return (try partition.views(of: consume train), test)
     }
 
-    /// Every model's test accuracy, the models split over both cores (one BLAS thread each).
+    /// Every model's test accuracy (0 for a node without one), the models split over both
+    /// cores (one BLAS thread each), each half evaluated with shared first-layer products.
     static func evaluate(_ models: [Model?], on test: Dataset) -> [Double] {
         let results = Results(count: models.count)
         let threads = 2
+        let present = models.indices.filter { models[$0] != nil }
         DispatchQueue.concurrentPerform(iterations: threads) { part in
-            for i in stride(from: part, to: models.count, by: threads) {
-                results.set(i, (try? models[i]?.evaluate(on: test).accuracy) ?? 0)
-            }
+            let mine = Array(present[(present.count * part / threads)..<(present.count * (part + 1) / threads)])
+            let evaluations = (try? Model.evaluate(mine.compactMap { models[$0] }, on: test)) ?? []
+            for (i, evaluation) in zip(mine, evaluations) { results.set(i, evaluation.accuracy) }
         }
         return results.values
     }

@@ -51,8 +51,8 @@ public struct AveragedLayout: Sendable, Equatable {
     public static func moments(of data: Dataset) -> [Float] {
         let d = data.featureCount, n = data.count
         var sum = [Double](repeating: 0, count: d), squares = [Double](repeating: 0, count: d)
-        data.features.withUnsafeBufferPointer { x in
-            for r in 0..<n {
+        data.forEachRowChunk { _, x in
+            for r in 0..<(x.count / d) {
                 for j in 0..<d {
                     let v = Double(x[r * d + j])
                     sum[j] += v

@@ -149,7 +149,7 @@ struct ModelCopyCodec: Sendable {
 
     func decode(_ copy: ModelCopy) -> [Float]? {
         guard copy.codec == codec.identifier, copy.count == count,
-              let values = try? codec.decode(copy.payload, count: count), values.allSatisfy(\.isFinite) else { return nil }
+              let values = try? codec.decode(copy.payload, count: count), VectorMath.allFinite(values) else { return nil }
         return values
     }
 }

@@ -47,37 +47,77 @@ public enum DataFiles {
     /// The IDX element type this reader supports (0x08, unsigned byte: MNIST and Fashion-MNIST).
     static let idxUnsignedByte: UInt8 = 0x08
 
-    /// Parses an IDX file of unsigned bytes, checking the header against the file length.
+    /// Parses an IDX file of unsigned bytes, checking the header against the file length. The
+    /// data is read straight into an array of the size the header declares (bounded by
+    /// ``maxFileBytes``), so a 47 MB images file costs 47 MB, not the doubling buffer and copy
+    /// of reading the whole file first.
     public static func readIDX(_ path: String) throws -> IDXArray {
-        let bytes = try readBytes(path)
+        guard let file = gzopen(path, "rb") else {
+            throw LearnerError.io(path: path, reason: String(cString: strerror(errno)))
+        }
+        defer { gzclose(file) }
         func fail(_ offset: Int, _ reason: String) -> LearnerError {
             .malformed(path: path, location: "byte \(offset)", reason: reason)
         }
-        guard bytes.count >= 4 else { throw fail(0, "truncated: \(bytes.count) bytes, an IDX header needs at least 4") }
-        guard bytes[0] == 0, bytes[1] == 0 else { throw fail(0, "not an IDX file (magic must start with two zero bytes)") }
-        guard bytes[2] == idxUnsignedByte else {
-            throw fail(2, "IDX element type 0x\(String(bytes[2], radix: 16)) is not supported (only 0x08, unsigned byte)")
+        /// Reads up to `count` bytes into `buffer`; returns how many arrived (fewer at the end).
+        func read(into buffer: UnsafeMutableRawBufferPointer, _ count: Int) throws -> Int {
+            var done = 0
+            while done < count, let base = buffer.baseAddress {
+                let n = gzread(file, base + done, UInt32(min(count - done, readChunkBytes)))
+                guard n > 0 else {
+                    var code: Int32 = 0
+                    let message = gzerror(file, &code).map { String(cString: $0) } ?? ""
+                    if n < 0 || (code != Z_OK && code != Z_STREAM_END) {
+                        throw LearnerError.malformed(path: path, location: "byte \(done) of the decompressed data",
+                                                     reason: "gzip stream is truncated or corrupt (\(message))")
+                    }
+                    break
+                }
+                done += Int(n)
+            }
+            return done
         }
-        let ndims = Int(bytes[3])
+        var magic = [UInt8](repeating: 0, count: 4)
+        let got = try magic.withUnsafeMutableBytes { try read(into: $0, 4) }
+        guard got == 4 else { throw fail(0, "truncated: \(got) bytes, an IDX header needs at least 4") }
+        guard magic[0] == 0, magic[1] == 0 else { throw fail(0, "not an IDX file (magic must start with two zero bytes)") }
+        guard magic[2] == idxUnsignedByte else {
+            throw fail(2, "IDX element type 0x\(String(magic[2], radix: 16)) is not supported (only 0x08, unsigned byte)")
+        }
+        let ndims = Int(magic[3])
         guard (1...4).contains(ndims) else { throw fail(3, "IDX files with \(ndims) dimensions are not supported (1 to 4)") }
         let headerBytes = 4 + 4 * ndims
-        guard bytes.count >= headerBytes else { throw fail(bytes.count, "truncated inside the header (\(headerBytes) bytes needed)") }
+        var header = [UInt8](repeating: 0, count: 4 * ndims)
+        let gotDims = try header.withUnsafeMutableBytes { try read(into: $0, 4 * ndims) }
+        guard gotDims == 4 * ndims else { throw fail(4 + gotDims, "truncated inside the header (\(headerBytes) bytes needed)") }
         var dims: [Int] = []
         var total = 1
         for i in 0..<ndims {
-            let o = 4 + 4 * i
-            let d = Int(bytes[o]) << 24 | Int(bytes[o + 1]) << 16 | Int(bytes[o + 2]) << 8 | Int(bytes[o + 3])
+            let o = 4 * i
+            let d = Int(header[o]) << 24 | Int(header[o + 1]) << 16 | Int(header[o + 2]) << 8 | Int(header[o + 3])
             dims.append(d)
             let (product, overflow) = total.multipliedReportingOverflow(by: d)
-            guard !overflow, product <= maxFileBytes else { throw fail(o, "dimensions \(dims) describe more data than the limit") }
+            guard !overflow, product <= maxFileBytes else { throw fail(4 + o, "dimensions \(dims) describe more data than the limit") }
             total = product
         }
-        let available = bytes.count - headerBytes
-        guard available >= total else {
-            throw fail(bytes.count, "truncated: the header declares \(dims.map(String.init).joined(separator: "×")) = \(total) bytes of data, only \(available) follow")
+        var available = 0
+        let data = try [UInt8](unsafeUninitializedCapacity: total) { buffer, initialized in
+            available = try read(into: UnsafeMutableRawBufferPointer(buffer), total)
+            initialized = available
         }
-        guard available == total else { throw fail(headerBytes + total, "\(available - total) unexpected bytes after the data") }
-        return IDXArray(dimensions: dims, data: Array(bytes[headerBytes...]))
+        guard available == total else {
+            throw fail(headerBytes + available, "truncated: the header declares \(dims.map(String.init).joined(separator: "×")) = \(total) bytes of data, only \(available) follow")
+        }
+        // Whatever follows the data is an error; it is counted up to the size limit.
+        var extra = 0
+        var spill = [UInt8](repeating: 0, count: 4_096)
+        while extra <= maxFileBytes {
+            let n = try spill.withUnsafeMutableBytes { try read(into: $0, $0.count) }
+            guard n > 0 else { break }
+            extra += n
+        }
+        guard extra == 0 else { throw fail(headerBytes + total, "\(extra) unexpected bytes after the data") }
+        return IDXArray(dimensions: dims, data: data)
     }
 
     /// Writes an IDX file of unsigned bytes (gzip-compressed when `path` ends in `.gz`), e.g.
@@ -101,13 +141,14 @@ public enum DataFiles {
     }
 
     /// A labelled data set from an IDX images file (count × any further dimensions) and an IDX
-    /// labels file (count). `classCount` defaults to the largest label + 1. With `featureCount`,
-    /// images of another size are refused before any label is looked at.
+    /// labels file (count), byte-backed (see ``Dataset``). `classCount` defaults to the largest
+    /// label + 1. With `featureCount`, images of another size are refused before any label is
+    /// looked at.
     public static func loadIDX(images: String, labels: String, classCount: Int? = nil, featureCount: Int? = nil) throws -> Dataset {
         let x = try readIDX(images)
-        let features = try idxFeatures(x, path: images)
-        if let featureCount, features.width != featureCount {
-            throw LearnerError.shapeMismatch("\(images) has \(features.width) features per sample, the model takes \(featureCount)")
+        let width = try idxWidth(x, path: images)
+        if let featureCount, width != featureCount {
+            throw LearnerError.shapeMismatch("\(images) has \(width) features per sample, the model takes \(featureCount)")
         }
         let y = try readIDX(labels)
         guard y.dimensions.count == 1 else {
@@ -121,7 +162,8 @@ public enum DataFiles {
         if let bad = y.data.firstIndex(where: { Int($0) >= classes }) {
             throw LearnerError.malformed(path: labels, location: "byte \(8 + bad)", reason: "label \(y.data[bad]) is outside 0..<\(classes)")
         }
-        return Dataset(unchecked: features.values, labels: y.data.map { Int32($0) }, featureCount: features.width, classCount: classes)
+        let storage = Dataset.Storage.bytes(x.data, scales: [Float](repeating: 1, count: width), shifts: [Float](repeating: 0, count: width))
+        return Dataset(unchecked: storage, labels: y.data.map { Int32($0) }, featureCount: width, classCount: classes)
     }
 
     /// Unlabelled inputs from an IDX images file.
@@ -129,12 +171,18 @@ public enum DataFiles {
         try idxFeatures(readIDX(images), path: images)
     }
 
-    static func idxFeatures(_ x: IDXArray, path: String) throws -> (values: [Float], width: Int) {
+    /// Values per sample of an images file.
+    static func idxWidth(_ x: IDXArray, path: String) throws -> Int {
         guard x.dimensions.count >= 2, x.dimensions[0] > 0 else {
             throw LearnerError.malformed(path: path, location: "byte 3", reason: "an images file needs a sample count and at least one more dimension")
         }
         let width = x.dimensions.dropFirst().reduce(1, *)
         guard width > 0 else { throw LearnerError.malformed(path: path, location: "byte 8", reason: "samples have no features") }
+        return width
+    }
+
+    static func idxFeatures(_ x: IDXArray, path: String) throws -> (values: [Float], width: Int) {
+        let width = try idxWidth(x, path: path)
         var values = [Float](repeating: 0, count: x.data.count)
         x.data.withUnsafeBufferPointer { src in
             values.withUnsafeMutableBufferPointer { dst in

@@ -1,10 +1,27 @@
 import DeterministicRandom
 import Foundation
 
-/// Labelled samples: `count` rows of `featureCount` floats in one contiguous row-major buffer,
-/// and one label in 0..<classCount per row.
+/// Labelled samples: `count` rows of `featureCount` values, row-major, and one label in
+/// 0..<classCount per row.
+///
+/// The values are kept as 32-bit floats, or, for data that comes as bytes (IDX images), as one
+/// byte each with a per-feature affine map `value = byte · scale_j + shift_j`: four times less
+/// memory, which matters on edge devices and for thousands of simulated peers. Normalising a
+/// byte-backed set only changes its map, and training and evaluation turn rows into floats as
+/// they read them (``gatherRows(_:into:)``, ``withFloatRows(_:_:)``). A ``view(_:)`` shows some
+/// rows of another set without copying them: a simulation's thousands of peers share one
+/// training set.
 public struct Dataset: Sendable, Equatable {
-    public private(set) var features: [Float]
+    /// How the feature values are kept.
+    enum Storage: Sendable, Equatable {
+        case floats([Float])
+        /// One byte per value; feature `j` of a row is `byte · scales[j] + shifts[j]`.
+        case bytes([UInt8], scales: [Float], shifts: [Float])
+    }
+
+    private(set) var storage: Storage
+    /// The storage rows this set shows, in order; nil for all of them (see ``view(_:)``).
+    private var rowMap: [Int32]?
     public private(set) var labels: [Int32]
     public let featureCount: Int
     public let classCount: Int
@@ -13,16 +30,183 @@ public struct Dataset: Sendable, Equatable {
 
     /// Checks that the buffers agree and every label is in range.
     public init(features: [Float], labels: [Int32], featureCount: Int, classCount: Int) throws {
-        guard featureCount >= 1, features.count == labels.count * featureCount else {
-            throw LearnerError.shapeMismatch("\(features.count) feature values for \(labels.count) samples of \(featureCount) features")
+        try self.init(checking: .floats(features), valueCount: features.count, labels: labels, featureCount: featureCount, classCount: classCount)
+    }
+
+    /// A byte-backed set whose values are the bytes themselves (as IDX images are), checked
+    /// like ``init(features:labels:featureCount:classCount:)``.
+    public init(bytes: [UInt8], labels: [Int32], featureCount: Int, classCount: Int) throws {
+        let storage = Storage.bytes(bytes, scales: [Float](repeating: 1, count: max(featureCount, 0)), shifts: [Float](repeating: 0, count: max(featureCount, 0)))
+        try self.init(checking: storage, valueCount: bytes.count, labels: labels, featureCount: featureCount, classCount: classCount)
+    }
+
+    private init(checking storage: Storage, valueCount: Int, labels: [Int32], featureCount: Int, classCount: Int) throws {
+        guard featureCount >= 1, valueCount == labels.count * featureCount else {
+            throw LearnerError.shapeMismatch("\(valueCount) feature values for \(labels.count) samples of \(featureCount) features")
         }
         if let bad = labels.firstIndex(where: { $0 < 0 || Int($0) >= classCount }) {
             throw LearnerError.shapeMismatch("label \(labels[bad]) of sample \(bad) is outside 0..<\(classCount)")
         }
-        self.features = features
+        self.init(unchecked: storage, labels: labels, featureCount: featureCount, classCount: classCount)
+    }
+
+    init(unchecked storage: Storage, labels: [Int32], featureCount: Int, classCount: Int) {
+        self.storage = storage
         self.labels = labels
         self.featureCount = featureCount
         self.classCount = classCount
+    }
+
+    init(unchecked features: [Float], labels: [Int32], featureCount: Int, classCount: Int) {
+        self.init(unchecked: .floats(features), labels: labels, featureCount: featureCount, classCount: classCount)
+    }
+
+    /// Whether the values are kept as bytes (see the type's description).
+    public var isByteBacked: Bool {
+        if case .bytes = storage { return true }
+        return false
+    }
+
+    /// Every value as a float, row-major. A byte-backed set builds this array anew on each
+    /// call: training and evaluation read rows with ``gatherRows(_:into:)`` and
+    /// ``withFloatRows(_:_:)`` instead.
+    public var features: [Float] {
+        switch storage {
+        case .floats(let values) where rowMap == nil: return values
+        case .floats, .bytes:
+            return [Float](unsafeUninitializedCapacity: count * featureCount) { buffer, initialized in
+                if let base = buffer.baseAddress { gatherRows(0..<count, into: base) }
+                initialized = count * featureCount
+            }
+        }
+    }
+
+    /// Writes the rows at `indices`, in that order, as floats to `destination`
+    /// (`indices.count × featureCount` values). Indices must be below ``count``.
+    public func gatherRows<Indices: Collection<Int>>(_ indices: Indices, into destination: UnsafeMutablePointer<Float>) {
+        gatherStored(rowMap.map { m in indices.map { Int(m[$0]) } } ?? Array(indices), into: destination)
+    }
+
+    /// ``gatherRows(_:into:)`` by storage row.
+    private func gatherStored(_ indices: [Int], into destination: UnsafeMutablePointer<Float>) {
+        let d = featureCount
+        switch storage {
+        case .floats(let values):
+            values.withUnsafeBufferPointer { src in
+                guard let s = src.baseAddress else { return }
+                for (row, i) in indices.enumerated() { (destination + row * d).update(from: s + i * d, count: d) }
+            }
+        case let .bytes(bytes, scales, shifts):
+            bytes.withUnsafeBufferPointer { src in
+                scales.withUnsafeBufferPointer { a in
+                    shifts.withUnsafeBufferPointer { c in
+                        guard let s = src.baseAddress, let a = a.baseAddress, let c = c.baseAddress else { return }
+                        for (row, i) in indices.enumerated() {
+                            let from = s + i * d, to = destination + row * d
+                            for j in 0..<d { to[j] = Float(from[j]) * a[j] + c[j] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `body` with the rows of `range` as floats, row-major: the stored floats
+    /// themselves, or, byte-backed, a converted copy of just those rows.
+    public func withFloatRows<R>(_ range: Range<Int>, _ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        let d = featureCount
+        switch storage {
+        case .floats(let values) where rowMap == nil:
+            return try values.withUnsafeBufferPointer { all in
+                try body(UnsafeBufferPointer(rebasing: all[(range.lowerBound * d)..<(range.upperBound * d)]))
+            }
+        case .floats, .bytes:
+            let rows = [Float](unsafeUninitializedCapacity: range.count * d) { buffer, initialized in
+                if let base = buffer.baseAddress { gatherRows(range, into: base) }
+                initialized = range.count * d
+            }
+            return try rows.withUnsafeBufferPointer(body)
+        }
+    }
+
+    /// Calls `body(first row, rows as floats)` for consecutive chunks of at most `chunk` rows.
+    public func forEachRowChunk(_ chunk: Int = 256, _ body: (Int, UnsafeBufferPointer<Float>) throws -> Void) rethrows {
+        var start = 0
+        while start < count {
+            let end = min(count, start + max(1, chunk))
+            try withFloatRows(start..<end) { try body(start, $0) }
+            start = end
+        }
+    }
+
+    public static func == (a: Dataset, b: Dataset) -> Bool {
+        guard a.featureCount == b.featureCount, a.classCount == b.classCount, a.labels == b.labels else { return false }
+        if a.storage == b.storage, a.rowMap == b.rowMap { return true }
+        return a.features == b.features
+    }
+
+    /// Puts the rows in the order `order` (a permutation of 0..<count: row `i` becomes the old
+    /// row `order[i]`), in place: with storage of its own the set moves its rows without a
+    /// second copy of them.
+    public mutating func permuteRows(_ order: [Int]) throws {
+        guard order.count == count, Set(order).count == count, order.allSatisfy({ (0..<count).contains($0) }) else {
+            throw LearnerError.invalidArgument("a row order must be a permutation of 0..<\(count)")
+        }
+        labels = order.map { labels[$0] }
+        if let map = rowMap {
+            rowMap = order.map { map[$0] }
+            return
+        }
+        switch storage {
+        case .floats(var values):
+            storage = .floats([])
+            Self.permute(&values, rowLength: featureCount, order: order)
+            storage = .floats(values)
+        case .bytes(var bytes, let scales, let shifts):
+            storage = .floats([])
+            Self.permute(&bytes, rowLength: featureCount, order: order)
+            storage = .bytes(bytes, scales: scales, shifts: shifts)
+        }
+    }
+
+    /// Moves rows of `values` along the cycles of `order`, one row of scratch at a time.
+    private static func permute<T>(_ values: inout [T], rowLength d: Int, order: [Int]) {
+        var placed = [Bool](repeating: false, count: order.count)
+        values.withUnsafeMutableBufferPointer { buffer in
+            guard let base = buffer.baseAddress, let first = buffer.first else { return }
+            var held = [T](repeating: first, count: d)
+            held.withUnsafeMutableBufferPointer { scratch in
+                guard let t = scratch.baseAddress else { return }
+                for start in 0..<order.count where !placed[start] {
+                    // Row `start` is saved, then each row takes the one `order` names for it.
+                    t.update(from: base + start * d, count: d)
+                    var i = start
+                    while true {
+                        placed[i] = true
+                        let from = order[i]
+                        if from == start {
+                            (base + i * d).update(from: t, count: d)
+                            break
+                        }
+                        (base + i * d).update(from: base + from * d, count: d)
+                        i = from
+                    }
+                }
+            }
+        }
+    }
+
+    /// The samples at `indices`, in that order, sharing this set's storage instead of copying
+    /// it: what a simulation hands each of its peers. A view keeps the whole storage alive, so
+    /// a program that keeps only a small part of a large set copies it with ``subset(_:)``.
+    public func view(_ indices: [Int]) throws -> Dataset {
+        if let bad = indices.first(where: { $0 < 0 || $0 >= count }) {
+            throw LearnerError.shapeMismatch("sample index \(bad) is outside 0..<\(count)")
+        }
+        var view = self
+        view.labels = indices.map { labels[$0] }
+        view.rowMap = indices.map { i in rowMap.map { $0[i] } ?? Int32(truncatingIfNeeded: i) }
+        return view
     }
 
     /// Synthetic data for quick experiments and tests: `count` samples in `featureCount`
@@ -43,31 +227,33 @@ public struct Dataset: Sendable, Equatable {
         return try Dataset(features: x, labels: y, featureCount: featureCount, classCount: classCount)
     }
 
-    /// The samples at `indices`, in that order (used by partitioners and splits).
+    /// The samples at `indices`, in that order (used by partitioners and splits); a
+    /// byte-backed set stays byte-backed.
     public func subset(_ indices: [Int]) throws -> Dataset {
         if let bad = indices.first(where: { $0 < 0 || $0 >= count }) {
             throw LearnerError.shapeMismatch("sample index \(bad) is outside 0..<\(count)")
         }
-        var f = [Float](repeating: 0, count: indices.count * featureCount)
-        var y = [Int32](repeating: 0, count: indices.count)
-        features.withUnsafeBufferPointer { src in
-            f.withUnsafeMutableBufferPointer { dst in
-                guard let s = src.baseAddress, let d = dst.baseAddress else { return }
-                for (row, i) in indices.enumerated() {
-                    (d + row * featureCount).update(from: s + i * featureCount, count: featureCount)
-                    y[row] = labels[i]
+        let d = featureCount
+        let y = indices.map { labels[$0] }
+        let stored = rowMap.map { m in indices.map { Int(m[$0]) } } ?? indices
+        // Rows and labels come from a valid data set, so the invariants hold.
+        switch storage {
+        case .floats:
+            let f = [Float](unsafeUninitializedCapacity: indices.count * d) { buffer, initialized in
+                if let base = buffer.baseAddress { gatherStored(stored, into: base) }
+                initialized = indices.count * d
+            }
+            return Dataset(unchecked: f, labels: y, featureCount: d, classCount: classCount)
+        case let .bytes(bytes, scales, shifts):
+            var picked = [UInt8](repeating: 0, count: indices.count * d)
+            bytes.withUnsafeBufferPointer { src in
+                picked.withUnsafeMutableBufferPointer { dst in
+                    guard let s = src.baseAddress, let t = dst.baseAddress else { return }
+                    for (row, i) in stored.enumerated() { (t + row * d).update(from: s + i * d, count: d) }
                 }
             }
+            return Dataset(unchecked: .bytes(picked, scales: scales, shifts: shifts), labels: y, featureCount: d, classCount: classCount)
         }
-        // Rows and labels come from a valid data set, so the invariants hold.
-        return Dataset(unchecked: f, labels: y, featureCount: featureCount, classCount: classCount)
-    }
-
-    init(unchecked features: [Float], labels: [Int32], featureCount: Int, classCount: Int) {
-        self.features = features
-        self.labels = labels
-        self.featureCount = featureCount
-        self.classCount = classCount
     }
 
     /// A deterministic split: a `fraction` of the samples (shuffled with `seed`) become the
@@ -91,9 +277,28 @@ public struct Dataset: Sendable, Equatable {
         return h
     }
 
-    /// Applies `normalizer` to every row in place.
+    /// Applies `normalizer` to every row in place (a byte-backed set changes only its map).
     public mutating func normalize(with normalizer: Normalizer) throws {
-        try normalizer.apply(to: &features, featureCount: featureCount)
+        switch storage {
+        case .floats where rowMap != nil:
+            // A view of floats gets rows of its own rather than changing its parent's.
+            storage = .floats(features)
+            rowMap = nil
+            try normalize(with: normalizer)
+        case .floats(var values):
+            storage = .floats([])
+            defer { storage = .floats(values) }
+            try normalizer.apply(to: &values, featureCount: featureCount)
+        case let .bytes(bytes, scales, shifts):
+            guard featureCount == normalizer.offsets.count else {
+                throw LearnerError.shapeMismatch("normaliser fitted on \(normalizer.offsets.count) features, data has \(featureCount)")
+            }
+            guard normalizer.kind != .none else { return }
+            // (byte · a + c − o) · s = byte · (a · s) + (c − o) · s
+            let o = normalizer.offsets, n = normalizer.scales
+            storage = .bytes(bytes, scales: (0..<featureCount).map { scales[$0] * n[$0] },
+                             shifts: (0..<featureCount).map { (shifts[$0] - o[$0]) * n[$0] })
+        }
     }
 }
 
@@ -173,14 +378,14 @@ public struct Normalizer: Sendable, Equatable {
         guard kind != .none, data.count > 0 else { return .identity(featureCount: d) }
         var offsets = [Float](repeating: 0, count: d)
         var scales = [Float](repeating: 1, count: d)
-        data.features.withUnsafeBufferPointer { x in
-            switch kind {
-            case .none:
-                break
-            case .minMax:
-                var lo = [Float](repeating: .infinity, count: d)
-                var hi = [Float](repeating: -.infinity, count: d)
-                for r in 0..<data.count {
+        switch kind {
+        case .none:
+            break
+        case .minMax:
+            var lo = [Float](repeating: .infinity, count: d)
+            var hi = [Float](repeating: -.infinity, count: d)
+            data.forEachRowChunk { _, x in
+                for r in 0..<(x.count / d) {
                     let row = r * d
                     for j in 0..<d {
                         let v = x[row + j]
@@ -188,15 +393,17 @@ public struct Normalizer: Sendable, Equatable {
                         if v > hi[j] { hi[j] = v }
                     }
                 }
-                for j in 0..<d {
-                    offsets[j] = lo[j]
-                    let spread = hi[j] - lo[j]
-                    scales[j] = spread > minimumSpread ? 1 / spread : 1
-                }
-            case .standardize:
-                var sum = [Double](repeating: 0, count: d)
-                var sumSq = [Double](repeating: 0, count: d)
-                for r in 0..<data.count {
+            }
+            for j in 0..<d {
+                offsets[j] = lo[j]
+                let spread = hi[j] - lo[j]
+                scales[j] = spread > minimumSpread ? 1 / spread : 1
+            }
+        case .standardize:
+            var sum = [Double](repeating: 0, count: d)
+            var sumSq = [Double](repeating: 0, count: d)
+            data.forEachRowChunk { _, x in
+                for r in 0..<(x.count / d) {
                     let row = r * d
                     for j in 0..<d {
                         let v = Double(x[row + j])
@@ -204,13 +411,13 @@ public struct Normalizer: Sendable, Equatable {
                         sumSq[j] += v * v
                     }
                 }
-                let n = Double(data.count)
-                for j in 0..<d {
-                    let mean = sum[j] / n
-                    let sd = max(0, sumSq[j] / n - mean * mean).squareRoot()
-                    offsets[j] = Float(mean)
-                    scales[j] = Float(sd) > minimumSpread ? Float(1 / sd) : 1
-                }
+            }
+            let n = Double(data.count)
+            for j in 0..<d {
+                let mean = sum[j] / n
+                let sd = max(0, sumSq[j] / n - mean * mean).squareRoot()
+                offsets[j] = Float(mean)
+                scales[j] = Float(sd) > minimumSpread ? Float(1 / sd) : 1
             }
         }
         return Normalizer(unchecked: kind, offsets: offsets, scales: scales)

@@ -117,7 +117,7 @@ public struct Model: Hashable, Sendable {
         guard flat.count == architecture.parameterCount else {
             throw LearnerError.shapeMismatch("\(architecture.name) has \(architecture.parameterCount) parameters, got \(flat.count)")
         }
-        if let bad = flat.firstIndex(where: { !$0.isFinite }) {
+        if !VectorMath.allFinite(flat), let bad = flat.firstIndex(where: { !$0.isFinite }) {
             throw LearnerError.invalidArgument("non-finite parameter: parameter \(bad) is \(flat[bad]) (a diverged run or a damaged file)")
         }
         parameters = flat
@@ -155,24 +155,27 @@ public struct Workspace: Sendable {
 extension Model {
     /// Forward pass over `rows` samples at `input` (rows × inputCount); leaves every layer's
     /// output in the workspace and returns nothing. Logits are the last layer's output.
-    func forward(_ input: UnsafePointer<Float>, rows: Int, workspace ws: inout Workspace) {
+    ///
+    /// From `layer` > 0, `input` holds layer `layer`'s input instead (the previous layer's
+    /// output after ReLU), rows `stride` floats apart, and the earlier layers are skipped.
+    func forward(_ input: UnsafePointer<Float>, rows: Int, workspace ws: inout Workspace, from layer: Int = 0, stride: Int? = nil) {
         precondition(ws.architecture == architecture && rows <= ws.capacity, "workspace does not fit this batch")
         let sizes = architecture.layerSizes
         let offsets = ws.offsets
         parameters.withUnsafeBufferPointer { p in
             ws.activations.withUnsafeMutableBufferPointer { act in
                 guard let pBase = p.baseAddress, let aBase = act.baseAddress else { return }
-                for l in 0..<architecture.layerCount {
+                for l in layer..<architecture.layerCount {
                     let din = sizes[l], dout = sizes[l + 1]
                     let w = pBase + architecture.weightOffset(l)
                     let b = w + din * dout
                     let out = aBase + offsets[l]
-                    let inp = l == 0 ? input : UnsafePointer(aBase + offsets[l - 1])
+                    let inp = l == layer ? input : UnsafePointer(aBase + offsets[l - 1])
                     for r in 0..<rows {
                         (out + r * dout).update(from: b, count: dout)
                     }
                     BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: dout, k: din,
-                              a: inp, lda: din, b: w, ldb: din, beta: 1, c: out, ldc: dout)
+                              a: inp, lda: l == layer ? stride ?? din : din, b: w, ldb: din, beta: 1, c: out, ldc: dout)
                     if l < architecture.layerCount - 1 {
                         for i in 0..<(rows * dout) where out[i] < 0 { out[i] = 0 }
                     }

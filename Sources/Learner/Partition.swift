@@ -152,6 +152,30 @@ public struct Partition: Sendable, Equatable {
         return try data.subset(indices[p])
     }
 
+    /// Every peer's samples as views of one copy of `data` (``Dataset/view(_:)``), what the peers
+    /// of a simulation hold: `data`'s rows are first put in peer order, in place when the caller
+    /// hands over the only copy, so each peer's rows lie together (a training step reads them
+    /// from a few pages, not from all over the set).
+    public func views(of data: consuming Dataset) throws -> [Dataset] {
+        var taken = [Bool](repeating: false, count: data.count)
+        var order: [Int] = []
+        order.reserveCapacity(data.count)
+        for peer in indices {
+            for i in peer {
+                guard i < data.count, !taken[i] else { throw LearnerError.invalidArgument("the partition does not fit a data set of \(data.count) samples") }
+                taken[i] = true
+                order.append(i)
+            }
+        }
+        order += (0..<data.count).filter { !taken[$0] }
+        try data.permuteRows(order)
+        var start = 0
+        return try indices.map { peer in
+            defer { start += peer.count }
+            return try data.view(Array(start..<(start + peer.count)))
+        }
+    }
+
     /// A table of who holds what: per peer, its sample count and per-class counts, then the
     /// mean number of classes a peer holds.
     public func summary(maxPeers: Int = 20) -> String {

@@ -47,9 +47,14 @@ public struct SGDConfig: Hashable, Sendable {
 /// parameters with an average and keep its momentum and step count.
 public struct SGDState: Hashable, Sendable {
     public var step: Int = 0
+    /// The momentum, one value per parameter; empty while it is all zeros (an optimizer without
+    /// momentum never keeps one, so a thousand simulated nodes do not hold a model's worth of zeros each).
     public var velocity: [Float]
 
     public init(parameterCount: Int) { velocity = [Float](repeating: 0, count: parameterCount) }
+
+    /// A state with no momentum yet, at step 0.
+    public init() { velocity = [] }
 }
 
 /// Mini-batch SGD with momentum (v ← μv + g + λw; w ← w − ηv), weight decay and a schedule.
@@ -59,7 +64,7 @@ public struct SGD: Sendable {
 
     public init(config: SGDConfig, parameterCount: Int) {
         self.config = config
-        self.state = SGDState(parameterCount: parameterCount)
+        self.state = config.momentum > 0 ? SGDState(parameterCount: parameterCount) : SGDState()
     }
 
     /// The rate the next step will use.
@@ -67,11 +72,27 @@ public struct SGD: Sendable {
 
     /// Applies one update to `model` from `gradient` (same length as its parameters).
     public mutating func apply(_ gradient: UnsafeBufferPointer<Float>, to model: inout Model) throws {
-        guard gradient.count == model.parameters.count && state.velocity.count == gradient.count else {
+        guard gradient.count == model.parameters.count && (state.velocity.isEmpty || state.velocity.count == gradient.count) else {
             throw LearnerError.shapeMismatch("optimizer state (\(state.velocity.count)), gradient (\(gradient.count)) and model (\(model.parameters.count)) disagree in length")
         }
         let lr = currentLearningRate, mu = config.momentum, wd = config.weightDecay
         let weightRanges = model.architecture.weightRanges
+        guard mu > 0 || !state.velocity.isEmpty else {
+            // No momentum kept: the update v = g + λw of the loop below, without storing v.
+            model.parameters.withUnsafeMutableBufferPointer { w in
+                // Weight ranges come in layer order, biases between them.
+                var next = 0
+                for range in wd == 0 ? [] : weightRanges {
+                    for i in next..<range.lowerBound { w[i] -= lr * gradient[i] }
+                    for i in range { w[i] -= lr * (gradient[i] + wd * w[i]) }
+                    next = range.upperBound
+                }
+                for i in next..<w.count { w[i] -= lr * gradient[i] }
+            }
+            state.step += 1
+            return
+        }
+        if state.velocity.isEmpty { state.velocity = [Float](repeating: 0, count: gradient.count) }
         model.parameters.withUnsafeMutableBufferPointer { w in
             state.velocity.withUnsafeMutableBufferPointer { v in
                 for i in 0..<w.count { v[i] = mu * v[i] + gradient[i] }
@@ -128,10 +149,6 @@ public struct Trainer: Sendable {
     /// The current pass's sample order and how far into it the steps are (tests read both).
     private(set) var order: [Int] = []
     private(set) var cursor = 0
-    private var workspace: Workspace
-    private var gradient: [Float]
-    private var batchFeatures: [Float]
-    private var batchLabels: [Int32]
 
     public init(architecture: Architecture, config: TrainerConfig = TrainerConfig(), mask: WeightMask? = nil) throws {
         guard config.batchSize >= 1 && config.batchSize <= 1 << 16 else {
@@ -151,16 +168,12 @@ public struct Trainer: Sendable {
         self.mask = mask
         optimizer = SGD(config: config.sgd, parameterCount: architecture.parameterCount)
         rng = SplitMix64(seed: config.seed)
-        workspace = Workspace(architecture: architecture, capacity: config.batchSize)
-        gradient = [Float](repeating: 0, count: architecture.parameterCount)
-        batchFeatures = [Float](repeating: 0, count: config.batchSize * architecture.inputCount)
-        batchLabels = [Int32](repeating: 0, count: config.batchSize)
     }
 
     /// Resumes the optimizer from a checkpoint of its state (step count and momentum), taken
     /// from a trainer of the same architecture.
     public mutating func restore(_ state: SGDState) throws {
-        guard state.velocity.count == architecture.parameterCount else {
+        guard state.velocity.isEmpty || state.velocity.count == architecture.parameterCount else {
             throw LearnerError.shapeMismatch("optimizer state of \(state.velocity.count) parameters, the model has \(architecture.parameterCount)")
         }
         guard state.step >= 0, state.velocity.allSatisfy(\.isFinite) else {
@@ -185,6 +198,10 @@ public struct Trainer: Sendable {
     /// returns the batch's mean loss. Steps continue across epoch boundaries.
     @discardableResult
     public mutating func step(_ model: inout Model, on data: Dataset) throws -> Double {
+        try TrainingScratch.borrowing(architecture: architecture, batchSize: config.batchSize) { try step(&model, on: data, scratch: $0) }
+    }
+
+    private mutating func step(_ model: inout Model, on data: Dataset, scratch: TrainingScratch) throws -> Double {
         try checkShape(model, data)
         if order.count != data.count || cursor >= order.count {
             if order.count != data.count { order = Array(0..<data.count) }
@@ -192,19 +209,13 @@ public struct Trainer: Sendable {
             cursor = 0
         }
         let rows = min(config.batchSize, order.count - cursor)
-        let d = data.featureCount
-        data.features.withUnsafeBufferPointer { src in
-            batchFeatures.withUnsafeMutableBufferPointer { dst in
-                guard let s = src.baseAddress, let t = dst.baseAddress else { return }
-                for r in 0..<rows {
-                    let i = order[cursor + r]
-                    (t + r * d).update(from: s + i * d, count: d)
-                    batchLabels[r] = data.labels[i]
-                }
-            }
+        let batch = order[cursor..<(cursor + rows)]
+        scratch.batchFeatures.withUnsafeMutableBufferPointer { dst in
+            if let t = dst.baseAddress { data.gatherRows(batch, into: t) }
         }
+        for (r, i) in batch.enumerated() { scratch.batchLabels[r] = data.labels[i] }
         cursor += rows
-        return try applyBatch(&model, rows: rows)
+        return try applyBatch(&model, rows: rows, scratch: scratch)
     }
 
     /// One SGD step on an explicit batch (rows × inputCount features and their labels).
@@ -218,18 +229,20 @@ public struct Trainer: Sendable {
         if let bad = labels.first(where: { $0 < 0 || Int($0) >= architecture.classCount }) {
             throw LearnerError.shapeMismatch("label \(bad) is outside 0..<\(architecture.classCount)")
         }
-        batchFeatures.replaceSubrange(0..<features.count, with: features)
-        batchLabels.replaceSubrange(0..<rows, with: labels)
-        return try applyBatch(&model, rows: rows)
+        return try TrainingScratch.borrowing(architecture: architecture, batchSize: config.batchSize) { scratch in
+            scratch.batchFeatures.replaceSubrange(0..<features.count, with: features)
+            scratch.batchLabels.replaceSubrange(0..<rows, with: labels)
+            return try applyBatch(&model, rows: rows, scratch: scratch)
+        }
     }
 
-    private mutating func applyBatch(_ model: inout Model, rows: Int) throws -> Double {
+    private mutating func applyBatch(_ model: inout Model, rows: Int, scratch: TrainingScratch) throws -> Double {
         var loss = 0.0
-        batchFeatures.withUnsafeBufferPointer { x in
-            batchLabels.withUnsafeBufferPointer { y in
-                gradient.withUnsafeMutableBufferPointer { g in
+        scratch.batchFeatures.withUnsafeBufferPointer { x in
+            scratch.batchLabels.withUnsafeBufferPointer { y in
+                scratch.gradient.withUnsafeMutableBufferPointer { g in
                     guard let xb = x.baseAddress, let yb = y.baseAddress else { return }
-                    loss = model.lossAndGradient(xb, labels: yb, rows: rows, workspace: &workspace, gradient: g)
+                    loss = model.lossAndGradient(xb, labels: yb, rows: rows, workspace: &scratch.workspace, gradient: g)
                 }
             }
         }
@@ -237,7 +250,7 @@ public struct Trainer: Sendable {
         guard loss.isFinite else {
             throw LearnerError.invalidArgument("training diverged (loss \(loss)) at step \(optimizer.state.step); lower the learning rate")
         }
-        try gradient.withUnsafeBufferPointer { try optimizer.apply($0, to: &model) }
+        try scratch.gradient.withUnsafeBufferPointer { try optimizer.apply($0, to: &model) }
         mask?.apply(to: &model)
         return loss
     }
@@ -245,9 +258,11 @@ public struct Trainer: Sendable {
     /// `steps` SGD steps; returns the mean batch loss.
     @discardableResult
     public mutating func train(_ model: inout Model, on data: Dataset, steps: Int) throws -> Double {
-        var total = 0.0
-        for _ in 0..<steps { total += try step(&model, on: data) }
-        return steps > 0 ? total / Double(steps) : 0
+        try TrainingScratch.borrowing(architecture: architecture, batchSize: config.batchSize) { scratch in
+            var total = 0.0
+            for _ in 0..<steps { total += try step(&model, on: data, scratch: scratch) }
+            return steps > 0 ? total / Double(steps) : 0
+        }
     }
 
     /// One pass over `data` from a fresh shuffle. `progress` is told after each step how many
@@ -259,12 +274,56 @@ public struct Trainer: Sendable {
         let steps = stepsPerEpoch(data)
         var weighted = 0.0
         var samples = 0
-        for s in 0..<steps {
-            let rows = min(config.batchSize, data.count - samples)
-            weighted += try step(&model, on: data) * Double(rows)
-            samples += rows
-            progress(s + 1, steps)
+        try TrainingScratch.borrowing(architecture: architecture, batchSize: config.batchSize) { scratch in
+            for s in 0..<steps {
+                let rows = min(config.batchSize, data.count - samples)
+                weighted += try step(&model, on: data, scratch: scratch) * Double(rows)
+                samples += rows
+                progress(s + 1, steps)
+            }
         }
         return EpochStats(steps: steps, samples: samples, meanLoss: weighted / Double(max(samples, 1)))
+    }
+}
+
+/// The scratch buffers of training steps (a batch, its activations and the gradient),
+/// borrowed for a step or a run of steps from a pool the process's trainers share: a trainer
+/// holds none between rounds, so a thousand simulated nodes' trainers cost the buffers of the
+/// few that run at once, and a step still allocates nothing.
+final class TrainingScratch: @unchecked Sendable {
+    // Used by one thread at a time: the borrower, between borrowing and giving back.
+    var workspace: Workspace
+    var gradient: [Float]
+    var batchFeatures: [Float]
+    var batchLabels: [Int32]
+
+    private init(architecture: Architecture, batchSize: Int) {
+        workspace = Workspace(architecture: architecture, capacity: batchSize)
+        gradient = [Float](repeating: 0, count: architecture.parameterCount)
+        batchFeatures = [Float](repeating: 0, count: batchSize * architecture.inputCount)
+        batchLabels = [Int32](repeating: 0, count: batchSize)
+    }
+
+    private struct Shape: Hashable {
+        var architecture: Architecture
+        var batchSize: Int
+    }
+
+    /// Scratch kept per shape, beyond which returned scratch is freed: more than the threads
+    /// that train at once anywhere in the project.
+    private static let kept = 8
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var free: [Shape: [TrainingScratch]] = [:]
+
+    /// Runs `body` with scratch for `architecture` and `batchSize`, from the pool or new.
+    static func borrowing<R>(architecture: Architecture, batchSize: Int, _ body: (TrainingScratch) throws -> R) rethrows -> R {
+        let shape = Shape(architecture: architecture, batchSize: batchSize)
+        let scratch = lock.withLock { free[shape]?.popLast() } ?? TrainingScratch(architecture: architecture, batchSize: batchSize)
+        defer {
+            lock.withLock {
+                if free[shape, default: []].count < kept { free[shape, default: []].append(scratch) }
+            }
+        }
+        return try body(scratch)
     }
 }

@@ -178,3 +178,33 @@ struct LocalStepsWithAveragingTests {
         #expect(try global.evaluate(on: test).accuracy > 0.95)
     }
 }
+
+/// Many models evaluated together (shared first-layer products) agree with one at a time.
+struct ManyModelEvaluationTests {
+    init() { BLAS.setThreadCount(1) }
+
+    @Test(arguments: [[Int](), [5], [16, 8]])
+    func evaluateMany_agreesWithEachModelAlone(hidden: [Int]) throws {
+        let data = try Dataset.gaussianBlobs(count: 700, featureCount: 9, classCount: 4, seed: 3)
+        let arch = try Architecture(inputCount: 9, hiddenSizes: hidden, classCount: 4)
+        // Enough models for several groups, each trained a little differently.
+        let count = Model.stackedColumns / arch.layerSizes[1] * 2 + 3
+        let models = try (0..<count).map { i -> Model in
+            var model = Model(architecture: arch, seed: UInt64(i))
+            var trainer = try Trainer(architecture: arch, config: TrainerConfig(batchSize: 16, seed: UInt64(i)))
+            try trainer.train(&model, on: data, steps: i % 7)
+            return model
+        }
+        let together = try Model.evaluate(models, on: data)
+        #expect(together.count == count)
+        for (model, evaluation) in zip(models, together) {
+            let alone = try model.evaluate(on: data)
+            #expect(abs(evaluation.accuracy - alone.accuracy) <= 2.0 / Double(data.count), "\(evaluation.accuracy) against \(alone.accuracy)")
+            #expect(abs(evaluation.loss - alone.loss) <= 1e-5 * max(1, alone.loss), "\(evaluation.loss) against \(alone.loss)")
+            #expect(evaluation.sampleCount == data.count)
+        }
+        #expect(try Model.evaluate([], on: data).isEmpty)
+        let other = Model(architecture: try Architecture(inputCount: 9, hiddenSizes: [3], classCount: 4), seed: 1)
+        #expect(throws: LearnerError.self) { try Model.evaluate([models[0], other], on: data) }
+    }
+}

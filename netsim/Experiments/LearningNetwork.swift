@@ -34,7 +34,7 @@ public struct LearningNetwork {
         var shards = Array(repeating: data, count: nodes)
         if data.count > 0 {
             let split = try Partition(labels: data.labels, classCount: data.classCount, peers: nodes, scheme: partition, seed: seed)
-            shards = try (0..<nodes).map { try split.dataset(forPeer: $0, of: data) }
+            shards = try split.views(of: data)
         }
         self.graph = graph
         self.links = links

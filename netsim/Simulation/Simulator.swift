@@ -1,3 +1,4 @@
+import Foundation
 import Crypto
 import Gossip
 
@@ -77,7 +78,7 @@ public final class Simulator<Node: ProtocolNode> {
         case partition(Int, active: Bool)
         case inject(Int32, Injection)
         /// Work done for `node` in its life `life` (a crash ends a life and discards it).
-        case computed(node: Int32, life: UInt32, id: UInt64, result: any Sendable)
+        case computed(node: Int32, life: UInt32, id: UInt64, work: PendingWork)
     }
 
     /// The current virtual time.
@@ -95,6 +96,11 @@ public final class Simulator<Node: ProtocolNode> {
     /// virtual time): a node's work takes `cost / rate` to come back, so weak and strong
     /// devices differ. The default, 10⁹, is a modest single core doing multiply-adds.
     public var computeRate: (Int) -> Double = { _ in 1e9 }
+    /// Threads that run the nodes' work beside the simulator's own (by default one per core
+    /// but one). A job is a pure function of what its node handed over, collected when its
+    /// virtual completion time comes, so the number of threads changes no result, only the
+    /// wall time. Set before the first job.
+    public var computeThreads = max(0, ProcessInfo.processInfo.activeProcessorCount - 1)
     public private(set) var counters = NetworkCounters()
     /// Nodes whose factory threw when they were to start, with the error: they stayed down.
     public private(set) var refusedNodes: [(index: Int, error: any Error)] = []
@@ -119,6 +125,8 @@ public final class Simulator<Node: ProtocolNode> {
     private var indexOf: [Endpoint: Int32] = [:]
     private var linkStates: [UInt64: LinkChannel] = [:]
     private var partitions: [(sides: [Int], active: Bool)] = []
+    /// Runs the nodes' work; its threads start with the first job.
+    private lazy var pool = WorkPool(threads: computeThreads)
 
 
     /// A network of `nodeCount` nodes (none started yet) made by `factory`.
@@ -142,6 +150,8 @@ public final class Simulator<Node: ProtocolNode> {
         indexOf.reserveCapacity(nodeCount)
         for (i, e) in endpoints.enumerated() { indexOf[e] = Int32(i) }
     }
+
+    deinit { pool.stop() }
 
     // MARK: Scenario
 
@@ -252,9 +262,11 @@ public final class Simulator<Node: ProtocolNode> {
             }
         case .partition(let p, let active):
             partitions[p].active = active
-        case .computed(let i, let life, let id, let result):
+        case .computed(let i, let life, let id, let work):
             let index = Int(i)
-            guard up[index], lives[index] == life, let actions = nodes[index]?.onComputed(id, result: result, at: now) else { return }
+            guard up[index], lives[index] == life else { return }
+            let result = pool.collect(work)
+            guard let actions = nodes[index]?.onComputed(id, result: result, at: now) else { return }
             perform(actions, by: index)
         case .inject(let i, let body):
             let index = Int(i)
@@ -277,14 +289,15 @@ public final class Simulator<Node: ProtocolNode> {
             compute: { request in compute(request, by: index) })
     }
 
-    /// Runs `request` now (its result is a pure function of what the node handed over) and
-    /// hands the result back after the virtual time the node's rate charges for it.
+    /// Starts `request` on the work pool (its result is a pure function of what the node
+    /// handed over) and hands the result back after the virtual time the node's rate charges
+    /// for it.
     private func compute(_ request: ComputeRequest, by index: Int) {
-        let result = request.job()
+        let work = pool.submit(request.job)
         let rate = computeRate(index)
         let seconds = rate > 0 && request.cost > 0 ? request.cost / rate : 0
         let delay = seconds.isFinite ? Int64(min(seconds * 1e9, 1e18).rounded(.up)) : 0
-        queue.push(.computed(node: Int32(index), life: lives[index], id: request.id, result: result), at: now.nanoseconds &+ delay)
+        queue.push(.computed(node: Int32(index), life: lives[index], id: request.id, work: work), at: now.nanoseconds &+ delay)
     }
 
     // MARK: Links
