@@ -335,14 +335,13 @@ public final class ScenarioRunner {
             p.map(Double.init).withUnsafeBufferPointer { body($0, 1) }
         }
         var row = meter.row
-        var accuracies: [Double] = []
-        var losses: [Double] = []
-        for i in 0..<evaluated where sim.isUp(i) {
-            guard let node = sim.node(i), let p = parameters(node),
-                  let model = try? Model(architecture: architecture, parameters: p), let e = try? model.evaluate(on: test) else { continue }
-            accuracies.append(e.accuracy)
-            losses.append(e.loss)
+        let models = (0..<evaluated).compactMap { i -> Model? in
+            guard sim.isUp(i), let node = sim.node(i), let p = parameters(node) else { return nil }
+            return try? Model(architecture: architecture, parameters: p)
         }
+        let evaluations = (try? Model.evaluate(models, on: test)) ?? []
+        let accuracies = evaluations.map(\.accuracy)
+        let losses = evaluations.map(\.loss)
         if !accuracies.isEmpty {
             row.accuracyMean = accuracies.reduce(0, +) / Double(accuracies.count)
             row.accuracyMin = accuracies.min()
