@@ -250,25 +250,23 @@ public struct TopKCodec: DeltaCodec {
         return w.bytes
     }
 
-    /// Indices of the k largest magnitudes, ascending; ties broken by lower index.
+    /// Indices of the k largest magnitudes, ascending; ties broken by lower index. NaN counts
+    /// as infinity.
     public static func largestIndices(_ values: [Float], _ k: Int) -> [Int] {
         guard k < values.count else { return Array(values.indices) }
         guard k > 0 else { return [] }
-        var mags = values.map { $0.isNaN ? Float.infinity : abs($0) }
-        let threshold = quickselect(&mags, rank: values.count - k) // k-th largest
         return values.withUnsafeBufferPointer { v in
-            // Every value above the threshold is taken (at most k of them); the ties fill the
+            let (threshold, tiesNeeded) = kthLargestKey(v, k)
+            // Every value above the threshold is taken (fewer than k of them); the ties fill the
             // rest, lowest indices first. One pass in index order keeps the result ascending.
-            var above = 0
-            for x in v where abs(x) > threshold || x.isNaN { above += 1 }
-            var ties = k - above
+            var ties = tiesNeeded
             var chosen: [Int] = []
             chosen.reserveCapacity(k)
             for i in 0..<v.count {
-                let m = abs(v[i])
-                if m > threshold || v[i].isNaN {
+                let key = magnitudeKey(v[i])
+                if key > threshold {
                     chosen.append(i)
-                } else if m == threshold, ties > 0 {
+                } else if key == threshold, ties > 0 {
                     chosen.append(i)
                     ties -= 1
                 }
@@ -277,29 +275,53 @@ public struct TopKCodec: DeltaCodec {
         }
     }
 
-    /// The element that would sit at `rank` if `a` were sorted ascending (Hoare selection,
-    /// median-of-three pivots); reorders `a`.
-    static func quickselect(_ a: inout [Float], rank: Int) -> Float {
-        a.withUnsafeMutableBufferPointer { p in
-            var lo = 0, hi = p.count - 1
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2
-                let x = p[lo], y = p[mid], z = p[hi]
-                let pivot = max(min(x, y), min(max(x, y), z))
-                var i = lo, j = hi
-                while i <= j {
-                    while p[i] < pivot { i += 1 }
-                    while p[j] > pivot { j -= 1 }
-                    if i <= j {
-                        p.swapAt(i, j)
-                        i += 1
-                        j -= 1
-                    }
-                }
-                if rank <= j { hi = j } else if rank >= i { lo = i } else { return p[rank] }
+    /// The bits of |x|, which order like the magnitudes themselves (NaN as infinity).
+    @inline(__always)
+    static func magnitudeKey(_ x: Float) -> UInt32 {
+        let bits = x.bitPattern & 0x7FFF_FFFF
+        return min(bits, 0x7F80_0000)
+    }
+
+    /// The k-th largest magnitude key of `v` (1 ≤ k ≤ count), and how many keys equal to it
+    /// the k largest include (the others are above it), by radix selection: a histogram of the
+    /// keys' top bits finds the bucket holding it, then the next bits within that bucket, and
+    /// so on. Three passes at most, the first over all keys, against quickselect's branchy
+    /// partitions of the whole vector.
+    static func kthLargestKey(_ v: UnsafeBufferPointer<Float>, _ k: Int) -> (key: UInt32, ties: Int) {
+        // Keys are below 2^31: 11, 10 and 10 bits.
+        let levels: [(shift: UInt32, width: UInt32)] = [(20, 11), (10, 10), (0, 10)]
+        var prefix: UInt32 = 0, prefixMask: UInt32 = 0
+        var rank = k  // the wanted key's rank from the top among keys matching the prefix
+        var candidates: [UInt32] = []
+        for (level, (shift, width)) in levels.enumerated() {
+            let buckets = 1 << width
+            var counts = [Int](repeating: 0, count: buckets)
+            let digitMask = UInt32(buckets - 1)
+            if level == 0 {
+                for x in v { counts[Int(magnitudeKey(x) >> shift)] += 1 }
+            } else {
+                for key in candidates { counts[Int((key >> shift) & digitMask)] += 1 }
             }
-            return p[rank]
+            var digit = buckets - 1
+            while counts[digit] < rank {
+                rank -= counts[digit]
+                digit -= 1
+            }
+            prefix |= UInt32(digit) << shift
+            prefixMask |= digitMask << shift
+            guard shift > 0 else { return (prefix, rank) }
+            // The keys of the chosen bucket, for the next bits.
+            if level == 0 {
+                candidates.reserveCapacity(counts[digit])
+                for x in v {
+                    let key = magnitudeKey(x)
+                    if key & prefixMask == prefix { candidates.append(key) }
+                }
+            } else {
+                candidates = candidates.filter { $0 & prefixMask == prefix }
+            }
         }
+        return (prefix, rank)
     }
 
     public func decode(_ bytes: [UInt8], expectedCount: Int) throws -> [Float] {

@@ -139,6 +139,27 @@ struct CodecTests {
 }
 
 struct TopKSelectionTests {
+    /// The radix selection against a sorted reference, on magnitudes that share their top
+    /// bits, differ only in their last bits, include signed zeros, subnormals, infinities and
+    /// NaN (which counts as infinity).
+    @Test(arguments: [1, 2, 999, 5_000, 9_999])
+    func largestIndices_agreeWithASortedReference(k: Int) {
+        var rng = SplitMix64(seed: UInt64(k) &+ 77)
+        let values = (0..<10_000).map { _ -> Float in
+            switch rng.next(upperBound: UInt64(8)) {
+            case 0: return 0
+            case 1: return -0.0
+            case 2: return Float(bitPattern: UInt32(rng.next(upperBound: UInt64(1 << 23))))  // subnormal
+            case 3: return Float(bitPattern: 0x3F80_0000 | UInt32(rng.next(upperBound: UInt64(1 << 10))))  // near 1, low bits only
+            case 4: return rng.next(upperBound: UInt64(50)) == 0 ? .nan : -.infinity
+            default: return Float(rng.normal()) * 3
+            }
+        }
+        let magnitude = { (x: Float) -> Float in x.isNaN ? .infinity : abs(x) }
+        let expected = values.indices.sorted { (magnitude(values[$0]), -$0) > (magnitude(values[$1]), -$1) }.prefix(k).sorted()
+        #expect(TopKCodec.largestIndices(values, k) == Array(expected))
+    }
+
     @Test(arguments: [1, 7, 50, 199, 200])
     func largestIndices_withTies_keepsExactlyKOfTheLargest(k: Int) {
         var rng = SplitMix64(seed: UInt64(k))

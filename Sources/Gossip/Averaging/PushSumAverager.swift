@@ -677,9 +677,19 @@ public struct PushSumAverager: ProtocolNode {
             chosen = Array(0..<n)
         } else {
             let k = min(n, max(1, selection.count(n)))
-            var priorities = [Float](repeating: 0, count: n)
-            for i in 0..<n where coordinateWeights[i] > 0 {
-                priorities[i] = Float(coordinateWeights[i]) * abs(Float(value[i] / coordinateWeights[i]) - lastSent[i])
+            // How much mass a send would shift: w_c · |x_c − x_c^sent| (0 where w_c is 0).
+            var priorities = [Float](unsafeUninitializedCapacity: n) { p, initialized in
+                value.withUnsafeBufferPointer { v in
+                    coordinateWeights.withUnsafeBufferPointer { w in
+                        lastSent.withUnsafeBufferPointer { l in
+                            for i in 0..<n {
+                                let wi = w[i]
+                                p[i] = wi > 0 ? Float(wi) * abs(Float(v[i] / wi) - l[i]) : 0
+                            }
+                        }
+                    }
+                }
+                initialized = n
             }
             let sweep = max(1, k / 8)
             for j in 0..<sweep { priorities[(sweepCursor + j) % n] = .infinity }

@@ -34,13 +34,22 @@ public struct SparseShare: Sendable, Equatable {
 
     /// The payload of this share of a `dimension`-element vector.
     public func encoded(dimension: Int) -> [UInt8] {
-        var bitmap = [UInt8](repeating: 0, count: (dimension + 7) / 8)
-        for i in indices { bitmap[i >> 3] |= 1 << UInt8(i & 7) }
-        var w = ByteWriter(capacity: Self.byteCount(carrying: indices.count, of: dimension))
-        w.write(bytes: bitmap)
-        for v in values { w.writeUInt32(v.bitPattern) }
-        for x in weights { w.writeUInt32(x.bitPattern) }
-        return w.bytes
+        let bitmapBytes = (dimension + 7) / 8
+        return [UInt8](unsafeUninitializedCapacity: Self.byteCount(carrying: indices.count, of: dimension)) { buffer, initialized in
+            let raw = UnsafeMutableRawBufferPointer(buffer)
+            raw.initializeMemory(as: UInt8.self, repeating: 0)
+            for i in indices { buffer[i >> 3] |= 1 << UInt8(i & 7) }
+            var offset = bitmapBytes
+            for v in values {
+                raw.storeBytes(of: v.bitPattern.bigEndian, toByteOffset: offset, as: UInt32.self)
+                offset += 4
+            }
+            for x in weights {
+                raw.storeBytes(of: x.bitPattern.bigEndian, toByteOffset: offset, as: UInt32.self)
+                offset += 4
+            }
+            initialized = buffer.count
+        }
     }
 
     /// Reads a share of a `dimension`-element vector, refusing a wrong length, stray bitmap
@@ -50,26 +59,30 @@ public struct SparseShare: Sendable, Equatable {
         guard bytes.count >= bitmapBytes else { throw .badPayload("sparse share of \(bytes.count) bytes, shorter than its \(bitmapBytes)-byte bitmap") }
         var indices: [Int] = []
         for byte in 0..<bitmapBytes where bytes[byte] != 0 {
-            for bit in 0..<8 where bytes[byte] & (1 << UInt8(bit)) != 0 {
-                let i = byte * 8 + bit
+            var bits = bytes[byte]
+            while bits != 0 {
+                let i = byte * 8 + bits.trailingZeroBitCount
                 guard i < dimension else { throw .badPayload("sparse share marks coordinate \(i) of \(dimension)") }
                 indices.append(i)
+                bits &= bits - 1
             }
         }
         let expected = Self.byteCount(carrying: indices.count, of: dimension)
         guard bytes.count == expected else {
             throw .badPayload("sparse share carrying \(indices.count) coordinates has \(bytes.count) bytes, expected \(expected)")
         }
-        var r = ByteReader(bytes[bitmapBytes...])
-        var values: [Float] = []
-        var weights: [Float] = []
-        values.reserveCapacity(indices.count)
-        weights.reserveCapacity(indices.count)
-        do {
-            for _ in indices { values.append(Float(bitPattern: try r.readUInt32("value share"))) }
-            for _ in indices { weights.append(Float(bitPattern: try r.readUInt32("weight share"))) }
-        } catch {
-            throw .wire(error)
+        let count = indices.count
+        // Lengths are checked above: the loads stay inside the payload.
+        let (values, weights) = bytes.withUnsafeBytes { raw -> ([Float], [Float]) in
+            func floats(from start: Int) -> [Float] {
+                [Float](unsafeUninitializedCapacity: count) { out, initialized in
+                    for j in 0..<count {
+                        out[j] = Float(bitPattern: UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: start + 4 * j, as: UInt32.self)))
+                    }
+                    initialized = count
+                }
+            }
+            return (floats(from: bitmapBytes), floats(from: bitmapBytes + 4 * count))
         }
         if let bad = values.indices.first(where: { !values[$0].isFinite }) {
             throw .badPayload("sparse share's value at coordinate \(indices[bad]) is \(values[bad])")
