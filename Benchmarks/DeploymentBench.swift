@@ -110,7 +110,8 @@ enum DeploymentBench {
     /// prepared beforehand, so only the call is timed.
     static func medianLatencies(_ predictors: [Predictor], _ test: Dataset) throws -> [Double] {
         let d = test.featureCount
-        let samples = (0..<256).map { Array(test.features[($0 * d)..<(($0 + 1) * d)]) }
+        let features = test.features
+        let samples = (0..<256).map { Array(features[($0 * d)..<(($0 + 1) * d)]) }
         var best = [Double](repeating: .infinity, count: predictors.count)
         var times = [Double](repeating: 0, count: callsPerRound)
         for round in 0...latencyRounds {

@@ -39,12 +39,13 @@ enum ServingBench {
         // What a deployment runs: the file's bytes, read back.
         let fp32 = Predictor(try ModelFile.decode(file))
         let int8 = Predictor(try ModelFile.decode(ModelFile.encode(Compression.converted(mlp, to: .int8))))
-        let samples = (0..<sampleCount).map { Array(test.features[($0 * test.featureCount)..<(($0 + 1) * test.featureCount)]) }
+        let features = test.features
+        let samples = (0..<sampleCount).map { Array(features[($0 * test.featureCount)..<(($0 + 1) * test.featureCount)]) }
         var ours: [(form: String, measured: Measured, classes: [Int])] = []
         for (form, predictor) in [("fp32", fp32), ("int8", int8)] {
             let latency = try timeCalls(timedCalls) { call in _ = try predictor.predict(samples[call % samples.count], batch: 1) }
             let measured = Measured(latency: latency, throughput: try throughput(predictor, test))
-            ours.append((form, measured, try predictor.predict(test.features, batch: test.count).classes))
+            ours.append((form, measured, try predictor.predict(features, batch: test.count).classes))
         }
 
         let weights = scratch.appendingPathComponent("mlp-for-onnx.bin")

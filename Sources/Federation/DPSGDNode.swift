@@ -33,8 +33,9 @@ public struct DPSGDNode: ModelExchangeAlgorithm {
         public var localSteps = 5
         public var trainer = TrainerConfig(batchSize: 32, sgd: SGDConfig(learningRate: 0.1, momentum: 0, weightDecay: 0))
         /// How long a peer that sent a copy stays a neighbour after its last copy although it
-        /// is not among ``DPSGDNode/neighbours`` (another peer's view held this node): mixing
-        /// and sending both ways keeps the weights symmetric over a peer-sampling view.
+        /// is not among ``DPSGDNode/neighbours`` (another peer's view held this node), and at
+        /// least two round intervals: mixing and sending both ways keeps the weights symmetric
+        /// over a peer-sampling view.
         public var senderMemory: Duration = .seconds(5)
 
         public init() {}
@@ -103,7 +104,9 @@ public struct DPSGDNode: ModelExchangeAlgorithm {
     func partners(at now: Instant) -> [PeerAddress] {
         var result = neighbours.filter { $0.peer != peerID }
         let given = Set(result.map(\.peer))
-        let recent = latest.values.filter { !given.contains($0.from.peer) && now - $0.heard <= settings.senderMemory }
+        // At least two rounds, so a sender is mixed with until its next copy is due.
+        let memory = max(settings.senderMemory, settings.roundInterval * 2)
+        let recent = latest.values.filter { !given.contains($0.from.peer) && now - $0.heard <= memory }
         result += recent.map(\.from).sorted { $0.peer < $1.peer }
         return result
     }

@@ -60,6 +60,10 @@ public struct ModelExchangePeer<Algorithm: ModelExchangeAlgorithm>: LearningPeer
     /// With agreed scaling, where the moments lie in the overlay's averaged vector.
     private let moments: AveragedLayout?
     private var data: ScaledTrainingData
+    /// What the algorithm trains on, with agreed scaling: the data as given (unscaled, until
+    /// the first refresh), none (while the network's moments are unknown) or scaled.
+    private enum Holding { case given, none, scaled }
+    private var holding = Holding.given
     private var evaluation: PeriodicEvaluation
     private var evaluations: UInt64 = 0
 
@@ -91,6 +95,7 @@ public struct ModelExchangePeer<Algorithm: ModelExchangeAlgorithm>: LearningPeer
         self.settings = settings
         self.joining = joining
         evaluation = PeriodicEvaluation(test: test, interval: settings.evaluationInterval)
+        refreshTrainingData()
     }
 
     /// The vector the overlay's averager starts from with agreed scaling: `data`'s moments.
@@ -203,11 +208,23 @@ public struct ModelExchangePeer<Algorithm: ModelExchangeAlgorithm>: LearningPeer
         return wrap(algorithm.onStart(at: now), at: now)
     }
 
-    /// With agreed scaling, trains the next rounds on the data as the network's moments scale it now.
+    /// With agreed scaling, trains the next rounds on the data as the network's moments scale
+    /// it now; while they are unknown (an averager without weight), on no data: the algorithm
+    /// then only mixes, as a push-sum peer without weight only averages.
     private mutating func refreshTrainingData() {
-        guard moments != nil, let normalizer else { return }
+        guard moments != nil else { return }
+        guard let normalizer else {
+            if holding != .none, let none = try? data.data.subset([]) {
+                algorithm.replaceTrainingData(none)
+                holding = .none
+            }
+            return
+        }
         let (scaled, changed) = data.scaled(by: normalizer)
-        if changed { algorithm.replaceTrainingData(scaled) }
+        if changed || holding != .scaled {
+            algorithm.replaceTrainingData(scaled)
+            holding = .scaled
+        }
     }
 
     private mutating func startEvaluation(at now: Instant) -> [Action] {

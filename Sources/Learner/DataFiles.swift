@@ -59,6 +59,8 @@ public enum DataFiles {
         func fail(_ offset: Int, _ reason: String) -> LearnerError {
             .malformed(path: path, location: "byte \(offset)", reason: reason)
         }
+        /// Decompressed bytes read so far, for error messages.
+        var position = 0
         /// Reads up to `count` bytes into `buffer`; returns how many arrived (fewer at the end).
         func read(into buffer: UnsafeMutableRawBufferPointer, _ count: Int) throws -> Int {
             var done = 0
@@ -68,12 +70,13 @@ public enum DataFiles {
                     var code: Int32 = 0
                     let message = gzerror(file, &code).map { String(cString: $0) } ?? ""
                     if n < 0 || (code != Z_OK && code != Z_STREAM_END) {
-                        throw LearnerError.malformed(path: path, location: "byte \(done) of the decompressed data",
+                        throw LearnerError.malformed(path: path, location: "byte \(position) of the decompressed data",
                                                      reason: "gzip stream is truncated or corrupt (\(message))")
                     }
                     break
                 }
                 done += Int(n)
+                position += Int(n)
             }
             return done
         }

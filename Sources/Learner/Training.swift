@@ -77,7 +77,7 @@ public struct SGD: Sendable {
         }
         let lr = currentLearningRate, mu = config.momentum, wd = config.weightDecay
         let weightRanges = model.architecture.weightRanges
-        guard mu > 0 || !state.velocity.isEmpty else {
+        guard mu != 0 || !state.velocity.isEmpty else {
             // No momentum kept: the update v = g + λw of the loop below, without storing v.
             model.parameters.withUnsafeMutableBufferPointer { w in
                 // Weight ranges come in layer order, biases between them.
@@ -311,7 +311,7 @@ final class TrainingScratch: @unchecked Sendable {
 
     /// Scratch kept per shape, beyond which returned scratch is freed: more than the threads
     /// that train at once anywhere in the project.
-    private static let kept = 8
+    private static let kept = max(8, 2 * ProcessInfo.processInfo.activeProcessorCount)
     private static let lock = NSLock()
     nonisolated(unsafe) private static var free: [Shape: [TrainingScratch]] = [:]
 

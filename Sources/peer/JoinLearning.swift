@@ -193,8 +193,11 @@ enum LearningFiles {
     /// Training rounds between two checkpoints.
     static let checkpointEvery = 25
 
-    /// Saves the checkpoint (keeping the previous one) and the model, each atomically.
+    /// Saves the checkpoint (keeping the previous one) and the model, each atomically; a peer
+    /// still waiting for the network's model saves nothing (a restart then joins again,
+    /// rather than resuming the initial model as if it had trained it).
     static func save<Node: LearningPeer>(_ node: Node, in directory: String) {
+        guard !node.joining else { return }
         let path = directory + "/" + checkpoint
         if FileManager.default.fileExists(atPath: path) { _ = rename(path, directory + "/" + previousCheckpoint) }
         RuntimeFiles.writeAtomically(node.checkpoint.encoded(), to: path)

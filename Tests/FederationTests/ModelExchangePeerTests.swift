@@ -75,6 +75,37 @@ import Testing
         #expect(throws: LearnerError.self) { try ModelExchangePeer(base: bare, algorithm: algorithm, data: data, scaling: .agreed, joining: false) }
     }
 
+    @Test func withTheNetworksScaling_andNoMomentsYet_thePeerMergesButDoesNotTrainOnUnscaledData() throws {
+        let data = try Dataset.gaussianBlobs(count: 90, seed: 1)
+        func node(weighted: Bool) throws -> ModelExchangePeer<GossipLearningNode> {
+            let base = try Self.overlay(1) { peer in
+                let dimension = AveragedLayout(momentsOf: data.featureCount).dimension
+                return weighted
+                    ? PushSumAverager(peer: peer, initial: ModelExchangePeer<GossipLearningNode>.initialMoments(of: data), sampleCount: Double(data.count), rng: SplitMix64(seed: 2))
+                    : PushSumAverager(joining: peer, dimension: dimension, sampleCount: Double(data.count), rng: SplitMix64(seed: 2))
+            }
+            let algorithm = try GossipLearningNode(peer: base.peerID, neighbours: [], architecture: Self.architecture,
+                                                   initial: Model(architecture: Self.architecture, seed: 1), data: data, seed: 3)
+            return try ModelExchangePeer(base: base, algorithm: algorithm, data: data, scaling: .agreed, joining: false)
+        }
+        let copy = ModelCopy(age: 1, sequence: 1, degree: 1, count: Self.architecture.parameterCount, codec: 0,
+                             payload: .floats(Model(architecture: Self.architecture, seed: 9).flatten()))
+        let sender = Sender(endpoint: Endpoint(host: "10.0.0.2", port: 7946), peer: try Self.overlay(2).peerID)
+        func trains(_ actions: [ModelExchangePeer<GossipLearningNode>.Action]) -> Bool {
+            actions.contains { if case .compute = $0 { return true } else { return false } }
+        }
+        // Without weight its averager knows no moments: it merges the copy but trains on nothing.
+        var unweighted = try node(weighted: false)
+        _ = unweighted.onStart(at: .zero)
+        #expect(unweighted.normalizer == nil)
+        #expect(!trains(unweighted.onMessage(.model(copy), from: sender, at: Instant(nanoseconds: 1_000))))
+        #expect(unweighted.algorithm.merged == 1)
+        // With its moments it trains on the data they scale.
+        var weighted = try node(weighted: true)
+        _ = weighted.onStart(at: .zero)
+        #expect(trains(weighted.onMessage(.model(copy), from: sender, at: Instant(nanoseconds: 1_000))))
+    }
+
     @Test func checkpoints_withAndWithoutParameters_roundTrip_andDamageIsRefusedByName() throws {
         var optimizer = SGDState(parameterCount: 3)
         optimizer.velocity = [0.5, -1, 2]

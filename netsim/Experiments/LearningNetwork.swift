@@ -29,12 +29,15 @@ public struct LearningNetwork {
 
     /// Peers on `graph` over `links`, holding a `partition` of `data` (every node holds none
     /// when `data` is empty: a network that only mixes).
-    public init(_ data: Dataset, graph: Graph, links: LinkPolicy, partition: PartitionScheme, seed: UInt64) throws {
+    public init(_ data: consuming Dataset, graph: Graph, links: LinkPolicy, partition: PartitionScheme, seed: UInt64) throws {
         let nodes = graph.nodeCount
-        var shards = Array(repeating: data, count: nodes)
+        let shards: [Dataset]
         if data.count > 0 {
             let split = try Partition(labels: data.labels, classCount: data.classCount, peers: nodes, scheme: partition, seed: seed)
+            // The peers' views share the set, its rows put in peer order in place.
             shards = try split.views(of: data)
+        } else {
+            shards = Array(repeating: data, count: nodes)
         }
         self.graph = graph
         self.links = links

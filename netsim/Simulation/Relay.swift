@@ -102,14 +102,14 @@ public final class Relay {
         started = self.loop.nowMilliseconds
         rng = SplitMix64(seed: seed)
         for (index, link) in links.enumerated() {
-            let socket = try UDPSocket(loop: self.loop, host: link.listen.host, port: link.listen.port)
+            let (socket, tcp) = try StreamListener.bindPair(loop: self.loop, host: link.listen.host, port: link.listen.port) { [weak self] client in
+                self?.pipe(client, to: link.target)
+            }
             upstream.append([:])
             order.append([])
             socket.onReceive = { [weak self] bytes, from in self?.forward(bytes, from: from, link: index, target: link.target) }
             listeners.append(socket)
-            tcpListeners.append(try StreamListener(loop: self.loop, host: link.listen.host, port: socket.port) { [weak self] client in
-                self?.pipe(client, to: link.target)
-            })
+            tcpListeners.append(tcp)
         }
     }
 

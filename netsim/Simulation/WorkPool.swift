@@ -39,10 +39,10 @@ final class PendingWork: @unchecked Sendable {
         return result
     }
 
-    /// Waits for the thread that took the job, at most `seconds`.
-    func wait(seconds: Double) {
+    /// Waits for the thread that took the job to finish it.
+    func wait() {
         condition.lock()
-        if result == nil { _ = condition.wait(until: Date(timeIntervalSinceNow: seconds)) }
+        while result == nil { condition.wait() }
         condition.unlock()
     }
 }
@@ -90,7 +90,8 @@ final class WorkPool: @unchecked Sendable {
             if let newest = takeNewest() {
                 newest.run()
             } else {
-                work.wait(seconds: 0.001)
+                // Only this thread submits work: nothing new can be queued meanwhile.
+                work.wait()
             }
         }
     }

@@ -126,20 +126,10 @@ public final class OverlayRuntime<Node: OverlayNode> {
         let started = WallClock.milliseconds()
         handshakeGuard = .forHandshakes(startedAt: started)
         wire = try SecureWire(identity: identity, keyring: keyring, replayGuard: .forDatagrams(startedAt: started))
-        // UDP and TCP on one port. With port 0 the UDP socket picks a free port, which another
-        // process may hold for TCP: then both are tried again on another port.
+        // UDP and TCP on one port.
         let accepting = AcceptForwarder()
-        var attempts = 0
-        while true {
-            let socket = try UDPSocket(loop: loop, host: configuration.listen.host, port: configuration.listen.port)
-            do {
-                tcpListener = try StreamListener(loop: loop, host: configuration.listen.host, port: socket.port) { accepting.target?($0) }
-                udp = socket
-                break
-            } catch let error as UVError where error.code == Int32(UV_EADDRINUSE.rawValue) && configuration.listen.port == 0 && attempts < 8 {
-                socket.close()
-                attempts += 1
-            }
+        (udp, tcpListener) = try StreamListener.bindPair(loop: loop, host: configuration.listen.host, port: configuration.listen.port) {
+            accepting.target?($0)
         }
         let port = udp.port
         let bound = Endpoint(host: configuration.listen.host, port: port)

@@ -263,3 +263,22 @@ public final class StreamListener {
         }
     }
 }
+
+extension StreamListener {
+    /// A UDP socket and a TCP listener on one port of `host`. With port 0 the UDP socket picks
+    /// a free port, which another process may hold for TCP: both are then tried again on
+    /// another port, up to eight times.
+    public static func bindPair(loop: EventLoop, host: String, port: UInt16,
+                                onAccept: @escaping (StreamConnection) -> Void) throws -> (udp: UDPSocket, tcp: StreamListener) {
+        var attempts = 0
+        while true {
+            let socket = try UDPSocket(loop: loop, host: host, port: port)
+            do {
+                return (socket, try StreamListener(loop: loop, host: host, port: socket.port, onAccept: onAccept))
+            } catch let error as UVError where error.code == Int32(UV_EADDRINUSE.rawValue) && port == 0 && attempts < 8 {
+                socket.close()
+                attempts += 1
+            }
+        }
+    }
+}
