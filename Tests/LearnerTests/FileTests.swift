@@ -32,6 +32,7 @@ struct DataFileTests {
         #expect(data.count == 5 && data.featureCount == 6 && data.classCount == 3)
         #expect(data.labels == [0, 1, 2, 1, 0])
         #expect(data.features[7] == 56)
+        #expect(data.isByteBacked, "IDX images are kept as bytes")
     }
 
     @Test func idx_directory_findsTrainAndTestSets() throws {

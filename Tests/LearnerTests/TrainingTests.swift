@@ -208,3 +208,71 @@ struct ManyModelEvaluationTests {
         #expect(throws: LearnerError.self) { try Model.evaluate([models[0], other], on: data) }
     }
 }
+
+/// Byte-backed data sets, views and in-place row orders behave as the same rows in floats.
+struct ByteBackedDatasetTests {
+    /// 40 rows of 5 byte values and their labels, as bytes and as floats.
+    static func pair() throws -> (bytes: Dataset, floats: Dataset) {
+        var rng = SplitMix64(seed: 12)
+        let values = (0..<200).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let labels = (0..<40).map { Int32($0 % 3) }
+        return (try Dataset(bytes: values, labels: labels, featureCount: 5, classCount: 3),
+                try Dataset(features: values.map(Float.init), labels: labels, featureCount: 5, classCount: 3))
+    }
+
+    @Test func bytes_readLikeFloats_throughSubsetsViewsAndPermutations() throws {
+        let (bytes, floats) = try Self.pair()
+        #expect(bytes.isByteBacked && !floats.isByteBacked)
+        #expect(bytes == floats && bytes.features == floats.features)
+        let picked = [39, 0, 7, 7, 21]
+        #expect(try bytes.subset(picked).features == floats.subset(picked).features)
+        let view = try bytes.view(picked)
+        #expect(view.isByteBacked && view.count == 5 && view.labels == picked.map { floats.labels[$0] })
+        #expect(view.features == (try floats.subset(picked)).features)
+        // A view of a view, and a subset of a view, follow both maps.
+        #expect(try view.view([4, 1]).features == floats.subset([21, 0]).features)
+        #expect(try view.subset([2, 0]).features == floats.subset([7, 39]).features)
+        // Rows gathered in any order, and chunks of rows, are the same floats.
+        var gathered = [Float](repeating: 0, count: 15)
+        gathered.withUnsafeMutableBufferPointer { bytes.gatherRows([3, 1, 2], into: $0.baseAddress!) }
+        #expect(gathered == (try floats.subset([3, 1, 2])).features)
+        var chunks: [Float] = []
+        bytes.forEachRowChunk(7) { start, rows in
+            #expect(start % 7 == 0)
+            chunks += rows
+        }
+        #expect(chunks == floats.features)
+        // Put in another order in place, rows and labels move together.
+        var order = Array(0..<40)
+        var rng = SplitMix64(seed: 3)
+        rng.shuffle(&order)
+        var moved = bytes
+        try moved.permuteRows(order)
+        let reordered = try floats.subset(order)
+        #expect(moved.isByteBacked && moved.features == reordered.features && moved.labels == reordered.labels)
+        #expect(throws: LearnerError.self) { try moved.permuteRows([0, 0] + Array(2..<40)) }
+        #expect(throws: LearnerError.self) { try bytes.view([40]) }
+    }
+
+    @Test func normalisingBytes_changesOnlyTheMap_andAgreesWithFloatsToRounding() throws {
+        let (bytes, floats) = try Self.pair()
+        for kind in [Normalizer.Kind.minMax, .standardize] {
+            let normalizer = Normalizer.fit(kind, on: floats)
+            #expect(Normalizer.fit(kind, on: bytes) == normalizer)
+            var a = bytes, b = floats
+            try a.normalize(with: normalizer)
+            try b.normalize(with: normalizer)
+            #expect(a.isByteBacked)
+            for (x, y) in zip(a.features, b.features) { #expect(abs(x - y) <= 1e-5 * max(1, abs(y)), "\(kind): \(x) against \(y)") }
+            // Twice in a row composes the two maps.
+            try a.normalize(with: normalizer)
+            try b.normalize(with: normalizer)
+            for (x, y) in zip(a.features, b.features) { #expect(abs(x - y) <= 1e-4 * max(1, abs(y)), "\(kind), twice: \(x) against \(y)") }
+        }
+        // A view of floats normalises rows of its own, leaving its parent as it was.
+        var view = try floats.view([1, 2])
+        try view.normalize(with: Normalizer.fit(.minMax, on: floats))
+        #expect(floats == (try Self.pair()).floats)
+        #expect(throws: LearnerError.self) { var wrong = bytes; try wrong.normalize(with: .identity(featureCount: 4)) }
+    }
+}
