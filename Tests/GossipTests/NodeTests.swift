@@ -208,7 +208,9 @@ func averagingNetwork(_ n: Int) -> NodeHarness {
     let saved = h.nodes[4].peerCache
     #expect(saved.ownSequence == 1)
     #expect(!saved.records.isEmpty)
-    let again = GossipNode(identity: testIdentity(4), endpoints: [testEndpoint(4)], settings: h.nodes[4].settings, cache: saved, seed: 99)
+    let again = GossipNode(identity: testIdentity(4), endpoints: [testEndpoint(4)], settings: OverlaySettings(
+        membership: h.nodes[4].membership.settings, sampling: h.nodes[4].sampler.settings, discovery: h.nodes[4].discovery.settings),
+        cache: saved, seed: 99)
     #expect(again.record.sequence == 2)
     #expect(again.peerCache.ownSequence == 2)
 }

@@ -227,7 +227,7 @@ struct PushSumScalingTheoryTests {
         world.averaging = { (vectors[$0], samples[$0]) }
         // Each node's first record, as it signs it at its first start (sequence 1).
         let records = (0..<n).map { AddressRecord(signedBy: world.identity($0), endpoints: [SimAddress.endpoint($0)], sequence: 1) }
-        for (i, cache) in randomPeerCaches(records, viewSize: viewSize, rng: &rng).enumerated() { world.caches[i] = cache }
+        for i in 0..<n { world.caches[i] = randomPeerCache(of: i, records: records, viewSize: viewSize, seed: seed) }
         let sim = world.simulator(nodeCount: n, seed: seed, links: LinkPolicy(default: LinkModel(latency: .milliseconds(2), jitter: .milliseconds(3))))
         sim.startAll()
         let tick = world.settings.averaging.tickInterval

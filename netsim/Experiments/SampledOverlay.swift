@@ -14,7 +14,9 @@ import Simulation
 final class SampledOverlay {
     /// Spacing of the joins in a cold start.
     let joinSpacing: Duration
-    private var caches: [PeerCache] = []
+    /// Each node's first record, as it signs it at its first start (sequence 1), when caches
+    /// start warm; empty for a cold start.
+    private var firstRecords: [AddressRecord] = []
     private let seed: UInt64
     private let identities: [Identity]
     private let settings: OverlaySettings
@@ -48,9 +50,7 @@ final class SampledOverlay {
         self.identities = identities
         joinSpacing = warmCaches ? .zero : .milliseconds(2)
         guard warmCaches else { return }
-        // Each node's first record, as it signs it at its first start (sequence 1).
-        let records = (0..<nodes).map { AddressRecord(signedBy: identities[$0], endpoints: [SimAddress.endpoint($0)], sequence: 1) }
-        caches = randomPeerCaches(records, viewSize: settings.sampling.viewSize, rng: &rng)
+        firstRecords = (0..<nodes).map { AddressRecord(signedBy: identities[$0], endpoints: [SimAddress.endpoint($0)], sequence: 1) }
     }
 
     /// The network: `wrap` makes each node around its `GossipNode` (a learning node, say), or
@@ -61,12 +61,13 @@ final class SampledOverlay {
 
     private func makeNode(_ context: NodeContext) -> GossipNode {
         var s = settings
-        if context.index > 0, caches.isEmpty { s.discovery.bootstrap = [SimAddress.endpoint(0)] }
+        if context.index > 0, firstRecords.isEmpty { s.discovery.bootstrap = [SimAddress.endpoint(0)] }
         let averager = inputs(context.index).map { vector, samples in
             PushSumAverager(peer: identities[context.index].peerID, initial: vector, sampleCount: samples,
                             settings: averaging, codec: codec, rng: SplitMix64(seed: context.seed ^ 0xA5A5))
         }
         return GossipNode(identity: identities[context.index], endpoints: [context.endpoint], settings: s,
-                          cache: caches.isEmpty ? PeerCache() : caches[context.index], averager: averager, seed: context.seed, verifier: RecordVerifier(sharing: memo))
+                          cache: firstRecords.isEmpty ? PeerCache()
+                            : randomPeerCache(of: context.index, records: firstRecords, viewSize: settings.sampling.viewSize, seed: seed ^ 0xCAC4_E5ED), averager: averager, seed: context.seed, verifier: RecordVerifier(sharing: memo))
     }
 }

@@ -60,20 +60,21 @@ extension Simulator where Node == PushSumAverager {
     }
 }
 
-/// What a previous run would have persisted: each node's peer cache holding `viewSize` other
-/// nodes drawn uniformly (from `records`, node `i`'s record at index `i`), so overlay views are
-/// random from the first tick.
-public func randomPeerCaches(_ records: [AddressRecord], viewSize: Int, rng: inout SplitMix64) -> [PeerCache] {
+/// What a previous run would have persisted: node `node`'s peer cache holding `viewSize`
+/// other nodes drawn uniformly (from `records`, node `i`'s record at index `i`), so overlay
+/// views are random from the first tick. Each node's draw comes from `seed` and its index
+/// alone, so a cache is made when its node starts and none is held before.
+public func randomPeerCache(of node: Int, records: [AddressRecord], viewSize: Int, seed: UInt64) -> PeerCache {
     let n = records.count
     let size = min(viewSize, n - 1)
-    return (0..<n).map { i in
-        var picked: [Int] = []
-        while picked.count < size {
-            let j = Int(rng.next(upperBound: UInt64(n)))
-            if j != i, !picked.contains(j) { picked.append(j) }
-        }
-        return PeerCache(records: picked.map { records[$0] })
+    var rng = SplitMix64(seed: seed ^ (UInt64(node) &* 0xBF58_476D_1CE4_E5B9))
+    var picked: [Int] = []
+    picked.reserveCapacity(size)
+    while picked.count < size {
+        let j = Int(rng.next(upperBound: UInt64(n)))
+        if j != node, !picked.contains(j) { picked.append(j) }
     }
+    return PeerCache(records: picked.map { records[$0] })
 }
 
 /// Measurements of averaging runs.

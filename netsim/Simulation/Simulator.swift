@@ -69,9 +69,21 @@ public final class Simulator<Node: ProtocolNode> {
         case bytes([UInt8])
     }
 
+    /// A message on its way. `session`: the sender's and the intended receiver's identities of
+    /// a session message.
+    private struct Delivery {
+        var from: Int32
+        var to: Int32
+        var payload: Payload
+        var size: Int
+        var trace: UInt64
+        var session: (from: PeerID, to: PeerID)?
+    }
+
+    /// A queued event. Messages wait in their own slab (``deliveries``), so the many timers
+    /// pending stay a few words each instead of the size of the largest message.
     private enum Pending {
-        /// `session`: the sender's and the intended receiver's identities of a session message.
-        case deliver(from: Int32, to: Int32, payload: Payload, size: Int, trace: UInt64, session: (from: PeerID, to: PeerID)?)
+        case deliver(slot: Int32)
         case timer(node: Int32, timer: Node.Timer, token: UInt64)
         case start(Int32)
         case crash(Int32, keepState: Bool)
@@ -111,6 +123,9 @@ public final class Simulator<Node: ProtocolNode> {
     private let seed: UInt64
     private var rng: SplitMix64
     private var queue = EventQueue<Pending>()
+    /// Messages in flight, and the free slots among them.
+    private var deliveries: [Delivery?] = []
+    private var freeDeliveries: [Int32] = []
     private var nodes: [Node?]
     /// Each node's identity while it has state: read per message without copying the node
     /// (a node read through its optional is copied whole, retaining every buffer it holds).
@@ -225,8 +240,13 @@ public final class Simulator<Node: ProtocolNode> {
 
     private func handle(_ pending: Pending) {
         switch pending {
-        case .deliver(let from, let to, let payload, let size, let trace, let session):
-            deliver(from: Int(from), to: Int(to), payload: payload, size: size, trace: trace, session: session)
+        case .deliver(let slot):
+            var delivery: Delivery? = nil
+            swap(&delivery, &deliveries[Int(slot)])
+            freeDeliveries.append(slot)
+            if let d = delivery {
+                deliver(from: Int(d.from), to: Int(d.to), payload: d.payload, size: d.size, trace: d.trace, session: d.session)
+            }
         case .timer(let i, let timer, let token):
             let index = Int(i)
             guard up[index], interpreters[index].fire(timer, token: token) else { return }
@@ -346,11 +366,22 @@ public final class Simulator<Node: ProtocolNode> {
             arrivals = channel.transmit(size: size, at: now.nanoseconds, rng: &rng)
         }
         guard let arrivals else { return drop(.loss, from: from, to: to, size: size, trace: trace) }
-        queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size, trace: trace, session: session), at: now.nanoseconds + arrivals.first)
+        let delivery = Delivery(from: Int32(from), to: target, payload: payload, size: size, trace: trace, session: session)
+        queue.push(.deliver(slot: hold(delivery)), at: now.nanoseconds + arrivals.first)
         if let second = arrivals.duplicate {
             counters.duplicated += 1
-            queue.push(.deliver(from: Int32(from), to: target, payload: payload, size: size, trace: trace, session: session), at: now.nanoseconds + second)
+            queue.push(.deliver(slot: hold(delivery)), at: now.nanoseconds + second)
         }
+    }
+
+    /// Keeps `delivery` in a free slot of the slab until its event comes.
+    private func hold(_ delivery: Delivery) -> Int32 {
+        if let slot = freeDeliveries.popLast() {
+            deliveries[Int(slot)] = delivery
+            return slot
+        }
+        deliveries.append(delivery)
+        return Int32(deliveries.count - 1)
     }
 
     /// Side of `node` in a partition; nodes beyond the array are on side 0.

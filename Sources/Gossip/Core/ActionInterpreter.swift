@@ -11,8 +11,9 @@
 public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, Event: Sendable> {
     public typealias Action = NodeAction<Message, Timer, Event>
 
-    /// The token of each pending timer's current schedule.
-    private var pending: [Timer: UInt64] = [:]
+    /// Each pending timer and the token of its current schedule: a handful per node, searched in order (a simulation
+    /// keeps one interpreter per node, so this stays a short array rather than a hash table).
+    private var pending: [(timer: Timer, token: UInt64)] = []
     private var nextToken: UInt64 = 0
 
     public init() {}
@@ -21,7 +22,10 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
     public var pendingTimers: Int { pending.count }
 
     /// Whether `timer` is pending.
-    public func isPending(_ timer: Timer) -> Bool { pending[timer] != nil }
+    public func isPending(_ timer: Timer) -> Bool { position(of: timer) != nil }
+
+    @usableFromInline
+    func position(of timer: Timer) -> Int? { pending.firstIndex { $0.timer == timer } }
 
     /// Carries out `actions` in order: `send` each message, `wake` the driver at each
     /// scheduled instant with the token it must hand back to ``fire(_:token:)``, tell it
@@ -59,22 +63,22 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
     mutating func schedule(_ timer: Timer) -> UInt64 {
         let token = nextToken
         nextToken &+= 1
-        pending[timer] = token
+        if let i = position(of: timer) { pending[i].token = token } else { pending.append((timer, token)) }
         return token
     }
 
     /// Forgets a pending `timer`; its wake-up, if it comes, is stale.
     @usableFromInline
     mutating func cancel(_ timer: Timer) {
-        pending[timer] = nil
+        if let i = position(of: timer) { pending.remove(at: i) }
     }
 
     /// A wake-up with `token` came due: true if it is `timer`'s current schedule (which is
     /// then no longer pending and the driver calls the node's `onTimer`), false if it was
     /// replaced or cancelled since.
     public mutating func fire(_ timer: Timer, token: UInt64) -> Bool {
-        guard pending[timer] == token else { return false }
-        pending[timer] = nil
+        guard let i = position(of: timer), pending[i].token == token else { return false }
+        pending.remove(at: i)
         return true
     }
 

@@ -189,8 +189,11 @@ public struct PeerCache: Sendable, Equatable {
             guard records[i].sequence <= record.sequence else { return }
             records.remove(at: i)
         }
+        // Make room first and grow straight to the capacity, so the array never holds more
+        // than it may keep (a simulation keeps a million of these).
+        if records.count >= capacity { records.removeLast(records.count - capacity + 1) }
+        if records.capacity < capacity, records.count == records.capacity { records.reserveCapacity(capacity) }
         records.insert(record, at: 0)
-        if records.count > capacity { records.removeLast(records.count - capacity) }
     }
 
     mutating func forget(_ peer: PeerID) { records.removeAll { $0.peer == peer } }

@@ -17,14 +17,33 @@ public struct AddressRecord: Hashable, Sendable, CustomStringConvertible {
     /// so no other signed message can pass as a record. The label is a valid constant.
     static let domain = SignatureDomain("murmuration/address-record/v1")!
 
+    /// The record's fields, immutable and shared by every copy: a record is held by many
+    /// tables of many nodes (membership, view, peer cache), and in a simulation the same
+    /// record travels to thousands of them, so a copy costs one reference.
+    private final class Fields: Sendable {
+        let peer: PeerID
+        let endpoints: [Endpoint]
+        let sequence: UInt64
+        let signature: [UInt8]
+
+        init(peer: PeerID, endpoints: [Endpoint], sequence: UInt64, signature: [UInt8]) {
+            self.peer = peer
+            self.endpoints = endpoints
+            self.sequence = sequence
+            self.signature = signature
+        }
+    }
+
+    private let fields: Fields
+
     /// The peer this record describes.
-    public let peer: PeerID
+    public var peer: PeerID { fields.peer }
     /// Where it can be reached, preferred first. Never empty.
-    public let endpoints: [Endpoint]
+    public var endpoints: [Endpoint] { fields.endpoints }
     /// Grows by one each time the peer re-signs its record (new address, restart, refutation of its own death).
-    public let sequence: UInt64
+    public var sequence: UInt64 { fields.sequence }
     /// Ed25519 signature by `peer` over ``signedBytes``.
-    public let signature: [UInt8]
+    public var signature: [UInt8] { fields.signature }
 
     /// The endpoint to contact.
     public var primary: Endpoint { endpoints[0] }
@@ -32,18 +51,26 @@ public struct AddressRecord: Hashable, Sendable, CustomStringConvertible {
     /// A record signed now by `identity`. Endpoints beyond ``maxEndpoints`` are dropped.
     public init(signedBy identity: Identity, endpoints: [Endpoint], sequence: UInt64) {
         precondition(!endpoints.isEmpty, "a node must know at least one endpoint of its own")
-        self.peer = identity.peerID
-        self.endpoints = Array(endpoints.prefix(Self.maxEndpoints))
-        self.sequence = sequence
-        self.signature = identity.sign(Self.signedBytes(peer: peer, endpoints: self.endpoints, sequence: sequence))
+        let kept = Array(endpoints.prefix(Self.maxEndpoints))
+        let signature = identity.sign(Self.signedBytes(peer: identity.peerID, endpoints: kept, sequence: sequence))
+        self.fields = Fields(peer: identity.peerID, endpoints: kept, sequence: sequence, signature: signature)
     }
 
     /// A record as received (unverified): check it with ``RecordVerifier`` before trusting it.
     public init(peer: PeerID, endpoints: [Endpoint], sequence: UInt64, signature: [UInt8]) {
-        self.peer = peer
-        self.endpoints = endpoints
-        self.sequence = sequence
-        self.signature = signature
+        self.fields = Fields(peer: peer, endpoints: endpoints, sequence: sequence, signature: signature)
+    }
+
+    public static func == (a: AddressRecord, b: AddressRecord) -> Bool {
+        a.fields === b.fields
+            || (a.peer == b.peer && a.sequence == b.sequence && a.endpoints == b.endpoints && a.signature == b.signature)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(peer)
+        hasher.combine(sequence)
+        hasher.combine(endpoints)
+        hasher.combine(signature)
     }
 
     /// The bytes the signature covers: the domain's framing of key ‖ sequence ‖ endpoints.

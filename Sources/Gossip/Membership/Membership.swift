@@ -120,8 +120,25 @@ public struct Membership: Sendable {
         public internal(set) var status: Status
         /// Still in the peer-sampling view (otherwise kept only while a suspicion is open).
         public internal(set) var inView: Bool
-        var suspicion: Suspicion?
+        /// Open suspicions are rare: one is kept out of line, so a member stays small.
+        private var suspicionBox: SuspicionBox?
+        var suspicion: Suspicion? {
+            get { suspicionBox?.suspicion }
+            set { suspicionBox = newValue.map(SuspicionBox.init) }
+        }
+
+        init(record: AddressRecord, incarnation: UInt32, status: Status, inView: Bool) {
+            self.record = record
+            self.incarnation = incarnation
+            self.status = status
+            self.inView = inView
+        }
         var version: Version { Version(sequence: record.sequence, incarnation: incarnation) }
+    }
+
+    final class SuspicionBox: Sendable {
+        let suspicion: Suspicion
+        init(_ suspicion: Suspicion) { self.suspicion = suspicion }
     }
 
     /// Lifeguard's dynamic suspicion timeout.
@@ -182,9 +199,11 @@ public struct Membership: Sendable {
     /// This node's signed claim to be alive at ``me`` and ``incarnation``.
     public private(set) var selfClaim: AliveClaim
     /// Watched peers.
-    var table: [PeerID: Member] = [:]
+    var table = MemberTable()
     /// Watched peers (for status and tests).
-    public var members: [PeerID: Member] { table }
+    public var members: [PeerID: Member] {
+        Dictionary(uniqueKeysWithValues: table.members.map { ($0.record.peer, $0) })
+    }
     /// The watched peer `peer`, if any.
     public func member(_ peer: PeerID) -> Member? { table[peer] }
     /// Lifeguard's local-health score, 0 ..< maxLocalHealthMultiplier.
@@ -242,7 +261,7 @@ public struct Membership: Sendable {
     }
 
     /// The peers gossip goes to and helpers come from: watched, not known dead.
-    var reachable: [PeerID] { table.values.filter { $0.inView && $0.status != .dead }.map(\.record.peer).sorted() }
+    var reachable: [PeerID] { table.members.filter { $0.inView && $0.status != .dead }.map(\.record.peer) }
 
     /// True if a record is superseded by a tombstone: a shuffle must not bring it back.
     public func isBuried(_ record: AddressRecord) -> Bool {
@@ -282,7 +301,7 @@ public struct Membership: Sendable {
     public var knownPeers: [(peer: PeerID, status: Status, since: Instant?)] {
         var all: [PeerID: (Status, Instant?)] = [:]
         for (peer, h) in hearsay { all[peer] = (h.status, h.heard) }
-        for (peer, m) in table { all[peer] = (m.status, m.suspicion?.start) }
+        for m in table.members { all[m.record.peer] = (m.status, m.suspicion?.start) }
         return all.sorted { $0.key < $1.key }.map { ($0.key, $0.value.0, $0.value.1) }
     }
 
@@ -296,7 +315,7 @@ public struct Membership: Sendable {
         nextSweep = now + settings.tombstoneLifetime / Self.sweepsPerLifetime
         let offset = Duration.nanoseconds(Int64(rng.next(upperBound: UInt64(max(1, settings.probeInterval.nanosecondsClamped)))))
         var out: [Action] = [.schedule(.probe, at: now + offset), .schedule(.gossip, at: now + settings.gossipInterval)]
-        for m in table.values.sorted(by: { $0.record.peer < $1.record.peer }) {
+        for m in table.members {
             if let s = m.suspicion { out.append(.schedule(.suspicion(m.record.peer), at: max(s.deadline, now))) }
         }
         return out
@@ -475,7 +494,7 @@ public struct Membership: Sendable {
         // Suspects take every other probe: the ping tells them of the suspicion (buddy
         // system) and their ack carries the refutation straight back to us.
         if !lastProbedSuspect {
-            let suspects = table.values.filter { $0.status == .suspect }.sorted { $0.record.peer < $1.record.peer }
+            let suspects = table.members.filter { $0.status == .suspect }
             if !suspects.isEmpty {
                 lastProbedSuspect = true
                 return suspects[Int(rng.next(upperBound: UInt64(suspects.count)))]
@@ -738,7 +757,7 @@ public struct Membership: Sendable {
         relays = relays.filter { $0.value.started.nanoseconds > relayHorizon }
         // Peers kept only while a probe or suspicion of them was open, now settled alive.
         let probed = probe.map { $0.target.peer }
-        table = table.filter { $0.value.inView || $0.value.status != .alive || $0.key == probed }
+        table.keep { $0.inView || $0.status != .alive || $0.record.peer == probed }
     }
 
     private mutating func enqueue(_ update: Update) {

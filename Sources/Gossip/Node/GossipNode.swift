@@ -13,7 +13,6 @@ public struct GossipNode: AveragingHost {
     public typealias Timer = GossipTimer
     public typealias Event = GossipEvent
 
-    public let settings: OverlaySettings
     public let identity: Identity
     public private(set) var membership: Membership
     public private(set) var sampler: PeerSampler
@@ -38,7 +37,6 @@ public struct GossipNode: AveragingHost {
         var cache = cache
         cache.ownSequence += 1
         let record = AddressRecord(signedBy: identity, endpoints: endpoints, sequence: cache.ownSequence)
-        self.settings = settings
         self.identity = identity
         self.verifier = verifier
         self.membership = Membership(identity: identity, record: record, settings: settings.membership, rng: rng.split(), verifier: verifier)
@@ -75,7 +73,7 @@ public struct GossipNode: AveragingHost {
             r.peers = view
             return r.onStart(at: now)
         }
-        out.append(.schedule(.isolationCheck, at: now + settings.discovery.isolationTimeout))
+        out.append(.schedule(.isolationCheck, at: now + discovery.settings.isolationTimeout))
         return out
     }
 
@@ -96,7 +94,7 @@ public struct GossipNode: AveragingHost {
                 break
             }
             let offer = [PeerSampler.Entry(record: record, age: 0)]
-                + sampler.sample(settings.sampling.viewSize - 1, excluding: joiner.peer)
+                + sampler.sample(sampler.settings.viewSize - 1, excluding: joiner.peer)
             out.append(.send(.discovery(.joinReply(offer)), to: sender, via: .datagram(to: joiner.peer)))
             // A joiner we hold dead (the other side of a healed partition) hears so and refutes.
             if let accusation = membership.accusation(of: joiner) {
@@ -105,7 +103,7 @@ public struct GossipNode: AveragingHost {
             withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert([PeerSampler.Entry(record: joiner, age: 0)], me: me, admit: admit) }
         case .discovery(.joinReply(let entries)):
             // A full view mixes the answer in like a shuffle, so a reconnect can merge overlays.
-            let room = settings.sampling.shuffleLength
+            let room = sampler.settings.shuffleLength
             withSampler(at: now, into: &out) { sampler, me, admit in sampler.insert(entries, me: me, admit: admit, replacing: room) }
             if sampler.count > 0 { absorb(discovery.succeeded(), at: now, into: &out) }
         case .discovery(.beacon(let beacon)):
@@ -156,7 +154,7 @@ public struct GossipNode: AveragingHost {
             guard !sampler.view.contains(where: { $0.record.peer == peer }) else { break }
             withAverager(into: &out) { $0.onPeerGone(peer, at: now) }
         case .isolationCheck:
-            let timeout = settings.discovery.isolationTimeout
+            let timeout = discovery.settings.isolationTimeout
             // Checked twice per timeout, so silence is noticed at most half a timeout late.
             out.append(.schedule(.isolationCheck, at: now + timeout / 2))
             if sampler.count == 0 || now - lastHeard > timeout {
@@ -318,7 +316,7 @@ public struct GossipNode: AveragingHost {
                         withAverager(into: &out) { $0.onPeerGone(peer, at: now) }
                     } else {
                         // A leaver still acknowledges during its hand-off: reclaim later.
-                        out.append(.schedule(.reclaim(peer), at: now + settings.membership.leftReclaimDelay))
+                        out.append(.schedule(.reclaim(peer), at: now + membership.settings.leftReclaimDelay))
                     }
                 case .recordRenewed(let r):
                     discovery.noteOwnSequence(r.sequence)

@@ -78,6 +78,7 @@ public struct PeerSampler: Sendable {
         self.settings = settings
         self.rng = rng
         self.verifier = verifier
+        slots.reserveCapacity(settings.viewSize)
     }
 
     /// The view, including a partner whose shuffle is in flight.
