@@ -174,7 +174,7 @@ extension PushSumAverager {
                      pendingContribution: pendingContribution, value: value,
                      coordinateWeights: isSparse ? coordinateWeights : nil,
                      inFlight: inFlight.map { ($0.to, $0.transfer) },
-                     senders: senders.sorted { $0.key < $1.key }.map { ($0.key.peer, $0.key.epoch, $0.value.applied.highest, $0.value.applied.bitmap) })
+                     senders: senders.elements.map { ($0.key.peer, $0.key.epoch, $0.applied.highest, $0.applied.bitmap) })
     }
 
     /// A node resuming `state` with these settings and codec.

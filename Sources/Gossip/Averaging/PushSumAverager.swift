@@ -157,11 +157,13 @@ public struct PushSumAverager: ProtocolNode {
     }
 
     /// What a sender knows about the round trips of its transfers to one peer.
-    struct RoundTrip {
+    struct RoundTrip: SortedTableElement {
+        var peer: PeerID
         /// Smoothed round trip and its variation, in nanoseconds, from acknowledgements of
         /// transfers sent once (nil before the first).
         var smoothed: Int64?
         var variation: Int64 = 0
+        var tableKey: PeerID { peer }
     }
 
     struct SenderKey: Hashable, Comparable {
@@ -171,10 +173,12 @@ public struct PushSumAverager: ProtocolNode {
         static func < (a: SenderKey, b: SenderKey) -> Bool { (a.peer, a.epoch) < (b.peer, b.epoch) }
     }
 
-    struct SenderRecord {
+    struct SenderRecord: SortedTableElement {
+        var key: SenderKey
         /// Sequences applied (see ``PushSumAverager/dedupWindow``).
         var applied = SequenceWindow()
         var lastSeen: Instant
+        var tableKey: SenderKey { key }
 
         /// Whether `sequence` counts as applied: marked in the window, or older than the
         /// window (hence resolved long ago).
@@ -216,8 +220,8 @@ public struct PushSumAverager: ProtocolNode {
     var inFlight: [InFlight] = []
     /// Round trips to the peers this node sends to (links differ: a weak link's slow round
     /// trip must not slow the retries on a fast one). Looked up by peer, never iterated.
-    private var roundTrips: [PeerID: RoundTrip] = [:]
-    var senders: [SenderKey: SenderRecord] = [:]
+    private var roundTrips = SortedTable<RoundTrip>()
+    var senders = SortedTable<SenderRecord>()
     private var leaving = false
     private var handOffDone = false
     private var handOffsSent = 0
@@ -281,7 +285,8 @@ public struct PushSumAverager: ProtocolNode {
             InFlight(to: $0.to, transfer: $0.transfer, sentAt: .zero, lastSent: .zero, retransmitted: true, due: .zero)
         }
         for s in state.senders {
-            senders[SenderKey(peer: s.peer, epoch: s.epoch)] = SenderRecord(applied: SequenceWindow(highest: s.highest, bitmap: s.bitmap), lastSeen: .zero)
+            let key = SenderKey(peer: s.peer, epoch: s.epoch)
+            senders[key] = SenderRecord(key: key, applied: SequenceWindow(highest: s.highest, bitmap: s.bitmap), lastSeen: .zero)
         }
         if codec.sparseSelection != nil {
             // A dense state resumed sparse: every coordinate starts at the one weight it had.
@@ -560,7 +565,7 @@ public struct PushSumAverager: ProtocolNode {
 
     private mutating func measureRoundTrip(to peer: PeerID, _ sample: Int64) {
         let sample = max(0, sample)
-        var timing = roundTrips[peer] ?? RoundTrip()
+        var timing = roundTrips[peer] ?? RoundTrip(peer: peer)
         if let smoothed = timing.smoothed {
             timing.variation = timing.variation - timing.variation / 4 + abs(smoothed - sample) / 4
             timing.smoothed = smoothed - smoothed / 8 + sample / 8
@@ -576,7 +581,7 @@ public struct PushSumAverager: ProtocolNode {
 
     private mutating func forgetRoundTripsOfFormerNeighbours() {
         let keep = Set(neighbours.map(\.peer) + inFlight.map(\.to.peer))
-        roundTrips = roundTrips.filter { keep.contains($0.key) }
+        roundTrips.keep { keep.contains($0.peer) }
     }
 
     /// Wakes the retransmission timer when the earliest transfer in flight is due.
@@ -788,11 +793,11 @@ public struct PushSumAverager: ProtocolNode {
         let key = SenderKey(peer: sender.peer, epoch: transfer.epoch)
         // Back over the sender's session, so the acknowledgement is attributable too.
         let ack: Action = .send(.ack(epoch: transfer.epoch, sequence: transfer.sequence), to: sender.endpoint, via: .session(sender.peer))
-        // One hash lookup per transfer: the record's position serves the check and the update.
-        let slot = acknowledged ? senders.index(forKey: key) : nil
-        if let slot, senders.values[slot].contains(transfer.sequence) {
+        // One lookup per transfer: the record's position serves the check and the update.
+        let slot = acknowledged ? senders.index(of: key) : nil
+        if let slot, senders[at: slot].contains(transfer.sequence) {
             counters.duplicates += 1
-            senders.values[slot].lastSeen = now
+            senders[at: slot].lastSeen = now
             return [ack]
         }
         if leaving {
@@ -807,7 +812,7 @@ public struct PushSumAverager: ProtocolNode {
             return [.report(.transferRejected(from: Sender(endpoint: sender.endpoint, peer: sender.peer), reason: error))]
         }
         if let slot {
-            senders.values[slot].mark(transfer.sequence, at: now)
+            senders[at: slot].mark(transfer.sequence, at: now)
         } else if acknowledged {
             guard insertRecord(for: key, marking: transfer.sequence, at: now) else {
                 counters.refused += 1
@@ -860,13 +865,13 @@ public struct PushSumAverager: ProtocolNode {
     /// full of senders heard from within `senderRetention`.
     private mutating func insertRecord(for key: SenderKey, marking sequence: UInt64, at now: Instant) -> Bool {
         if senders.count >= settings.maxTrackedSenders {
-            // Ties broken by key, never by the dictionary's (per-process) order.
-            guard let oldest = senders.min(by: { ($0.value.lastSeen, $0.key) < ($1.value.lastSeen, $1.key) }),
-                  now - oldest.value.lastSeen >= settings.senderRetention
+            // Ties broken by key: the first of the oldest in key order.
+            guard let oldest = senders.elements.min(by: { ($0.lastSeen, $0.key) < ($1.lastSeen, $1.key) }),
+                  now - oldest.lastSeen >= settings.senderRetention
             else { return false }
             senders[oldest.key] = nil
         }
-        var record = SenderRecord(lastSeen: now)
+        var record = SenderRecord(key: key, lastSeen: now)
         record.mark(sequence, at: now)
         senders[key] = record
         return true

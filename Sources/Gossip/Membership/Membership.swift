@@ -114,7 +114,7 @@ public struct Membership: Sendable {
     }
 
     /// A watched peer.
-    public struct Member: Sendable {
+    public struct Member: Sendable, SortedTableElement {
         public internal(set) var record: AddressRecord
         public internal(set) var incarnation: UInt32
         public internal(set) var status: Status
@@ -134,6 +134,7 @@ public struct Membership: Sendable {
             self.inView = inView
         }
         var version: Version { Version(sequence: record.sequence, incarnation: incarnation) }
+        var tableKey: PeerID { record.peer }
     }
 
     final class SuspicionBox: Sendable {
@@ -199,10 +200,10 @@ public struct Membership: Sendable {
     /// This node's signed claim to be alive at ``me`` and ``incarnation``.
     public private(set) var selfClaim: AliveClaim
     /// Watched peers.
-    var table = MemberTable()
+    var table = SortedTable<Member>()
     /// Watched peers (for status and tests).
     public var members: [PeerID: Member] {
-        Dictionary(uniqueKeysWithValues: table.members.map { ($0.record.peer, $0) })
+        Dictionary(uniqueKeysWithValues: table.elements.map { ($0.record.peer, $0) })
     }
     /// The watched peer `peer`, if any.
     public func member(_ peer: PeerID) -> Member? { table[peer] }
@@ -261,7 +262,7 @@ public struct Membership: Sendable {
     }
 
     /// The peers gossip goes to and helpers come from: watched, not known dead.
-    var reachable: [PeerID] { table.members.filter { $0.inView && $0.status != .dead }.map(\.record.peer) }
+    var reachable: [PeerID] { table.elements.filter { $0.inView && $0.status != .dead }.map(\.record.peer) }
 
     /// True if a record is superseded by a tombstone: a shuffle must not bring it back.
     public func isBuried(_ record: AddressRecord) -> Bool {
@@ -301,7 +302,7 @@ public struct Membership: Sendable {
     public var knownPeers: [(peer: PeerID, status: Status, since: Instant?)] {
         var all: [PeerID: (Status, Instant?)] = [:]
         for (peer, h) in hearsay { all[peer] = (h.status, h.heard) }
-        for m in table.members { all[m.record.peer] = (m.status, m.suspicion?.start) }
+        for m in table.elements { all[m.record.peer] = (m.status, m.suspicion?.start) }
         return all.sorted { $0.key < $1.key }.map { ($0.key, $0.value.0, $0.value.1) }
     }
 
@@ -315,7 +316,7 @@ public struct Membership: Sendable {
         nextSweep = now + settings.tombstoneLifetime / Self.sweepsPerLifetime
         let offset = Duration.nanoseconds(Int64(rng.next(upperBound: UInt64(max(1, settings.probeInterval.nanosecondsClamped)))))
         var out: [Action] = [.schedule(.probe, at: now + offset), .schedule(.gossip, at: now + settings.gossipInterval)]
-        for m in table.members {
+        for m in table.elements {
             if let s = m.suspicion { out.append(.schedule(.suspicion(m.record.peer), at: max(s.deadline, now))) }
         }
         return out
@@ -494,7 +495,7 @@ public struct Membership: Sendable {
         // Suspects take every other probe: the ping tells them of the suspicion (buddy
         // system) and their ack carries the refutation straight back to us.
         if !lastProbedSuspect {
-            let suspects = table.members.filter { $0.status == .suspect }
+            let suspects = table.elements.filter { $0.status == .suspect }
             if !suspects.isEmpty {
                 lastProbedSuspect = true
                 return suspects[Int(rng.next(upperBound: UInt64(suspects.count)))]
