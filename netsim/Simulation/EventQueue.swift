@@ -4,7 +4,9 @@
 ///
 /// A calendar of buckets, each `bucketWidth` of virtual time, covers the near future (about a
 /// second): scheduling there is an append, and a bucket is sorted once, when the clock reaches
-/// it. Events beyond the calendar wait in a binary heap and move into their bucket as the
+/// it. Events scheduled into the bucket being drained wait in a small binary heap beside it
+/// (with a million nodes a bucket holds thousands of events, too many to insert into in
+/// order). Events beyond the calendar wait in a binary heap and move into their bucket as the
 /// calendar advances. A simulation schedules almost everything a few milliseconds ahead
 /// (deliveries, ticks, retransmissions), so with hundreds of thousands of events pending it
 /// no longer sifts a heap larger than the caches on every event.
@@ -29,6 +31,8 @@ struct EventQueue<Payload> {
 
     /// Events of the bucket being drained, sorted latest first (the next one is last).
     private var current: [Key] = []
+    /// Events scheduled into the bucket being drained after it was sorted: a binary heap.
+    private var late: [Key] = []
     /// The calendar: bucket `k` holds the unsorted events of `[start + k·width, …)` for the
     /// buckets after the current one, as a ring.
     private var buckets: [[Key]] = Array(repeating: [], count: EventQueue.bucketCount)
@@ -67,33 +71,35 @@ struct EventQueue<Payload> {
 
     private mutating func place(_ key: Key) {
         if key.time < windowEnd {
-            // Into the sorted current bucket (rare: the clock's own bucket, or the past).
-            var low = 0
-            var high = current.count
-            while low < high {
-                let mid = (low + high) / 2
-                if Key.before(key, current[mid]) { low = mid + 1 } else { high = mid }
-            }
-            current.insert(key, at: low)
+            // The clock's own bucket, or the past.
+            Self.pushHeap(&late, key)
         } else if key.time < horizon {
             let offset = Int((key.time - windowStart) / Self.bucketWidth)
             buckets[(currentBucket + offset) % Self.bucketCount].append(key)
             calendarCount += 1
         } else {
-            far.append(key)
-            siftUp(far.count - 1)
+            Self.pushHeap(&far, key)
         }
+    }
+
+    /// Whether the next event is the late heap's rather than the sorted bucket's.
+    private var nextIsLate: Bool {
+        guard let soon = late.first else { return false }
+        guard let sorted = current.last else { return true }
+        return Key.before(soon, sorted)
     }
 
     /// Time of the earliest event, if any.
     mutating func nextTime() -> Int64? {
         guard fillCurrent() else { return nil }
-        return current.last?.time
+        return nextIsLate ? late.first?.time : current.last?.time
     }
 
     /// Removes and returns the earliest event.
     mutating func pop() -> (time: Int64, payload: Payload)? {
-        guard fillCurrent(), let top = current.popLast() else { return nil }
+        guard fillCurrent() else { return nil }
+        let next = nextIsLate ? Self.popHeap(&late) : current.popLast()
+        guard let top = next else { return nil }
         count -= 1
         var payload: Payload? = nil
         swap(&payload, &slab[Int(top.slot)])
@@ -104,7 +110,7 @@ struct EventQueue<Payload> {
 
     /// Advances the calendar until the current bucket holds an event; false when none is left.
     private mutating func fillCurrent() -> Bool {
-        while current.isEmpty {
+        while current.isEmpty && late.isEmpty {
             guard count > 0 else { return false }
             if calendarCount == 0, let first = far.first, first.time >= horizon {
                 // Nothing near: jump the calendar to the next far event's bucket.
@@ -116,8 +122,7 @@ struct EventQueue<Payload> {
             swap(&current, &buckets[currentBucket])
             calendarCount -= current.count
             // Far events now inside the calendar move into their buckets.
-            while let first = far.first, first.time < horizon {
-                let key = popFar()
+            while let first = far.first, first.time < horizon, let key = Self.popHeap(&far) {
                 if key.time < windowEnd {
                     current.append(key)
                 } else {
@@ -130,46 +135,39 @@ struct EventQueue<Payload> {
         return true
     }
 
-    // MARK: The far heap
+    // MARK: Binary heaps (the late events and the far ones)
 
-    private mutating func popFar() -> Key {
-        let top = far[0]
-        let last = far.removeLast()
-        if !far.isEmpty {
-            far[0] = last
-            siftDown(0)
-        }
-        return top
-    }
-
-    private mutating func siftUp(_ start: Int) {
-        far.withUnsafeMutableBufferPointer { h in
-            var i = start
-            let item = h[i]
+    private static func pushHeap(_ heap: inout [Key], _ key: Key) {
+        heap.append(key)
+        heap.withUnsafeMutableBufferPointer { h in
+            var i = h.count - 1
             while i > 0 {
                 let parent = (i - 1) / 2
-                guard Key.before(item, h[parent]) else { break }
+                guard Key.before(key, h[parent]) else { break }
                 h[i] = h[parent]
                 i = parent
             }
-            h[i] = item
+            h[i] = key
         }
     }
 
-    private mutating func siftDown(_ start: Int) {
-        far.withUnsafeMutableBufferPointer { h in
+    private static func popHeap(_ heap: inout [Key]) -> Key? {
+        guard let top = heap.first else { return nil }
+        let last = heap.removeLast()
+        guard !heap.isEmpty else { return top }
+        heap.withUnsafeMutableBufferPointer { h in
             let n = h.count
-            var i = start
-            let item = h[i]
+            var i = 0
             while true {
                 var child = 2 * i + 1
                 if child >= n { break }
                 if child + 1 < n, Key.before(h[child + 1], h[child]) { child += 1 }
-                guard Key.before(h[child], item) else { break }
+                guard Key.before(h[child], last) else { break }
                 h[i] = h[child]
                 i = child
             }
-            h[i] = item
+            h[i] = last
         }
+        return top
     }
 }

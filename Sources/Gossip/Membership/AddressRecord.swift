@@ -19,12 +19,14 @@ public struct AddressRecord: Hashable, Sendable, CustomStringConvertible {
 
     /// The record's fields, immutable and shared by every copy: a record is held by many
     /// tables of many nodes (membership, view, peer cache), and in a simulation the same
-    /// record travels to thousands of them, so a copy costs one reference.
+    /// record travels to thousands of them, so a copy costs one reference. The fields never
+    /// change, so whether their signature verifies is worked out once and kept with them.
     private final class Fields: Sendable {
         let peer: PeerID
         let endpoints: [Endpoint]
         let sequence: UInt64
         let signature: [UInt8]
+        let verdict = SignatureVerdict()
 
         init(peer: PeerID, endpoints: [Endpoint], sequence: UInt64, signature: [UInt8]) {
             self.peer = peer
@@ -47,6 +49,9 @@ public struct AddressRecord: Hashable, Sendable, CustomStringConvertible {
 
     /// The endpoint to contact.
     public var primary: Endpoint { endpoints[0] }
+
+    /// Whether the record verifies, checked by `verify` the first time it is asked.
+    func verified(by verify: () -> Bool) -> Bool { fields.verdict.resolve(verify) }
 
     /// A record signed now by `identity`. Endpoints beyond ``maxEndpoints`` are dropped.
     public init(signedBy identity: Identity, endpoints: [Endpoint], sequence: UInt64) {
@@ -122,26 +127,53 @@ public struct AliveClaim: Hashable, Sendable {
     /// Domain separation for alive claims (a valid constant label).
     static let domain = SignatureDomain("murmuration/alive/v1")!
 
+    /// The claim's fields, immutable and shared by every copy (as a record's are), with the
+    /// outcome of verifying them once worked out.
+    private final class Fields: Sendable {
+        let record: AddressRecord
+        let incarnation: UInt32
+        let signature: [UInt8]
+        let verdict = SignatureVerdict()
+
+        init(record: AddressRecord, incarnation: UInt32, signature: [UInt8]) {
+            self.record = record
+            self.incarnation = incarnation
+            self.signature = signature
+        }
+    }
+
+    private let fields: Fields
+
     /// The peer's record (itself signed).
-    public let record: AddressRecord
+    public var record: AddressRecord { fields.record }
     /// The incarnation claimed within that record.
-    public let incarnation: UInt32
+    public var incarnation: UInt32 { fields.incarnation }
     /// Ed25519 signature by the peer over ``signedBytes``.
-    public let signature: [UInt8]
+    public var signature: [UInt8] { fields.signature }
 
     /// A claim signed now by `identity` (whose record `record` is).
     public init(signedBy identity: Identity, record: AddressRecord, incarnation: UInt32) {
-        self.record = record
-        self.incarnation = incarnation
-        self.signature = identity.sign(Self.signedBytes(peer: record.peer, sequence: record.sequence, incarnation: incarnation))
+        let signature = identity.sign(Self.signedBytes(peer: record.peer, sequence: record.sequence, incarnation: incarnation))
+        self.fields = Fields(record: record, incarnation: incarnation, signature: signature)
     }
 
     /// A claim as received (unverified).
     public init(record: AddressRecord, incarnation: UInt32, signature: [UInt8]) {
-        self.record = record
-        self.incarnation = incarnation
-        self.signature = signature
+        self.fields = Fields(record: record, incarnation: incarnation, signature: signature)
     }
+
+    public static func == (a: AliveClaim, b: AliveClaim) -> Bool {
+        a.fields === b.fields || (a.record == b.record && a.incarnation == b.incarnation && a.signature == b.signature)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(record)
+        hasher.combine(incarnation)
+        hasher.combine(signature)
+    }
+
+    /// Whether the claim verifies, checked by `verify` the first time it is asked.
+    func verified(by verify: () -> Bool) -> Bool { fields.verdict.resolve(verify) }
 
     /// The domain's framing of key ‖ sequence u64 ‖ incarnation u32.
     static func signedBytes(peer: PeerID, sequence: UInt64, incarnation: UInt32) -> [UInt8] {
@@ -221,18 +253,22 @@ public struct RecordVerifier: Sendable {
 
     /// True if `record` is well formed and signed by the key it names.
     public func isValid(_ record: AddressRecord) -> Bool {
-        guard !record.endpoints.isEmpty, record.endpoints.count <= AddressRecord.maxEndpoints,
-              record.signature.count == Identity.signatureLength
-        else { return false }
-        let message = AddressRecord.signedBytes(peer: record.peer, endpoints: record.endpoints, sequence: record.sequence)
-        return check(peer: record.peer, message: message, signature: record.signature)
+        record.verified {
+            guard !record.endpoints.isEmpty, record.endpoints.count <= AddressRecord.maxEndpoints,
+                  record.signature.count == Identity.signatureLength
+            else { return false }
+            let message = AddressRecord.signedBytes(peer: record.peer, endpoints: record.endpoints, sequence: record.sequence)
+            return check(peer: record.peer, message: message, signature: record.signature)
+        }
     }
 
     /// True if the claim's record is valid and the claim is signed by the same peer.
     public func isValid(_ claim: AliveClaim) -> Bool {
-        guard isValid(claim.record), claim.signature.count == Identity.signatureLength else { return false }
-        let message = AliveClaim.signedBytes(peer: claim.record.peer, sequence: claim.record.sequence, incarnation: claim.incarnation)
-        return check(peer: claim.record.peer, message: message, signature: claim.signature)
+        claim.verified {
+            guard isValid(claim.record), claim.signature.count == Identity.signatureLength else { return false }
+            let message = AliveClaim.signedBytes(peer: claim.record.peer, sequence: claim.record.sequence, incarnation: claim.incarnation)
+            return check(peer: claim.record.peer, message: message, signature: claim.signature)
+        }
     }
 
     /// True if `notice` is signed by the peer it names.
@@ -247,5 +283,24 @@ public struct RecordVerifier: Sendable {
         guard peer.verify(signature: signature, message: message) else { return false }
         memo.insert(key, message: message)
         return true
+    }
+}
+
+/// The outcome of verifying immutable signed content, worked out once: content that cannot
+/// change verifies the same way every time, however many nodes or threads hold it.
+struct SignatureVerdict: ~Copyable, Sendable {
+    private static let unknown: UInt8 = 0, valid: UInt8 = 1, invalid: UInt8 = 2
+    private let state = Atomic<UInt8>(SignatureVerdict.unknown)
+
+    /// The verdict, from `verify` the first time (two threads may both verify: same answer).
+    func resolve(_ verify: () -> Bool) -> Bool {
+        switch state.load(ordering: .acquiring) {
+        case Self.valid: return true
+        case Self.invalid: return false
+        default:
+            let ok = verify()
+            state.store(ok ? Self.valid : Self.invalid, ordering: .releasing)
+            return ok
+        }
     }
 }
