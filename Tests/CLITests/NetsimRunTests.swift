@@ -226,4 +226,26 @@ struct NetsimRunTests {
         let rows = try Self.file(csv).split(separator: "\n").count - 1
         #expect(rows >= 2 && manifest["rows"] as? Int == rows, "every computed row kept: \(rows)")
     }
+
+    @Test("a second Ctrl-C ends a run at once, with 130, keeping the rows written")
+    func secondInterrupt() throws {
+        let scratch = try Scratch()
+        // One metrics row in a million rounds: the first Ctrl-C would wait for it.
+        let running = try CommandRunner.start("netsim", ["run", Self.scenario("pushsum-loss"), "--out", "run", "--set", "rounds=1000000",
+                                                         "--set", "metrics.every=1000000"], in: scratch.url)
+        let csv = scratch.path("run/rounds.csv")
+        while (try? Self.file(csv)) == nil && running.process.isRunning { usleep(20_000) }
+        usleep(500_000)  // the run catches signals once its folder is made
+        kill(running.process.processIdentifier, SIGINT)
+        usleep(300_000)
+        #expect(running.process.isRunning, "the first Ctrl-C waits for the round in hand")
+        kill(running.process.processIdentifier, SIGINT)
+        var waited = 0
+        while running.process.isRunning && waited < 3_000 { usleep(20_000); waited += 1 }
+        if running.process.isRunning { kill(running.process.processIdentifier, SIGKILL) }
+        let result = try running.wait()
+        #expect(result.status == 130, "\(result.stderr)")
+        #expect(try Self.file(csv).hasPrefix("round,"), "the header written before the stop stays")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("run/manifest.json")))
+    }
 }

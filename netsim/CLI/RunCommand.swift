@@ -5,6 +5,8 @@ import Experiments
 import Synchronization
 
 /// Set by SIGINT or SIGTERM: the run stops after the round in hand and keeps what it computed.
+/// A second signal ends the process at once (a million-node round takes minutes), keeping the
+/// rows already written.
 let stopRequested = Atomic<Bool>(false)
 
 /// `netsim run`: one experiment from a scenario file, into one folder.
@@ -98,7 +100,10 @@ struct RunCommand: ParsableCommand {
     }
 
     static func catchStopSignals() {
-        let handler: @convention(c) (Int32) -> Void = { _ in stopRequested.store(true, ordering: .relaxed) }
+        let handler: @convention(c) (Int32) -> Void = { signal in
+            // Only async-signal-safe work here: one lock-free exchange, and `_exit` the second time.
+            if stopRequested.exchange(true, ordering: .relaxed) { _exit(128 + signal) }
+        }
         signal(SIGINT, handler)
         signal(SIGTERM, handler)
         // A process may start with them blocked (its parent's mask is inherited).
