@@ -214,11 +214,7 @@ struct NetsimRunTests {
         let csv = scratch.path("run/rounds.csv")
         while ((try? Self.file(csv))?.split(separator: "\n").count ?? 0) < 3 && running.process.isRunning { usleep(20_000) }
         kill(running.process.processIdentifier, SIGINT)
-        // A run that ignored the signal would go on for a million rounds: stop it, and fail.
-        var waited = 0
-        while running.process.isRunning && waited < 3_000 { usleep(20_000); waited += 1 }
-        if running.process.isRunning { kill(running.process.processIdentifier, SIGKILL) }
-        let result = try running.wait()
+        let result = try Self.endWithin60Seconds(running)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stderr.contains("stopped early"))
         let manifest = try #require(try JSONSerialization.jsonObject(with: Data(Self.file(scratch.path("run/manifest.json")).utf8)) as? [String: Any])
@@ -240,12 +236,18 @@ struct NetsimRunTests {
         usleep(300_000)
         #expect(running.process.isRunning, "the first Ctrl-C waits for the round in hand")
         kill(running.process.processIdentifier, SIGINT)
-        var waited = 0
-        while running.process.isRunning && waited < 3_000 { usleep(20_000); waited += 1 }
-        if running.process.isRunning { kill(running.process.processIdentifier, SIGKILL) }
-        let result = try running.wait()
+        let result = try Self.endWithin60Seconds(running)
         #expect(result.status == 130, "\(result.stderr)")
         #expect(try Self.file(csv).hasPrefix("round,"), "the header written before the stop stays")
         #expect(!FileManager.default.fileExists(atPath: scratch.path("run/manifest.json")))
+    }
+
+    /// Waits for a run that was told to stop; one that ignored the signal would go on for a
+    /// million rounds, so after a minute it is killed (and its status fails the test).
+    static func endWithin60Seconds(_ running: RunningCommand) throws -> RunResult {
+        var waited = 0
+        while running.process.isRunning && waited < 3_000 { usleep(20_000); waited += 1 }
+        if running.process.isRunning { kill(running.process.processIdentifier, SIGKILL) }
+        return try running.wait()
     }
 }
