@@ -66,8 +66,10 @@ final class SampledOverlay {
             PushSumAverager(peer: identities[context.index].peerID, initial: vector, sampleCount: samples,
                             settings: averaging, codec: codec, rng: SplitMix64(seed: context.seed ^ 0xA5A5))
         }
-        return GossipNode(identity: identities[context.index], endpoints: [context.endpoint], settings: s,
-                          cache: firstRecords.isEmpty ? PeerCache()
-                            : randomPeerCache(of: context.index, records: firstRecords, viewSize: settings.sampling.viewSize, seed: seed ^ 0xCAC4_E5ED), averager: averager, seed: context.seed, verifier: RecordVerifier(sharing: memo))
+        let cache = firstRecords.isEmpty
+            ? PeerCache()
+            : randomPeerCache(of: context.index, records: firstRecords, viewSize: settings.sampling.viewSize, seed: seed ^ 0xCAC4_E5ED)
+        return GossipNode(identity: identities[context.index], endpoints: [context.endpoint], settings: s, cache: cache,
+                          averager: averager, seed: context.seed, verifier: RecordVerifier(sharing: memo))
     }
 }

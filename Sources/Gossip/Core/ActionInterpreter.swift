@@ -11,8 +11,9 @@
 public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, Event: Sendable> {
     public typealias Action = NodeAction<Message, Timer, Event>
 
-    /// Each pending timer and the token of its current schedule: a handful per node, searched in order (a simulation
-    /// keeps one interpreter per node, so this stays a short array rather than a hash table).
+    /// Each pending timer and the token of its current schedule: a handful per node, searched
+    /// in order (a simulation keeps one interpreter per node, so this is a short array rather
+    /// than a hash table).
     private var pending: [(timer: Timer, token: UInt64)] = []
     private var nextToken: UInt64 = 0
 
@@ -24,8 +25,7 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
     /// Whether `timer` is pending.
     public func isPending(_ timer: Timer) -> Bool { position(of: timer) != nil }
 
-    @usableFromInline
-    func position(of timer: Timer) -> Int? { pending.firstIndex { $0.timer == timer } }
+    private func position(of timer: Timer) -> Int? { pending.firstIndex { $0.timer == timer } }
 
     /// Carries out `actions` in order: `send` each message, `wake` the driver at each
     /// scheduled instant with the token it must hand back to ``fire(_:token:)``, tell it

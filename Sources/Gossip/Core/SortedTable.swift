@@ -1,5 +1,3 @@
-import Crypto
-
 /// An element of a ``SortedTable``: it carries its own key.
 protocol SortedTableElement {
     associatedtype Key: Comparable

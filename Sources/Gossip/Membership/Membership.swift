@@ -137,6 +137,7 @@ public struct Membership: Sendable {
         var tableKey: PeerID { record.peer }
     }
 
+    /// An open suspicion, held out of line by its member.
     final class SuspicionBox: Sendable {
         let suspicion: Suspicion
         init(_ suspicion: Suspicion) { self.suspicion = suspicion }
