@@ -87,8 +87,9 @@ import Testing
     }
 
     /// A top-k 10 % transfer carries 100 of 1,000 coordinates, each with its value and its
-    /// weight (8 bytes), behind a 125-byte bitmap: 925 bytes against 4,000, 4.3 times fewer.
-    @Test func topKTransfers_areOverFourTimesSmallerOnTheWire() throws {
+    /// weight code (5 bytes), behind a 125-byte bitmap and the codes' 2-byte base: 627 bytes
+    /// against 4,000, 6.4 times fewer.
+    @Test func topKTransfers_areOverSixTimesSmallerOnTheWire() throws {
         let (nodes, _, _) = try Self.run(codec: "topk:0.1", seed: 3, steps: 40, loss: 0)
         var plain = try Self.run(codec: "fp32", seed: 3, steps: 40, loss: 0).nodes[0]
         var sparse = nodes[0]
@@ -103,7 +104,7 @@ import Testing
         }
         let (sparseBytes, plainBytes) = (sentBytes(&sparse), sentBytes(&plain))
         #expect(sparseBytes == PushSumAverager.Message.transferHeaderSize + SparseShare.byteCount(carrying: 100, of: Self.dimension))
-        #expect(Double(plainBytes) / Double(sparseBytes) >= 4, "\(sparseBytes) bytes against \(plainBytes)")
+        #expect(Double(plainBytes) / Double(sparseBytes) >= 6, "\(sparseBytes) bytes against \(plainBytes)")
     }
 
     /// Under loss, duplication and reordering, every coordinate's own weight still sums to the
@@ -167,12 +168,17 @@ import Testing
         #expect(zip(denseEstimate, sparseEstimate).allSatisfy { abs($0 - $1) <= 1e-12 * max(1, abs($0)) })
     }
 
-    @Test func sparseShares_roundTrip_andMalformedOnesAreRefusedWithTheirReason() throws {
+    /// Weights that are codes go out in a byte each; others (1e-3 is no code) as floats.
+    @Test func sparseShares_roundTripInBothLayouts_andMalformedOnesAreRefusedWithTheirReason() throws {
         let share = SparseShare(indices: [0, 3, 9], values: [1.5, -2, 0.25], weights: [4, 0.5, 1e-3])
         let bytes = share.encoded(dimension: 10)
         #expect(bytes.count == 2 + 3 * 8)
         #expect(try SparseShare(decoding: bytes, dimension: 10) == share)
-        let documented: [UInt8] = [0x02, 0x02, 0x3f, 0, 0, 0, 0xc0, 0, 0, 0, 0x40, 0x40, 0, 0, 0x3f, 0xc0, 0, 0]
+        let coded = SparseShare(indices: [0, 3, 9], values: [1.5, -2, 0.25], weights: [4, 0.5, 0.125])
+        #expect(coded.encoded(dimension: 10).count == 2 + 2 + 3 * 5)
+        #expect(try SparseShare(decoding: coded.encoded(dimension: 10), dimension: 10) == coded)
+        // Base −14 (0xfff2); 3 = 24 · 2^(−14 + 15 − 4) is code 0xf8, 1.5 is 0xe8.
+        let documented: [UInt8] = [0x02, 0x02, 0xff, 0xf2, 0x3f, 0, 0, 0, 0xc0, 0, 0, 0, 0xf8, 0xe8]
         #expect(SparseShare(indices: [1, 9], values: [0.5, -2], weights: [3, 1.5]).encoded(dimension: 12) == documented, "docs/wire.md's example")
         func refusal(_ bytes: [UInt8], _ dimension: Int = 10) -> String {
             do {
@@ -180,8 +186,17 @@ import Testing
                 return "accepted"
             } catch { return "\(error)" }
         }
-        #expect(refusal(Array(bytes.dropLast())).contains("expected 26"))
-        #expect(refusal(bytes + [0]).contains("expected 26"))
+        #expect(refusal(Array(bytes.dropLast())).contains("expected 19 (coded weights) or 26"))
+        #expect(refusal(bytes + [0]).contains("expected 19 (coded weights) or 26"))
+        var badBase = documented
+        badBase[2...3] = [0x7f, 0xff]
+        #expect(refusal(badBase, 12).contains("base exponent 32767"))
+        badBase = documented
+        badBase[12...13] = [0xe8, 0xd8] // 1.5 and 0.75 above base −14: the largest is an octave short
+        #expect(refusal(badBase, 12).contains("base exponent -14; its largest weight's is -15"))
+        #expect(refusal([0x00, 0x00, 0xff, 0xf2]).contains("carries no coordinate"))
+        let floatLayout: [UInt8] = [0x02, 0x02, 0x3f, 0, 0, 0, 0xc0, 0, 0, 0, 0x40, 0x40, 0, 0, 0x3f, 0xc0, 0, 0]
+        #expect(refusal(floatLayout, 12).contains("they travel coded"))
         var stray = bytes
         stray[1] |= 0x80 // coordinate 15 of 10
         #expect(refusal(stray).contains("coordinate 15 of 10"))
@@ -192,6 +207,21 @@ import Testing
         for bad in [Float(0), -1, .infinity, .nan] {
             #expect(refusal(SparseShare(indices: [2], values: [1], weights: [bad]).encoded(dimension: 10)).contains("positive and finite"))
         }
+    }
+
+    /// A weight share rounds down to a code, by less than a sixteenth; one too small for the
+    /// share's base has none, one above every code gets the largest.
+    @Test func weightCodes_roundDownByLessThanASixteenth() throws {
+        var rng = SplitMix64(seed: 12)
+        for _ in 0..<10_000 {
+            let omega = Float(sign: .plus, exponent: Int(rng.next() % 60) - 30, significand: 1 + Float(rng.next() >> 40) / Float(1 << 24))
+            let base = SparseShare.codeBase(forLargest: omega)
+            let code = try #require(SparseShare.codedWeight(omega, base: base))
+            #expect(code <= omega && code > omega * (1 - 1.0 / 16), "\(omega) → \(code)")
+            #expect(SparseShare(indices: [0], values: [1], weights: [code]).encoded(dimension: 1).count == 1 + 2 + 5)
+        }
+        #expect(SparseShare.codedWeight(0.5, base: 0) == nil)
+        #expect(SparseShare.codedWeight(1e6, base: 0) == Float(31 * 2048))
     }
 
     @Test func aPayloadThatDoesNotDecode_isRefusedWithItsReason() throws {

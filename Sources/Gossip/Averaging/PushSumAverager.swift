@@ -701,18 +701,25 @@ public struct PushSumAverager: ProtocolNode {
             sweepCursor = (sweepCursor + sweep) % n
             chosen = selection.largest(priorities, k)
         }
+        // The weight shares: the fraction of each coordinate's weight, rounded down to a weight code
+        // (docs/wire.md), so a coordinate costs 5 bytes instead of 8; a hand-off moves each
+        // coordinate's whole weight, as floats.
+        let weightShares = chosen.map { Float(fraction == 1 ? coordinateWeights[$0] : coordinateWeights[$0] * fraction) }
+        let base = fraction == 1 ? nil : weightShares.filter { $0.isNormal && $0 > 0 }.max().map(SparseShare.codeBase(forLargest:))
         var share = SparseShare(indices: [], values: [], weights: [])
         share.indices.reserveCapacity(chosen.count)
         share.values.reserveCapacity(chosen.count)
         share.weights.reserveCapacity(chosen.count)
-        for i in chosen {
+        for (i, unrounded) in zip(chosen, weightShares) {
+            // A coordinate whose weight share would not be a positive normal Float, or is
+            // below the share's codes (16 octaves under its largest), moves nothing this time.
+            let omega: Float? = if let base { SparseShare.codedWeight(unrounded, base: base) } else { unrounded }
+            guard unrounded.isNormal, unrounded > 0, let omega else { continue }
             let w = coordinateWeights[i]
-            // A coordinate whose weight share would not be a positive normal Float moves nothing.
-            let omega = Float(fraction == 1 ? w : w * fraction)
-            guard omega.isNormal, omega > 0 else { continue }
             let scale = Self.scale(forWeight: Double(omega))
             let estimate = value[i] / w
-            let s = Float(value[i] * fraction / scale)
+            // The value moves in proportion to the weight, at the sender's estimate.
+            let s = Float(value[i] * (Double(omega) / w) / scale)
             value[i] -= Double(s) * scale
             coordinateWeights[i] -= Double(omega)
             lastSent[i] = Float(estimate)
