@@ -221,6 +221,9 @@ import Testing
             #expect(SparseShare(indices: [0], values: [1], weights: [code]).encoded(dimension: 1).count == 1 + 2 + 5)
         }
         #expect(SparseShare.codedWeight(0.5, base: 0) == nil)
+        for unfit in [Float(0), -2, .leastNonzeroMagnitude, .infinity, .nan] {
+            #expect(SparseShare.codedWeight(unfit, base: 20) == nil && SparseShare.codedWeight(unfit, base: -20) == nil)
+        }
         #expect(SparseShare.codedWeight(1e6, base: 0) == Float(31 * 2048))
     }
 

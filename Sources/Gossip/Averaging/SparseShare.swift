@@ -53,9 +53,10 @@ public struct SparseShare: Sendable, Equatable {
         min(max(Int(largest.exponent) - 15, codeBases.lowerBound), codeBases.upperBound)
     }
 
-    /// `omega` (positive, normal) rounded down to a weight code above `base`, at most 1/16
-    /// below it; the largest code if `omega` is above them all; nil if it is below 2^base.
+    /// `omega` rounded down to a weight code above `base`, at most 1/16 below it; the largest
+    /// code if `omega` is above them all; nil if it is below 2^base or not positive and normal.
     public static func codedWeight(_ omega: Float, base: Int) -> Float? {
+        guard omega.isNormal, omega > 0 else { return nil }
         let octave = Int(omega.exponent) - base
         guard octave >= 0 else { return nil }
         guard octave <= 15 else { return Float(sign: .plus, exponent: base + 11, significand: 31) }
