@@ -59,9 +59,9 @@ public struct SparseShare: Sendable, Equatable {
         guard omega.isNormal, omega > 0 else { return nil }
         let octave = Int(omega.exponent) - base
         guard octave >= 0 else { return nil }
-        guard octave <= 15 else { return Float(sign: .plus, exponent: base + 11, significand: 31) }
-        let sixteenths = ((omega.significand - 1) * 16).rounded(.down)
-        return Float(sign: .plus, exponent: Int(omega.exponent) - 4, significand: 16 + sixteenths)
+        guard octave <= 15 else { return weight(ofCode: 0xFF, base: base) }
+        let sixteenths = UInt8(((omega.significand - 1) * 16).rounded(.down))
+        return weight(ofCode: UInt8(octave << 4) | sixteenths, base: base)
     }
 
     /// The code of `weight` above `base`, nil if `weight` is not a code.
