@@ -40,6 +40,9 @@ import Testing
         #expect(throws: SettingsError.self) { try a.validate() }
         a.shareFraction = 1
         try? a.validate()
+        a.sparseShareFraction = 1
+        #expect(throws: SettingsError(setting: "averaging.sparseShareFraction", value: "1.0", allowed: "strictly between 0 and 1")) { try a.validate() }
+        a.sparseShareFraction = 0.75
         a.maxInFlight = 65
         #expect(throws: SettingsError(setting: "averaging.maxInFlight", value: "65", allowed: "1 to 64")) { try a.validate() }
     }

@@ -322,6 +322,7 @@ extension PushSumAverager.Settings {
         try c.positive("tickInterval", tickInterval)
         try c.positive("retransmitInterval", retransmitInterval)
         try c.fraction("shareFraction", shareFraction, includingOne: true)
+        try c.fraction("sparseShareFraction", sparseShareFraction, includingOne: false)
         try c.within("maxInFlight", maxInFlight, 1...PushSumAverager.maxInFlightLimit)
         try c.atLeast("maxTrackedSenders", maxTrackedSenders, 1)
         try c.positive("senderRetention", senderRetention)
