@@ -147,6 +147,29 @@ import Testing
         for k in 0..<dimension { #expect(abs(estimate[k] - Double(k)) <= 1e-5 * max(1, Double(k)), "coordinate \(k)") }
     }
 
+    /// A sparse node's training step is damped where it holds less than its mean weight: the
+    /// coordinates a transfer carried away move by `(w_c / w̄)²` of the change, the rest by all
+    /// of it, and the weights stay as they were.
+    @Test func topK_localUpdate_isDampedWhereTheNodeSentItsWeightAway() throws {
+        let codec = try CompressedShareCodec.named("topk:0.1")
+        let peers = try (1...2).map { try #require(PeerID(bytes: [UInt8](repeating: $0, count: 32))) }
+        var node = PushSumAverager(peer: peers[0], initial: [Float](repeating: 1, count: Self.dimension), sampleCount: 10,
+                                   neighbours: [PeerAddress(peer: peers[1], endpoint: Endpoint(host: "peer", port: 1))], codec: codec, rng: SplitMix64(seed: 1))
+        #expect(node.onTimer(.tick, at: .zero).contains { if case .send = $0 { true } else { false } })
+        let weights = node.coordinateWeights
+        let sent = weights.indices.filter { weights[$0] < 10 }
+        #expect(sent.count >= 100 && sent.allSatisfy { weights[$0] >= 2.5 && weights[$0] < 3 }, "three quarters of each carried coordinate left")
+        let before = try #require(node.estimate)
+        #expect(try node.applyLocalUpdate([Float](repeating: 0.5, count: Self.dimension)))
+        let after = try #require(node.estimate)
+        let mean = weights.reduce(0, +) / Double(Self.dimension)
+        for k in 0..<Self.dimension {
+            let expected = 0.5 * min(1, (weights[k] / mean) * (weights[k] / mean))
+            #expect(abs((after[k] - before[k]) - expected) <= 1e-12, "coordinate \(k) at weight \(weights[k])")
+        }
+        #expect(node.coordinateWeights == weights)
+    }
+
     /// A sparse node's saved state keeps each coordinate's weight; it resumes exactly, a dense
     /// codec refuses it, and a dense node's state resumes sparse at its one weight.
     @Test func topK_durableState_keepsTheCoordinateWeights() throws {

@@ -377,8 +377,13 @@ public struct PushSumAverager: ProtocolNode {
     /// Moves this node's estimate by `change` (the parameters a local training step produced,
     /// minus the estimate it started from): `v += w · change`, the weight untouched. Training
     /// thus creates and loses no weight: the total weight, counting transfers in flight, stays
-    /// the total sample count, and the total value moves by exactly `Σ w · change` over the
+    /// the total sample count, and the total value moves by exactly the mass added over the
     /// updates applied (stochastic gradient push; docs/averaging.md).
+    ///
+    /// With a sparse codec a coordinate holding less than the node's mean weight takes a
+    /// damped step: `v_c += w_c · min(1, (w_c / w̄)²) · change_c`. The node holds little there
+    /// because it sent the coordinate away (its training made it a priority) and its peers have
+    /// not sent it back yet; a full step would drive its model further from theirs meanwhile.
     ///
     /// A node holding no weight (it handed all of it on) has no estimate to move, and skips
     /// the update; so does a node that is leaving. Returns whether it was applied.
@@ -397,7 +402,8 @@ public struct PushSumAverager: ProtocolNode {
                 if isSparse {
                     coordinateWeights.withUnsafeBufferPointer { cw in
                         for i in 0..<v.count {
-                            v[i] += cw[i] * Double(c[i])
+                            let held = cw[i] / w
+                            v[i] += cw[i] * min(1, held * held) * Double(c[i])
                             finite = finite && v[i].isFinite
                         }
                     }
