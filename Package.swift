@@ -46,7 +46,8 @@ let package = Package(
         .target(name: "Learner", dependencies: ["DeterministicRandom", "CBLAS", "CZlib", "CDNNL", "CInference"]),
         // The one composition of gossip and learning: neither Gossip nor Learner knows the other.
         .target(name: "Federation", dependencies: ["Crypto", "Gossip", "Learner", "DeterministicRandom"]),
-        .target(name: "Simulation", dependencies: ["Gossip", "Crypto"], path: "netsim/Simulation",
+        .systemLibrary(name: "CPrefetch"),
+        .target(name: "Simulation", dependencies: ["Gossip", "Crypto", "CPrefetch"], path: "netsim/Simulation",
                 swiftSettings: [.unsafeFlags(["-cross-module-optimization", "-enforce-exclusivity=unchecked"])]),
 
         // Experiments: scenario files resolved and run on the simulator, learning networks for every algorithm.

@@ -12,7 +12,7 @@ public struct PeerID: Hashable, Comparable, Sendable, CustomStringConvertible {
 
     /// The key's bytes in order, as four words in memory order (not host-endian values):
     /// their memory is exactly the 32 key bytes.
-    private let words: (UInt64, UInt64, UInt64, UInt64)
+    @usableFromInline let words: (UInt64, UInt64, UInt64, UInt64)
 
     /// The raw public key (a fresh array; hot paths use ``withUnsafeBytes(_:)``).
     public var bytes: [UInt8] { withUnsafeBytes(Array.init) }
@@ -54,6 +54,7 @@ public struct PeerID: Hashable, Comparable, Sendable, CustomStringConvertible {
         return withUnsafeBytes { crypto_core_ed25519_is_valid_point($0.u8) == 1 }
     }
 
+    @inlinable
     public static func == (a: PeerID, b: PeerID) -> Bool {
         a.words.0 == b.words.0 && a.words.1 == b.words.1 && a.words.2 == b.words.2 && a.words.3 == b.words.3
     }
@@ -67,10 +68,14 @@ public struct PeerID: Hashable, Comparable, Sendable, CustomStringConvertible {
         hasher.combine(words.3)
     }
 
-    /// Lexicographic order over the key bytes: the words read big-endian compare the same way.
+    /// Lexicographic order over the key bytes: the first word that differs, read big-endian,
+    /// decides. Inlinable, with `==`: per-peer tables search by peer on every message.
+    @inlinable
     public static func < (a: PeerID, b: PeerID) -> Bool {
-        (a.words.0.bigEndian, a.words.1.bigEndian, a.words.2.bigEndian, a.words.3.bigEndian)
-            < (b.words.0.bigEndian, b.words.1.bigEndian, b.words.2.bigEndian, b.words.3.bigEndian)
+        if a.words.0 != b.words.0 { return a.words.0.bigEndian < b.words.0.bigEndian }
+        if a.words.1 != b.words.1 { return a.words.1.bigEndian < b.words.1.bigEndian }
+        if a.words.2 != b.words.2 { return a.words.2.bigEndian < b.words.2.bigEndian }
+        return a.words.3.bigEndian < b.words.3.bigEndian
     }
 
     /// Verifies a 64-byte detached Ed25519 signature over `message` (strict libsodium rules:

@@ -59,3 +59,32 @@ import Testing
     #expect(pending.map(\.id) == popped[next...].map(\.id))
     #expect(checked > 6_000)
 }
+
+/// The hint `distance` places ahead names the node of the event that pops `distance` places
+/// after the next one (within the bucket being drained); events without a node give no hint.
+@Test func eventQueue_upcomingNode_namesTheNodeOfTheEventThatPopsLater() {
+    var queue = EventQueue<Int>()
+    var rng = SplitMix64(seed: 7)
+    var nodes: [Int: Int32] = [:]
+    for id in 0..<2_000 {
+        let node: Int32 = id % 5 == 0 ? -1 : Int32(rng.next(upperBound: UInt64(1_000)))
+        nodes[id] = node
+        queue.push(id, at: Int64(rng.next(upperBound: UInt64(20_000_000))), node: node)
+    }
+    var order: [Int] = []
+    var hints: [(at: Int, distance: Int, node: Int32?)] = []
+    while !queue.isEmpty {
+        for distance in [0, 3, 8] { hints.append((order.count, distance, queue.upcomingNode(after: distance))) }
+        guard let (_, id) = queue.pop() else { break }
+        order.append(id)
+    }
+    #expect(order.count == 2_000)
+    var checked = 0
+    for hint in hints {
+        guard let node = hint.node else { continue }
+        let later = hint.at + hint.distance
+        #expect(later < order.count && nodes[order[later]] == node)
+        checked += 1
+    }
+    #expect(checked > 1_000)
+}

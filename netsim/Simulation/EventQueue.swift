@@ -18,6 +18,8 @@ struct EventQueue<Payload> {
         var time: Int64
         var sequence: UInt64
         var slot: Int32
+        /// The node the event concerns (-1: none), for ``upcomingNode(after:)``.
+        var node: Int32
 
         @inline(__always)
         static func before(_ a: Key, _ b: Key) -> Bool {
@@ -54,7 +56,7 @@ struct EventQueue<Payload> {
     private var windowEnd: Int64 { windowStart &+ Self.bucketWidth }
     private var horizon: Int64 { windowStart &+ Self.bucketWidth &* Int64(Self.bucketCount) }
 
-    mutating func push(_ payload: Payload, at time: Int64) {
+    mutating func push(_ payload: Payload, at time: Int64, node: Int32 = -1) {
         let slot: Int32
         if let reused = free.popLast() {
             slot = reused
@@ -63,7 +65,7 @@ struct EventQueue<Payload> {
             slot = Int32(slab.count)
             slab.append(payload)
         }
-        let key = Key(time: time, sequence: nextSequence, slot: slot)
+        let key = Key(time: time, sequence: nextSequence, slot: slot, node: node)
         nextSequence &+= 1
         count += 1
         place(key)
@@ -93,6 +95,15 @@ struct EventQueue<Payload> {
     mutating func nextTime() -> Int64? {
         guard fillCurrent() else { return nil }
         return nextIsLate ? late.first?.time : current.last?.time
+    }
+
+    /// The node of the event `distance` places after the next one in the bucket being drained
+    /// (events scheduled into it late are not counted), if known: a hint of what comes soon.
+    func upcomingNode(after distance: Int) -> Int32? {
+        let position = current.count - 1 - distance
+        guard position >= 0 else { return nil }
+        let node = current[position].node
+        return node >= 0 ? node : nil
     }
 
     /// Removes and returns the earliest event.

@@ -459,7 +459,10 @@ public struct PushSumAverager: ProtocolNode {
     public mutating func onTimer(_ timer: Timer, at now: Instant) -> [Action] {
         switch timer {
         case .tick:
-            var actions: [Action] = [.schedule(.tick, at: now + settings.tickInterval)]
+            // The next tick, a transfer, its report and the retransmission timer: one allocation.
+            var actions: [Action] = []
+            actions.reserveCapacity(4)
+            actions.append(.schedule(.tick, at: now + settings.tickInterval))
             if leaving {
                 continueHandOff(at: now, into: &actions)
             } else {
@@ -578,15 +581,15 @@ public struct PushSumAverager: ProtocolNode {
 
     private mutating func measureRoundTrip(to peer: PeerID, _ sample: Int64) {
         let sample = max(0, sample)
-        var timing = roundTrips[peer] ?? RoundTrip(peer: peer)
-        if let smoothed = timing.smoothed {
-            timing.variation = timing.variation - timing.variation / 4 + abs(smoothed - sample) / 4
-            timing.smoothed = smoothed - smoothed / 8 + sample / 8
-        } else {
-            timing.smoothed = sample
-            timing.variation = sample / 2
+        // One search per acknowledgement: the record's position serves the read and the update.
+        guard let slot = roundTrips.index(of: peer), let smoothed = roundTrips[at: slot].smoothed else {
+            roundTrips[peer] = RoundTrip(peer: peer, smoothed: sample, variation: sample / 2)
+            return
         }
-        roundTrips[peer] = timing
+        var timing = roundTrips[at: slot]
+        timing.variation = timing.variation - timing.variation / 4 + abs(smoothed - sample) / 4
+        timing.smoothed = smoothed - smoothed / 8 + sample / 8
+        roundTrips[at: slot] = timing
     }
 
     /// Peers whose round trips are remembered before those no longer neighbours are forgotten.
@@ -842,6 +845,7 @@ public struct PushSumAverager: ProtocolNode {
         add(share, weight: transfer.weight)
         counters.applied += 1
         var actions: [Action] = []
+        actions.reserveCapacity(3)
         if acknowledged { actions.append(ack) }
         actions.append(.report(.transferApplied(from: sender.peer, sequence: transfer.sequence)))
         actions.append(.report(.estimateChanged(weight: weight)))

@@ -13,9 +13,10 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
 
     /// Each pending timer and the token of its current schedule: a handful per node, searched
     /// in order (a simulation keeps one interpreter per node, so this is a short array rather
-    /// than a hash table).
-    private var pending: [(timer: Timer, token: UInt64)] = []
-    private var nextToken: UInt64 = 0
+    /// than a hash table). Inlinable, like the methods below, so that a driver in another
+    /// module (the simulator) runs them specialised to its node's timer type.
+    @usableFromInline var pending: [(timer: Timer, token: UInt64)] = []
+    @usableFromInline var nextToken: UInt64 = 0
 
     public init() {}
 
@@ -25,7 +26,8 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
     /// Whether `timer` is pending.
     public func isPending(_ timer: Timer) -> Bool { position(of: timer) != nil }
 
-    private func position(of timer: Timer) -> Int? { pending.firstIndex { $0.timer == timer } }
+    @inlinable
+    func position(of timer: Timer) -> Int? { pending.firstIndex { $0.timer == timer } }
 
     /// Carries out `actions` in order: `send` each message, `wake` the driver at each
     /// scheduled instant with the token it must hand back to ``fire(_:token:)``, tell it
@@ -59,7 +61,7 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
     }
 
     /// Records a schedule of `timer`, replacing any pending one; returns its token.
-    @usableFromInline
+    @inlinable
     mutating func schedule(_ timer: Timer) -> UInt64 {
         let token = nextToken
         nextToken &+= 1
@@ -68,7 +70,7 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
     }
 
     /// Forgets a pending `timer`; its wake-up, if it comes, is stale.
-    @usableFromInline
+    @inlinable
     mutating func cancel(_ timer: Timer) {
         if let i = position(of: timer) { pending.remove(at: i) }
     }
@@ -76,6 +78,7 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
     /// A wake-up with `token` came due: true if it is `timer`'s current schedule (which is
     /// then no longer pending and the driver calls the node's `onTimer`), false if it was
     /// replaced or cancelled since.
+    @inlinable
     public mutating func fire(_ timer: Timer, token: UInt64) -> Bool {
         guard let i = position(of: timer), pending[i].token == token else { return false }
         pending.remove(at: i)
@@ -83,6 +86,7 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
     }
 
     /// Forgets every pending timer (the node crashed or stopped).
+    @inlinable
     public mutating func reset() {
         pending.removeAll(keepingCapacity: true)
     }

@@ -18,8 +18,21 @@ struct SortedTable<Element: SortedTableElement> {
 
     var count: Int { elements.count }
 
+    /// Tables up to this size are searched front to back: the table is usually cold (one of
+    /// many nodes' tables), and a forward scan streams its cache lines where a bisection waits
+    /// for each probe's line in turn.
+    static var linearSearchLimit: Int { 32 }
+
     /// Where `key` is, or where it would go.
     private func search(_ key: Key) -> (index: Int, found: Bool) {
+        if elements.count <= Self.linearSearchLimit {
+            for index in elements.indices {
+                let probe = elements[index].tableKey
+                if probe < key { continue }
+                return (index, probe == key)
+            }
+            return (elements.count, false)
+        }
         var low = 0
         var high = elements.count
         while low < high {
