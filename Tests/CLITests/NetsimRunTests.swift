@@ -61,6 +61,18 @@ struct NetsimRunTests {
         #expect(try Self.file(scratch.path("c/rounds.csv")) != a)
     }
 
+    @Test("algorithm.share_fraction sets how much of its mass a push-sum node moves per transfer: another run, in the resolved scenario")
+    func shareFraction() throws {
+        let scratch = try Scratch()
+        let classic = try Self.run("pushsum-loss", out: "half", in: scratch)
+        let third = try Self.run("pushsum-loss", out: "third", extra: ["algorithm.share_fraction=0.3"], in: scratch)
+        #expect(classic.status == 0 && third.status == 0, "\(classic.stderr)\(third.stderr)")
+        #expect(Self.traceHash(third) != Self.traceHash(classic))
+        let resolved = try #require(try JSONSerialization.jsonObject(with: Data(Self.file(scratch.path("third/scenario.json")).utf8)) as? [String: Any])
+        let algorithm = try #require(resolved["algorithm"] as? [String: Any])
+        #expect(algorithm["share_fraction"] as? Double == 0.3 && algorithm["sparse_share_fraction"] as? Double == 0.75)
+    }
+
     @Test("the manifest repeats the run exactly and checks its trace hash")
     func manifestReproduces() throws {
         let scratch = try Scratch()
@@ -145,6 +157,8 @@ struct NetsimRunTests {
                     mentions: ["typed.toml", "nodes.count", "whole number", "'many'"])
         expectError(try CommandRunner.netsim("run", Self.scenario("pushsum-loss"), "--out", "x", "--set", "links.loss=1.5", in: scratch.url),
                     status: 1, mentions: ["pushsum-loss.toml", "links.loss", "0.0 to 1.0", "1.5"])
+        expectError(try CommandRunner.netsim("run", Self.scenario("pushsum-loss"), "--out", "x", "--set", "algorithm.sparse_share_fraction=1", in: scratch.url),
+                    status: 1, mentions: ["algorithm.sparse_share_fraction", "0.01 to 0.99", "1"])
         expectError(try CommandRunner.netsim("run", Self.scenario("pushsum-loss"), "--out", "x", "--set", "algorithm.name=magic", in: scratch.url),
                     status: 1, mentions: ["algorithm.name", "push-sum", "'magic'"])
         expectError(try CommandRunner.netsim("run", Self.scenario("dpsgd-topologies"), "--out", "x", "--set", "algorithm.compression=topk:0.1", in: scratch.url),

@@ -1,5 +1,6 @@
 import DeterministicRandom
 import Foundation
+import Gossip
 import Simulation
 
 /// An experiment, resolved: every key has its value, those the file left open drawn from the
@@ -132,6 +133,10 @@ public struct Scenario: Sendable, Equatable {
         /// `fp32`, `fp16`, `int8` or `topk:FRACTION`.
         public var compression: String
         public var errorFeedback: Bool
+        /// Push-sum and SGP: the fraction of `(v, w)` a transfer moves, and with top-k the fraction
+        /// of each carried coordinate (``PushSumAverager/Settings``).
+        public var shareFraction: Double
+        public var sparseShareFraction: Double
         public var learningRate: Double
         public var localSteps: Int
         public var batch: Int
@@ -261,6 +266,10 @@ extension Scenario {
             lossRecovery: try a.choice("loss_recovery", default: "acknowledged", allowed: ["acknowledged", "none"]),
             compression: try a.string("compression", default: "fp32") ?? "fp32",
             errorFeedback: try a.bool("error_feedback", default: true),
+            shareFraction: try a.double("share_fraction", default: PushSumAverager.Settings().shareFraction, in: 0.01...1,
+                                        meaning: "the fraction of (v, w) a transfer moves"),
+            sparseShareFraction: try a.double("sparse_share_fraction", default: PushSumAverager.Settings().sparseShareFraction, in: 0.01...0.99,
+                                              meaning: "the fraction of each coordinate a top-k transfer moves"),
             learningRate: try a.double("learning_rate", default: 0.1, in: 0...100, meaning: "the SGD learning rate"),
             localSteps: try a.int("local_steps", default: 5, in: 1...100_000, meaning: "SGD steps per training round"),
             batch: try a.int("batch", default: 32, in: 1...1_000_000, meaning: "the batch size"),
@@ -353,6 +362,7 @@ extension Scenario {
             "algorithm": [
                 "name": algorithm.name, "tick_ms": algorithm.tickMilliseconds, "loss_recovery": algorithm.lossRecovery,
                 "compression": algorithm.compression, "error_feedback": algorithm.errorFeedback,
+                "share_fraction": algorithm.shareFraction, "sparse_share_fraction": algorithm.sparseShareFraction,
                 "learning_rate": algorithm.learningRate, "local_steps": algorithm.localSteps, "batch": algorithm.batch,
                 "train_interval_ms": algorithm.trainIntervalMilliseconds, "schedule": algorithm.schedule,
                 "client_fraction": algorithm.clientFraction, "local_epochs": algorithm.localEpochs,

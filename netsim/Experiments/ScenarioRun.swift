@@ -100,6 +100,8 @@ public final class ScenarioRunner {
         settings.retransmitInterval = tick / 2
         settings.lossRecovery = scenario.algorithm.lossRecovery == "none" ? .none : .acknowledged
         settings.errorFeedback = scenario.algorithm.errorFeedback
+        settings.shareFraction = scenario.algorithm.shareFraction
+        settings.sparseShareFraction = scenario.algorithm.sparseShareFraction
         return settings
     }
 
