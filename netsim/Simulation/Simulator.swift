@@ -259,7 +259,8 @@ public final class Simulator<Node: ProtocolNode> {
     /// How many events ahead a node's state is prefetched: far enough for its cache misses to
     /// overlap with the handling of the events before it.
     static var prefetchDistance: Int { 8 }
-    /// Bytes of a node value prefetched, at most (a push-sum node is about 400).
+    /// Bytes of a node value prefetched, at most: all of a push-sum node (376 bytes), the first
+    /// lines of a full `GossipNode` (1,352).
     static var prefetchBytes: Int { 512 }
 
     /// Starts loading node `index`'s state into the cache: its node value and its entries in
