@@ -8,8 +8,11 @@ public enum SimAddress {
     /// Every simulated node listens on the same port; hosts tell them apart.
     public static let port: UInt16 = 7946
 
+    /// What a simulated node's host name starts with; its index follows.
+    static let hostPrefix = "sim-"
+
     /// The endpoint of node `index`.
-    public static func endpoint(_ index: Int) -> Endpoint { Endpoint(host: "sim-\(index)", port: port) }
+    public static func endpoint(_ index: Int) -> Endpoint { Endpoint(host: "\(hostPrefix)\(index)", port: port) }
 
     /// The index `i` of an endpoint spelled like ``endpoint(_:)`` (`sim-i` on ``port``), read
     /// from its digits: a simulator resolves every message's destination this way instead of
@@ -18,9 +21,10 @@ public enum SimAddress {
     public static func index(of endpoint: Endpoint) -> Int? {
         guard endpoint.port == port else { return nil }
         let host = endpoint.host.utf8
-        guard host.count > 4, host.count <= 4 + 18, host.starts(with: "sim-".utf8) else { return nil }
+        let prefix = hostPrefix.utf8.count
+        guard host.count > prefix, host.count <= prefix + 18, host.starts(with: hostPrefix.utf8) else { return nil }
         var index = 0
-        for byte in host.dropFirst(4) {
+        for byte in host.dropFirst(prefix) {
             guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
             index = index * 10 + Int(byte - UInt8(ascii: "0"))
         }
