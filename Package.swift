@@ -41,7 +41,7 @@ let package = Package(
         // What every command shares: the error and exit conventions of docs/cli.md.
         .target(name: "CommandSupport", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "Crypto", dependencies: ["CSodium"]),
-        .target(name: "Gossip", dependencies: ["Crypto", "DeterministicRandom", "CLibUV", "CZlib", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Gossip", dependencies: ["Crypto", "DeterministicRandom", "CLibUV", "CZlib", "CPrefetch", .product(name: "Logging", package: "swift-log")]),
         .target(name: "CInference"),
         .target(name: "Learner", dependencies: ["DeterministicRandom", "CBLAS", "CZlib", "CDNNL", "CInference"]),
         // The one composition of gossip and learning: neither Gossip nor Learner knows the other.

@@ -227,7 +227,7 @@ public struct PushSumAverager: ProtocolNode {
     var inFlight: [InFlight] = []
     /// Round trips to the peers this node sends to (links differ: a weak link's slow round
     /// trip must not slow the retries on a fast one). Looked up by peer, never iterated.
-    private var roundTrips = SortedTable<RoundTrip>()
+    private(set) var roundTrips = SortedTable<RoundTrip>()
     var senders = SortedTable<SenderRecord>()
     private var leaving = false
     private var handOffDone = false
@@ -447,6 +447,20 @@ public struct PushSumAverager: ProtocolNode {
     }
 
     // MARK: Driver entry points
+
+    /// Starts loading what a tick, a transfer or an acknowledgement reads first: the value,
+    /// the neighbours, the transfers in flight and the per-peer tables.
+    public static func prefetchState(at node: UnsafeRawPointer) {
+        for (offset, lines) in stateOffsets { prefetchObject(referencedAt: node, offset: offset, lines: lines) }
+    }
+
+    /// Where those arrays' references sit in the node value, and how many lines of each to load.
+    static let stateOffsets: [(offset: Int, lines: Int)] = {
+        let arrays: [(PartialKeyPath<PushSumAverager>, Int)] = [
+            (\.value, 2), (\.neighbours, 4), (\.inFlight, 3), (\.roundTrips, 4), (\.senders, 4),
+        ]
+        return arrays.compactMap { path, lines in MemoryLayout<PushSumAverager>.offset(of: path).map { ($0, lines) } }
+    }()
 
     public mutating func onStart(at now: Instant) -> [Action] {
         let offset = Int64(rng.next(upperBound: UInt64(max(settings.tickInterval.nanosecondsClamped, 1))))

@@ -29,6 +29,15 @@ public struct ActionInterpreter<Message: Sendable, Timer: Hashable & Sendable, E
     @inlinable
     func position(of timer: Timer) -> Int? { pending.firstIndex { $0.timer == timer } }
 
+    /// Starts loading the timer table of the interpreter at `interpreter` into the cache, for
+    /// a driver of many nodes; reads it in place (see ``ProtocolNode/prefetchState(at:)``).
+    public static func prefetchTable(at interpreter: UnsafeRawPointer) {
+        prefetchObject(referencedAt: interpreter, offset: pendingOffset, lines: 1)
+    }
+
+    /// Where ``pending`` sits: it is the first stored property (a test checks).
+    static var pendingOffset: Int { 0 }
+
     /// Carries out `actions` in order: `send` each message, `wake` the driver at each
     /// scheduled instant with the token it must hand back to ``fire(_:token:)``, tell it
     /// through `cancelled` which timers were cancelled (so a driver with real timers can stop

@@ -203,11 +203,21 @@ public protocol ProtocolNode {
     mutating func onTimer(_ timer: Timer, at now: Instant) -> [Action]
     /// Work asked for with ``NodeAction/compute(_:)`` is done.
     mutating func onComputed(_ id: UInt64, result: any Sendable, at now: Instant) -> [Action]
+
+    /// Starts loading into the cache the memory the next event of the node stored at `node`
+    /// will touch beyond the node value (its arrays and tables), for a driver that runs many
+    /// nodes and calls this a few events ahead, once the node value itself is cached. It reads
+    /// the node in place (a copy would retain every array it holds, touching the very memory
+    /// to be loaded) and changes nothing: a hint only.
+    static func prefetchState(at node: UnsafeRawPointer)
 }
 
 extension ProtocolNode {
     /// A node that never asks for work hears of none.
     public mutating func onComputed(_ id: UInt64, result: any Sendable, at now: Instant) -> [Action] { [] }
+
+    /// No hint.
+    public static func prefetchState(at node: UnsafeRawPointer) {}
 }
 
 extension NodeAction {
