@@ -27,7 +27,7 @@ BIN=fuzz/bin
 SWIFTC=${SWIFTC:-swiftc}
 # Module search paths for the C modules every library below may pull in; openblas's header
 # directory comes from pkg-config (Debian puts cblas.h in a per-variant directory).
-CINCLUDES=(-I Sources/CSodium -I Sources/CLibUV -I Sources/CBLAS -I Sources/CZlib -I Sources/CDNNL -I Sources/CInference/include)
+CINCLUDES=(-I Sources/CSodium -I Sources/CLibUV -I Sources/CBLAS -I Sources/CZlib -I Sources/CDNNL -I Sources/CInference/include -I Sources/CPrefetch)
 for f in $(pkg-config --cflags-only-I openblas); do CINCLUDES+=(-Xcc "$f"); done
 FLAGS=(-parse-as-library -sanitize=fuzzer,address -O "${CINCLUDES[@]}" -I "$BIN")
 SUPPORT=(fuzz/support/*.swift)
