@@ -62,6 +62,12 @@ struct Join: ParsableCommand {
     @Option(name: .long, help: "Compression of averaging shares: fp32 (none), fp16, int8, or topk:F (each share carries the fraction F of the coordinates, each at its own weight); what a share loses or leaves out stays with its sender (error feedback), so no mass is lost. Every peer of a network must use the same.")
     var compress: String = "fp32"
 
+    @Option(name: .customLong("share-fraction"), parsing: .unconditional, help: "Fraction of this node's averaging mass (value and weight) each transfer moves, above 0 and at most 1 (0.5, classic push-sum, by default). Peers may differ: the mean stays exact.")
+    var shareFraction: Double = PushSumAverager.Settings().shareFraction
+
+    @Option(name: .customLong("sparse-share-fraction"), parsing: .unconditional, help: "With --compress topk:F, the fraction of each carried coordinate's mass a transfer moves, strictly between 0 and 1 (0.75 by default).")
+    var sparseShareFraction: Double = PushSumAverager.Settings().sparseShareFraction
+
     @Option(name: .long, parsing: .unconditional, help: "Most bytes per second this node sends, datagrams and transfers together (0: no cap); heartbeats go before transfers.")
     var bandwidth: Double = 0
 
@@ -110,6 +116,12 @@ struct Join: ParsableCommand {
         if let serve { _ = try HostPort(parsing: serve, flag: "--serve") }
         if let vector, vector.hasPrefix("random:") { _ = try Self.randomSpec(vector) }
         _ = try Self.shareCodec(compress)
+        guard shareFraction > 0, shareFraction <= 1 else {
+            throw ValidationError("--share-fraction must be above 0 and at most 1, got \(shareFraction)")
+        }
+        guard sparseShareFraction > 0, sparseShareFraction < 1 else {
+            throw ValidationError("--sparse-share-fraction must be strictly between 0 and 1, got \(sparseShareFraction)")
+        }
         try learning.validate(vector: vector, compress: compress)
     }
 
@@ -153,6 +165,8 @@ struct Join: ParsableCommand {
             return Endpoint(host: r.host, port: r.port)
         }
         if noBeacons { settings.discovery.beaconEndpoint = nil }
+        settings.averaging.shareFraction = shareFraction
+        settings.averaging.sparseShareFraction = sparseShareFraction
         try userFacing { try settings.validate() }
         var seedSource = SystemRandomNumberGenerator()
         let codec = try Self.shareCodec(compress)

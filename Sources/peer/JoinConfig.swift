@@ -12,6 +12,7 @@ enum JoinConfig {
         "dir": .text, "network-key": .text, "listen": .text, "advertise": .text, "bootstrap": .list,
         "data-dir": .text, "profile": .text, "vector": .text, "samples": .number, "log-level": .text,
         "log-format": .text, "no-beacons": .switch_, "bandwidth": .number, "compress": .text, "publisher": .list,
+        "share-fraction": .number, "sparse-share-fraction": .number,
         // Training (--data).
         "data": .text, "test": .text, "model": .text, "algorithm": .text, "partition": .text, "peer-index": .number,
         "peers": .number, "partition-seed": .number, "normalize": .text, "classes": .number, "label-column": .number,

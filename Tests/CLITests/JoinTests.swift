@@ -120,12 +120,16 @@ struct JoinTests {
     }
 
     /// Top-k 10 % of three elements carries one coordinate per transfer, at its own weight
-    /// (sparse push-sum), so it converges as exactly as plain floats.
-    @Test("--compress fp16 and top-k: four peers converge to the weighted mean within the codec's resolution",
+    /// (sparse push-sum), so it converges as exactly as plain floats. Half the peers move
+    /// other fractions of their mass per transfer: push-sum stays exact whatever each sends.
+    @Test("--compress fp16 and top-k: four peers, two with other share fractions, converge to the weighted mean within the codec's resolution",
           arguments: [("fp16", 2e-3), ("topk:0.1", 1e-6)])
     func compressedPeersConverge(codec: String, tolerance: Double) throws {
         let net = try PeerNetwork()
-        for i in 0..<4 { try net.start(i, extra: ["--compress", codec]) }
+        for i in 0..<4 {
+            let fractions = i < 2 ? [] : ["--share-fraction", "0.3", "--sparse-share-fraction", "0.5"]
+            try net.start(i, extra: ["--compress", codec] + fractions)
+        }
         let everyone = Array(0..<4)
         let mean = net.mean(of: everyone)
         let converged = try net.waitUntil(everyone, seconds: 60) { status in
@@ -134,6 +138,12 @@ struct JoinTests {
         #expect(converged, "statuses: \(everyone.map { (try? net.status($0)) ?? [:] })")
         let unknown = try CommandRunner.peer("join", "--network-key", "net.key", "--data-dir", "dk", "--compress", "zip", in: net.scratch.url)
         #expect(unknown.status == 64 && unknown.stderr.contains("--compress must be fp32, fp16, int8 or topk:FRACTION"), "\(unknown.stderr)")
+        for (flag, value, message) in [("--share-fraction", "0", "--share-fraction must be above 0 and at most 1"),
+                                       ("--share-fraction", "1.5", "--share-fraction must be above 0 and at most 1"),
+                                       ("--sparse-share-fraction", "1", "--sparse-share-fraction must be strictly between 0 and 1")] {
+            let refused = try CommandRunner.peer("join", "--network-key", "net.key", "--data-dir", "dk", flag, value, in: net.scratch.url)
+            #expect(refused.status == 64 && refused.stderr.contains(message), "\(flag) \(value): \(refused.stderr)")
+        }
     }
 
     @Test("SIGTERM: the peer leaves gracefully, the others see it left, and no mass is lost")
