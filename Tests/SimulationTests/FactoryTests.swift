@@ -23,7 +23,7 @@ struct RefusedByTest: Error {}
 /// endpoint (another port or host, leading zeros, an index past the last node) is no node.
 @Test func simulator_indexOfEndpoint_readsTheDigits_andRefusesOtherSpellings() {
     for i in [0, 7, 10, 99, 12_345, 999_999] { #expect(SimAddress.index(of: SimAddress.endpoint(i)) == i) }
-    for host in ["sim-", "sim", "sim-1a", "sin-1", "sim--1", "sim-99999999999999999999", "127.0.0.1"] {
+    for host in ["sim-", "sim", "sim-1a", "sin-1", "sim--1", "sim-99999999999999999999", "127.0.0.1", "sim-011", "sim-00", "sim-0x1", "sim-1 "] {
         #expect(SimAddress.index(of: Endpoint(host: host, port: SimAddress.port)) == nil, "\(host)")
     }
     #expect(SimAddress.index(of: Endpoint(host: "sim-1", port: SimAddress.port + 1)) == nil)

@@ -10,25 +10,32 @@ public enum SimAddress {
 
     /// What a simulated node's host name starts with; its index follows.
     static let hostPrefix = "sim-"
+    private static let hostPrefixBytes = Array(hostPrefix.utf8)
 
     /// The endpoint of node `index`.
     public static func endpoint(_ index: Int) -> Endpoint { Endpoint(host: "\(hostPrefix)\(index)", port: port) }
 
-    /// The index `i` of an endpoint spelled like ``endpoint(_:)`` (`sim-i` on ``port``), read
-    /// from its digits: a simulator resolves every message's destination this way instead of
-    /// hashing the host name. Nil for any other endpoint; leading zeros are not checked here
-    /// (compare with ``endpoint(_:)`` of the result).
+    /// The index `i` of an endpoint spelled exactly like ``endpoint(_:)`` (`sim-i` on ``port``,
+    /// no leading zeros), read from its digits: a simulator resolves every message's
+    /// destination this way instead of hashing the host name or comparing it with a stored
+    /// one. Nil for any other endpoint.
     public static func index(of endpoint: Endpoint) -> Int? {
         guard endpoint.port == port else { return nil }
-        let host = endpoint.host.utf8
-        let prefix = hostPrefix.utf8.count
-        guard host.count > prefix, host.count <= prefix + 18, host.starts(with: hostPrefix.utf8) else { return nil }
-        var index = 0
-        for byte in host.dropFirst(prefix) {
-            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
-            index = index * 10 + Int(byte - UInt8(ascii: "0"))
+        var host = endpoint.host
+        return host.withUTF8 { bytes -> Int? in
+            let prefix = hostPrefixBytes
+            let digits = bytes.count - prefix.count
+            guard digits > 0, digits <= 18 else { return nil }
+            for i in prefix.indices where bytes[i] != prefix[i] { return nil }
+            // Exactly one spelling per index: "sim-0", never "sim-00" or "sim-07".
+            if digits > 1, bytes[prefix.count] == UInt8(ascii: "0") { return nil }
+            var index = 0
+            for byte in bytes[prefix.count...] {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                index = index * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            return index
         }
-        return index
     }
 
     /// A synthetic identity for node `index` of a simulation that signs nothing: "sim" and the
@@ -230,7 +237,7 @@ public final class Simulator<Node: ProtocolNode> {
 
     /// The index of the node at `endpoint`.
     public func index(of endpoint: Endpoint) -> Int? {
-        guard let index = SimAddress.index(of: endpoint), index < nodeCount, endpoints[index] == endpoint else { return nil }
+        guard let index = SimAddress.index(of: endpoint), index < nodeCount else { return nil }
         return index
     }
 
