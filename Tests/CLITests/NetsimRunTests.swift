@@ -73,6 +73,25 @@ struct NetsimRunTests {
         #expect(algorithm["share_fraction"] as? Double == 0.3 && algorithm["sparse_share_fraction"] as? Double == 0.75)
     }
 
+    @Test("a seed is taken exactly, from the file or --set, up to 2⁶⁴−1")
+    func largeSeeds() throws {
+        let scratch = try Scratch()
+        let file = try scratch.write("seeded.toml", "seed = 9007199254740993\nrounds = 5\n[nodes]\ncount = 50\n")
+        let fromFile = try CommandRunner.netsim("run", file, "--out", "file", in: scratch.url)
+        let fromSet = try CommandRunner.netsim("run", file, "--out", "set", "--set", "seed=9007199254740993", in: scratch.url)
+        let neighbour = try CommandRunner.netsim("run", file, "--out", "neighbour", "--set", "seed=9007199254740992", in: scratch.url)
+        let largest = try CommandRunner.netsim("run", file, "--out", "largest", "--set", "seed=18446744073709551615", in: scratch.url)
+        for result in [fromFile, fromSet, neighbour, largest] { #expect(result.status == 0, "\(result.stderr)") }
+        #expect(Self.traceHash(fromFile) != nil && Self.traceHash(fromFile) == Self.traceHash(fromSet))
+        #expect(Self.traceHash(neighbour) != Self.traceHash(fromFile), "2⁵³ and 2⁵³+1 are two seeds, not one rounded")
+        for (folder, seed) in [("file", "9007199254740993"), ("neighbour", "9007199254740992"), ("largest", "18446744073709551615")] {
+            let manifest = try #require(try JSONSerialization.jsonObject(with: Data(Self.file(scratch.path("\(folder)/manifest.json")).utf8)) as? [String: Any])
+            #expect(manifest["seed"] as? String == seed)
+        }
+        expectError(try CommandRunner.netsim("run", file, "--out", "over", "--set", "seed=18446744073709551616", in: scratch.url),
+                    status: 1, mentions: ["seed", "0 to 18446744073709551615"])
+    }
+
     @Test("the manifest repeats the run exactly and checks its trace hash")
     func manifestReproduces() throws {
         let scratch = try Scratch()
@@ -164,7 +183,14 @@ struct NetsimRunTests {
         expectError(try CommandRunner.netsim("run", Self.scenario("dpsgd-topologies"), "--out", "x", "--set", "algorithm.compression=topk:0.1", in: scratch.url),
                     status: 1, mentions: ["algorithm.compression", "dpsgd sends whole models", "fp32, fp16 or int8"])
         expectError(try CommandRunner.netsim("run", Self.scenario("pushsum-loss"), "--out", "x", "--set", "nodes", in: scratch.url),
-                    status: 1, mentions: ["--set", "KEY=VALUE"])
+                    status: 64, mentions: ["--set", "KEY=VALUE"])
+        // The model and the split are checked with the scenario, before any folder is made.
+        expectError(try CommandRunner.netsim("run", Self.scenario("dpsgd-topologies"), "--out", "x", "--set", "nodes.model=mlp:0", in: scratch.url),
+                    status: 1, mentions: ["dpsgd-topologies.toml", "nodes.model", "softmax or mlp:H1", "'mlp:0'"])
+        expectError(try CommandRunner.netsim("run", Self.scenario("dpsgd-topologies"), "--out", "x", "--set", "nodes.partition=bogus", in: scratch.url),
+                    status: 1, mentions: ["dpsgd-topologies.toml", "nodes.partition", "dirichlet:ALPHA", "'bogus'"])
+        expectError(try CommandRunner.netsim("run", Self.scenario("dpsgd-topologies"), "--out", "x", "--set", "nodes.dataset=missing.csv", in: scratch.url),
+                    status: 1, mentions: ["nodes.dataset", "missing.csv", "no such file"])
         let broken = try scratch.write("broken.toml", "[nodes\ncount = 3\n")
         expectError(try CommandRunner.netsim("run", broken, "--out", "x", in: scratch.url), status: 1, mentions: ["broken.toml", "not valid TOML", "line"])
         #expect(!FileManager.default.fileExists(atPath: scratch.path("x")), "nothing written before the checks pass")
@@ -220,29 +246,39 @@ struct NetsimRunTests {
                     status: 1, mentions: ["job links.loss=7", "links.loss"])
     }
 
-    @Test("Ctrl-C stops a run after the round in hand and keeps what was computed")
+    @Test("Ctrl-C stops a run after the round in hand, keeps what was computed, and its manifest repeats it to that round")
     func interrupt() throws {
         let scratch = try Scratch()
+        // Rows every 50 rounds of a million: the stop comes after the round in hand, not at a row.
         let running = try CommandRunner.start("netsim", ["run", Self.scenario("pushsum-loss"), "--out", "run", "--set", "rounds=1000000",
-                                                         "--set", "metrics.every=1"], in: scratch.url)
+                                                         "--set", "metrics.every=50", "--set", "nodes.count=200"], in: scratch.url)
         let csv = scratch.path("run/rounds.csv")
         while ((try? Self.file(csv))?.split(separator: "\n").count ?? 0) < 3 && running.process.isRunning { usleep(20_000) }
         kill(running.process.processIdentifier, SIGINT)
         let result = try Self.endWithin60Seconds(running)
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(result.stderr.contains("stopped early"))
+        #expect(result.stderr.contains("stopped after round"))
         let manifest = try #require(try JSONSerialization.jsonObject(with: Data(Self.file(scratch.path("run/manifest.json")).utf8)) as? [String: Any])
         #expect(manifest["completed"] as? Bool == false)
-        let rows = try Self.file(csv).split(separator: "\n").count - 1
-        #expect(rows >= 2 && manifest["rows"] as? Int == rows, "every computed row kept: \(rows)")
+        let lines = try Self.file(csv).split(separator: "\n")
+        #expect(lines.count - 1 >= 2 && manifest["rows"] as? Int == lines.count - 1, "every computed row kept: \(lines.count - 1)")
+        let lastRound = try #require(manifest["last_round"] as? Int)
+        #expect(lines.last?.split(separator: ",").first.flatMap { Int($0) } == lastRound, "the last row is the round it stopped after")
+        #expect(lastRound < 1_000_000)
+
+        let again = try CommandRunner.netsim("run", "--manifest", scratch.path("run/manifest.json"), "--out", "again", in: scratch.url)
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stderr.contains("reproduced: the trace hash matches the manifest, up to the round its run was stopped after"), "\(again.stderr)")
+        #expect(try Self.file(scratch.path("again/rounds.csv")) == Self.file(csv))
     }
 
     @Test("a second Ctrl-C ends a run at once, with 130, keeping the rows written")
     func secondInterrupt() throws {
         let scratch = try Scratch()
-        // One metrics row in a million rounds: the first Ctrl-C would wait for it.
-        let running = try CommandRunner.start("netsim", ["run", Self.scenario("pushsum-loss"), "--out", "run", "--set", "rounds=1000000",
-                                                         "--set", "metrics.every=1000000"], in: scratch.url)
+        // Rounds of ten virtual minutes, 3,000 ticks of each of 1,000 nodes: the first Ctrl-C
+        // waits seconds for the round in hand.
+        let running = try CommandRunner.start("netsim", ["run", Self.scenario("pushsum-loss"), "--out", "run", "--set", "rounds=1000",
+                                                         "--set", "round_ms=600000", "--set", "algorithm.tick_ms=200"], in: scratch.url)
         let csv = scratch.path("run/rounds.csv")
         while (try? Self.file(csv)) == nil && running.process.isRunning { usleep(20_000) }
         usleep(500_000)  // the run catches signals once its folder is made

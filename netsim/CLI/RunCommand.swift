@@ -20,8 +20,9 @@ struct RunCommand: ParsableCommand {
         resolved scenario is written to DIR/scenario.json and into DIR/manifest.json, from which \
         `netsim run --manifest DIR/manifest.json --out DIR2` repeats the run exactly (and checks \
         its trace hash). Standard output stays empty; progress and the trace hash go to standard \
-        error. Ctrl-C stops after the round in hand: rounds.csv keeps every row computed and the \
-        manifest says completed: false. Scenario keys: docs/researchers.md.
+        error. Ctrl-C stops after the round in hand, with a row for it: rounds.csv keeps every row \
+        computed, and the manifest says completed: false and the last round run, to which \
+        --manifest repeats it. Scenario keys: docs/researchers.md.
         """)
 
     @Argument(help: "The scenario file (.toml, or .json).") var scenario: String?
@@ -34,14 +35,20 @@ struct RunCommand: ParsableCommand {
         guard (scenario == nil) != (manifest == nil) else {
             throw ValidationError("give a SCENARIO file or --manifest FILE (one of them)")
         }
+        for assignment in overrides {
+            do { _ = try ScenarioDocument.split(assignment) } catch { throw ValidationError(error.description) }
+        }
     }
 
     func run() throws {
-        let loaded: (Scenario, base: URL, expected: String?)
+        let loaded: (Scenario, base: URL, expected: Expectation?)
         do { loaded = try Self.resolve(scenario: scenario, manifest: manifest, overrides: overrides) } catch {
             throw CommandFailure(error.description)
         }
         let (resolved, base, expected) = loaded
+        if let expected, expected.stoppedAfter == nil, expected.stoppedEarly {
+            printNote("the manifest's run was stopped early and does not say after which round; running to the end, with nothing to compare")
+        }
         let runner: ScenarioRunner
         let folder: RunFolder
         do {
@@ -52,12 +59,16 @@ struct RunCommand: ParsableCommand {
         }
         Self.catchStopSignals()
         let progress = ProgressBar(total: resolved.rounds, enabled: !quiet)
+        let stopAfter = expected?.stoppedAfter
+        runner.shouldStop = { round in
+            progress.update(round)
+            return round == stopAfter || stopRequested.load(ordering: .relaxed)
+        }
         let result: RunResult
         do {
             result = try runner.run { row in
                 folder.append(row)
-                progress.update(row.round)
-                return !stopRequested.load(ordering: .relaxed)
+                return true
             }
         } catch {
             progress.finish()
@@ -68,27 +79,43 @@ struct RunCommand: ParsableCommand {
         record.traceHash = result.traceHash
         record.rows = result.rows
         record.completed = result.completed
+        record.lastRound = result.lastRound
         do { try folder.finish(record) } catch { throw CommandFailure(error.description) }
-        printNote("\(result.completed ? "finished" : "stopped early"): \(result.rows) rows in \(out)/rounds.csv; trace \(result.traceHash)")
-        if let expected, result.completed {
-            guard expected == result.traceHash else {
-                throw CommandFailure("the run differs from the manifest's: trace \(result.traceHash), manifest \(expected) (this is \(BuildInfo.gitCommit); check the tool version and commit it names)")
+        let ending = result.completed ? "finished" : "stopped after round \(result.lastRound)"
+        printNote("\(ending): \(result.rows) rows in \(out)/rounds.csv; trace \(result.traceHash)")
+        // A manifest's run is compared once this run has got as far: to the end, or to the
+        // round the manifest's run was stopped after.
+        if let expected, expected.stoppedEarly ? stopAfter != nil && result.lastRound == stopAfter : result.completed {
+            guard expected.traceHash == result.traceHash else {
+                throw CommandFailure("the run differs from the manifest's: trace \(result.traceHash), manifest \(expected.traceHash) (this is \(BuildInfo.gitCommit); check the tool version and commit it names)")
             }
-            printNote("reproduced: the trace hash matches the manifest")
+            printNote("reproduced: the trace hash matches the manifest" + (expected.stoppedEarly ? ", up to the round its run was stopped after" : ""))
         }
     }
 
-    /// The scenario of a file with overrides, or of a manifest; its base directory; the trace
-    /// hash a manifest expects.
-    static func resolve(scenario: String?, manifest: String?, overrides: [String]) throws(ScenarioError) -> (Scenario, base: URL, expected: String?) {
+    /// What a manifest's run ended with, for its repetition to be checked against.
+    struct Expectation {
+        var traceHash: String
+        /// The manifest's run was stopped before its last round.
+        var stoppedEarly: Bool
+        /// The round it was stopped after (nil for manifests that do not say).
+        var stoppedAfter: Int?
+    }
+
+    /// The scenario of a file with overrides, or of a manifest; its base directory; what a
+    /// manifest's run ended with (not when overrides change the run).
+    static func resolve(scenario: String?, manifest: String?, overrides: [String]) throws(ScenarioError) -> (Scenario, base: URL, expected: Expectation?) {
         var document: ScenarioDocument
         var base: URL
-        var expected: String?
+        var expected: Expectation?
         if let manifest {
             let record = try RunManifest.load(manifest)
             document = ScenarioDocument(root: record.scenario, source: manifest)
             base = URL(fileURLWithPath: record.baseDirectory, isDirectory: true)
-            expected = overrides.isEmpty ? record.traceHash : nil
+            if overrides.isEmpty, let hash = record.traceHash {
+                let stopped = record.completed == false
+                expected = Expectation(traceHash: hash, stoppedEarly: stopped, stoppedAfter: stopped ? record.lastRound : nil)
+            }
         } else {
             let path = scenario ?? ""
             document = try ScenarioDocument.load(path)

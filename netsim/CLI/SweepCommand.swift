@@ -37,6 +37,9 @@ struct SweepCommand: ParsableCommand {
         guard scenario != nil, out != nil else { throw ValidationError("give a SCENARIO and --out DIR (or --collect DIR)") }
         guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1, got \(jobs)") }
         if let emit, !["slurm", "parallel"].contains(emit) { throw ValidationError("--emit is slurm or parallel, got '\(emit)'") }
+        for assignment in overrides {
+            do { _ = try ScenarioDocument.split(assignment) } catch { throw ValidationError(error.description) }
+        }
         for g in grid { _ = try Self.axis(g) }
         if let seeds { _ = try Self.seedList(seeds) }
     }
@@ -78,12 +81,13 @@ struct SweepCommand: ParsableCommand {
             for seed in seedValues {
                 var assignments = overrides + point.map { "\($0.0)=\($0.1)" }
                 if let seed { assignments.append("seed=\(seed)") }
-                let resolved: (Scenario, base: URL, expected: String?)
+                let resolved: (Scenario, base: URL, expected: RunCommand.Expectation?)
                 do {
                     resolved = try RunCommand.resolve(scenario: scenario, manifest: nil, overrides: assignments)
                     _ = try ScenarioRunner(resolved.0, baseDirectory: resolved.base)
                 } catch {
-                    throw CommandFailure("job \(point.map { "\($0.0)=\($0.1)" }.joined(separator: " ")): \(error.description)")
+                    let job = point.isEmpty ? "" : "job \(point.map { "\($0.0)=\($0.1)" }.joined(separator: " ")): "
+                    throw CommandFailure(job + error.description)
                 }
                 let folder = "\(out)/runs/job-\(String(format: "%03d", jobList.count))"
                 jobList.append((folder, point, resolved.0.seed))

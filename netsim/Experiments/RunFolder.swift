@@ -14,6 +14,8 @@ public struct RunManifest: @unchecked Sendable {
     public var traceHash: String?
     public var rows: Int?
     public var completed: Bool?
+    /// The last round run (the scenario's last unless stopped): a stopped run is repeated to it.
+    public var lastRound: Int?
 
     public init(scenario: [String: Any], baseDirectory: String, toolVersion: String, gitCommit: String) {
         self.scenario = scenario
@@ -29,6 +31,7 @@ public struct RunManifest: @unchecked Sendable {
         if let traceHash { object["trace_hash"] = traceHash }
         if let rows { object["rows"] = rows }
         if let completed { object["completed"] = completed }
+        if let lastRound { object["last_round"] = lastRound }
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])) ?? Data()
         return String(decoding: data, as: UTF8.self) + "\n"
     }
@@ -46,6 +49,7 @@ public struct RunManifest: @unchecked Sendable {
         manifest.traceHash = object["trace_hash"] as? String
         manifest.rows = object["rows"] as? Int
         manifest.completed = object["completed"] as? Bool
+        manifest.lastRound = object["last_round"] as? Int
         return manifest
     }
 

@@ -1,6 +1,7 @@
 import DeterministicRandom
 import Foundation
 import Gossip
+import Learner
 import Simulation
 
 /// An experiment, resolved: every key has its value, those the file left open drawn from the
@@ -187,6 +188,7 @@ extension Scenario {
             slowFraction: try n.double("slow_fraction", default: 0, in: 0...1, meaning: "a share of nodes"),
             slowFactor: try n.double("slow_factor", default: 1, in: 1...1e6, meaning: "how many times slower slow nodes are"))
         try Self.checkSamples(nodes.samples, reader: n)
+        try Self.checkLearning(nodes, reader: n)
         try n.finish()
 
         let defaultLinks = try Self.links(try top.table("links"), flapsAllowed: true)
@@ -320,6 +322,18 @@ extension Scenario {
         if spec.burstEnter > 0, spec.burstExit == 0 { throw l.error("burst_exit", "must be above 0 when burst_enter is set, or a bad spell never ends") }
         try l.finish()
         return spec
+    }
+
+    /// The model and the split are spelt right: checked here, before a run makes its folder or
+    /// a sweep starts its jobs, not when the data is loaded. (The widths are checked against a
+    /// nominal layer; the data's own sizes come with it.)
+    private static func checkLearning(_ nodes: Nodes, reader: KeyReader) throws(ScenarioError) {
+        if (try? Architecture.parse(nodes.model, inputCount: 1, classCount: 2)) == nil {
+            throw reader.error("model", "must be softmax or mlp:H1[,H2...] (e.g. mlp:128; widths from 1 to \(Architecture.maxLayerWidth), at most \(Architecture.maxHiddenLayers) of them), got '\(nodes.model)'")
+        }
+        if (try? PartitionScheme(parsing: nodes.partition)) == nil {
+            throw reader.error("partition", "must be iid, dirichlet:ALPHA (above 0), shards:K (1 or more), powerlaw:EXPONENT (0 or more) or pareto:ALPHA (above 0), got '\(nodes.partition)'")
+        }
     }
 
     private static func checkSamples(_ spec: String, reader: KeyReader) throws(ScenarioError) {

@@ -49,6 +49,26 @@ public struct ScenarioDocument: @unchecked Sendable {
     /// is read as a number, `true`/`false`, or else a string; the key's type is checked later,
     /// when the scenario is resolved, like the file's own keys.
     public mutating func set(_ assignment: String) throws(ScenarioError) {
+        let (path, text) = try Self.split(assignment)
+        let value: Any
+        if text == "true" || text == "false" {
+            value = text == "true"
+        } else if let integer = Int(text) {
+            value = integer
+        } else if let large = UInt64(text) {
+            // Seeds run to 2⁶⁴−1, past the largest Int.
+            value = NSNumber(value: large)
+        } else if let number = Double(text), number.isFinite {
+            value = number
+        } else {
+            value = text
+        }
+        root = try Self.setting(value, at: path[...], in: root, assignment: assignment) as? [String: Any] ?? root
+    }
+
+    /// The dotted key and the value text of `KEY=VALUE`; a malformed one is refused, so a
+    /// command can check its `--set` flags before it reads any file.
+    public static func split(_ assignment: String) throws(ScenarioError) -> (path: [String], value: String) {
         guard let equals = assignment.firstIndex(of: "="), equals != assignment.startIndex else {
             throw ScenarioError("--set expects KEY=VALUE with KEY a dotted scenario key (e.g. links.loss=0.2), got '\(assignment)'")
         }
@@ -56,18 +76,7 @@ public struct ScenarioDocument: @unchecked Sendable {
         guard path.allSatisfy({ !$0.isEmpty }) else {
             throw ScenarioError("--set \(assignment): '\(assignment[..<equals])' is not a dotted key (empty part)")
         }
-        let text = String(assignment[assignment.index(after: equals)...])
-        let value: Any
-        if text == "true" || text == "false" {
-            value = text == "true"
-        } else if let integer = Int(text) {
-            value = integer
-        } else if let number = Double(text), number.isFinite {
-            value = number
-        } else {
-            value = text
-        }
-        root = try Self.setting(value, at: path[...], in: root, assignment: assignment) as? [String: Any] ?? root
+        return (path, String(assignment[assignment.index(after: equals)...]))
     }
 
     private static func setting(_ value: Any, at path: ArraySlice<String>, in node: Any?, assignment: String) throws(ScenarioError) -> Any {
@@ -143,7 +152,8 @@ final class KeyReader {
     /// A seed: a whole number from 0 to 2⁶⁴−1 (TOML's integers stop at 2⁶³−1).
     func seed(_ key: String) throws(ScenarioError) -> UInt64? {
         guard let value = raw(key) else { return nil }
-        if let number = value as? NSNumber, !Self.isBoolean(number), let seed = UInt64(exactly: number.doubleValue) ?? UInt64(number.stringValue) {
+        // The number's own digits first: through a Double, seeds above 2⁵³ would be rounded.
+        if let number = value as? NSNumber, !Self.isBoolean(number), let seed = UInt64(number.stringValue) ?? UInt64(exactly: number.doubleValue) {
             return seed
         }
         if let text = value as? String, let seed = UInt64(text) { return seed }

@@ -47,6 +47,8 @@ public struct RunResult: Sendable, Equatable {
     public var rows: Int
     /// False when the caller stopped it early.
     public var completed: Bool
+    /// The last round run: the scenario's last, or the one the run was stopped after.
+    public var lastRound: Int
 }
 
 /// Runs a ``Scenario``: builds its network and nodes, injects its faults and reports a
@@ -61,12 +63,42 @@ public final class ScenarioRunner {
         self.scenario = scenario
         self.baseDirectory = baseDirectory
         network = try ScenarioNetwork(scenario, baseDirectory: baseDirectory)
+        try checkDataset()
+    }
+
+    /// The algorithms that train a model on `nodes.dataset`.
+    private var learns: Bool { !["push-sum", "pairwise"].contains(scenario.algorithm.name) }
+
+    /// `nodes.dataset` as ``DataSource/resolve(_:)`` takes it: a path is relative to the scenario.
+    private var datasetSpec: String {
+        let dataset = scenario.nodes.dataset
+        return dataset == "fashion-mnist" ? dataset : URL(fileURLWithPath: dataset, relativeTo: baseDirectory).path
+    }
+
+    /// A learning run's dataset is where the scenario says: found here, before the run makes
+    /// its folder (loading it waits for the run).
+    private func checkDataset() throws(ScenarioError) {
+        let dataset = scenario.nodes.dataset
+        guard learns, dataset != "blobs" else { return }
+        do {
+            if case .csv(let path) = try DataSource.resolve(datasetSpec), !FileManager.default.fileExists(atPath: path) {
+                throw ScenarioError("nodes.dataset \(dataset): no such file (\(path))")
+            }
+        } catch let error as ScenarioError {
+            throw error
+        } catch {
+            throw ScenarioError("nodes.dataset \(dataset): \(error)")
+        }
     }
 
     private var roundDuration: Duration { .milliseconds(scenario.roundMilliseconds) }
     private var tick: Duration { .milliseconds(scenario.algorithm.tickMilliseconds > 0 ? scenario.algorithm.tickMilliseconds : scenario.roundMilliseconds) }
 
-    /// Runs to the end, or until `onRow` returns false.
+    /// Asked after every round, with its number: true stops the run there, with a row for that
+    /// round (a stop requested by the user, or the round a stopped run is repeated to).
+    public var shouldStop: (Int) -> Bool = { _ in false }
+
+    /// Runs to the end, or until ``shouldStop`` says so or `onRow` returns false.
     public func run(_ onRow: (RoundRow) -> Bool) throws(ScenarioError) -> RunResult {
         switch scenario.algorithm.name {
         case "push-sum": return try network.graph == nil ? runSampledPushSum(onRow) : runPushSum(onRow)
@@ -172,9 +204,7 @@ public final class ScenarioRunner {
                 train = try Dataset.gaussianBlobs(count: 4_000, seed: scenario.nodes.partitionSeed)
                 test = try Dataset.gaussianBlobs(count: 1_000, seed: scenario.nodes.partitionSeed &+ 1)
             } else {
-                let spec = scenario.nodes.dataset == "fashion-mnist" ? "fashion-mnist"
-                    : URL(fileURLWithPath: scenario.nodes.dataset, relativeTo: baseDirectory).path
-                let loaded = try DataSource.resolve(spec).load()
+                let loaded = try DataSource.resolve(datasetSpec).load()
                 guard let t = loaded.test else {
                     throw ScenarioError("nodes.dataset \(scenario.nodes.dataset): has no test set, which the accuracy columns need")
                 }
@@ -371,53 +401,60 @@ public final class ScenarioRunner {
                 bytes += done.bytes
                 messages += 2 * done.clients.count
                 for c in done.clients { trace.mix(UInt64(round) << 32 | UInt64(c)) }
-                guard round % scenario.metrics.every == 0 || round == scenario.rounds else { continue }
+                let stop = round < scenario.rounds && shouldStop(round)
+                guard round % scenario.metrics.every == 0 || round == scenario.rounds || stop else { continue }
                 let e = try server.model.evaluate(on: test)
                 trace.mix(e.accuracy.bitPattern)
                 rows += 1
                 let row = RoundRow(round: round, time: Double(round * scenario.roundMilliseconds) / 1000, consensusError: 0, targetError: nil,
                                    accuracyMean: e.accuracy, accuracyMin: e.accuracy, accuracyMax: e.accuracy, loss: e.loss,
                                    bytesSent: bytes, messagesSent: messages, messagesDropped: 0, liveNodes: scenario.nodes.count)
-                if !onRow(row) { return RunResult(traceHash: "\(trace)", rows: rows, completed: false) }
+                if !onRow(row) || stop { return RunResult(traceHash: "\(trace)", rows: rows, completed: false, lastRound: round) }
             }
         } catch {
             throw ScenarioError("algorithm fedavg: \(error)")
         }
-        return RunResult(traceHash: "\(trace)", rows: rows, completed: true)
+        return RunResult(traceHash: "\(trace)", rows: rows, completed: true, lastRound: scenario.rounds)
     }
 
     // MARK: Driving
 
     /// Schedules the faults, sets each node's compute rate, runs and reports a row every
-    /// `metrics.every` rounds (`measure` fills the algorithm's columns).
+    /// `metrics.every` rounds, at the last and at a stop (`measure` fills the algorithm's
+    /// columns). The simulator pauses after every round to ask ``shouldStop``; pausing runs
+    /// the same events, so the trace does not depend on it.
     private func drive<Node: ProtocolNode>(_ sim: Simulator<Node>, spacing: Duration, stepCost: Double? = nil,
                                            _ onRow: (RoundRow) -> Bool, measure: (Simulator<Node>) -> RoundRow) throws(ScenarioError) -> RunResult {
         network.schedule(scenario, on: sim, spacing: spacing)
         let rates = computeRates(stepCost: stepCost)
         if !rates.isEmpty { sim.computeRate = { rates[$0] } }
-        let step = roundDuration * scenario.metrics.every
         let end = Instant.zero + roundDuration * scenario.rounds
         var rows = 0
         var completed = true
+        var lastRound = 0
         var refused: ScenarioError?
-        sim.run(until: end, every: step) { sim in
+        sim.run(until: end, every: roundDuration) { sim in
             if let (index, error) = sim.refusedNodes.first {
                 refused = ScenarioError("node \(index) could not be built: \(error)")
                 return false
             }
+            let round = Int(sim.now.nanoseconds / roundDuration.nanosecondsClamped)
+            lastRound = round
+            let stop = round < scenario.rounds && shouldStop(round)
+            guard round % scenario.metrics.every == 0 || round == scenario.rounds || stop else { return true }
             var row = measure(sim)
-            row.round = Int(sim.now.nanoseconds / roundDuration.nanosecondsClamped)
+            row.round = round
             row.time = Double(sim.now.nanoseconds) / 1e9
             row.bytesSent = sim.counters.bytesSent
             row.messagesSent = sim.counters.sent
             row.messagesDropped = sim.counters.totalDropped
             row.liveNodes = (0..<sim.nodeCount).reduce(0) { $0 + (sim.isUp($1) ? 1 : 0) }
             rows += 1
-            completed = onRow(row)
+            completed = onRow(row) && !stop
             return completed
         }
         if let refused { throw refused }
-        return RunResult(traceHash: "\(sim.traceHash)", rows: rows, completed: completed && sim.now >= end)
+        return RunResult(traceHash: "\(sim.traceHash)", rows: rows, completed: completed && sim.now >= end, lastRound: lastRound)
     }
 
     /// Work units a second of each node (empty: the simulator's default for all).
