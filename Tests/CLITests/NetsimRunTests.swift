@@ -191,6 +191,10 @@ struct NetsimRunTests {
                     status: 1, mentions: ["dpsgd-topologies.toml", "nodes.partition", "dirichlet:ALPHA", "'bogus'"])
         expectError(try CommandRunner.netsim("run", Self.scenario("dpsgd-topologies"), "--out", "x", "--set", "nodes.dataset=missing.csv", in: scratch.url),
                     status: 1, mentions: ["nodes.dataset", "missing.csv", "no such file"])
+        _ = try scratch.write("triangle.txt", "0 1\n1 2\n2 0\n")
+        let edges = try scratch.write("edges.toml", "[nodes]\ncount = 5\n[topology]\nkind = \"edges\"\nfile = \"triangle.txt\"\n")
+        expectError(try CommandRunner.netsim("run", edges, "--out", "x", in: scratch.url), status: 1,
+                    mentions: ["topology.file", "triangle.txt", "node 3 and 1 more", "no link"])
         let broken = try scratch.write("broken.toml", "[nodes\ncount = 3\n")
         expectError(try CommandRunner.netsim("run", broken, "--out", "x", in: scratch.url), status: 1, mentions: ["broken.toml", "not valid TOML", "line"])
         #expect(!FileManager.default.fileExists(atPath: scratch.path("x")), "nothing written before the checks pass")
@@ -232,15 +236,23 @@ struct NetsimRunTests {
         let slurm = try CommandRunner.run("netsim", base + ["--out", "q", "--emit", "slurm"], in: scratch.url)
         #expect(slurm.status == 0, "\(slurm.stderr)")
         #expect(try Self.file(scratch.path("q/sweep.slurm")).contains("#SBATCH --array=0-3"))
-        // What the cluster engine would do: every job line, then --collect.
+        // What the cluster engine would do, from a directory of its own: every job line, then --collect.
         for job in jobs {
-            let shell = try CommandRunner.start("bash", ["-c", String(job)], in: scratch.url, executable: "/bin/bash").wait()
+            let shell = try CommandRunner.start("bash", ["-c", String(job)], in: URL(fileURLWithPath: "/"), executable: "/bin/bash").wait()
             #expect(shell.status == 0, "\(shell.stderr)")
         }
         let collected = try CommandRunner.netsim("sweep", "--collect", "p", in: scratch.url)
         #expect(collected.status == 0, "\(collected.stderr)")
         // The same jobs give the same summary, however they were run.
         #expect(try Self.file(scratch.path("p/summary.csv")) == Self.file(scratch.path("s/summary.csv")))
+        // A job whose run was stopped early is left out of the summary, and named.
+        let stoppedJob = scratch.path("p/runs/job-000/manifest.json")
+        try Self.file(stoppedJob).replacingOccurrences(of: "\"completed\" : true", with: "\"completed\" : false")
+            .write(toFile: stoppedJob, atomically: true, encoding: .utf8)
+        let partial = try CommandRunner.netsim("sweep", "--collect", "p", in: scratch.url)
+        #expect(partial.status == 0 && partial.stderr.contains("no finished run yet in 1 job(s)"), "\(partial.stderr)")
+        let seedCounts = try Self.file(scratch.path("p/summary.csv")).split(separator: "\n").dropFirst().map { $0.split(separator: ",")[1] }
+        #expect(seedCounts.sorted() == ["1", "2"], "\(seedCounts)")
         expectError(try CommandRunner.run("netsim", base + ["--out", "s"], in: scratch.url), status: 1, mentions: ["already holds a sweep"])
         expectError(try CommandRunner.run("netsim", ["sweep", Self.scenario("pushsum-loss"), "--out", "z", "--grid", "links.loss=0,7"], in: scratch.url),
                     status: 1, mentions: ["job links.loss=7", "links.loss"])

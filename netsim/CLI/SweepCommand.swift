@@ -115,8 +115,10 @@ struct SweepCommand: ParsableCommand {
         }
 
         let netsim = BuildInfo.executable
+        // Absolute folders: a cluster engine starts the jobs from a directory of its own.
         let commands = jobList.map { job in
-            "\(Self.quote(netsim)) run --manifest \(Self.quote(job.folder + "/manifest.json")) --out \(Self.quote(job.folder)) --quiet"
+            let folder = URL(fileURLWithPath: job.folder).standardizedFileURL.path
+            return "\(Self.quote(netsim)) run --manifest \(Self.quote(folder + "/manifest.json")) --out \(Self.quote(folder)) --quiet"
         }
         if let emit {
             try Self.emit(emit, commands: commands, out: out)
@@ -195,7 +197,8 @@ struct SweepCommand: ParsableCommand {
         return failed
     }
 
-    /// Builds DIR/summary.csv and DIR/summary.md from the jobs' last rows, grouped by grid
+    /// Builds DIR/summary.csv and DIR/summary.md from the last rows of the jobs that ran to the
+    /// end, grouped by grid
     /// point across seeds, and prints the Markdown table.
     static func summarise(_ directory: String) throws {
         guard let data = FileManager.default.contents(atPath: directory + "/jobs.csv") else {
@@ -205,13 +208,16 @@ struct SweepCommand: ParsableCommand {
         guard let header = lines.first, header.count >= 3 else { throw CommandFailure("\(directory)/jobs.csv: no header") }
         lines.removeFirst()
         let keys = Array(header[2..<(header.count - 1)])
-        let metrics = ["consensus_error", "target_error", "accuracy_mean", "accuracy_min", "loss", "bytes_sent", "messages_dropped"]
+        let metrics = ["consensus_error", "target_error", "accuracy_mean", "accuracy_min", "accuracy_max", "loss", "bytes_sent",
+                       "messages_sent", "messages_dropped", "live_nodes"]
         var groups: [(values: [String], finals: [[Double?]])] = []
         var missing: [String] = []
         for job in lines where job.count == header.count {
             let folder = job[1]
             let values = Array(job[2..<(job.count - 1)])
-            guard let table = try? RoundsTable.load(folder), let last = table.rows.last else {
+            // A run stopped early (or not run yet) would bring a row from before its end.
+            guard (try? RunManifest.load(folder + "/manifest.json"))?.completed == true,
+                  let table = try? RoundsTable.load(folder), let last = table.rows.last else {
                 missing.append(folder)
                 continue
             }

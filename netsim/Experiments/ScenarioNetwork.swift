@@ -52,6 +52,12 @@ struct ScenarioNetwork {
                     throw ScenarioError("topology.file \(url.path): cannot read it (\(error.localizedDescription))")
                 }
                 let g = try Graph.edgeList(text, nodeCount: n)
+                // A node the list never names would sit alone for the whole run, sending nothing.
+                let isolated = g.adjacency.indices.filter { g.adjacency[$0].isEmpty }
+                if let first = isolated.first {
+                    let more = isolated.count > 1 ? " and \(isolated.count - 1) more" : ""
+                    throw ScenarioError("topology.file \(url.path): node \(first)\(more) of nodes.count = \(n) has no link; every node needs one (does nodes.count match the list?)")
+                }
                 graph = g
             case "regions":
                 var g = Graph(nodeCount: n)
