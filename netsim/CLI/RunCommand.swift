@@ -85,7 +85,7 @@ struct RunCommand: ParsableCommand {
         printNote("\(ending): \(result.rows) rows in \(out)/rounds.csv; trace \(result.traceHash)")
         // A manifest's run is compared once this run has got as far: to the end, or to the
         // round the manifest's run was stopped after.
-        if let expected, expected.stoppedEarly ? stopAfter != nil && result.lastRound == stopAfter : result.completed {
+        if let expected, expected.stoppedEarly ? result.lastRound == stopAfter : result.completed {
             guard expected.traceHash == result.traceHash else {
                 throw CommandFailure("the run differs from the manifest's: trace \(result.traceHash), manifest \(expected.traceHash) (this is \(BuildInfo.gitCommit); check the tool version and commit it names)")
             }

@@ -198,8 +198,7 @@ struct SweepCommand: ParsableCommand {
     }
 
     /// Builds DIR/summary.csv and DIR/summary.md from the last rows of the jobs that ran to the
-    /// end, grouped by grid
-    /// point across seeds, and prints the Markdown table.
+    /// end, grouped by grid point across seeds, and prints the Markdown table.
     static func summarise(_ directory: String) throws {
         guard let data = FileManager.default.contents(atPath: directory + "/jobs.csv") else {
             throw CommandFailure("\(directory): no jobs.csv; is it a folder written by netsim sweep?")

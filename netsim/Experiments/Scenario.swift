@@ -21,8 +21,10 @@ public struct Scenario: Sendable, Equatable {
     public var algorithm: AlgorithmSpec
     public var metrics: MetricsSpec
 
-    /// The algorithms `netsim run` knows.
-    public static let algorithms = ["push-sum", "pairwise", "sgp", "gossip-learning", "dpsgd", "fedavg"]
+    /// The algorithms `netsim run` knows: the averaging ones, then those that train a model.
+    public static let algorithms = averagingAlgorithms + ["sgp", "gossip-learning", "dpsgd", "fedavg"]
+    /// The algorithms that average vectors instead of training a model on `nodes.dataset`.
+    public static let averagingAlgorithms = ["push-sum", "pairwise"]
     /// The topologies `netsim run` knows.
     public static let topologies = ["random-links", "sampling", "ring", "torus", "random-regular", "erdos-renyi",
                                     "watts-strogatz", "edges", "regions", "complete"]

@@ -66,9 +66,6 @@ public final class ScenarioRunner {
         try checkDataset()
     }
 
-    /// The algorithms that train a model on `nodes.dataset`.
-    private var learns: Bool { !["push-sum", "pairwise"].contains(scenario.algorithm.name) }
-
     /// `nodes.dataset` as ``DataSource/resolve(_:)`` takes it: a path is relative to the scenario.
     private var datasetSpec: String {
         let dataset = scenario.nodes.dataset
@@ -79,7 +76,7 @@ public final class ScenarioRunner {
     /// its folder (loading it waits for the run).
     private func checkDataset() throws(ScenarioError) {
         let dataset = scenario.nodes.dataset
-        guard learns, dataset != "blobs" else { return }
+        guard !Scenario.averagingAlgorithms.contains(scenario.algorithm.name), dataset != "blobs" else { return }
         do {
             if case .csv(let path) = try DataSource.resolve(datasetSpec), !FileManager.default.fileExists(atPath: path) {
                 throw ScenarioError("nodes.dataset \(dataset): no such file (\(path))")
