@@ -66,10 +66,7 @@ struct RunCommand: ParsableCommand {
         }
         let result: RunResult
         do {
-            result = try runner.run { row in
-                folder.append(row)
-                return true
-            }
+            result = try runner.run(folder.append)
         } catch {
             progress.finish()
             throw CommandFailure(error.description)

@@ -95,8 +95,8 @@ public final class ScenarioRunner {
     /// round (a stop requested by the user, or the round a stopped run is repeated to).
     public var shouldStop: (Int) -> Bool = { _ in false }
 
-    /// Runs to the end, or until ``shouldStop`` says so or `onRow` returns false.
-    public func run(_ onRow: (RoundRow) -> Bool) throws(ScenarioError) -> RunResult {
+    /// Runs to the end, or until ``shouldStop`` says so, handing each row to `onRow`.
+    public func run(_ onRow: (RoundRow) -> Void) throws(ScenarioError) -> RunResult {
         switch scenario.algorithm.name {
         case "push-sum": return try network.graph == nil ? runSampledPushSum(onRow) : runPushSum(onRow)
         case "pairwise": return try runPairwise(onRow)
@@ -140,7 +140,7 @@ public final class ScenarioRunner {
         }
     }
 
-    private func runPushSum(_ onRow: (RoundRow) -> Bool) throws(ScenarioError) -> RunResult {
+    private func runPushSum(_ onRow: (RoundRow) -> Void) throws(ScenarioError) -> RunResult {
         let inputs = averagingInputs()
         let graph = network.graph ?? Graph(nodeCount: scenario.nodes.count)
         let settings = averagingSettings
@@ -154,7 +154,7 @@ public final class ScenarioRunner {
         }
     }
 
-    private func runSampledPushSum(_ onRow: (RoundRow) -> Bool) throws(ScenarioError) -> RunResult {
+    private func runSampledPushSum(_ onRow: (RoundRow) -> Void) throws(ScenarioError) -> RunResult {
         let inputs = averagingInputs()
         let overlay = try SampledOverlay(nodes: scenario.nodes.count, seed: scenario.seed, warmCaches: scenario.topology.bootstrap == "cache",
                                          averaging: averagingSettings,
@@ -167,7 +167,7 @@ public final class ScenarioRunner {
         }
     }
 
-    private func runPairwise(_ onRow: (RoundRow) -> Bool) throws(ScenarioError) -> RunResult {
+    private func runPairwise(_ onRow: (RoundRow) -> Void) throws(ScenarioError) -> RunResult {
         let inputs = averagingInputs()
         guard let graph = network.graph else { throw ScenarioError("algorithm pairwise needs a fixed graph") }
         let plain = inputs.vectors.map { v in v.map(Double.init) }
@@ -242,7 +242,7 @@ public final class ScenarioRunner {
         }
     }
 
-    private func runLearning(_ onRow: (RoundRow) -> Bool) throws(ScenarioError) -> RunResult {
+    private func runLearning(_ onRow: (RoundRow) -> Void) throws(ScenarioError) -> RunResult {
         let (learning, architecture, trainer, test) = try learningSetup()
         let a = scenario.algorithm
         let codec = try codec()
@@ -307,7 +307,7 @@ public final class ScenarioRunner {
     /// node `peer join --data` runs, on a full `GossipNode`.
     private func runSampledSGP(_ learning: LearningNetwork, architecture: Architecture, settings simulated: LearningNode<PushSumAverager>.Settings,
                                averaging: PushSumAverager.Settings, codec: any ShareCodec, evaluated: Int, test: Dataset,
-                               _ onRow: (RoundRow) -> Bool) throws(ScenarioError) -> RunResult {
+                               _ onRow: (RoundRow) -> Void) throws(ScenarioError) -> RunResult {
         var settings = LearningNode<GossipNode>.Settings()
         settings.localSteps = simulated.localSteps
         settings.trainInterval = simulated.trainInterval
@@ -333,7 +333,7 @@ public final class ScenarioRunner {
     /// full `GossipNode` without an averager, its algorithm made by `algorithm` from the node's
     /// index, ID, initial model and shard; the view is its neighbours.
     private func runSampledExchange<Algorithm: ModelExchangeAlgorithm>(
-        _ learning: LearningNetwork, architecture: Architecture, evaluated: Int, test: Dataset, _ onRow: (RoundRow) -> Bool,
+        _ learning: LearningNetwork, architecture: Architecture, evaluated: Int, test: Dataset, _ onRow: (RoundRow) -> Void,
         algorithm: @escaping (Int, PeerID, Model, Dataset) throws -> Algorithm
     ) throws(ScenarioError) -> RunResult {
         let initial = Model(architecture: architecture, seed: learning.seed)
@@ -381,7 +381,7 @@ public final class ScenarioRunner {
     }
 
     /// FedAvg, the centralised reference: a server and its sampled clients, no network faults.
-    private func runFedAvg(_ onRow: (RoundRow) -> Bool) throws(ScenarioError) -> RunResult {
+    private func runFedAvg(_ onRow: (RoundRow) -> Void) throws(ScenarioError) -> RunResult {
         let (learning, architecture, trainer, test) = try learningSetup()
         let a = scenario.algorithm
         var trace = TraceHash()
@@ -406,7 +406,8 @@ public final class ScenarioRunner {
                 let row = RoundRow(round: round, time: Double(round * scenario.roundMilliseconds) / 1000, consensusError: 0, targetError: nil,
                                    accuracyMean: e.accuracy, accuracyMin: e.accuracy, accuracyMax: e.accuracy, loss: e.loss,
                                    bytesSent: bytes, messagesSent: messages, messagesDropped: 0, liveNodes: scenario.nodes.count)
-                if !onRow(row) || stop { return RunResult(traceHash: "\(trace)", rows: rows, completed: false, lastRound: round) }
+                onRow(row)
+                if stop { return RunResult(traceHash: "\(trace)", rows: rows, completed: false, lastRound: round) }
             }
         } catch {
             throw ScenarioError("algorithm fedavg: \(error)")
@@ -421,13 +422,12 @@ public final class ScenarioRunner {
     /// columns). The simulator pauses after every round to ask ``shouldStop``; pausing runs
     /// the same events, so the trace does not depend on it.
     private func drive<Node: ProtocolNode>(_ sim: Simulator<Node>, spacing: Duration, stepCost: Double? = nil,
-                                           _ onRow: (RoundRow) -> Bool, measure: (Simulator<Node>) -> RoundRow) throws(ScenarioError) -> RunResult {
+                                           _ onRow: (RoundRow) -> Void, measure: (Simulator<Node>) -> RoundRow) throws(ScenarioError) -> RunResult {
         network.schedule(scenario, on: sim, spacing: spacing)
         let rates = computeRates(stepCost: stepCost)
         if !rates.isEmpty { sim.computeRate = { rates[$0] } }
         let end = Instant.zero + roundDuration * scenario.rounds
         var rows = 0
-        var completed = true
         var lastRound = 0
         var refused: ScenarioError?
         sim.run(until: end, every: roundDuration) { sim in
@@ -447,11 +447,12 @@ public final class ScenarioRunner {
             row.messagesDropped = sim.counters.totalDropped
             row.liveNodes = (0..<sim.nodeCount).reduce(0) { $0 + (sim.isUp($1) ? 1 : 0) }
             rows += 1
-            completed = onRow(row) && !stop
-            return completed
+            onRow(row)
+            return !stop
         }
         if let refused { throw refused }
-        return RunResult(traceHash: "\(sim.traceHash)", rows: rows, completed: completed && sim.now >= end, lastRound: lastRound)
+        // A stop comes only before the last round, so a run that reached the end completed.
+        return RunResult(traceHash: "\(sim.traceHash)", rows: rows, completed: sim.now >= end, lastRound: lastRound)
     }
 
     /// Work units a second of each node (empty: the simulator's default for all).
